@@ -1,0 +1,56 @@
+"""Shared by every command: error -> one line + exit code, JSON output, option helpers."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from edgekit.errors import EdgekitError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n")
+    sys.stdout.flush()
+
+
+def _default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn EdgekitError into one clear stderr line (and a JSON error object with --json) + its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return fn(*args, **kwargs)
+        except EdgekitError as exc:
+            click.echo(f"edgekit: error: {exc}", err=True)
+            if as_json:
+                emit_json({"error": {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}})
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            traceback.print_exc(file=sys.stderr)
+            click.echo(f"edgekit: internal error: {type(exc).__name__}: {exc} (please report this)", err=True)
+            if as_json:
+                emit_json({"error": {"type": "InternalError", "message": str(exc), "exit_code": 1}})
+            sys.exit(1)
+
+    return wrapper
