@@ -43,3 +43,11 @@ class Session(Protocol):
         """Run one inference. Feeds are float/int arrays in the *source model's* convention
         (NCHW float); a session whose artifact uses another I/O layout or dtype converts."""
         ...
+
+
+def artifact_path(out_stem, suffix: str):
+    """`out_stem` + suffix. Stems contain dots (model.target.int8), so never use Path.with_suffix on them."""
+    from pathlib import Path
+
+    stem = Path(out_stem)
+    return stem.parent / f"{stem.name}{suffix}"

@@ -1,0 +1,67 @@
+"""The public API: what the CLI and build scripts call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import UsageError
+
+
+def convert(model: str, targets: list[str], outdir: str | Path = "out", *, precision: str | None = None,
+            input_shapes: dict[str, tuple[int, ...]] | None = None, weights: str | Path | None = None,
+            calibration: str | None = None, calibration_size: int | None = None,
+            calibration_method: str | None = None, verify: bool = True, io_layout: str = "nchw",
+            io_dtype: str = "float", prune: float | None = None, prune_macs: float | None = None,
+            prune_exclude: tuple[str, ...] = (), round_to: int = 8, importance: str = "l2",
+            distill_steps: int = 0, max_drop: float | None = None, eval_data: str | None = None,
+            profile: str | None = None, name: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Convert `model` into verified artifacts for each target; returns the JSON-able result.
+
+    Raises an EdgekitError subclass (each carries its exit code) on bad input, failed verification,
+    unsupported operators or unavailable devices; nothing is written to `outdir` in that case.
+    """
+    from edgekit.pipeline import Job, run
+    from edgekit.targets import get_target
+
+    if not targets:
+        raise UsageError("no target given", hint="add --target onnxruntime (see `edgekit targets`)")
+    if precision not in (None, "fp32", "int8"):
+        raise UsageError(f"unknown precision '{precision}'", hint="use fp32 or int8")
+    for value, label in ((prune, "--prune"), (prune_macs, "--prune-macs")):
+        if value is not None and not 0.0 < value < 1.0:
+            raise UsageError(f"{label} must be a fraction between 0 and 1, got {value}")
+    if max_drop is not None and not 0.0 <= max_drop < 1.0:
+        raise UsageError(f"--max-drop must be a fraction between 0 and 1, got {max_drop}")
+    if io_layout not in ("nchw", "nhwc"):
+        raise UsageError(f"unknown --io-layout '{io_layout}'", hint="use nchw or nhwc")
+    if io_dtype not in ("float", "int8"):
+        raise UsageError(f"unknown --io-dtype '{io_dtype}'", hint="use float or int8")
+    resolved, seen = [], set()
+    for t in targets:
+        tgt = get_target(t)
+        if tgt.name not in seen:
+            seen.add(tgt.name)
+            resolved.append(tgt)
+    job = Job(model=model, targets=resolved, outdir=Path(outdir), precision=precision, input_shapes=input_shapes,
+              weights=Path(weights) if weights else None, calibration=calibration,
+              calibration_size=calibration_size, calibration_method=calibration_method, verify=verify,
+              io_layout=io_layout, io_dtype=io_dtype, prune=prune, prune_macs=prune_macs,
+              prune_exclude=tuple(prune_exclude), round_to=round_to, importance=importance,
+              distill_steps=distill_steps, max_drop=max_drop, eval_data=eval_data, profile=profile,
+              name=name, seed=seed)
+    return run(job)
+
+
+def profile(artifact: str | Path, device: str = "local", **kwargs: Any) -> dict[str, Any]:
+    """Measure an artifact's latency on a device (see edgekit.profile.profile_artifact)."""
+    from edgekit.profile import profile_artifact
+
+    return profile_artifact(Path(artifact), device, **kwargs)
+
+
+def inspect(artifact: str | Path) -> dict[str, Any]:
+    """Inputs, outputs, quantization and metadata of any artifact."""
+    from edgekit.inspect import inspect_artifact
+
+    return inspect_artifact(Path(artifact))

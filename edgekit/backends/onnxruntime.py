@@ -1,0 +1,105 @@
+"""ONNX Runtime backend: a basic-optimized, portable .onnx plus the .ort flatbuffer format."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.backends.base import LoadOptions, TensorInfo, artifact_path
+from edgekit.errors import DeviceError, UnsupportedModelError
+
+NAME = "onnxruntime"
+SUFFIXES = (".onnx", ".ort")
+
+_ORT_DT = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(uint8)": "uint8",
+           "tensor(int8)": "int8", "tensor(float16)": "float16", "tensor(bool)": "bool", "tensor(double)": "float64"}
+
+
+def _session(path: Path, options: LoadOptions, level: str = "all", save_to: Path | None = None,
+             save_format: str | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    so.log_severity_level = 3
+    if options.threads:
+        so.intra_op_num_threads = int(options.threads)
+        so.inter_op_num_threads = 1
+    if options.extra.get("profile"):
+        so.enable_profiling = True
+        so.profile_file_prefix = str(options.extra.get("profile_prefix", "ort_profile"))
+    if save_to is not None:
+        so.optimized_model_filepath = str(save_to)
+        if save_format:
+            so.add_session_config_entry("session.save_model_format", save_format)
+    providers = _providers(options)
+    try:
+        return ort.InferenceSession(str(path), so, providers=providers)
+    except Exception as exc:  # noqa: BLE001
+        msg = str(exc)
+        if "NOT_IMPLEMENTED" in msg or "Could not find an implementation" in msg:
+            raise UnsupportedModelError(f"ONNX Runtime cannot run this model: {msg.splitlines()[0][:300]}") from exc
+        raise
+
+
+def _providers(options: LoadOptions) -> list[str]:
+    import onnxruntime as ort
+
+    wanted = options.extra.get("providers") or ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    for p in wanted:
+        if p not in available:
+            raise DeviceError(f"ONNX Runtime execution provider '{p}' is not available here",
+                              hint=f"available: {', '.join(available)}")
+    return list(wanted)
+
+
+def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any]) -> list[Path]:
+    """Basic-level optimizations only (constant folding, redundant node removal): the saved graph stays
+    portable across CPUs (level 'all' would bake in this host's NCHWc layouts); ORT applies the
+    hardware-specific fusions when the artifact is loaded on the device."""
+    out_onnx = artifact_path(out_stem, ".onnx")
+    level = str(target.runtime.get("save_optimization", "basic"))
+    _session(onnx_path, LoadOptions(), level=level, save_to=out_onnx)
+    if not out_onnx.exists():  # pragma: no cover - ORT always writes it
+        shutil.copyfile(onnx_path, out_onnx)
+    files = [out_onnx]
+    if target.runtime.get("save_ort", False):
+        out_ort = artifact_path(out_stem, ".ort")
+        try:
+            _session(out_onnx, LoadOptions(), level=level, save_to=out_ort, save_format="ORT")
+            files.append(out_ort)
+        except Exception:  # noqa: BLE001 - .ort is a bonus format
+            out_ort.unlink(missing_ok=True)
+    return files
+
+
+class OrtSession:
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        self.path = path
+        self.options = options
+        self.sess = _session(path, options, level=str(options.extra.get("optimization", "all")))
+        self.inputs = [TensorInfo(i.name, list(i.shape), _ORT_DT.get(i.type, i.type)) for i in self.sess.get_inputs()]
+        self.outputs = [TensorInfo(o.name, list(o.shape), _ORT_DT.get(o.type, o.type)) for o in self.sess.get_outputs()]
+        self.runtime = "onnxruntime"
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.sess.run(None, {i.name: np.asarray(feeds[i.name], dtype=i.dtype) for i in self.inputs})
+
+
+def load(path: Path, options: LoadOptions | None = None) -> OrtSession:
+    return OrtSession(Path(path), options or LoadOptions())
+
+
+def version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__

@@ -1,0 +1,76 @@
+"""OpenVINO backend: IR .xml/.bin via openvino.save_model (fp32 weights unless the target asks for fp16).
+A QDQ int8 hub graph becomes FakeQuantize and compiles to int8 kernels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.backends.base import LoadOptions, TensorInfo, artifact_path
+from edgekit.errors import DeviceError, UnsupportedModelError
+
+NAME = "openvino"
+SUFFIXES = (".xml",)
+
+
+def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any]) -> list[Path]:
+    import openvino as ov
+
+    try:
+        model = ov.convert_model(str(onnx_path))
+    except Exception as exc:  # noqa: BLE001
+        msg = str(exc)
+        raise UnsupportedModelError(f"OpenVINO cannot convert this model: {msg.strip().splitlines()[-1][:300]}") from exc
+    xml = artifact_path(out_stem, ".xml")
+    ov.save_model(model, str(xml), compress_to_fp16=bool(target.runtime.get("compress_to_fp16", False)))
+    return [xml, artifact_path(out_stem, ".bin")]
+
+
+class OvSession:
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        device = options.device or "CPU"
+        available = core.available_devices
+        if device.split(".")[0] not in {d.split(".")[0] for d in available} and not device.startswith(("AUTO", "HETERO", "MULTI")):
+            raise DeviceError(f"OpenVINO device '{device}' is not available here",
+                              hint=f"available: {', '.join(available)}")
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if options.threads and device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = int(options.threads)
+        if device == "CPU":
+            config["INFERENCE_PRECISION_HINT"] = "f32"  # no silent bf16 on AMX hosts; int8 FQ stays int8
+        if options.extra.get("profile"):
+            config["PERF_COUNT"] = True
+        config.update(options.extra.get("ov_config", {}))
+        self.model = core.read_model(str(path))
+        self.compiled = core.compile_model(self.model, device, config)
+        self.request = self.compiled.create_infer_request()
+        self.inputs = [TensorInfo(p.get_any_name(), _shape(p), p.get_element_type().to_dtype().name)
+                       for p in self.compiled.inputs]
+        self.outputs = [TensorInfo(p.get_any_name(), _shape(p), p.get_element_type().to_dtype().name)
+                        for p in self.compiled.outputs]
+        self.runtime = "openvino"
+        self.device = device
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        res = self.request.infer({i.name: np.asarray(feeds[i.name], dtype=i.dtype) for i in self.inputs})
+        return [np.array(res[o]) for o in self.compiled.outputs]
+
+
+def _shape(port) -> list[int | str | None]:
+    ps = port.get_partial_shape()
+    return [d.get_length() if d.is_static else None for d in ps]
+
+
+def load(path: Path, options: LoadOptions | None = None) -> OvSession:
+    return OvSession(Path(path), options or LoadOptions())
+
+
+def version() -> str:
+    import openvino as ov
+
+    return ov.get_version()

@@ -1,0 +1,304 @@
+"""The convert pipeline: a readable list of stages, each a function of the job state.
+
+load -> [prune + distill] -> export (hub ONNX fp32) -> samples -> reference outputs
+     -> per target: [quantize (once per scheme)] -> lower -> verify -> commit (atomic) -> [profile]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.data import SampleSet, load_samples, synthetic_samples
+from edgekit.errors import DataError, UsageError, VerificationError
+from edgekit.progress import log, warn
+from edgekit.sources.model import LoadedModel
+from edgekit.targets import Target
+
+VERIFY_SAMPLES = 32  # fp32 verification samples drawn from the calibration set
+
+
+@dataclass
+class Job:
+    model: str
+    targets: list[Target]
+    outdir: Path
+    precision: str | None = None
+    input_shapes: dict[str, tuple[int, ...]] | None = None
+    weights: Path | None = None
+    calibration: str | None = None
+    calibration_size: int | None = None
+    calibration_method: str | None = None
+    verify: bool = True
+    io_layout: str = "nchw"
+    io_dtype: str = "float"
+    prune: float | None = None
+    prune_macs: float | None = None
+    prune_exclude: tuple[str, ...] = ()
+    round_to: int = 8
+    importance: str = "l2"
+    distill_steps: int = 0
+    max_drop: float | None = None
+    eval_data: str | None = None
+    profile: str | None = None
+    name: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class State:
+    job: Job
+    work: Path
+    model: LoadedModel | None = None
+    hub: Path | None = None
+    samples: SampleSet | None = None  # everything the user gave (or synthetic)
+    verify_fp32: SampleSet | None = None
+    calib: SampleSet | None = None  # int8 calibration part
+    held_out: SampleSet | None = None  # int8 verification part (never used for calibration)
+    refs: dict[str, list] = field(default_factory=dict)  # reference outputs keyed by sample-set role
+    quantized: dict[str, tuple[Path, dict]] = field(default_factory=dict)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    staged: list[tuple[Path, Path]] = field(default_factory=list)  # (temp file, final path)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- stages
+def stage_load(st: State) -> None:
+    from edgekit.sources import load_model
+
+    log(f"loading {st.job.model}")
+    st.model = load_model(st.job.model, weights=st.job.weights, input_shapes=st.job.input_shapes)
+    if st.job.name:
+        st.model.name = st.job.name
+    m = st.model
+    st.info["model"] = {
+        "name": m.name, "kind": m.kind, "task": m.task,
+        "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in m.inputs],
+        "outputs": list(m.output_names),
+    }
+    if m.module is not None:
+        st.info["model"]["params"] = int(sum(p.numel() for p in m.module.parameters()))
+
+
+def stage_samples(st: State) -> None:
+    m, job = st.model, st.job
+    spec = job.calibration or m.calibration
+    samples = None
+    if spec:
+        try:
+            samples = load_samples(spec, m.inputs, seed=job.seed)
+            if not job.calibration:
+                log(f"using the shipped calibration set '{spec}' of {m.name}")
+        except DataError:
+            if job.calibration:
+                raise
+            samples = None
+    if samples is None:
+        if any(t == "int8" for t in _precisions(job)):
+            raise UsageError("int8 needs calibration data", hint="give --calibration DATA (.npz/.npy, image folder, "
+                             "text file, or a shipped set such as natural_images)")
+        warn("no --calibration given: verifying on synthetic random inputs (give real samples for a meaningful check)")
+        samples = synthetic_samples(m.inputs, count=8, seed=job.seed)
+    st.samples = samples.select(job.calibration_size, seed=job.seed)
+    st.verify_fp32 = st.samples.select(VERIFY_SAMPLES, seed=job.seed + 1)
+    if any(t == "int8" for t in _precisions(job)):
+        st.calib, st.held_out = st.samples.split(held_out=0.25, seed=job.seed)
+        st.held_out = st.held_out.select(max(VERIFY_SAMPLES, 100), seed=job.seed + 2)
+
+
+def stage_prune(st: State) -> None:
+    job = st.job
+    if job.prune is None and job.prune_macs is None and not job.distill_steps:
+        return
+    if st.model.module is None:
+        raise UsageError("pruning and distillation need a torch model; this source is ONNX-only",
+                         hint="pass the torch model (.pt2, TorchScript, pkg.module:fn or zoo:NAME)")
+    from edgekit.prune.stage import prune_and_distill
+
+    st.info["prune"] = prune_and_distill(st, st.work)
+
+
+def stage_export(st: State) -> None:
+    m = st.model
+    st.hub = st.work / f"{m.name}.fp32.onnx"
+    if m.module is not None:
+        from edgekit.export import export_onnx
+
+        log("exporting to ONNX")
+        export_onnx(m.module, m.inputs, m.output_names, st.hub)
+    else:
+        import onnx
+
+        model = onnx.load(str(m.onnx_path), load_external_data=True)
+        onnx.save(model, str(st.hub))  # one self-contained file (weights inline) when under 2 GB
+    st.info["model"]["onnx_size_bytes"] = st.hub.stat().st_size
+
+
+def stage_references(st: State) -> None:
+    from edgekit.verify import reference_outputs
+
+    st.refs["fp32"] = reference_outputs(st.model, st.verify_fp32)
+    if st.held_out is not None:
+        st.refs["int8"] = reference_outputs(st.model, st.held_out)
+
+
+def stage_targets(st: State) -> None:
+    for target in st.job.targets:
+        precision = st.job.precision or target.precision
+        if precision not in target.precisions:
+            raise UsageError(f"target '{target.name}' does not offer {precision}",
+                             hint=f"it offers: {', '.join(target.precisions)}")
+        st.artifacts.append(build_artifact(st, target, precision))
+
+
+def build_artifact(st: State, target: Target, precision: str) -> dict[str, Any]:
+    from edgekit.backends import get_backend
+    from edgekit.backends.base import LoadOptions
+
+    backend = get_backend(target.backend)
+    hub, qreport = st.hub, None
+    if precision == "int8":
+        hub, qreport = quantized_hub(st, target)
+    suffix = ".int8" if precision == "int8" else ""
+    stage_dir = st.work / f"{target.name}{suffix}"
+    stage_dir.mkdir()
+    stem = stage_dir / f"{st.model.name}.{target.name}{suffix}"
+    options = {"io_layout": st.job.io_layout, "io_dtype": st.job.io_dtype, "precision": precision,
+               "input_shapes": {i.name: i.concrete_shape() for i in st.model.inputs}}
+    log(f"lowering to {target.name} ({precision})")
+    files = backend.lower(hub, target, stem, options)
+    entry: dict[str, Any] = {
+        "target": target.name, "backend": target.backend, "precision": precision,
+        "path": None, "files": [], "size_bytes": sum(f.stat().st_size for f in files if f.suffix != ".ort"),
+        "sha256": _sha256(files[0]), "quantization": qreport, "verification": None, "profile": None,
+    }
+    if st.job.verify:
+        entry["verification"] = verify_artifact(st, backend, files[0], target, precision,
+                                                LoadOptions(extra={"io_layout": st.job.io_layout}))
+    for f in files:
+        final = st.job.outdir / f.name
+        st.staged.append((f, final))
+        entry["files"].append(str(final))
+    entry["path"] = entry["files"][0]
+    return entry
+
+
+def quantized_hub(st: State, target: Target) -> tuple[Path, dict]:
+    """One calibration per quantization scheme, shared by every target that uses it."""
+    scheme = dict(target.quantization)
+    if st.job.calibration_method:
+        scheme["calibration_method"] = st.job.calibration_method
+    key = hashlib.sha256(json.dumps(scheme, sort_keys=True).encode()).hexdigest()[:12]
+    if key not in st.quantized:
+        from edgekit.quantize import quantize_model
+
+        out = st.work / f"{st.model.name}.int8-{key}.onnx"
+        eval_set = load_samples(st.job.eval_data, st.model.inputs) if st.job.eval_data else None
+        log(f"quantizing to int8 ({scheme.get('activations', 'uint8')} activations, "
+            f"{scheme.get('calibration_method', 'minmax')} calibration, {len(st.calib)} samples)")
+        report = quantize_model(st.hub, out, target, st.calib, method=st.job.calibration_method,
+                                held_out=st.held_out, task=st.model.task, max_drop=st.job.max_drop,
+                                eval_set=eval_set)
+        st.quantized[key] = (out, report)
+    return st.quantized[key]
+
+
+def verify_artifact(st: State, backend, path: Path, target: Target, precision: str, options) -> dict[str, Any]:
+    from edgekit.verify import check, compare, run_all
+
+    samples = st.held_out if precision == "int8" else st.verify_fp32
+    refs = st.refs["int8" if precision == "int8" else "fp32"]
+    session = backend.load(path, options)
+    figures = compare(refs, run_all(session, samples), st.model.task)
+    passed, failures = check(figures, target.tolerances(precision))
+    figures.update(passed=passed, synthetic=bool(samples.synthetic), failures=failures)
+    level = log if passed else warn
+    cos = f"cosine {figures['cosine']:.6f}"
+    top1 = f", top-1 agreement {figures['top1_agreement']:.3f}" if figures["top1_agreement"] is not None else ""
+    level(f"verify {target.name} {precision}: max abs error {figures['max_abs_error']:.3g}, {cos}{top1} "
+          f"on {figures['samples']} samples -> {'ok' if passed else 'FAILED'}")
+    if not passed:
+        raise VerificationError(f"{target.name} {precision} artifact failed verification: {'; '.join(failures)}",
+                                hint="nothing was written; use --no-verify to keep it anyway")
+    return figures
+
+
+def commit(st: State) -> None:
+    """Atomic per file: everything verified first, then renamed into place (same filesystem)."""
+    for tmp, final in st.staged:
+        os.replace(tmp, final)
+
+
+def stage_profile(st: State) -> None:
+    if not st.job.profile:
+        return
+    from edgekit.profile import profile_artifact
+
+    for art in st.artifacts:
+        log(f"profiling {Path(art['path']).name} on {st.job.profile}")
+        art["profile"] = profile_artifact(Path(art["path"]), st.job.profile)
+
+
+STAGES = [stage_load, stage_samples, stage_prune, stage_export, stage_references, stage_targets]
+
+
+def run(job: Job) -> dict[str, Any]:
+    outdir = prepare_outdir(job.outdir)
+    work = Path(tempfile.mkdtemp(prefix=".edgekit-tmp-", dir=outdir))
+    st = State(job=job, work=work)
+    try:
+        for stage in STAGES:
+            stage(st)
+        commit(st)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    stage_profile(st)
+    return {"edgekit_version": _version(), **st.info, "artifacts": st.artifacts, "runtimes": runtime_versions()}
+
+
+def prepare_outdir(outdir: Path) -> Path:
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f"output path {outdir} exists and is not a folder", hint="pass a folder with -o")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=outdir, prefix=".edgekit-probe-")
+        probe.close()
+    except OSError as exc:
+        raise UsageError(f"cannot write to output folder {outdir}: {exc.strerror}",
+                         hint="choose a writable folder with -o") from exc
+    return outdir
+
+
+def _precisions(job: Job) -> set[str]:
+    return {job.precision or t.precision for t in job.targets}
+
+
+def _sha256(path: Path) -> str:
+    from edgekit.sources.onnx_file import file_sha256
+
+    return file_sha256(path)
+
+
+def _version() -> str:
+    from edgekit import __version__
+
+    return __version__
+
+
+def runtime_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for pkg in ("onnxruntime", "openvino", "ai-edge-litert", "onnx", "torch"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out

@@ -1,0 +1,89 @@
+"""Model sources: turn what the user names into a LoadedModel. One loader module per kind.
+
+  file.onnx            edgekit.sources.onnx_file
+  file.pt2             edgekit.sources.torch_files (torch.export program)
+  file.pt / .ts        edgekit.sources.torch_files (TorchScript archive)
+  pkg.module:fn        edgekit.sources.factory (+ --weights state_dict / .safetensors)
+  zoo:NAME             edgekit.sources.zoo_source
+Files are recognised by content (zip members, ONNX protobuf), not only by suffix.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from edgekit.errors import ModelLoadError, UsageError
+from edgekit.sources.model import LoadedModel
+
+__all__ = ["LoadedModel", "load_model", "parse_input_shapes", "classify_spec"]
+
+_FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def classify_spec(spec: str) -> str:
+    """Which kind of source `spec` names: zoo | factory | onnx | pt2 | torchscript | pickle."""
+    if spec.startswith("zoo:"):
+        return "zoo"
+    path = Path(spec)
+    if not path.exists():
+        if _FACTORY_RE.match(spec):
+            return "factory"
+        raise ModelLoadError(f"model not found: {spec}",
+                             hint="give an .onnx, .pt2, TorchScript file, pkg.module:fn or zoo:NAME (see `edgekit zoo`)")
+    if path.is_dir():
+        raise ModelLoadError(f"{spec} is a folder, not a model file")
+    from edgekit.sources.torch_files import zip_kind
+
+    kind = zip_kind(path)
+    if kind:
+        return kind
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    if path.suffix.lower() in (".pt", ".pth", ".bin", ".ckpt", ".pkl"):
+        return "pickle"
+    return "onnx"  # let the ONNX parser give the precise error
+
+
+def load_model(spec: str, *, weights: Path | None = None,
+               input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
+    kind = classify_spec(spec)
+    if weights is not None and kind not in ("factory", "zoo"):
+        raise UsageError("--weights applies to a Python factory (pkg.module:fn) or a zoo model",
+                         hint=f"{spec} already holds its weights; drop --weights")
+    if kind == "zoo":
+        from edgekit.sources.zoo_source import load
+        return load(spec[4:], weights=weights, input_shapes=input_shapes)
+    if kind == "factory":
+        from edgekit.sources.factory import load
+        return load(spec, weights=weights, input_shapes=input_shapes)
+    if kind == "onnx":
+        from edgekit.sources.onnx_file import load
+        return load(Path(spec), input_shapes=input_shapes)
+    if kind == "pt2":
+        from edgekit.sources.torch_files import load_exported
+        return load_exported(Path(spec), input_shapes=input_shapes)
+    if kind == "torchscript":
+        from edgekit.sources.torch_files import load_torchscript
+        return load_torchscript(Path(spec), input_shapes=input_shapes)
+    raise ModelLoadError(
+        f"{spec}: a pickled model is refused (unpickling can run arbitrary code)",
+        hint="export it with torch.export.save (.pt2), torch.jit.save, or ONNX; or pass a factory "
+             "pkg.module:fn with --weights state_dict.safetensors",
+    )
+
+
+def parse_input_shapes(values: tuple[str, ...] | list[str]) -> dict[str, tuple[int, ...]]:
+    """`name=1x3x224x224` (repeatable) or a bare `1x3x224x224` (key "" = the single input)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for value in values:
+        name, _, dims = value.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().replace(",", "x").split("x"))
+            if any(d <= 0 for d in shape):
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"bad --input-shape '{value}'",
+                             hint="write name=1x3x224x224, or 1x3x224x224 for a single-input model") from None
+        shapes[name.strip()] = shape
+    return shapes

@@ -1,0 +1,43 @@
+"""A Python factory `pkg.module:fn` returning an nn.Module, with an optional --weights state_dict."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+from pathlib import Path
+
+from edgekit.errors import ModelLoadError
+from edgekit.sources.model import LoadedModel
+from edgekit.sources.onnx_file import file_sha256
+from edgekit.sources.torch_common import forward_input_names, probe, specs_from_overrides
+from edgekit.sources.weights import apply_state_dict, load_state_dict
+
+
+def load(spec: str, *, weights: Path | None = None, input_shapes=None) -> LoadedModel:
+    import torch
+
+    mod_name, fn_name = spec.split(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ModelLoadError(f"cannot import '{mod_name}' for factory {spec}: {exc}",
+                             hint="make the package importable (pip install it or set PYTHONPATH)") from exc
+    fn = getattr(mod, fn_name, None)
+    if fn is None or not callable(fn):
+        raise ModelLoadError(f"'{mod_name}' has no callable '{fn_name}'")
+    try:
+        module = fn()
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"factory {spec} raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(module, torch.nn.Module):
+        raise ModelLoadError(f"factory {spec} returned {type(module).__name__}, not a torch.nn.Module")
+    h = hashlib.sha256(inspect.getsource(mod).encode())
+    if weights is not None:
+        apply_state_dict(module, load_state_dict(Path(weights)), Path(weights))
+        h.update(file_sha256(Path(weights)).encode())
+    module.eval()
+    specs = specs_from_overrides(forward_input_names(module), input_shapes, spec)
+    out_names, task = probe(module, specs, spec)
+    return LoadedModel(name=fn_name, kind="factory", inputs=specs, output_names=out_names, task=task,
+                       module=module, source_bytes_sha256=h.hexdigest())

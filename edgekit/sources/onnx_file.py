@@ -1,0 +1,90 @@
+"""ONNX files (with external data too)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from edgekit.data import InputSpec
+from edgekit.errors import ModelLoadError
+from edgekit.sources.model import LoadedModel
+from edgekit.sources.shapes import apply_overrides
+
+_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_onnx(path: Path):
+    """onnx.ModelProto with external data loaded; ModelLoadError with the reason otherwise."""
+    import onnx
+
+    if not path.is_file():
+        raise ModelLoadError(f"model not found: {path}")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path}: the file is empty", hint="re-export the model")
+    try:
+        model = onnx.load(str(path), load_external_data=True)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"{path}: its external data file is missing ({exc.filename})",
+                             hint="keep the .onnx.data/.bin file next to the .onnx") from exc
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        raise ModelLoadError(f"{path}: not a valid ONNX file ({type(exc).__name__}: {exc})",
+                             hint="the file is corrupt or truncated; re-export it") from exc
+    if not model.graph.node:
+        raise ModelLoadError(f"{path}: not a valid ONNX model (the graph has no nodes)",
+                             hint="the file is corrupt, truncated or not ONNX; re-export it")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"{path}: invalid ONNX model: {str(exc).splitlines()[0]}",
+                             hint="re-export the model") from exc
+    return model
+
+
+def graph_inputs(model) -> list[InputSpec]:
+    inits = {i.name for i in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dims: list[int | str | None] = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param") and d.dim_param:
+                dims.append(d.dim_param)
+            else:
+                dims.append(None)
+        specs.append(InputSpec(vi.name, tuple(dims), _DTYPES.get(tt.elem_type, "float32")))
+    return specs
+
+
+def guess_task(model) -> str:
+    outs = model.graph.output
+    if len(outs) == 1:
+        dims = outs[0].type.tensor_type.shape.dim
+        if len(dims) == 2 and dims[1].HasField("dim_value") and dims[1].dim_value > 1:
+            return "classification"
+    return "generic"
+
+
+def load(path: Path, *, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
+    model = read_onnx(path)
+    inputs = apply_overrides(graph_inputs(model), input_shapes, str(path))
+    for spec in inputs:
+        if any(d is None for d in spec.shape):
+            raise ModelLoadError(f"{path}: input '{spec.name}' has unknown dims {spec.shape}",
+                                 hint=f"give --input-shape {spec.name}=1x3x224x224")
+    return LoadedModel(
+        name=path.stem, kind="onnx", inputs=inputs, output_names=[o.name for o in model.graph.output],
+        task=guess_task(model), onnx_path=path, source_bytes_sha256=file_sha256(path),
+        meta={"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)},
+    )

@@ -1,0 +1,51 @@
+"""Combine the shapes a model states with the user's --input-shape overrides."""
+
+from __future__ import annotations
+
+from edgekit.data import InputSpec
+from edgekit.errors import UsageError
+
+
+def apply_overrides(inputs: list[InputSpec], overrides: dict[str, tuple[int, ...]] | None,
+                    source: str) -> list[InputSpec]:
+    """Fill unknown dims from overrides; keep symbolic names for the batch axis so it stays dynamic.
+
+    A static dim that an override contradicts is an error (the model cannot take that shape)."""
+    overrides = dict(overrides or {})
+    if "" in overrides:
+        if len(inputs) != 1:
+            raise UsageError(f"{source}: a bare --input-shape needs a single-input model; this one has "
+                             f"{', '.join(i.name for i in inputs)}", hint="write name=1x3x224x224")
+        overrides[inputs[0].name] = overrides.pop("")
+    unknown = set(overrides) - {i.name for i in inputs}
+    if unknown:
+        raise UsageError(f"{source}: --input-shape names unknown input(s) {', '.join(sorted(unknown))}",
+                         hint=f"inputs are: {', '.join(i.name for i in inputs)}")
+    out = []
+    for spec in inputs:
+        shape = list(spec.shape)
+        if spec.name in overrides:
+            given = overrides[spec.name]
+            if shape and len(given) != len(shape):
+                raise UsageError(f"{source}: input '{spec.name}' has rank {len(shape)} {tuple(shape)}, "
+                                 f"--input-shape gives {'x'.join(map(str, given))}")
+            if not shape:
+                shape = list(given)
+            for ax, want in enumerate(given):
+                have = shape[ax]
+                if isinstance(have, int) and have > 0:
+                    if have != want:
+                        raise UsageError(f"{source}: input '{spec.name}' axis {ax} is fixed at {have}, "
+                                         f"--input-shape gives {want}")
+                elif not (ax == 0 and isinstance(have, str)):  # a named batch axis stays dynamic
+                    shape[ax] = want
+        out.append(InputSpec(spec.name, tuple(shape), spec.dtype))
+    return out
+
+
+def require_static(inputs: list[InputSpec], source: str) -> None:
+    """Every non-batch axis must be known (torch sources need them to trace)."""
+    for spec in inputs:
+        if not spec.shape or any(d is None for d in spec.shape[1:]):
+            raise UsageError(f"{source}: the shape of input '{spec.name}' is unknown",
+                             hint=f"give --input-shape {spec.name}=1x3x224x224 (your model's real shape)")

@@ -1,0 +1,57 @@
+"""Helpers shared by the torch sources: input names from forward(), example inputs, task guess."""
+
+from __future__ import annotations
+
+import inspect
+
+from edgekit.data import InputSpec
+from edgekit.errors import UsageError
+from edgekit.sources.shapes import apply_overrides, require_static
+
+
+def forward_input_names(module) -> list[str]:
+    fwd = module.forward
+    names = []
+    for p in inspect.signature(fwd).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is not p.empty and names:
+            continue  # optional extras are left at their defaults
+        names.append(p.name)
+    return names
+
+
+def specs_from_overrides(names: list[str], overrides: dict[str, tuple[int, ...]] | None,
+                         source: str) -> list[InputSpec]:
+    """Torch sources state no shapes: every input needs --input-shape; the batch axis stays dynamic."""
+    blank = [InputSpec(n, (), "float32") for n in names]
+    if not overrides:
+        raise UsageError(f"{source}: input shapes are unknown for a torch model",
+                         hint="give --input-shape " + " --input-shape ".join(f"{n}=1x3x224x224" for n in names))
+    specs = apply_overrides(blank, overrides, source)
+    missing = [s.name for s in specs if not s.shape]
+    if missing:
+        raise UsageError(f"{source}: no --input-shape for input(s) {', '.join(missing)}",
+                         hint=f"give --input-shape {missing[0]}=1x3x224x224")
+    specs = [InputSpec(s.name, ("batch", *s.shape[1:]), s.dtype) for s in specs]
+    require_static(specs, source)
+    return specs
+
+
+def probe(module, inputs: list[InputSpec], source: str) -> tuple[list[str], str]:
+    """Run the module once on zeros of the stated shapes: output names and task. Bad shapes fail here."""
+    import numpy as np
+    import torch
+
+    args = [torch.from_numpy(np.zeros(s.concrete_shape(), dtype=s.dtype)) for s in inputs]
+    try:
+        with torch.no_grad():
+            out = module(*args)
+    except Exception as exc:  # noqa: BLE001
+        shapes = ", ".join(f"{s.name}={'x'.join(map(str, s.concrete_shape()))}" for s in inputs)
+        raise UsageError(f"{source}: the model does not run on inputs {shapes}: {str(exc).splitlines()[0]}",
+                         hint="check --input-shape against what the model expects") from exc
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
+    task = "classification" if len(outs) == 1 and outs[0].ndim == 2 and outs[0].shape[1] > 1 else "generic"
+    return names, task

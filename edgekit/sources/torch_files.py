@@ -1,0 +1,78 @@
+"""torch.export programs (.pt2) and TorchScript archives, recognised by their zip members."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from edgekit.data import InputSpec
+from edgekit.errors import ModelLoadError
+from edgekit.sources.model import LoadedModel
+from edgekit.sources.onnx_file import file_sha256
+from edgekit.sources.shapes import apply_overrides, require_static
+from edgekit.sources.torch_common import forward_input_names, probe, specs_from_overrides
+
+_DT = {"torch.float32": "float32", "torch.int64": "int64", "torch.int32": "int32", "torch.float16": "float16",
+       "torch.uint8": "uint8", "torch.int8": "int8", "torch.bool": "bool"}
+
+
+def zip_kind(path: Path) -> str | None:
+    """'pt2', 'torchscript', 'pickle' (a torch.save zip) or None when `path` is not a torch zip archive."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        names = zipfile.ZipFile(path).namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if any("serialized_exported_program" in n or n.endswith("archive_format") for n in names):
+        return "pt2"
+    if any("/code/" in n for n in names) or any(n.endswith("constants.pkl") for n in names):
+        return "torchscript"
+    if any(n.endswith("data.pkl") for n in names):
+        return "pickle"
+    return None
+
+
+def load_exported(path: Path, *, input_shapes=None) -> LoadedModel:
+    import torch
+
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"{path}: cannot load the torch.export program ({str(exc).splitlines()[0]})",
+                             hint="re-save it with torch.export.save") from exc
+    specs: list[InputSpec] = []
+    for node in ep.graph.nodes:
+        if node.op != "placeholder" or node.name not in ep.graph_signature.user_inputs:
+            continue
+        val = node.meta.get("val")
+        dims = tuple(int(d) if isinstance(d, int) or str(d).isdigit() else ("batch" if i == 0 else str(d))
+                     for i, d in enumerate(val.shape)) if val is not None else ()
+        if dims and isinstance(dims[0], int):
+            dims = ("batch", *dims[1:])
+        specs.append(InputSpec(node.name, dims, _DT.get(str(getattr(val, "dtype", "")), "float32")))
+    specs = apply_overrides(specs, input_shapes, str(path))
+    require_static(specs, str(path))
+    module = ep.module()
+    names, task = probe(module, specs, str(path))
+    return LoadedModel(name=path.stem, kind="pt2", inputs=specs, output_names=names, task=task, module=module,
+                       source_bytes_sha256=file_sha256(path), meta={"static_batch": True})
+
+
+def load_torchscript(path: Path, *, input_shapes=None) -> LoadedModel:
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"{path}: cannot load the TorchScript archive ({str(exc).splitlines()[0]})",
+                             hint="re-save it with torch.jit.save") from exc
+    try:
+        args = module.forward.schema.arguments[1:]
+        names = [a.name for a in args]
+    except Exception:  # noqa: BLE001
+        names = forward_input_names(module)
+    specs = specs_from_overrides(names, input_shapes, str(path))
+    out_names, task = probe(module, specs, str(path))
+    return LoadedModel(name=path.stem, kind="torchscript", inputs=specs, output_names=out_names, task=task,
+                       module=module, source_bytes_sha256=file_sha256(path))

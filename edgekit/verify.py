@@ -1,0 +1,95 @@
+"""Run an artifact in its runtime and compare it with the source model.
+
+Figures: max and mean absolute error (over every output element of every sample), cosine similarity
+(per sample over the flattened outputs; the minimum over samples is reported, and the mean), and top-1
+agreement for classifiers (argmax of the first output's last axis). Tolerances come from the target's
+[verify.<precision>] table: `max_abs_error` is relative to the reference's largest magnitude when that
+exceeds 1 (logits of a few tens tolerate proportionally more), `cosine` and `top1_agreement` are minima.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from edgekit.sources.model import LoadedModel
+
+Outputs = list[np.ndarray]
+
+
+def reference_outputs(model: LoadedModel, samples: Iterable[dict[str, np.ndarray]]) -> list[Outputs]:
+    """The source model's own answer: torch eager for torch sources, ORT (no graph optimizations) for ONNX."""
+    if model.module is not None:
+        import torch
+
+        outs = []
+        with torch.no_grad():
+            for feed in samples:
+                res = model.module(*[torch.from_numpy(np.ascontiguousarray(feed[s.name])) for s in model.inputs])
+                res = res if isinstance(res, (tuple, list)) else [res]
+                outs.append([r.detach().float().numpy() for r in res])
+        return outs
+    from edgekit.backends.base import LoadOptions
+    from edgekit.backends.onnxruntime import load
+
+    sess = load(model.onnx_path, LoadOptions(extra={"optimization": "none"}))
+    return [sess.run(feed) for feed in samples]
+
+
+def run_all(session: Any, samples: Iterable[dict[str, np.ndarray]]) -> list[Outputs]:
+    return [[np.asarray(o, dtype=np.float32) for o in session.run(feed)] for feed in samples]
+
+
+def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, Any]:
+    if len(refs) != len(cands) or not refs:
+        raise ValueError("reference and candidate must have the same, non-zero number of samples")
+    max_abs, abs_sum, count, cosines, agree, ref_peak = 0.0, 0.0, 0, [], 0, 0.0
+    for ref, cand in zip(refs, cands):
+        if len(ref) != len(cand):
+            raise ValueError(f"artifact has {len(cand)} outputs, the source model {len(ref)}")
+        flat_r, flat_c = [], []
+        for r, c in zip(ref, cand):
+            r = np.asarray(r, dtype=np.float64)
+            c = np.asarray(c, dtype=np.float64)
+            if r.shape != c.shape:
+                if r.size != c.size:
+                    raise ValueError(f"output shape {c.shape} differs from the source model's {r.shape}")
+                c = c.reshape(r.shape)
+            d = np.abs(r - c)
+            max_abs = max(max_abs, float(d.max(initial=0.0)))
+            abs_sum += float(d.sum())
+            count += d.size
+            ref_peak = max(ref_peak, float(np.abs(r).max(initial=0.0)))
+            flat_r.append(r.ravel())
+            flat_c.append(c.ravel())
+        fr, fc = np.concatenate(flat_r), np.concatenate(flat_c)
+        denom = np.linalg.norm(fr) * np.linalg.norm(fc)
+        cosines.append(float(fr @ fc / denom) if denom > 0 else float(np.allclose(fr, fc)))
+        if task == "classification":
+            agree += int(np.array_equal(np.argmax(ref[0], axis=-1), np.argmax(np.asarray(cand[0]).reshape(ref[0].shape), axis=-1)))
+    return {
+        "max_abs_error": max_abs,
+        "mean_abs_error": abs_sum / max(count, 1),
+        "cosine": min(cosines),
+        "cosine_mean": float(np.mean(cosines)),
+        "top1_agreement": agree / len(refs) if task == "classification" else None,
+        "samples": len(refs),
+        "reference_peak": ref_peak,
+    }
+
+
+def check(figures: dict[str, Any], tolerances: dict[str, float]) -> tuple[bool, list[str]]:
+    """Apply a target's tolerances; returns (passed, reasons it failed)."""
+    failures = []
+    if "max_abs_error" in tolerances:
+        limit = tolerances["max_abs_error"] * max(1.0, figures.get("reference_peak", 1.0))
+        if not figures["max_abs_error"] <= limit:
+            failures.append(f"max abs error {figures['max_abs_error']:.3g} > {limit:.3g}")
+    if "cosine" in tolerances and not figures["cosine"] >= tolerances["cosine"]:
+        failures.append(f"cosine {figures['cosine']:.6f} < {tolerances['cosine']}")
+    if "top1_agreement" in tolerances and figures.get("top1_agreement") is not None:
+        if not figures["top1_agreement"] >= tolerances["top1_agreement"]:
+            failures.append(f"top-1 agreement {figures['top1_agreement']:.3f} < {tolerances['top1_agreement']}")
+    return (not failures), failures
