@@ -93,6 +93,9 @@ class SampleSet:
 # `read(spec: str, inputs: list[InputSpec], **opts) -> SampleSet`. Order matters.
 READERS: list[str] = [
     "edgekit.data.arrays",  # .npy / .npz
+    "edgekit.data.text",  # .txt, one sentence per line + tokenizer.json
+    "edgekit.data.images",  # image folder (or one image) + preprocessing spec
+    "edgekit.data.shipped",  # named sets in calibration/*.toml (natural_images, sentences, mnist)
 ]
 
 

