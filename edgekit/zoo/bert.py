@@ -47,7 +47,11 @@ class Embeddings(nn.Module):
         seq = input_ids.shape[1]
         pos = self.position_embeddings.weight[:seq]  # positions 0..seq-1, (seq, hidden)
         # single-segment input: every token has token_type 0
-        x = self.word_embeddings(input_ids) + pos + self.token_type_embeddings.weight[0]
+        # index_select -> one ONNX Gather with either exporter (aten.embedding's value name 'embedding'
+        # collides with our output name in the dynamo exporter; weight[ids] becomes GatherND there)
+        words = self.word_embeddings.weight.index_select(0, input_ids.reshape(-1))
+        words = words.reshape(input_ids.shape[0], seq, words.shape[-1])
+        x = words + pos + self.token_type_embeddings.weight[0]
         return self.LayerNorm(x)
 
 
