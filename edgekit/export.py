@@ -20,7 +20,7 @@ OPSET = 17
 
 
 def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_path: Path,
-                *, opset: int = OPSET, clean: bool = True) -> Path:
+                *, opset: int = OPSET, clean: bool = True, exported=None) -> Path:
     import numpy as np
     import onnx
     import torch
@@ -35,13 +35,21 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
         for name in output_names:
             dynamic_axes[name] = {0: "batch"}
     out_path = Path(out_path)
-    module = module.eval()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        module.eval()
+    except NotImplementedError:  # torch.export's unlifted module is already in inference form
+        pass
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), _quiet():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, args, str(out_path), dynamo=False, opset_version=opset,
-                              input_names=[s.name for s in inputs], output_names=list(output_names),
-                              dynamic_axes=dynamic_axes or None, do_constant_folding=True)
+            if exported is not None:  # a torch.export program: the dynamo exporter takes it as is
+                torch.onnx.export(exported, (), str(out_path), dynamo=True, external_data=False,
+                                  opset_version=max(opset, 18), input_names=[s.name for s in inputs],
+                                  output_names=list(output_names), verbose=False)
+            else:
+                torch.onnx.export(module, args, str(out_path), dynamo=False, opset_version=opset,
+                                  input_names=[s.name for s in inputs], output_names=list(output_names),
+                                  dynamic_axes=dynamic_axes or None, do_constant_folding=True)
     except Exception as exc:  # noqa: BLE001
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "Unsupported" in msg or "not supported" in msg or "Exporting the operator" in msg:
@@ -75,3 +83,17 @@ def clean_onnx(model):
         pass
     log(f"ONNX clean-up: {before} -> {len(model.graph.node)} nodes", verbose_only=True)
     return model
+
+
+class _quiet:
+    """Silence the dynamo exporter's progress prints on stdout (stdout is reserved for --json)."""
+
+    def __enter__(self):
+        import contextlib
+        import sys
+
+        self._cm = contextlib.redirect_stdout(sys.stderr)
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)

@@ -122,6 +122,7 @@ def stage_prune(st: State) -> None:
     from edgekit.prune.stage import prune_and_distill
 
     st.info["prune"] = prune_and_distill(st, st.work)
+    st.model.meta.pop("exported_program", None)  # the pruned module is what gets exported now
 
 
 def stage_export(st: State) -> None:
@@ -131,7 +132,7 @@ def stage_export(st: State) -> None:
         from edgekit.export import export_onnx
 
         log("exporting to ONNX")
-        export_onnx(m.module, m.inputs, m.output_names, st.hub)
+        export_onnx(m.module, m.inputs, m.output_names, st.hub, exported=m.meta.get("exported_program"))
     else:
         import onnx
 
@@ -249,6 +250,7 @@ STAGES = [stage_load, stage_samples, stage_prune, stage_export, stage_references
 
 
 def run(job: Job) -> dict[str, Any]:
+    created = not Path(job.outdir).exists()
     outdir = prepare_outdir(job.outdir)
     work = Path(tempfile.mkdtemp(prefix=".edgekit-tmp-", dir=outdir))
     st = State(job=job, work=work)
@@ -256,8 +258,12 @@ def run(job: Job) -> dict[str, Any]:
         for stage in STAGES:
             stage(st)
         commit(st)
-    finally:
+    except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        if created and not any(outdir.iterdir()):
+            outdir.rmdir()  # leave no trace of a failed run
+        raise
+    shutil.rmtree(work, ignore_errors=True)
     stage_profile(st)
     return {"edgekit_version": _version(), **st.info, "artifacts": st.artifacts, "runtimes": runtime_versions()}
 

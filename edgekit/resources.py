@@ -12,7 +12,7 @@ def data_dir(name: str) -> Path:
     """Return the folder holding `name` (one of targets, devices, calibration)."""
     if name not in _FOLDERS:
         raise ValueError(f"unknown data folder {name!r}")
-    checkout = Path(__file__).resolve().parent.parent / name
-    if checkout.is_dir():
-        return checkout
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / name).is_dir():  # a source checkout
+        return root / name
     return Path(str(importlib.resources.files(f"edgekit._{name}")))

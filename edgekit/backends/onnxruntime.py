@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.backends.base import LoadOptions, TensorInfo, artifact_path
-from edgekit.errors import DeviceError, UnsupportedModelError
+from edgekit.backends.diagnose import unsupported
+from edgekit.errors import DeviceError
 
 NAME = "onnxruntime"
 SUFFIXES = (".onnx", ".ort")
@@ -45,8 +46,8 @@ def _session(path: Path, options: LoadOptions, level: str = "all", save_to: Path
         return ort.InferenceSession(str(path), so, providers=providers)
     except Exception as exc:  # noqa: BLE001
         msg = str(exc)
-        if "NOT_IMPLEMENTED" in msg or "Could not find an implementation" in msg:
-            raise UnsupportedModelError(f"ONNX Runtime cannot run this model: {msg.splitlines()[0][:300]}") from exc
+        if any(k in msg for k in ("NOT_IMPLEMENTED", "Could not find an implementation", "not a registered")):
+            raise unsupported("ONNX Runtime", path, msg) from exc
         raise
 
 

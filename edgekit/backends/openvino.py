@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.backends.base import LoadOptions, TensorInfo, artifact_path
-from edgekit.errors import DeviceError, UnsupportedModelError
+from edgekit.backends.diagnose import unsupported
+from edgekit.errors import DeviceError
 
 NAME = "openvino"
 SUFFIXES = (".xml",)
@@ -21,8 +22,7 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
     try:
         model = ov.convert_model(str(onnx_path))
     except Exception as exc:  # noqa: BLE001
-        msg = str(exc)
-        raise UnsupportedModelError(f"OpenVINO cannot convert this model: {msg.strip().splitlines()[-1][:300]}") from exc
+        raise unsupported("OpenVINO", onnx_path, str(exc)) from exc
     xml = artifact_path(out_stem, ".xml")
     ov.save_model(model, str(xml), compress_to_fp16=bool(target.runtime.get("compress_to_fp16", False)))
     return [xml, artifact_path(out_stem, ".bin")]

@@ -56,7 +56,7 @@ def load_exported(path: Path, *, input_shapes=None) -> LoadedModel:
     module = ep.module()
     names, task = probe(module, specs, str(path))
     return LoadedModel(name=path.stem, kind="pt2", inputs=specs, output_names=names, task=task, module=module,
-                       source_bytes_sha256=file_sha256(path), meta={"static_batch": True})
+                       source_bytes_sha256=file_sha256(path), meta={"exported_program": ep})
 
 
 def load_torchscript(path: Path, *, input_shapes=None) -> LoadedModel:
