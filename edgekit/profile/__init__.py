@@ -1,0 +1,136 @@
+"""Latency profiling: measure an artifact where it will run (this host, ssh, adb) or estimate it (roofline).
+
+    from edgekit.profile import profile_artifact
+    res = profile_artifact(Path("out/m.onnx"), "local", runs=50, warmup=5, per_layer=True)
+
+The result schema is documented in edgekit/profile/result.py (measurements) and roofline.py (estimates).
+Options (all optional):
+  unit            CPU | GPU | NPU: OpenVINO device, ORT execution provider family, TFLite delegate
+  provider        ORT execution provider by name (QNN, OpenVINO, CUDA ... or the full *ExecutionProvider name)
+  xnnpack         LiteRT: use the XNNPACK delegate (default true)
+  delegate        LiteRT: path of an external delegate library (on the device for remote runs)
+  hint            OpenVINO PERFORMANCE_HINT: latency (default) | throughput
+  remote_python   interpreter on an ssh device (default the profile's, else python3)
+  benchmark_model path of LiteRT's benchmark_model on an adb/ssh device without Python
+  gpu / nnapi     adb: use_gpu / use_nnapi delegates of benchmark_model
+  timeout         overall seconds for one run (default 600)
+  estimate        true: roofline estimate instead of a measurement (needs an ONNX graph)
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import ModelLoadError, UsageError
+from edgekit.profile.devices import DeviceTarget, resolve_device
+from edgekit.profile.result import build_result
+from edgekit.profile.stream import Collected, RemoteRunError, raise_runner_error
+
+SUFFIXES = (".onnx", ".ort", ".xml", ".tflite")
+_OPTION_KEYS = {"unit", "provider", "xnnpack", "delegate", "hint", "remote_python", "benchmark_model", "gpu",
+                "nnapi", "timeout", "estimate", "python"}
+
+
+def profile_artifact(path: Path, device: str = "local", *, runs: int = 50, warmup: int = 5,
+                     threads: int | None = None, samples: Any = None, per_layer: bool = False,
+                     options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Measure (or, for a profile whose device is not attached, estimate) one artifact's latency.
+
+    `samples`: None (synthetic inputs of the artifact's shapes/dtypes), a SampleSet, or a spec for
+    edgekit.data.load_samples (e.g. a .npz). Raises DeviceError (exit 6) when the device or unit is
+    unavailable (naming what is available) or a remote run fails; a run cut short raises
+    RemoteRunError whose `.partial` holds the result of the runs measured before it failed."""
+    path = Path(path)
+    options = dict(options or {})
+    unknown = set(options) - _OPTION_KEYS
+    if unknown:
+        raise UsageError(f"unknown profile option(s): {', '.join(sorted(unknown))}",
+                         hint=f"known: {', '.join(sorted(_OPTION_KEYS))}")
+    if runs < 1 or warmup < 0:
+        raise UsageError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be >= 1 (got {threads})")
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such artifact", hint="give the path of a .onnx, .ort, .xml or .tflite file")
+    if path.suffix.lower() not in SUFFIXES:
+        raise ModelLoadError(f"{path}: cannot profile '{path.suffix}' files", hint="expected .onnx, .ort, .xml or .tflite")
+
+    target = resolve_device(device, remote_python=options.get("remote_python"))
+    if options.get("estimate") or target.kind == "estimate":
+        from edgekit.profile.roofline import estimate_artifact
+
+        return estimate_artifact(path, target.profile, unit=options.get("unit") or "CPU", threads=threads)
+    if target.kind == "adb" or (target.kind == "ssh" and options.get("benchmark_model")
+                                and path.suffix.lower() == ".tflite"):
+        from edgekit.profile.adb import profile_benchmark_model
+
+        return profile_benchmark_model(path, target, runs=runs, warmup=warmup, threads=threads,
+                                       per_layer=per_layer, options=options)
+    return _profile_with_runner(path, target, runs=runs, warmup=warmup, threads=threads, samples=samples,
+                                per_layer=per_layer, options=options)
+
+
+def runner_args(runs: int, warmup: int, threads: int | None, per_layer: bool, options: dict[str, Any]) -> list[str]:
+    args = ["--runs", str(runs), "--warmup", str(warmup)]
+    if threads:
+        args += ["--threads", str(threads)]
+    if options.get("unit"):
+        args += ["--unit", str(options["unit"]).upper()]
+    if options.get("provider"):
+        args += ["--provider", str(options["provider"])]
+    if options.get("hint"):
+        args += ["--hint", str(options["hint"])]
+    if options.get("xnnpack") is False:
+        args += ["--no-xnnpack"]
+    if options.get("delegate"):
+        args += ["--delegate", str(options["delegate"])]
+    if per_layer:
+        args += ["--per-layer", str(min(max(runs, 5), 20))]
+    return args
+
+
+def _profile_with_runner(path: Path, target: DeviceTarget, *, runs: int, warmup: int, threads: int | None,
+                         samples: Any, per_layer: bool, options: dict[str, Any], on_record: Any = None) -> dict:
+    from edgekit.profile.inputs import describe, make_samples, write_feeds
+
+    sample_set, specs = make_samples(path, samples)
+    timeout = float(options.get("timeout") or 600)
+    args = runner_args(runs, warmup, threads, per_layer, options)
+    with tempfile.TemporaryDirectory(prefix="edgekit-profile-") as tmp:
+        feeds = write_feeds(sample_set, specs, Path(tmp) / "feeds.npz")
+        if target.kind == "local":
+            from edgekit.profile.local import run_local
+
+            col, problem = run_local(path, feeds, args, timeout=timeout, python=options.get("python"),
+                                     on_record=on_record)
+        elif target.kind == "ssh":
+            from edgekit.profile.ssh import SshDevice
+
+            col, problem = SshDevice.from_target(target, timeout=timeout).run_runner(
+                path, feeds, args, on_record=on_record)
+        else:  # pragma: no cover - resolve_device only makes the kinds above
+            raise UsageError(f"cannot run on device kind '{target.kind}'")
+    return finish(col, problem, path=path, target=target, warmup=warmup, threads=threads,
+                  samples=describe(sample_set))
+
+
+def finish(col: Collected, problem: str | None, *, path: Path, target: DeviceTarget, warmup: int,
+           threads: int | None, samples: dict[str, Any] | None) -> dict[str, Any]:
+    label = target.label
+    if target.kind == "local" and target.profile is not None and target.profile.extra.get("cpu_model"):
+        label = f"{target.label} ({target.profile.extra['cpu_model']})"
+    if col.error is not None:
+        raise_runner_error(col, f"{path.name} on {label}")
+    complete = problem is None and col.done is not None
+    res = build_result(col, path=path, device_label=label, device_kind=target.kind, warmup=warmup, threads=threads,
+                       samples=samples, complete=complete)
+    res["device_profile"] = target.profile.name if target.profile else None
+    if not complete:
+        measured = len(col.runs_ms)
+        raise RemoteRunError(f"{path.name} on {label}: {problem or 'the runner stopped before it finished'}; "
+                             f"{measured} timed run(s) were measured before that",
+                             hint="the measured runs are kept in the partial result (--json shows them)",
+                             partial=res)
+    return res

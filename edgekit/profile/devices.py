@@ -1,0 +1,200 @@
+"""Device profiles (devices/*.toml) and the `--device` spec: local | NAME | ssh://user@host[:port] | adb:SERIAL.
+
+Profiles are searched in $EDGEKIT_DEVICE_PATH (os.pathsep-separated folders, first wins), then
+~/.config/edgekit/devices, then the shipped devices/ folder: copy a shipped profile, fill in
+`[access] host = "pi@raspberrypi.local"` and `--device raspberry-pi-5` measures on the board.
+A profile without a reachable access is used for a roofline estimate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import ConfigError, UsageError
+from edgekit.resources import data_dir
+from edgekit.toml_compat import toml
+
+ACCESS_KINDS = ("local", "ssh", "adb", "none")
+
+
+@dataclass
+class DeviceProfile:
+    name: str
+    description: str
+    kind: str = "board"
+    os: str | None = None
+    arch: str | None = None
+    isa: list[str] = field(default_factory=list)
+    cores: int | None = None
+    clock_ghz: float | None = None
+    memory_gb: float | None = None
+    memory_bandwidth_gbs: float | None = None
+    units: dict[str, dict[str, float]] = field(default_factory=dict)
+    runtimes: list[str] = field(default_factory=list)
+    delegates: list[str] = field(default_factory=list)
+    access: dict[str, Any] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    def peak_gops(self, unit: str = "CPU", precision: str = "fp32") -> float | None:
+        u = self.units.get(unit.upper()) or {}
+        return u.get(f"peak_{precision}_gops")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("name", "description", "kind", "os", "arch", "isa", "cores", "clock_ghz",
+                                           "memory_gb", "memory_bandwidth_gbs", "units", "runtimes", "delegates",
+                                           "access", "sources")}
+        d.update(self.extra)
+        d["source"] = str(self.source) if self.source else None
+        return d
+
+
+def search_path() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("EDGEKIT_DEVICE_PATH", "").split(os.pathsep) if p]
+    dirs.append(Path.home() / ".config" / "edgekit" / "devices")
+    dirs.append(data_dir("devices"))
+    return [d for d in dirs if d.is_dir()]
+
+
+_KNOWN = {f for f in DeviceProfile.__dataclass_fields__ if f not in ("extra", "source")}
+
+
+def parse_profile(path: Path) -> DeviceProfile:
+    try:
+        raw = toml.loads(path.read_text())
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    if "description" not in raw:
+        raise ConfigError(f"{path}: missing key 'description'")
+    access = dict(raw.get("access", {}))
+    if access.get("kind", "none") not in ACCESS_KINDS:
+        raise ConfigError(f"{path}: [access] kind must be one of {', '.join(ACCESS_KINDS)}")
+    for unit, rates in raw.get("units", {}).items():
+        for k, v in rates.items():
+            if not isinstance(v, (int, float)) or v <= 0:
+                raise ConfigError(f"{path}: units.{unit}.{k} must be a positive number")
+    kwargs = {k: v for k, v in raw.items() if k in _KNOWN}
+    kwargs.setdefault("name", path.stem)
+    kwargs["access"] = access
+    prof = DeviceProfile(**kwargs, extra={k: v for k, v in raw.items() if k not in _KNOWN}, source=path)
+    if raw.get("detected"):
+        prof = _fill_detected(prof)
+    return prof
+
+
+def _fill_detected(prof: DeviceProfile) -> DeviceProfile:
+    from edgekit.profile import hostinfo
+
+    info = hostinfo.detect()
+    prof.description = info["description"]
+    for key in ("os", "arch", "isa", "cores", "clock_ghz", "memory_gb", "memory_bandwidth_gbs"):
+        if info.get(key) is not None:
+            setattr(prof, key, info[key])
+    prof.units = {**info["units"], **prof.units}
+    prof.extra.update({"peak_basis": info["peak_basis"], "bandwidth_basis": info.get("bandwidth_basis"),
+                       "cpu_model": info["cpu_model"]})
+    return prof
+
+
+def list_profiles() -> list[DeviceProfile]:
+    seen: dict[str, DeviceProfile] = {}
+    for d in search_path():
+        for p in sorted(d.glob("*.toml")):
+            prof = parse_profile(p)
+            seen.setdefault(prof.name, prof)
+    return sorted(seen.values(), key=lambda p: (p.name != "local", p.name))
+
+
+def get_profile(name: str) -> DeviceProfile:
+    if name.endswith(".toml") and Path(name).is_file():
+        return parse_profile(Path(name))
+    for d in search_path():
+        for p in sorted(d.glob("*.toml")):
+            if p.stem == name:
+                return parse_profile(p)
+    for prof in list_profiles():
+        if prof.name == name:
+            return prof
+    names = ", ".join(p.name for p in list_profiles())
+    raise UsageError(f"unknown device '{name}'",
+                     hint=f"use local, ssh://user@host[:port], adb:SERIAL or a profile: {names} (`edgekit devices`)")
+
+
+@dataclass
+class DeviceTarget:
+    """Where a profile run goes. kind: local | ssh | adb | estimate (profile known, device not attached)."""
+
+    kind: str
+    spec: str
+    profile: DeviceProfile | None = None
+    user: str | None = None
+    host: str | None = None
+    port: int | None = None
+    serial: str | None = None
+    python: str = "python3"
+    benchmark_model: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "ssh":
+            return f"ssh://{self.user + '@' if self.user else ''}{self.host}{':' + str(self.port) if self.port else ''}"
+        if self.kind == "adb":
+            return f"adb:{self.serial}"
+        return self.profile.name if self.profile else self.spec
+
+
+_SSH_RE = re.compile(r"^ssh://(?:(?P<user>[^@/:\s]+)@)?(?P<host>\[[0-9a-fA-F:]+\]|[^@/:\s]+)(?::(?P<port>\d+))?/?$")
+_HOST_RE = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>[A-Za-z0-9._-]+)(?::(?P<port>\d+))?$")
+
+
+def _safe(value: str, what: str) -> str:
+    # ssh would read a leading '-' as an option: refuse it rather than pass it on
+    if value.startswith("-") or any(c.isspace() for c in value):
+        raise UsageError(f"invalid {what} '{value}'", hint="no leading '-' and no spaces")
+    return value
+
+
+def parse_ssh(spec: str) -> tuple[str | None, str, int | None]:
+    m = _SSH_RE.match(spec) if spec.startswith("ssh://") else _HOST_RE.match(spec)
+    if not m:
+        raise UsageError(f"invalid ssh device '{spec}'", hint="write ssh://user@host[:port]")
+    user = _safe(m["user"], "ssh user") if m["user"] else None
+    host = _safe(m["host"].strip("[]"), "ssh host")
+    port = int(m["port"]) if m["port"] else None
+    if port is not None and not 0 < port < 65536:
+        raise UsageError(f"invalid ssh port {port} in '{spec}'")
+    return user, host, port
+
+
+def resolve_device(spec: str, *, remote_python: str | None = None) -> DeviceTarget:
+    spec = (spec or "local").strip()
+    if spec == "local":
+        return DeviceTarget("local", spec, get_profile("local"))
+    if spec.startswith("ssh://"):
+        user, host, port = parse_ssh(spec)
+        return DeviceTarget("ssh", spec, None, user, host, port, python=remote_python or "python3")
+    if spec.startswith("adb:"):
+        serial = _safe(spec[4:], "adb serial")
+        if not serial:
+            raise UsageError("adb device needs a serial", hint="write adb:SERIAL (see `adb devices`)")
+        return DeviceTarget("adb", spec, None, serial=serial)
+    prof = get_profile(spec)
+    acc = prof.access
+    kind = acc.get("kind", "none")
+    if kind == "local":
+        return DeviceTarget("local", spec, prof)
+    if kind == "ssh" and acc.get("host"):
+        user, host, port = parse_ssh(str(acc["host"]))
+        if acc.get("port"):
+            port = int(acc["port"])
+        return DeviceTarget("ssh", spec, prof, user, host, port, python=remote_python or acc.get("python", "python3"),
+                            benchmark_model=acc.get("benchmark_model"))
+    if kind == "adb" and acc.get("serial"):
+        return DeviceTarget("adb", spec, prof, serial=_safe(str(acc["serial"]), "adb serial"),
+                            benchmark_model=acc.get("benchmark_model"))
+    return DeviceTarget("estimate", spec, prof)

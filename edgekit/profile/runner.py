@@ -1,0 +1,484 @@
+#!/usr/bin/env python3
+"""edgekit's self-contained latency runner. It needs only the standard library, numpy and the runtime
+that loads the artifact (onnxruntime, openvino, or ai-edge-litert / tflite-runtime): it is copied as
+is to remote devices and run there with the device's Python, and run the same way, in a fresh
+process, on this host (so peak memory is that of one clean process).
+
+    python3 runner.py --model model.onnx [--feeds feeds.npz] [--runs 50] [--warmup 5] [--threads N]
+                      [--unit CPU|GPU|NPU] [--provider NAME] [--no-xnnpack] [--delegate LIB.so]
+                      [--hint latency|throughput] [--per-layer N]
+
+It prints one JSON object per line on stdout, flushed as soon as it is known, so a run that dies
+midway (a device that disconnects) still leaves the runs already measured:
+    {"event": "meta", "runtime": {...}, "device": "...", "inputs": [...], "load_ms": ...}
+    {"event": "first", "ms": ...}
+    {"event": "run", "i": 0, "ms": ...}            one per timed run
+    {"event": "layers", "rows": [...], "runs": k}  with --per-layer (rows: name, op_type, ms, unit)
+    {"event": "done", "peak_memory_mb": ..., "rss_before_load_mb": ...}
+    {"event": "error", "kind": "...", "message": "...", "available": [...]}   then exit code 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+UNAVAILABLE = "device_unavailable"
+BAD_MODEL = "bad_model"
+MISSING_RUNTIME = "missing_runtime"
+BAD_INPUT = "bad_input"
+
+
+class RunnerError(Exception):
+    def __init__(self, kind: str, message: str, available: list | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.available = kind, message, available
+
+
+def emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def memory_mb() -> tuple[float | None, float | None]:
+    """(current RSS, RSS high-water mark) of this process in MiB."""
+    rss = hwm = None
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) / 1024.0
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    if hwm is None:
+        try:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            hwm = peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+        except Exception:  # noqa: BLE001
+            pass
+    return rss, hwm
+
+
+# ------------------------------------------------------------------ feeds
+
+def adapt(arr: np.ndarray, shape: list, dtype: str, quant: dict | None) -> np.ndarray:
+    """Bring a feed given in the source model's convention (NCHW float) to the artifact's own input:
+    NCHW -> NHWC when only that matches, float -> int8/uint8 with the input's scale/zero point."""
+    want = [d if isinstance(d, int) and d > 0 else None for d in shape]
+
+    def fits(a: np.ndarray) -> bool:
+        return len(a.shape) == len(want) and all(w is None or w == s for w, s in zip(want, a.shape))
+
+    if not fits(arr) and arr.ndim == 4 and fits(arr.transpose(0, 2, 3, 1)):
+        arr = arr.transpose(0, 2, 3, 1)
+    if not fits(arr):
+        raise RunnerError(BAD_INPUT, f"feed of shape {list(arr.shape)} does not fit the input shape {shape}")
+    target = np.dtype(dtype)
+    if target.kind in "iu" and arr.dtype.kind == "f" and quant and quant.get("scale"):
+        scale, zp = float(quant["scale"][0]), int(quant["zero_point"][0])
+        info = np.iinfo(target)
+        arr = np.clip(np.round(arr / scale) + zp, info.min, info.max)
+    return np.ascontiguousarray(arr.astype(target, copy=False))
+
+
+def synthetic(specs: list[dict], seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for s in specs:
+        shape = [d if isinstance(d, int) and d > 0 else (1 if i == 0 else 16) for i, d in enumerate(s["shape"])]
+        dt = np.dtype(s["dtype"])
+        if dt.kind in "iu":
+            feed[s["name"]] = rng.integers(0, 100, size=shape).astype(dt)
+        elif dt.kind == "b":
+            feed[s["name"]] = np.ones(shape, dtype=dt)
+        else:
+            feed[s["name"]] = rng.standard_normal(shape).astype(dt)
+    return feed
+
+
+def load_feeds(path: str | None, specs: list[dict]) -> list[dict]:
+    if not path:
+        return [synthetic(specs)]
+    data = np.load(path)
+    count = int(data["__count__"]) if "__count__" in data.files else 1
+    feeds = []
+    for i in range(count):
+        feed = {}
+        for s in specs:
+            key = f"{i}/{s['name']}"
+            if key not in data.files:
+                if len(specs) == 1 and count == 1 and data.files:
+                    key = data.files[0]
+                else:
+                    raise RunnerError(BAD_INPUT, f"feeds file has no array for input '{s['name']}'")
+            feed[s["name"]] = adapt(data[key], s["shape"], s["dtype"], s.get("quantization"))
+        feeds.append(feed)
+    return feeds
+
+
+# ------------------------------------------------------------------ ONNX Runtime
+
+ORT_UNIT_PROVIDERS = {
+    "NPU": ["QNNExecutionProvider", "OpenVINOExecutionProvider", "VitisAIExecutionProvider"],
+    "GPU": ["CUDAExecutionProvider", "DmlExecutionProvider", "ROCMExecutionProvider", "OpenVINOExecutionProvider",
+            "CoreMLExecutionProvider"],
+    "CPU": ["CPUExecutionProvider"],
+}
+
+
+class OrtRunner:
+    name = "onnxruntime"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise RunnerError(MISSING_RUNTIME, f"onnxruntime is not installed for {sys.executable}") from exc
+        self.ort, self.args = ort, args
+        available = ort.get_available_providers()
+        self.providers = self._pick_providers(args, available)
+        self.sess = self._session(profiling=False)
+        used = self.sess.get_providers()
+        if self.providers[0][0] not in used:
+            raise RunnerError(UNAVAILABLE, f"{self.providers[0][0]} did not initialise", available)
+        self.inputs = [{"name": i.name, "shape": list(i.shape), "dtype": _ort_dtype(i.type)}
+                       for i in self.sess.get_inputs()]
+
+    def _pick_providers(self, args: argparse.Namespace, available: list[str]) -> list[tuple[str, dict]]:
+        unit = (args.unit or "CPU").upper()
+        if args.provider:
+            want = args.provider if args.provider.endswith("ExecutionProvider") else args.provider + "ExecutionProvider"
+            match = [p for p in available if p.lower() == want.lower()]
+            if not match:
+                raise RunnerError(UNAVAILABLE, f"execution provider {want} is not available in this onnxruntime",
+                                  available)
+            chosen = match[0]
+        else:
+            cands = [p for p in ORT_UNIT_PROVIDERS.get(unit, []) if p in available]
+            if not cands:
+                raise RunnerError(UNAVAILABLE, f"no onnxruntime execution provider for {unit} here "
+                                  f"(looked for {', '.join(ORT_UNIT_PROVIDERS.get(unit, []))})", available)
+            chosen = cands[0]
+        opts: dict = {}
+        if chosen == "OpenVINOExecutionProvider":
+            opts = {"device_type": unit if unit in ("CPU", "GPU", "NPU") else "CPU"}
+        elif chosen == "QNNExecutionProvider":
+            opts = {"backend_path": "QnnHtp.dll" if os.name == "nt" else "libQnnHtp.so"}
+        out = [(chosen, opts)]
+        if chosen != "CPUExecutionProvider":
+            out.append(("CPUExecutionProvider", {}))
+        return out
+
+    def _session(self, profiling: bool):
+        so = self.ort.SessionOptions()
+        if self.args.threads:
+            so.intra_op_num_threads = self.args.threads
+            so.inter_op_num_threads = 1
+        if profiling:
+            so.enable_profiling = True
+            so.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="edgekit-ortprof-"), "ort")
+        try:
+            return self.ort.InferenceSession(self.args.model, sess_options=so,
+                                             providers=[p for p, _ in self.providers],
+                                             provider_options=[o for _, o in self.providers])
+        except Exception as exc:  # noqa: BLE001
+            raise RunnerError(BAD_MODEL, f"onnxruntime cannot load {os.path.basename(self.args.model)}: {exc}") from exc
+
+    def info(self) -> dict:
+        return {"name": "onnxruntime", "version": self.ort.__version__,
+                "providers": self.sess.get_providers(),
+                "options": {"intra_op_num_threads": self.args.threads or 0,
+                            "graph_optimization_level": "ORT_ENABLE_ALL",
+                            "provider_options": {p: o for p, o in self.providers if o}},
+                "unit": (self.args.unit or "CPU").upper()}
+
+    def device_name(self) -> str:
+        return self.providers[0][0]
+
+    def prepare(self, feed: dict):
+        return feed
+
+    def run(self, prepared) -> None:
+        self.sess.run(None, prepared)
+
+    def layers(self, feeds: list, runs: int) -> dict:
+        sess = self._session(profiling=True)
+        for i in range(runs + 1):
+            sess.run(None, feeds[i % len(feeds)])
+        path = sess.end_profiling()
+        with open(path) as f:
+            events = json.load(f)
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        # ORT names per-node kernel events "<node>_kernel_time"; the first run (index 0) is skipped as warm-up.
+        per_node: dict[str, dict] = {}
+        run_idx = -1
+        for ev in events:
+            if ev.get("cat") == "Session" and ev.get("name") == "model_run":
+                run_idx += 1
+            if ev.get("cat") != "Node" or not ev.get("name", "").endswith("_kernel_time"):
+                continue
+            a = ev.get("args", {})
+            name = ev["name"][: -len("_kernel_time")]
+            row = per_node.setdefault(name, {"name": name, "op_type": a.get("op_name", "?"),
+                                             "unit": a.get("provider", "?"), "us": [], "order": len(per_node)})
+            row["us"].append(float(ev.get("dur", 0)))
+        rows = []
+        for row in per_node.values():
+            us = row.pop("us")
+            kept = us[1:] if len(us) > 1 else us
+            rows.append({**row, "ms": sum(kept) / len(kept) / 1000.0})
+        return {"rows": rows, "runs": runs, "source": "onnxruntime session profiling (enable_profiling)"}
+
+
+def _ort_dtype(t: str) -> str:
+    table = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+             "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+             "tensor(bool)": "bool"}
+    return table.get(t, "float32")
+
+
+# ------------------------------------------------------------------ OpenVINO
+
+class OvRunner:
+    name = "openvino"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise RunnerError(MISSING_RUNTIME, f"openvino is not installed for {sys.executable}") from exc
+        self.ov, self.args = ov, args
+        self.core = ov.Core()
+        available = list(self.core.available_devices)
+        unit = (args.unit or "CPU").upper()
+        match = [d for d in available if d == unit or d.split(".")[0] == unit]
+        if not match:
+            raise RunnerError(UNAVAILABLE, f"OpenVINO device {unit} is not available here", available)
+        self.device = match[0]
+        try:
+            self.model = self.core.read_model(args.model)
+        except Exception as exc:  # noqa: BLE001
+            raise RunnerError(BAD_MODEL, f"openvino cannot read {os.path.basename(args.model)}: {exc}") from exc
+        self.compiled = self._compile(profiling=False)
+        self.request = self.compiled.create_infer_request()
+        self.inputs = []
+        for port in self.model.inputs:
+            ps = port.get_partial_shape()
+            shape = [d.get_length() if d.is_static else None for d in ps]
+            self.inputs.append({"name": port.get_any_name(), "shape": shape,
+                                "dtype": np.dtype(port.get_element_type().to_dtype()).name})
+
+    def _compile(self, profiling: bool):
+        config: dict = {"PERFORMANCE_HINT": (self.args.hint or "latency").upper()}
+        if self.args.threads and self.device.startswith("CPU"):
+            config["INFERENCE_NUM_THREADS"] = int(self.args.threads)
+        if profiling:
+            config["PERF_COUNT"] = True
+        self.config = config
+        try:
+            return self.core.compile_model(self.model, self.device, config)
+        except Exception as exc:  # noqa: BLE001
+            raise RunnerError(BAD_MODEL, f"openvino cannot compile for {self.device}: {exc}") from exc
+
+    def info(self) -> dict:
+        opts = {k: str(v) for k, v in self.config.items() if k != "PERF_COUNT"}
+        for key in ("INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", "NUM_STREAMS"):
+            try:
+                val = self.compiled.get_property(key)
+                opts[key] = val.get_type_name() if hasattr(val, "get_type_name") else str(val)
+            except Exception:  # noqa: BLE001
+                pass
+        return {"name": "openvino", "version": self.ov.get_version(), "device": self.device, "options": opts,
+                "unit": self.device.split(".")[0]}
+
+    def device_name(self) -> str:
+        try:
+            return f"{self.device}: {self.core.get_property(self.device, 'FULL_DEVICE_NAME')}"
+        except Exception:  # noqa: BLE001
+            return self.device
+
+    def prepare(self, feed: dict):
+        return [(name, self.ov.Tensor(arr)) for name, arr in feed.items()]
+
+    def run(self, prepared) -> None:
+        for name, tensor in prepared:
+            self.request.set_tensor(name, tensor)
+        self.request.infer()
+
+    def layers(self, feeds: list, runs: int) -> dict:
+        compiled = self._compile(profiling=True)
+        req = compiled.create_infer_request()
+        acc: dict[str, dict] = {}
+        for i in range(runs + 1):
+            for name, arr in feeds[i % len(feeds)].items():
+                req.set_tensor(name, self.ov.Tensor(arr))
+            req.infer()
+            if i == 0:
+                continue  # warm-up
+            for p in req.profiling_info:
+                if str(p.status).split(".")[-1] != "EXECUTED":
+                    continue
+                row = acc.setdefault(p.node_name, {"name": p.node_name, "op_type": p.node_type,
+                                                   "unit": p.exec_type, "us": 0.0, "order": len(acc)})
+                row["us"] += p.real_time.total_seconds() * 1e6
+        rows = [{"name": r["name"], "op_type": r["op_type"], "unit": r["unit"], "order": r["order"],
+                 "ms": r["us"] / max(runs, 1) / 1000.0} for r in acc.values()]
+        return {"rows": rows, "runs": runs, "source": "OpenVINO performance counters (PERF_COUNT)"}
+
+
+# ------------------------------------------------------------------ LiteRT / TFLite
+
+class TfliteRunner:
+    name = "litert"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.mod, self.pkg = _import_tflite()
+        unit = (args.unit or "CPU").upper()
+        delegates = []
+        if args.delegate:
+            try:
+                delegates.append(self.mod.load_delegate(args.delegate))
+            except Exception as exc:  # noqa: BLE001
+                raise RunnerError(UNAVAILABLE, f"cannot load the TFLite delegate {args.delegate}: {exc}") from exc
+        elif unit != "CPU":
+            raise RunnerError(UNAVAILABLE, f"LiteRT reaches a {unit} only through a delegate library: give "
+                              "--delegate PATH (e.g. libQnnTFLiteDelegate.so, libvx_delegate.so), or profile over "
+                              "adb with --nnapi / --gpu", ["CPU (XNNPACK)" if args.xnnpack else "CPU"])
+        kwargs: dict = {"model_path": args.model, "experimental_delegates": delegates or None}
+        if args.threads:
+            kwargs["num_threads"] = int(args.threads)
+        if not args.xnnpack:
+            kwargs["experimental_op_resolver_type"] = self.mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            self.interp = self.mod.Interpreter(**kwargs)
+            self.interp.allocate_tensors()
+        except Exception as exc:  # noqa: BLE001
+            raise RunnerError(BAD_MODEL, f"LiteRT cannot load {os.path.basename(args.model)}: {exc}") from exc
+        self.details = self.interp.get_input_details()
+        self.inputs = []
+        for d in self.details:
+            q = d.get("quantization_parameters") or {}
+            quant = None
+            if len(q.get("scales", [])):
+                quant = {"scale": [float(x) for x in q["scales"]], "zero_point": [int(x) for x in q["zero_points"]]}
+            self.inputs.append({"name": d["name"], "shape": [int(x) for x in d["shape"]],
+                                "dtype": np.dtype(d["dtype"]).name, "quantization": quant})
+        self.index = {d["name"]: d["index"] for d in self.details}
+
+    def info(self) -> dict:
+        return {"name": "litert", "package": self.pkg, "version": _pkg_version(self.pkg),
+                "options": {"num_threads": self.args.threads or None, "xnnpack": bool(self.args.xnnpack),
+                            "delegate": self.args.delegate or None},
+                "unit": "delegate" if self.args.delegate else "CPU"}
+
+    def device_name(self) -> str:
+        return f"delegate {os.path.basename(self.args.delegate)}" if self.args.delegate else "CPU"
+
+    def prepare(self, feed: dict):
+        return feed
+
+    def run(self, prepared) -> None:
+        for name, arr in prepared.items():
+            self.interp.set_tensor(self.index[name], arr)
+        self.interp.invoke()
+
+    def layers(self, feeds: list, runs: int) -> dict:
+        return {"rows": [], "runs": 0, "source": None,
+                "note": "per-op timing is not exposed by the LiteRT Python API; use benchmark_model "
+                        "--enable_op_profiling=true (edgekit does this for adb devices)"}
+
+
+def _import_tflite():
+    for name in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
+        try:
+            mod = __import__(name, fromlist=["Interpreter"])
+            return mod, name.split(".")[0].replace("_", "-")
+        except ImportError:
+            continue
+    try:
+        import tensorflow as tf  # noqa: F401
+
+        return tf.lite, "tensorflow"
+    except ImportError as exc:
+        raise RunnerError(MISSING_RUNTIME, f"no LiteRT runtime for {sys.executable} "
+                          "(pip install ai-edge-litert, or tflite-runtime)") from exc
+
+
+def _pkg_version(pkg: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(pkg)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+RUNNERS = {".onnx": OrtRunner, ".ort": OrtRunner, ".xml": OvRunner, ".tflite": TfliteRunner}
+
+
+# ------------------------------------------------------------------ main
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="edgekit latency runner")
+    p.add_argument("--model", required=True)
+    p.add_argument("--feeds")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--unit", default="CPU")
+    p.add_argument("--provider")
+    p.add_argument("--hint", default="latency")
+    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false")
+    p.add_argument("--delegate")
+    p.add_argument("--per-layer", type=int, default=0, help="runs of the per-layer pass (0 = off)")
+    args = p.parse_args(argv)
+    try:
+        ext = os.path.splitext(args.model)[1].lower()
+        if ext not in RUNNERS:
+            raise RunnerError(BAD_MODEL, f"no runner for '{ext}' files")
+        rss_before, _ = memory_mb()
+        t0 = time.perf_counter()
+        runner = RUNNERS[ext](args)
+        load_ms = (time.perf_counter() - t0) * 1e3
+        feeds = load_feeds(args.feeds, runner.inputs)
+        emit({"event": "meta", "runtime": runner.info(), "device": runner.device_name(), "inputs": runner.inputs,
+              "load_ms": load_ms, "rss_before_load_mb": rss_before, "pid": os.getpid(),
+              "python": sys.version.split()[0], "cpu_count": os.cpu_count(), "samples": len(feeds)})
+        prepared = [runner.prepare(f) for f in feeds]
+        t0 = time.perf_counter()
+        runner.run(prepared[0])
+        emit({"event": "first", "ms": (time.perf_counter() - t0) * 1e3})
+        for i in range(args.warmup):
+            runner.run(prepared[i % len(prepared)])
+        clock = time.perf_counter_ns
+        for i in range(args.runs):
+            feed = prepared[i % len(prepared)]
+            t0 = clock()
+            runner.run(feed)
+            emit({"event": "run", "i": i, "ms": (clock() - t0) / 1e6})
+        _, hwm = memory_mb()  # before the per-layer pass, which opens a second session
+        if args.per_layer:
+            emit({"event": "layers", **runner.layers(feeds, args.per_layer)})
+        emit({"event": "done", "peak_memory_mb": hwm})
+        return 0
+    except RunnerError as exc:
+        emit({"event": "error", "kind": exc.kind, "message": exc.message, "available": exc.available})
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

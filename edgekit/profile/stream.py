@@ -1,0 +1,123 @@
+"""Run the latency runner (locally or through ssh) and collect the JSON lines it streams.
+
+Every record is kept as it arrives, so when the process or the connection dies midway the runs
+already measured survive: they are attached to the DeviceError as `partial`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgekit.errors import DeviceError, MissingDependencyError, UnsupportedModelError, UsageError
+
+
+class RemoteRunError(DeviceError):
+    """A run that failed midway. `partial` holds the figures of the runs measured before it failed."""
+
+    def __init__(self, message: str, *, hint: str | None = None, partial: dict[str, Any] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.partial = partial
+
+
+@dataclass
+class Collected:
+    meta: dict[str, Any] | None = None
+    first_ms: float | None = None
+    runs_ms: list[float] = field(default_factory=list)
+    layers: dict[str, Any] | None = None
+    done: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    junk: list[str] = field(default_factory=list)
+
+    def add(self, rec: dict[str, Any]) -> None:
+        ev = rec.get("event")
+        if ev == "meta":
+            self.meta = rec
+        elif ev == "first":
+            self.first_ms = float(rec["ms"])
+        elif ev == "run":
+            self.runs_ms.append(float(rec["ms"]))
+        elif ev == "layers":
+            self.layers = rec
+        elif ev == "done":
+            self.done = rec
+        elif ev == "error":
+            self.error = rec
+
+    def feed_line(self, line: str) -> dict[str, Any] | None:
+        line = line.strip()
+        if not line:
+            return None
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            self.junk.append(line)  # a runtime that prints to stdout; keep for the error message
+            return None
+        if isinstance(rec, dict):
+            self.add(rec)
+            return rec
+        return None
+
+
+def run_streaming(argv: list[str], *, timeout: float, on_record: Callable[[dict[str, Any]], None] | None = None,
+                  stdin: Any = subprocess.DEVNULL) -> tuple[Collected, int | None, str]:
+    """Run `argv` (no shell), feed each stdout line to a Collected. Returns (collected, returncode, stderr);
+    returncode is None when the overall `timeout` (seconds) expired and the process was killed."""
+    col = Collected()
+    try:
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                bufsize=1)
+    except FileNotFoundError as exc:
+        raise MissingDependencyError(f"cannot run '{argv[0]}': not found", hint="install it or fix PATH") from exc
+    err_chunks: list[str] = []
+
+    def read_err() -> None:
+        assert proc.stderr is not None
+        for chunk in proc.stderr:
+            err_chunks.append(chunk)
+
+    def read_out() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            rec = col.feed_line(line)
+            if rec is not None and on_record is not None:
+                on_record(rec)
+
+    threads = [threading.Thread(target=read_err, daemon=True), threading.Thread(target=read_out, daemon=True)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    rc: int | None
+    try:
+        rc = proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        rc = None
+    for t in threads:
+        t.join(timeout=5)
+    return col, rc, "".join(err_chunks)
+
+
+def raise_runner_error(col: Collected, where: str) -> None:
+    """Turn the runner's own error record into the right edgekit error."""
+    err = col.error or {}
+    kind, msg = err.get("kind"), err.get("message", "runner failed")
+    avail = err.get("available")
+    hint = f"available here: {', '.join(map(str, avail))}" if avail else None
+    if kind == "device_unavailable":
+        raise DeviceError(f"{where}: {msg}", hint=hint)
+    if kind == "missing_runtime":
+        raise DeviceError(f"{where}: {msg}", hint="install the runtime on the device, or pick another interpreter "
+                                                  "with --remote-python")
+    if kind == "bad_model":
+        raise UnsupportedModelError(f"{where}: {msg}")
+    if kind == "bad_input":
+        raise UsageError(f"{where}: {msg}", hint="give samples that match the artifact's inputs")
+    raise DeviceError(f"{where}: {msg}")
