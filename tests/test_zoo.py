@@ -175,6 +175,7 @@ def test_minilm_embeddings_include_position_and_token_type(minilm):
     np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_minilm_exports_with_dynamic_batch_and_seq(minilm, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     mod, model = minilm
