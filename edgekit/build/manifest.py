@@ -1,0 +1,85 @@
+"""edgekit-manifest.json: what app code needs about every artifact of a build, next to the artifacts.
+
+    {"schema": "edgekit-manifest/1", "edgekit_version": ..., "runtimes": {...},
+     "config": "edgekit.toml",
+     "artifacts": [{"model", "source", "target", "backend", "precision", "format",
+                    "path", "sha256", "size_bytes", "files": [{"path", "sha256", "size"}],
+                    "inputs": [{"name", "shape", "dtype", "layout", "quantization"}], "outputs": [...],
+                    "verification": {...}, "quantization": {...}|null, "profile": {...}|null,
+                    "budgets": [{"budget", "limit", "value", "ok", "unit", "basis"}], "cache_key"}]}
+
+Paths are relative to the manifest's folder; there are no timestamps, so an unchanged build writes
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edgekit.build.files import write_json_atomic
+
+MANIFEST_NAME = "edgekit-manifest.json"
+SCHEMA = "edgekit-manifest/1"
+
+
+def artifact_record(model_name: str, source: str, entry: dict[str, Any],
+                    checks: list[dict[str, Any]], profiles: dict[str, Any] | None = None) -> dict[str, Any]:
+    art = entry.get("artifact") or {}
+    io = entry.get("inspect") or {}
+    files = entry["files"]
+    return {
+        "model": model_name,
+        "source": source,
+        "target": entry["target"],
+        "backend": art.get("backend", io.get("backend")),
+        "precision": entry.get("precision"),
+        "format": io.get("format"),
+        "path": files[0]["path"],
+        "sha256": files[0]["sha256"],
+        "size_bytes": art.get("size_bytes", sum(f["size"] for f in files)),
+        "files": files,
+        "inputs": io.get("inputs", []),
+        "outputs": io.get("outputs", []),
+        "verification": art.get("verification"),
+        "quantization": art.get("quantization"),
+        "profile": art.get("profile") or (profiles or None),
+        "budgets": checks,
+        "cache_key": entry.get("key"),
+    }
+
+
+def make_manifest(records: list[dict[str, Any]], *, config_name: str, versions: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "edgekit_version": versions.get("edgekit"),
+        "runtimes": {k: v for k, v in versions.items() if k != "edgekit"},
+        "config": config_name,
+        "artifacts": records,
+    }
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / MANIFEST_NAME).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
+        return None
+    return data if isinstance(data, dict) and data.get("schema") == SCHEMA else None
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+    path = folder / MANIFEST_NAME
+    write_json_atomic(path, manifest)
+    return path
+
+
+def find_record(artifact: Path) -> dict[str, Any] | None:
+    """The manifest record of an artifact, when a manifest next to it lists it."""
+    manifest = read_manifest(artifact.parent)
+    if not manifest:
+        return None
+    for rec in manifest.get("artifacts", []):
+        if any(f.get("path") == artifact.name for f in rec.get("files", [])):
+            return dict(rec, runtimes=manifest.get("runtimes"), edgekit_version=manifest.get("edgekit_version"))
+    return None
