@@ -23,11 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # report it in the protocol rather than as a traceback
+    sys.stdout.write(json.dumps({"event": "error", "kind": "missing_runtime",
+                                 "message": f"numpy is not installed for {sys.executable}"}) + "\n")
+    sys.exit(3)
 
 UNAVAILABLE = "device_unavailable"
 BAD_MODEL = "bad_model"
@@ -218,10 +224,7 @@ class OrtRunner:
         path = sess.end_profiling()
         with open(path) as f:
             events = json.load(f)
-        try:
-            os.remove(path)
-        except OSError:
-            pass
+        shutil.rmtree(os.path.dirname(os.path.abspath(path)), ignore_errors=True)
         # ORT names per-node kernel events "<node>_kernel_time"; the first run (index 0) is skipped as warm-up.
         per_node: dict[str, dict] = {}
         run_idx = -1

@@ -1,0 +1,221 @@
+"""Profile on a remote device over SSH, with the user's own OpenSSH client and setup.
+
+The system `ssh`/`scp` binaries read ~/.ssh/config, keys, the agent and known_hosts exactly as they do
+for the user; $EDGEKIT_SSH_CONFIG names another client config (passed as -F). Host keys are always
+verified (StrictHostKeyChecking is never turned off; BatchMode=yes makes an unknown or changed key an
+error instead of a prompt). Every command is an argv list; the one command string ssh sends to the
+remote shell is built from shlex.quote'd words, and uploaded files get fixed names (model.onnx ...),
+so no file or model name reaches a shell.
+
+Flow: mktemp -d on the device -> scp runner.py + feeds.npz + the artifact -> run the runner with the
+device's Python (it streams one JSON line per timed run) under a trap that removes the folder ->
+remove the folder again from here (best effort) when the connection died.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import DeviceError, MissingDependencyError, UsageError
+from edgekit.profile.devices import DeviceTarget
+from edgekit.profile.local import RUNNER
+from edgekit.profile.stream import Collected, run_streaming
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def q(word: str) -> str:
+    """Quote one word for the remote POSIX shell; a leading ~/ stays expandable."""
+    if word.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(word[2:])
+    return shlex.quote(word)
+
+
+@dataclass
+class SshDevice:
+    host: str
+    user: str | None = None
+    port: int | None = None
+    python: str = "python3"
+    timeout: float = 600.0
+    connect_timeout: int = 10
+    config: str | None = None
+
+    @classmethod
+    def from_target(cls, target: DeviceTarget, *, timeout: float = 600.0) -> SshDevice:
+        assert target.host
+        return cls(host=target.host, user=target.user, port=target.port, python=target.python, timeout=timeout,
+                   config=os.environ.get("EDGEKIT_SSH_CONFIG") or None)
+
+    @property
+    def label(self) -> str:
+        return f"ssh://{self.user + '@' if self.user else ''}{self.host}{':' + str(self.port) if self.port else ''}"
+
+    # ------------------------------------------------------------ argv builders
+    def _common(self) -> list[str]:
+        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
+                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+        if self.config:
+            opts = ["-F", self.config, *opts]
+        return opts
+
+    def _dest(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    def ssh_argv(self, remote_words: list[str] | str) -> list[str]:
+        """ssh argv running `remote_words` (quoted word by word) or an already-quoted command string."""
+        cmd = remote_words if isinstance(remote_words, str) else " ".join(q(w) for w in remote_words)
+        port = ["-p", str(self.port)] if self.port else []
+        return ["ssh", *self._common(), *port, "-T", "--", self._dest(), cmd]
+
+    def scp_argv(self, files: list[Path], remote_dir: str, legacy: bool = False) -> list[str]:
+        port = ["-P", str(self.port)] if self.port else []
+        port += ["-O"] if legacy else []
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        dest = f"{self.user}@{host}" if self.user else host
+        return ["scp", "-q", *self._common(), *port, "--", *map(str, files), f"{dest}:{remote_dir}/"]
+
+    # ------------------------------------------------------------ steps
+    def _check(self, argv: list[str], what: str, timeout: float | None = None) -> str:
+        if shutil.which(argv[0]) is None:
+            raise MissingDependencyError(f"'{argv[0]}' (OpenSSH client) is not installed",
+                                         hint="install openssh-client")
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout or self.timeout,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise DeviceError(f"{self.label}: {what} timed out after {exc.timeout:.0f} s",
+                              hint="is the device up and reachable?") from exc
+        if proc.returncode != 0:
+            raise self.error(proc.returncode, proc.stderr, what)
+        return proc.stdout
+
+    def error(self, rc: int | None, stderr: str, what: str) -> DeviceError:
+        err = stderr.strip()
+        last = err.splitlines()[-1] if err else f"exit {rc}"
+        if "REMOTE HOST IDENTIFICATION HAS CHANGED" in err or "Host key verification failed" in err:
+            kind = "changed" if "HAS CHANGED" in err else "unknown or does not match known_hosts"
+            return DeviceError(f"{self.label}: host key verification failed (the host key is {kind}); "
+                               "edgekit never skips host key checks",
+                               hint=f"if the device was really re-installed, check its key and run "
+                                    f"`ssh-keygen -R {self.host}` then `ssh {self._dest()}` once to accept the new key")
+        if "Permission denied" in err:
+            return DeviceError(f"{self.label}: authentication failed ({last})",
+                               hint="set up key login (ssh-copy-id) or an agent; edgekit runs ssh with BatchMode=yes")
+        if any(s in err for s in ("Connection refused", "timed out", "Could not resolve", "No route to host",
+                                  "Network is unreachable")):
+            return DeviceError(f"{self.label}: cannot connect ({last})", hint="is the device on and reachable?")
+        return DeviceError(f"{self.label}: {what} failed ({last})")
+
+    def mkdtemp(self) -> str:
+        out = self._check(self.ssh_argv(["mktemp", "-d", "/tmp/edgekit.XXXXXXXX"]), "mktemp", timeout=60).strip()
+        line = out.splitlines()[-1] if out else ""
+        if not line.startswith("/tmp/edgekit.") or not _SAFE_NAME.match(line[len("/tmp/"):]):
+            raise DeviceError(f"{self.label}: unexpected answer from mktemp: {out!r}")
+        return line
+
+    def cleanup(self, remote_dir: str) -> None:
+        try:
+            subprocess.run(self.ssh_argv(["rm", "-rf", remote_dir]), capture_output=True, timeout=20,
+                           stdin=subprocess.DEVNULL)
+        except (subprocess.TimeoutExpired, OSError):
+            pass
+
+    def upload(self, files: dict[str, Path], remote_dir: str) -> None:
+        """Copy files under the given remote names (staged as symlinks so no local name travels)."""
+        for name in files:
+            if not _SAFE_NAME.match(name):
+                raise UsageError(f"cannot send a file named '{name}' to the device",
+                                 hint="use letters, digits, '.', '_' and '-' only")
+        with tempfile.TemporaryDirectory(prefix="edgekit-ssh-") as stage:
+            staged = []
+            for name, src in files.items():
+                dst = Path(stage) / name
+                os.symlink(Path(src).resolve(), dst)
+                staged.append(dst)
+            try:
+                self._check(self.scp_argv(staged, remote_dir), "copying the artifact (scp)")
+            except DeviceError as exc:
+                if "host key" in exc.message or "authentication" in exc.message:
+                    raise
+                # servers without an SFTP subsystem (dropbear, minimal images): the legacy scp protocol
+                self._check(self.scp_argv(staged, remote_dir, legacy=True), "copying the artifact (scp -O)")
+
+    def run_command(self, remote_dir: str, words: list[str], *,
+                    on_record: Callable[[dict[str, Any]], None] | None = None) -> tuple[Collected, int | None, str]:
+        inner = " ".join(q(w) for w in words)
+        script = f"trap {shlex.quote('rm -rf ' + shlex.quote(remote_dir))} EXIT HUP INT TERM; " \
+                 f"cd {shlex.quote(remote_dir)} && {inner}"
+        return run_streaming(self.ssh_argv(["sh", "-c", script]), timeout=self.timeout, on_record=on_record)
+
+    # ------------------------------------------------------------ the runner
+    def run_runner(self, model: Path, feeds: Path, runner_args: list[str], *,
+                   on_record: Callable[[dict[str, Any]], None] | None = None) -> tuple[Collected, str | None]:
+        files = {"runner.py": RUNNER, "feeds.npz": feeds, **artifact_files(model)}
+        remote_model = next(n for n in files if n.startswith("model."))
+        remote_dir = self.mkdtemp()
+        try:
+            self.upload(files, remote_dir)
+            words = [self.python, "runner.py", "--model", remote_model, "--feeds", "feeds.npz", *runner_args]
+            col, rc, err = self.run_command(remote_dir, words, on_record=on_record)
+        finally:
+            self.cleanup(remote_dir)
+        if rc is None:
+            return col, f"timed out after {self.timeout:.0f} s"
+        if col.error is not None or (rc == 0 and col.done is not None):
+            return col, None
+        if rc == 255:
+            e = self.error(rc, err, "run")
+            if col.meta is not None:
+                return col, f"connection lost during the run ({e.message})"
+            raise e
+        if rc == 127 or "not found" in err and col.meta is None:
+            raise DeviceError(f"{self.label}: no Python at '{self.python}' on the device",
+                              hint="give --remote-python PATH (or python in the device profile), or use "
+                                   "--benchmark-model for devices without Python")
+        if "No module named" in err and col.meta is None:
+            mod = re.findall(r"No module named '([^']+)'", err)
+            raise DeviceError(f"{self.label}: {self.python} lacks the module '{mod[-1] if mod else '?'}'",
+                              hint="install numpy and the runtime there, or pick another --remote-python")
+        tail = err.strip().splitlines()[-1] if err.strip() else f"exit {rc}"
+        return col, f"the runner stopped (exit {rc}): {tail}"
+
+
+def artifact_files(model: Path) -> dict[str, Path]:
+    """The artifact under its remote name plus the files it needs (OpenVINO .bin, ONNX external data)."""
+    suffix = model.suffix.lower()
+    files = {f"model{suffix}": model}
+    if suffix == ".xml":
+        weights = model.with_suffix(".bin")
+        if not weights.is_file():
+            raise UsageError(f"{model}: its weights file {weights.name} is missing")
+        files["model.bin"] = weights
+    elif suffix == ".onnx":
+        for loc in onnx_external_files(model):
+            files[loc] = model.parent / loc
+    return files
+
+
+def onnx_external_files(model: Path) -> list[str]:
+    import onnx
+
+    proto = onnx.load(str(model), load_external_data=False)
+    locs = set()
+    for t in proto.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            for kv in t.external_data:
+                if kv.key == "location":
+                    locs.add(kv.value)
+    for loc in locs:
+        if not _SAFE_NAME.match(loc) or not (model.parent / loc).is_file():
+            raise UsageError(f"{model}: external data file '{loc}' is missing or not a plain file name next to it")
+    return sorted(locs)
