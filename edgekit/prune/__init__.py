@@ -1,0 +1,152 @@
+"""Channel-level structured pruning of torch nn.Modules.
+
+    model, report = prune_model(module, {"input": torch.randn(1, 3, 224, 224)}, macs_ratio=0.3)
+
+Pipeline: trace (torch.fx) -> dependency groups (graph.py) -> importance (importance.py) ->
+allocation + rounding to multiples (allocate.py) -> new dense layers (apply.py) -> checked shapes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from edgekit.errors import UsageError
+from edgekit.progress import log, warn
+from edgekit.prune.allocate import ALLOCATIONS, allocate
+from edgekit.prune.importance import IMPORTANCE, get_importance, taylor_grads
+from edgekit.prune.macs import count_macs, count_params, graph_macs
+
+__all__ = ["prune_model", "count_macs", "count_params", "save_pruned", "IMPORTANCE", "ALLOCATIONS"]
+
+
+def _expand_exclude(module, patterns) -> set[str]:
+    names = [n for n, _ in module.named_modules() if n]
+    out: set[str] = set()
+    for pat in patterns:
+        hit = [n for n in names if n == pat or n.startswith(pat + ".") or fnmatch.fnmatchcase(n, pat)]
+        if not hit:
+            raise UsageError(f"--prune-exclude '{pat}' matches no layer of the model",
+                             hint="give layer names as in model.named_modules(), e.g. features.0 or 'layer*.conv1'")
+        out.update(hit)
+    return out
+
+
+def _to_tensors(feed: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    return {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(v) for k, v in feed.items()}
+
+
+def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None = None,
+                macs_ratio: float | None = None, importance: str = "l2", allocation: str = "uniform",
+                round_to: int = 8, exclude: tuple[str, ...] | list[str] = (), calib: list[dict[str, Any]] | None = None,
+                calib_labels: list | None = None, task: str = "classification",
+                keep_first_last: bool = True) -> tuple[Any, dict[str, Any]]:
+    """Remove whole channels. Returns (pruned module, report). The input module is not modified.
+
+    ratio: fraction of each prunable group's channels removed; macs_ratio: target fraction of MACs
+    removed (the ratio is searched). importance: l1 | l2 | bn_scale | taylor (taylor needs `calib`,
+    a list of input dicts). allocation: uniform | global. round_to: kept channel counts are multiples
+    of it. exclude: layer names / globs whose output channels are kept. First and last layers' outputs
+    are kept when keep_first_last. The result is the same class as `module` when only layer shapes
+    change, else a torch.fx GraphModule with the same forward signature (e.g. attention head counts)."""
+    from edgekit.prune.apply import build_pruned
+    from edgekit.prune.graph import analyze
+
+    if (ratio is None) == (macs_ratio is None):
+        raise UsageError("give exactly one of ratio (--prune) or macs_ratio (--prune-macs)")
+    target = ratio if ratio is not None else macs_ratio
+    if not 0.0 <= float(target) < 1.0:
+        raise UsageError(f"pruning ratio must be in [0, 1), got {target}", hint="e.g. 0.5 removes half")
+    if round_to < 1:
+        raise UsageError(f"--round-to must be >= 1, got {round_to}")
+    crit = get_importance(importance)
+    example_inputs = _to_tensors(example_inputs)
+    was_training = module.training
+    module.eval()
+    an = analyze(module, example_inputs)
+    excluded = _expand_exclude(module, exclude)
+    if keep_first_last and an.producers:
+        excluded |= set(an.first_layers) | {an.producers[-1]}
+    groups = an.groups(excluded)
+    params = dict(module.named_parameters())
+    grads: dict[str, Any] = {}
+    if crit.needs_grads:
+        if not calib:
+            raise UsageError("taylor importance needs calibration data", hint="pass --calibration DATA")
+        grads = taylor_grads(module, [_to_tensors(c) for c in calib], task, calib_labels)
+    scores = [crit.scores(g, params, grads) for g in groups]
+
+    def plan(r: float) -> set[int]:
+        kept = allocate(groups, scores, r, allocation, round_to)
+        removed: set[int] = set()
+        for g, k in zip(groups, kept):
+            keep = set(k.tolist())
+            removed |= {u.root for i, u in enumerate(g.units) if i not in keep}
+        return removed
+
+    def shape_fn(removed):
+        return lambda n: an.expected_shape(n.name, removed) if hasattr(n, "name") else None
+
+    macs_before = graph_macs(an.gm, shape_fn(set()))
+    if macs_ratio is not None:
+        ratio = _search_ratio(lambda r: 1 - graph_macs(an.gm, shape_fn(plan(r))) / max(macs_before, 1), macs_ratio)
+    removed = plan(float(ratio))
+    model, rewritten = build_pruned(an, removed, example_inputs, original=module)
+    model.train(was_training)
+    module.train(was_training)
+    macs_after = count_macs(model, example_inputs)
+    report = {
+        "ratio": round(float(ratio), 4), "macs_ratio_target": macs_ratio, "importance": crit.name,
+        "allocation": allocation, "round_to": round_to, "excluded": sorted(excluded),
+        "params_before": count_params(module), "params_after": count_params(model),
+        "macs_before": macs_before, "macs_after": macs_after,
+        "macs_removed": round(1 - macs_after / max(macs_before, 1), 4),
+        "graph_rewritten": rewritten,
+        "groups": [{"modules": g.modules(), "unit_size": g.unit_size, "channels_before": g.channels,
+                    "channels_after": sum(u.size for u in g.units if u.root not in removed)} for g in groups],
+    }
+    log(f"pruned: params {report['params_before']:,} -> {report['params_after']:,}, "
+        f"MACs {macs_before:,} -> {macs_after:,} ({100 * report['macs_removed']:.1f}% removed)")
+    return model, report
+
+
+def _search_ratio(removed_at, target: float, hi: float = 0.95, iters: int = 14) -> float:
+    """Smallest channel ratio whose MAC reduction reaches `target` (bisection; monotone up to rounding)."""
+    if removed_at(hi) < target:
+        warn(f"cannot remove {100 * target:.0f}% of MACs (at most {100 * removed_at(hi):.0f}% with the prunable "
+             "layers); pruning as much as allowed")
+        return hi
+    lo = 0.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if removed_at(mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def save_pruned(model, example_inputs: dict[str, Any], path, dynamic_axes: dict[str, dict[int, str]] | None = None):
+    """Save as a torch.export program (.pt2): reloadable with torch.export.load(path).module(), no code needed.
+    Written to a temp file then renamed (no partial output)."""
+    import os
+    from pathlib import Path
+
+    import torch
+
+    path = Path(path)
+    example_inputs = _to_tensors(example_inputs)
+    dyn = None
+    if dynamic_axes:
+        dyn = {k: {ax: torch.export.Dim.AUTO for ax in axes} for k, axes in dynamic_axes.items() if k in example_inputs}
+    was_training = model.training
+    model.eval()
+    ep = torch.export.export(model, args=(), kwargs=example_inputs, dynamic_shapes=dyn)
+    model.train(was_training)
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(ep, str(tmp))
+    os.replace(tmp, path)
+    return path

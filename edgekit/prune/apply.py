@@ -1,0 +1,117 @@
+"""Build the pruned model: new, smaller dense layers; shape constants rewritten; result checked.
+
+The traced graph is copied, every layer that loses channels is rebuilt by its handler, and reshape
+constants that encode a pruned size (the head count in `view(b, s, 12, 32)`) are rewritten from the
+predicted shapes. The pruned graph is then run on the example inputs and every tensor's shape is
+compared with the shape the dependency analysis predicted: a dependency the analysis got wrong fails
+here, loudly, instead of producing a model that breaks later.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import UnsupportedModelError
+from edgekit.prune.graph import Analysis, record_run
+
+RESHAPES = ("view", "reshape", "expand")
+
+
+def keep_indices(an: Analysis, removed: set[int]) -> dict[str, dict[str, dict[int, np.ndarray]]]:
+    """module -> param -> dim -> kept indices, for the slices that lose something."""
+    rm = np.fromiter(removed, dtype=np.int64) if removed else np.zeros(0, np.int64)
+    out: dict[str, dict[str, dict[int, np.ndarray]]] = defaultdict(lambda: defaultdict(dict))
+    for (mod, pname, dim), atoms in an.slices.items():
+        keep = np.nonzero(~np.isin(an.uf.roots(atoms), rm))[0]
+        if len(keep) < len(atoms):
+            out[mod][pname][dim] = keep
+    return out
+
+
+def _set_module(root, name: str, new) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, attr, new)
+
+
+def _slice_param(owner, pname: str, dims: dict[int, np.ndarray]) -> None:
+    import torch
+
+    t = getattr(owner, pname)
+    with torch.no_grad():
+        for dim, idx in dims.items():
+            t = t.index_select(dim, torch.as_tensor(idx, dtype=torch.long))
+    setattr(owner, pname, torch.nn.Parameter(t.clone(), requires_grad=getattr(owner, pname).requires_grad))
+
+
+def _rewrite_shape_args(node, old: tuple, new: tuple) -> bool:
+    """Replace integer size constants of a view/reshape/expand whose axis changed size."""
+    rest = list(node.args[1:])
+    packed = len(rest) == 1 and isinstance(rest[0], (list, tuple))
+    dims = list(rest[0]) if packed else rest
+    if len(dims) != len(old):
+        return False
+    changed = False
+    for ax, d in enumerate(dims):
+        if isinstance(d, int) and d not in (-1,) and old[ax] != new[ax] and d == old[ax]:
+            dims[ax] = new[ax]
+            changed = True
+    if changed:
+        rest = [type(rest[0])(dims)] if packed else dims
+        node.args = (node.args[0], *rest)
+    return changed
+
+
+def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any], original=None):
+    """-> (model, graph_rewritten). Returns a copy of `original` (same class) with smaller layers when no
+    graph constant had to change, else the rewritten torch.fx GraphModule (same forward signature)."""
+    from edgekit.prune.handlers import OpaqueHandler, handler_for
+
+    gm = copy.deepcopy(an.gm)
+    keep = keep_indices(an, removed)
+    new_modules = {}
+    for mod_name, params in keep.items():
+        owner = gm.get_submodule(mod_name) if mod_name else gm
+        h = handler_for(owner)
+        if isinstance(h, OpaqueHandler) or not mod_name:
+            for pname, dims in params.items():
+                _slice_param(owner, pname, dims)
+            new_modules[mod_name] = owner
+            continue
+        new = h.rebuild(owner, params)
+        _set_module(gm, mod_name, new)
+        new_modules[mod_name] = new
+    rewritten = False
+    for node in gm.graph.nodes:
+        if node.target in RESHAPES or (node.op == "call_function" and getattr(node.target, "__name__", "") == "reshape"):
+            old = an.shapes.get(node.name)
+            new = an.expected_shape(node.name, removed)
+            if isinstance(old, tuple) and old != new:
+                rewritten |= _rewrite_shape_args(node, old, new)
+    gm.recompile()
+    check_shapes(an, gm, removed, example_inputs)
+    if rewritten or original is None:
+        return gm, rewritten
+    model = copy.deepcopy(original)
+    for name, m in new_modules.items():
+        if name:
+            _set_module(model, name, m)
+    return model, False
+
+
+def check_shapes(an: Analysis, gm, removed: set[int], example_inputs: dict[str, Any]) -> None:
+    try:
+        got, _ = record_run(gm, example_inputs)
+    except Exception as exc:  # noqa: BLE001
+        raise UnsupportedModelError(f"the pruned model does not run: {type(exc).__name__}: {exc}",
+                                    hint="a channel dependency was not found; exclude the layers involved "
+                                         "(--prune-exclude) or report this model") from exc
+    for name, shp in got.items():
+        want = an.expected_shape(name, removed)
+        if isinstance(shp, tuple) and isinstance(want, tuple) and shp != want:
+            raise UnsupportedModelError(
+                f"pruning dependency mismatch at node '{name}': shape {shp}, expected {want}",
+                hint="a channel dependency was not found; exclude the layers involved (--prune-exclude)")

@@ -1,0 +1,312 @@
+"""Dependency groups from the traced graph (a compact DepGraph on torch.fx).
+
+`analyze(module, example_inputs)` traces the module with torch.fx, runs it once on the example inputs
+to learn every tensor's shape, then pushes channel labels through the graph (edgekit/prune/labels.py,
+rules in ops.py and handlers.py). The result lists *units* (sets of parameter slices that must be
+removed together: one channel of a conv and the matching input channel of every consumer, one
+attention head across Q, K, V and the output projection ...) and *groups* (units that are
+interchangeable: the channels of one coupled layer set).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import UnsupportedModelError
+from edgekit.prune.labels import BLOCK, UnionFind, align, block_const, compress, varying_axes
+
+SliceKey = tuple[str, str, int]  # (module qualname, parameter name, dim)
+
+
+@dataclass
+class Unit:
+    root: int
+    touches: dict[SliceKey, np.ndarray]  # parameter slice -> indices along that dim
+
+    @property
+    def size(self) -> int:
+        return int(min(len(v) for v in self.touches.values()))
+
+
+@dataclass
+class Group:
+    signature: tuple[SliceKey, ...]
+    units: list[Unit] = field(default_factory=list)
+
+    @property
+    def unit_size(self) -> int:
+        return min(u.size for u in self.units)
+
+    @property
+    def channels(self) -> int:
+        return sum(u.size for u in self.units)
+
+    def modules(self) -> list[str]:
+        return sorted({k[0] for k in self.signature})
+
+
+def trace(module):
+    import torch.fx
+
+    try:
+        return torch.fx.symbolic_trace(module)
+    except Exception as exc:  # noqa: BLE001
+        raise UnsupportedModelError(
+            f"cannot trace {type(module).__name__} with torch.fx for pruning: {type(exc).__name__}: {exc}",
+            hint="pruning needs a forward without data-dependent Python control flow; convert without --prune",
+        ) from exc
+
+
+def record_run(gm, example_inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the graph once: tensor shapes (tuple, or list of tuples) and the values of non-tensor nodes."""
+    import torch
+    import torch.fx
+
+    shapes: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            if isinstance(out, torch.Tensor):
+                shapes[n.name] = tuple(out.shape)
+            elif isinstance(out, (tuple, list)) and out and all(isinstance(o, torch.Tensor) for o in out):
+                shapes[n.name] = [tuple(o.shape) for o in out]
+            else:
+                values[n.name] = out
+            return out
+
+    args = _positional(gm, example_inputs)
+    with torch.no_grad():
+        Recorder(gm).run(*args)
+    return shapes, values
+
+
+def _positional(gm, example_inputs: dict[str, Any]) -> list:
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    args = []
+    for n in placeholders:
+        if n.target in example_inputs:
+            args.append(example_inputs[n.target])
+        elif n.args:
+            args.append(n.args[0])  # default value
+        else:
+            raise UnsupportedModelError(f"no example input for model argument '{n.target}'",
+                                        hint=f"give example inputs named {[p.target for p in placeholders]}")
+    return args
+
+
+class Analysis:
+    """The propagation context handed to op rules and layer handlers."""
+
+    def __init__(self, gm, shapes: dict[str, Any], values: dict[str, Any]) -> None:
+        self.gm = gm
+        self.shapes, self.values = shapes, values
+        self.uf = UnionFind()
+        self.labels: dict[str, Any] = {}
+        self.slices: dict[SliceKey, np.ndarray] = {}
+        self.out_dims: set[SliceKey] = set()
+        self.producers: list[str] = []  # conv/linear/embedding modules in call order
+        self.first_layers: list[str] = []  # producers that read a floating-point model input directly
+        self.float_inputs: set[str] = set()  # names of floating-point model inputs
+        self.modules = dict(gm.named_modules())
+
+    # --- helpers used by rules and handlers ---------------------------------------------------------
+    def is_tensor(self, a) -> bool:
+        return hasattr(a, "name") and hasattr(a, "op") and isinstance(self.shapes.get(a.name), tuple)
+
+    def shape(self, a):
+        return self.shapes.get(a.name) if hasattr(a, "op") else None
+
+    def lab(self, a):
+        lab = self.labels.get(a.name)
+        return lab if lab is not None and not isinstance(lab, tuple) else block_const(len(self.shapes[a.name]))
+
+    def canon(self, lab):
+        import torch
+
+        return torch.as_tensor(self.uf.roots(lab.numpy()))
+
+    def block(self, lab) -> None:
+        if lab is None:
+            return
+        atoms = np.unique(lab.numpy()) if not isinstance(lab, tuple) else np.concatenate(
+            [np.unique(x.numpy()) for x in lab])
+        for a in atoms:
+            self.uf.union(BLOCK, a)
+
+    def flat_args(self, node) -> list:
+        out: list = []
+
+        def walk(a):
+            if isinstance(a, (list, tuple)):
+                for x in a:
+                    walk(x)
+            elif isinstance(a, dict):
+                for x in a.values():
+                    walk(x)
+            else:
+                out.append(a)
+
+        walk(node.args)
+        walk(node.kwargs)
+        return out
+
+    def _concrete(self, a):
+        import torch.fx
+
+        def sub(x):
+            if self.is_tensor(x):
+                return align(self.lab(x), len(self.shape(x))).expand(*self.shape(x))
+            if x.name in self.values:
+                return self.values[x.name]
+            raise KeyError(x.name)
+
+        return torch.fx.node.map_arg(a, sub)
+
+    def call_on_labels(self, node):
+        args, kwargs = self._concrete(node.args), self._concrete(node.kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        return node.target(*args, **kwargs)
+
+    def channel_atoms(self, lab, shape, axis: int) -> np.ndarray:
+        """Atoms along `axis` (length shape[axis]); channels varying along other axes are blocked."""
+        lab = self.canon(align(lab, len(shape)))
+        if varying_axes(lab) - {axis}:
+            self.block(lab)
+            return np.zeros(shape[axis], dtype=np.int64)
+        idx = [0] * len(shape)
+        idx[axis] = slice(None)
+        return np.broadcast_to(lab[tuple(idx)].numpy(), (shape[axis],)).copy()
+
+    def channel_labels(self, atoms: np.ndarray, ndim: int, axis: int):
+        import torch
+
+        shp = [1] * ndim
+        shp[axis] = len(atoms)
+        return compress(torch.as_tensor(np.asarray(atoms, dtype=np.int64)).reshape(shp))
+
+    def per_channel(self, lab, in_shape, out_shape, axis: int = 1):
+        if tuple(in_shape) == tuple(out_shape):
+            return lab
+        lab = self.canon(align(lab, len(in_shape)))
+        changed = {ax for ax in range(len(in_shape)) if in_shape[ax] != out_shape[ax]}
+        if len(in_shape) != len(out_shape) or varying_axes(lab) & changed:
+            self.block(lab)
+            return block_const(len(out_shape))
+        return lab
+
+    def record(self, module: str, pname: str, dim: int, atoms: np.ndarray, out_dim: bool = False) -> None:
+        key = (module, pname, dim)
+        atoms = np.asarray(atoms, dtype=np.int64)
+        if key in self.slices:  # a module called twice: both calls must agree
+            for a, b in zip(self.slices[key], atoms):
+                self.uf.union(a, b)
+        else:
+            self.slices[key] = atoms
+        if out_dim:
+            self.out_dims.add(key)
+
+    # --- the pass --------------------------------------------------------------------------------------
+    def run(self) -> Analysis:
+        from edgekit.prune.handlers import handler_for
+        from edgekit.prune.ops import rule_for
+
+        raw: dict[str, bool] = {}  # node -> computed from a float model input without passing a layer
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                raw[node.name] = node.target in self.float_inputs
+            elif node.op in ("call_function", "call_method"):
+                raw[node.name] = any(raw.get(getattr(a, "name", None), False) for a in self.flat_args(node))
+            elif node.op == "call_module":
+                reads = any(raw.get(getattr(a, "name", None), False) for a in self.flat_args(node))
+                is_layer = handler_for(self.modules[node.target]).produces
+                raw[node.name] = reads and not is_layer
+                if reads and is_layer:
+                    self.first_layers.append(node.target)
+            if node.op == "placeholder":
+                shp = self.shapes.get(node.name)
+                self.labels[node.name] = block_const(len(shp)) if isinstance(shp, tuple) else None
+            elif node.op == "get_attr":
+                self.labels[node.name] = self._get_attr(node)
+            elif node.op == "call_module":
+                mod = self.modules[node.target]
+                h = handler_for(mod)
+                if h.produces:
+                    self.producers.append(node.target)
+                self.labels[node.name] = h.propagate(self, node.target, mod, node)
+            elif node.op in ("call_function", "call_method"):
+                self.labels[node.name] = rule_for(node.target)(self, node)
+            elif node.op == "output":
+                for a in self.flat_args(node):
+                    if self.is_tensor(a):
+                        self.block(self.lab(a))
+        return self
+
+    def _get_attr(self, node):
+        import torch
+
+        shp = self.shapes.get(node.name)
+        if not isinstance(shp, tuple):
+            return None
+        owner, _, pname = node.target.rpartition(".")
+        t = getattr(self.modules[owner], pname) if owner else getattr(self.gm, pname)
+        if len(shp) == 1 and isinstance(t, torch.nn.Parameter):  # a per-channel parameter (scale, bias)
+            atoms = self.uf.new(shp[0])
+            self.record(owner, pname, 0, atoms)
+            return self.channel_labels(atoms, 1, 0)
+        return block_const(len(shp))  # used as a whole tensor: its shape is fixed
+
+    # --- results ---------------------------------------------------------------------------------------
+    def units(self, exclude: set[str] = frozenset()) -> list[Unit]:
+        """Prunable units (blocked ones dropped). Units that touch an output dim of an excluded module
+        are dropped too."""
+        by_root: dict[int, dict[SliceKey, list[int]]] = defaultdict(lambda: defaultdict(list))
+        for key, atoms in self.slices.items():
+            for i, r in enumerate(self.uf.roots(atoms)):
+                by_root[int(r)][key].append(i)
+        units = []
+        for root, touches in by_root.items():
+            if root == BLOCK:
+                continue
+            if any(k in self.out_dims and k[0] in exclude for k in touches):
+                continue
+            units.append(Unit(root, {k: np.asarray(v) for k, v in touches.items()}))
+        return units
+
+    def groups(self, exclude: set[str] = frozenset()) -> list[Group]:
+        by_sig: dict[tuple, Group] = {}
+        for u in self.units(exclude):
+            sig = tuple(sorted(u.touches))
+            by_sig.setdefault(sig, Group(sig)).units.append(u)
+        return [g for g in by_sig.values() if len(g.units) > 1]
+
+    def expected_shape(self, node_name: str, removed_roots: set[int]):
+        """The shape a node must have once the units `removed_roots` are gone."""
+        shp = self.shapes.get(node_name)
+        lab = self.labels.get(node_name)
+        if not isinstance(shp, tuple) or lab is None or isinstance(lab, tuple) or not removed_roots:
+            return shp
+        lab = self.canon(align(lab, len(shp))).numpy()  # compressed: size-1 axes do not vary
+        keep = ~np.isin(lab, np.fromiter(removed_roots, dtype=np.int64))
+        out = []
+        for ax in range(len(shp)):
+            if lab.shape[ax] == 1:
+                out.append(shp[ax] if keep.any() else 0)
+                continue
+            other = tuple(a for a in range(len(shp)) if a != ax)
+            out.append(int(keep.any(axis=other).sum()) if other else int(keep.sum()))
+        return tuple(out)
+
+
+def analyze(module, example_inputs: dict[str, Any]) -> Analysis:
+    gm = trace(module)
+    shapes, values = record_run(gm, example_inputs)
+    an = Analysis(gm, shapes, values)
+    an.float_inputs = {k for k, v in example_inputs.items() if getattr(v, "is_floating_point", lambda: False)()}
+    return an.run()

@@ -1,0 +1,282 @@
+"""One handler class per layer kind, found through one table (HANDLERS, matched by isinstance).
+
+A handler does two things:
+  propagate(ctx, name, module, node) -> output labels: says which parameter slices belong to which
+      channel atoms (ctx.record) and creates fresh atoms for the channels the layer produces;
+  rebuild(module, keep) -> a new, smaller module of the same kind, where keep[param][dim] holds the
+      indices that survive along that parameter dimension.
+Modules not in the table are opaque: every channel they touch is blocked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.prune.labels import block_const
+
+
+def _idx(keep: dict, pname: str, dim: int, size: int) -> np.ndarray:
+    return keep.get(pname, {}).get(dim, np.arange(size))
+
+
+def _copy_params(old, new, keep: dict) -> None:
+    import torch
+
+    with torch.no_grad():
+        for pname, tensor in list(old.named_parameters(recurse=False)) + list(old.named_buffers(recurse=False)):
+            if tensor is None or tensor.dim() == 0:
+                getattr(new, pname).copy_(tensor) if getattr(new, pname, None) is not None else None
+                continue
+            t = tensor
+            for dim, idx in keep.get(pname, {}).items():
+                t = t.index_select(dim, torch.as_tensor(idx, dtype=torch.long))
+            getattr(new, pname).copy_(t)
+    new.train(old.training)
+
+
+class Handler:
+    types: tuple = ()
+    produces = False  # creates new channels (Conv/Linear/Embedding): counts as a "layer" for first/last
+
+    def propagate(self, ctx, name: str, module, node):
+        raise NotImplementedError
+
+    def rebuild(self, module, keep: dict):
+        raise NotImplementedError
+
+
+class ConvHandler(Handler):
+    """Conv1d/2d/3d. groups == 1: in-channels follow the producer, out-channels are new atoms.
+    Depthwise (one input channel per group): whole groups are pruned, out-channels of group j share the
+    atom of input channel j. Grouped (several input channels per group): position c of every group is
+    one unit, so all groups keep the same width and `groups` stays."""
+
+    produces = True
+
+    @property
+    def types(self):  # noqa: D401
+        from torch import nn
+
+        return (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+    def propagate(self, ctx, name, m, node):
+        x = node.args[0]
+        cin = ctx.channel_atoms(ctx.lab(x), ctx.shape(x), 1)
+        g, cout = m.groups, m.out_channels
+        cpg, opg = m.in_channels // g, cout // g
+        if g == 1:
+            ctx.record(name, "weight", 1, cin)
+            out = ctx.uf.new(cout)
+        elif cpg == 1:
+            out = np.repeat(cin, opg)
+        else:
+            for c in range(cpg):
+                ctx.uf.union_all(cin[c::cpg])
+            ctx.record(name, "weight", 1, cin[:cpg])
+            out = np.tile(ctx.uf.new(opg), g)
+        ctx.record(name, "weight", 0, out, out_dim=True)
+        if m.bias is not None:
+            ctx.record(name, "bias", 0, out, out_dim=True)
+        return ctx.channel_labels(out, len(ctx.shape(node)), 1)
+
+    def rebuild(self, m, keep):
+        w = m.weight
+        kept_out = len(_idx(keep, "weight", 0, w.shape[0]))
+        kept_in_local = len(_idx(keep, "weight", 1, w.shape[1]))
+        g = m.groups
+        if g > 1 and m.in_channels // g == 1:  # depthwise: groups shrink with the channels
+            opg = m.out_channels // g
+            g = kept_out // opg
+            cin = g
+        else:
+            cin = kept_in_local * g
+        new = type(m)(cin, kept_out, m.kernel_size, m.stride, m.padding, m.dilation, g, m.bias is not None,
+                      m.padding_mode, device=w.device, dtype=w.dtype)
+        _copy_params(m, new, keep)
+        return new
+
+
+class LinearHandler(Handler):
+    """Linear: in-features follow whatever feeds the last axis (after a flatten, one channel = a block
+    of features); out-features are new atoms."""
+
+    produces = True
+
+    @property
+    def types(self):
+        from torch import nn
+
+        return (nn.Linear,)
+
+    def propagate(self, ctx, name, m, node):
+        x = node.args[0]
+        shp = ctx.shape(x)
+        ctx.record(name, "weight", 1, ctx.channel_atoms(ctx.lab(x), shp, len(shp) - 1))
+        out = ctx.uf.new(m.out_features)
+        ctx.record(name, "weight", 0, out, out_dim=True)
+        if m.bias is not None:
+            ctx.record(name, "bias", 0, out, out_dim=True)
+        nd = len(ctx.shape(node))
+        return ctx.channel_labels(out, nd, nd - 1)
+
+    def rebuild(self, m, keep):
+        w = m.weight
+        new = type(m)(len(_idx(keep, "weight", 1, w.shape[1])), len(_idx(keep, "weight", 0, w.shape[0])),
+                      m.bias is not None, device=w.device, dtype=w.dtype)
+        _copy_params(m, new, keep)
+        return new
+
+
+class EmbeddingHandler(Handler):
+    produces = True
+
+    @property
+    def types(self):
+        from torch import nn
+
+        return (nn.Embedding,)
+
+    def propagate(self, ctx, name, m, node):
+        out = ctx.uf.new(m.embedding_dim)
+        ctx.record(name, "weight", 1, out, out_dim=True)
+        nd = len(ctx.shape(node))
+        return ctx.channel_labels(out, nd, nd - 1)
+
+    def rebuild(self, m, keep):
+        import torch
+
+        new = type(m)(m.num_embeddings, len(_idx(keep, "weight", 1, m.embedding_dim)), m.padding_idx,
+                      m.max_norm, m.norm_type, m.scale_grad_by_freq, m.sparse,
+                      device=m.weight.device, dtype=m.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(m.weight.index_select(1, torch.as_tensor(_idx(keep, "weight", 1, m.embedding_dim))))
+        return new
+
+
+class BatchNormHandler(Handler):
+    """BatchNorm: per-channel parameters and running statistics follow channel axis 1."""
+
+    @property
+    def types(self):
+        from torch import nn
+
+        return (nn.modules.batchnorm._BatchNorm,)
+
+    def propagate(self, ctx, name, m, node):
+        x = node.args[0]
+        atoms = ctx.channel_atoms(ctx.lab(x), ctx.shape(x), 1)
+        for p in ("weight", "bias", "running_mean", "running_var"):
+            if getattr(m, p, None) is not None:
+                ctx.record(name, p, 0, atoms, out_dim=True)
+        return ctx.lab(x)
+
+    def rebuild(self, m, keep):
+        n = len(_idx(keep, "running_mean" if m.running_mean is not None else "weight", 0, m.num_features))
+        ref = m.weight if m.weight is not None else m.running_mean
+        new = type(m)(n, m.eps, m.momentum, m.affine, m.track_running_stats, device=ref.device, dtype=ref.dtype)
+        _copy_params(m, new, keep)
+        return new
+
+
+class LayerNormHandler(Handler):
+    """LayerNorm over the last axis only: weight/bias follow the channels of that axis."""
+
+    @property
+    def types(self):
+        from torch import nn
+
+        return (nn.LayerNorm,)
+
+    def propagate(self, ctx, name, m, node):
+        x = node.args[0]
+        shp = ctx.shape(x)
+        if len(m.normalized_shape) != 1:
+            return OpaqueHandler().propagate(ctx, name, m, node)
+        atoms = ctx.channel_atoms(ctx.lab(x), shp, len(shp) - 1)
+        for p in ("weight", "bias"):
+            if getattr(m, p, None) is not None:
+                ctx.record(name, p, 0, atoms, out_dim=True)
+        return ctx.lab(x)
+
+    def rebuild(self, m, keep):
+        n = len(_idx(keep, "weight", 0, m.normalized_shape[0]))
+        kw = {"bias": m.bias is not None} if m.elementwise_affine else {}
+        ref = m.weight if m.weight is not None else None
+        new = type(m)(n, m.eps, m.elementwise_affine, **kw,
+                      **({"device": ref.device, "dtype": ref.dtype} if ref is not None else {}))
+        _copy_params(m, new, keep)
+        return new
+
+
+class PerChannelHandler(Handler):
+    """Activations, dropout, identity, pooling: channel axis 1 (or all axes when the shape is kept)."""
+
+    @property
+    def types(self):
+        from torch import nn
+
+        return (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
+                nn.LeakyReLU, nn.ELU, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout2d,
+                nn.Softmax, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
+                nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+    def propagate(self, ctx, name, m, node):
+        x = node.args[0]
+        return ctx.per_channel(ctx.lab(x), ctx.shape(x), ctx.shape(node), axis=1)
+
+    def rebuild(self, m, keep):
+        return m
+
+
+class FlattenHandler(Handler):
+    @property
+    def types(self):
+        from torch import nn
+
+        return (nn.Flatten, nn.Unflatten)
+
+    def propagate(self, ctx, name, m, node):
+        import torch
+
+        x = node.args[0]
+        lab = ctx.lab(x)
+        full = lab.expand(*ctx.shape(x)) if lab.dim() == len(ctx.shape(x)) else lab
+        if isinstance(m, torch.nn.Flatten):
+            out = full.flatten(m.start_dim, m.end_dim)
+        else:
+            out = full.unflatten(m.dim, m.unflattened_size)
+        from edgekit.prune.labels import compress
+
+        return compress(out)
+
+    def rebuild(self, m, keep):
+        return m
+
+
+class OpaqueHandler(Handler):
+    """A layer the analysis does not understand: its inputs' channels are blocked, outputs are fixed."""
+
+    types = ()
+
+    def propagate(self, ctx, name, m, node):
+        for a in node.args:
+            if ctx.is_tensor(a):
+                ctx.block(ctx.lab(a))
+        shp = ctx.shape(node)
+        if isinstance(shp, list):
+            return tuple(block_const(len(s)) for s in shp)
+        return None if shp is None else block_const(len(shp))
+
+    def rebuild(self, m, keep):
+        return m
+
+
+HANDLERS: list[Handler] = [ConvHandler(), LinearHandler(), EmbeddingHandler(), BatchNormHandler(),
+                           LayerNormHandler(), PerChannelHandler(), FlattenHandler()]
+
+
+def handler_for(module) -> Handler:
+    for h in HANDLERS:
+        if isinstance(module, h.types):
+            return h
+    return OpaqueHandler()

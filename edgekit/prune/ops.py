@@ -1,0 +1,254 @@
+"""How each torch function / tensor method moves channel labels: one table, a few rule kinds.
+
+Rules take the propagation context and the fx node and return the output label tensor (or a tuple of
+them, or None for non-tensor results). Anything not in the table is treated conservatively: every
+channel it touches is blocked (correct, never wrong; it only prunes less).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+
+import numpy as np
+
+from edgekit.prune.labels import BLOCK, align, block_const, compress, varying_axes
+
+
+def _tensor_args(ctx, node) -> list:
+    return [a for a in ctx.flat_args(node) if ctx.is_tensor(a)]
+
+
+def elementwise(ctx, node):
+    """add, mul, where, masked_fill ...: operands share channels position by position (residual adds).
+
+    An operand broadcast (size 1) along an axis where another operand's channels vary does not index
+    those channels (a (b, s, 1) mask times (b, s, c) hidden states), so it adds no coupling."""
+    out_shape = ctx.shape(node)
+    if out_shape is None:
+        return None
+    nd = len(out_shape)
+    ops = [(align(ctx.lab(a), nd), (1,) * (nd - len(ctx.shape(a))) + tuple(ctx.shape(a))) for a in _tensor_args(ctx, node)]
+    if not ops:
+        return block_const(nd)
+    axes = [varying_axes(lab) for lab, _ in ops]
+    effective = []
+    for i, (lab, shp) in enumerate(ops):
+        others = set().union(*(axes[j] for j in range(len(ops)) if j != i))
+        bcast = {ax for ax in range(nd) if shp[ax] == 1 and out_shape[ax] > 1}
+        if not (bcast & others):
+            effective.append(lab)
+    if not effective:
+        for lab, _ in ops:
+            ctx.block(lab)
+        return block_const(nd)
+    import torch
+
+    common = torch.broadcast_shapes(*(lab.shape for lab in effective))
+    first = effective[0].expand(common)
+    for other in effective[1:]:
+        pairs = np.unique(np.stack([first.reshape(-1).numpy(), other.expand(common).reshape(-1).numpy()], 1), axis=0)
+        for a, b in pairs:
+            ctx.uf.union(a, b)
+    return compress(first.clone())
+
+
+def keep_first(ctx, node):
+    """Unary per-element ops (activations, softmax, dtype casts, dropout): labels pass through."""
+    args = _tensor_args(ctx, node)
+    if not args or ctx.shape(node) is None:
+        return None
+    lab = ctx.lab(args[0])
+    if tuple(ctx.shape(args[0])) != tuple(ctx.shape(node)):
+        return unknown(ctx, node)
+    return lab
+
+
+def movement(ctx, node):
+    """view / reshape / permute / cat / split / getitem ...: run the same operator on the labels.
+
+    A reshape that splits one channel axis into several (heads x head_dim) can only keep a
+    rectangular set, so it merges each slice along the trailing split axes into one unit (a head)."""
+    if not _tensor_args(ctx, node):
+        return None
+    out = ctx.call_on_labels(node)
+    if isinstance(out, (tuple, list)):
+        return tuple(compress(ctx.canon(o)) for o in out)
+    out = compress(ctx.canon(out))
+    src_axes = max((len(varying_axes(ctx.canon(ctx.lab(a)))) for a in _tensor_args(ctx, node)), default=0)
+    vary = sorted(varying_axes(out))
+    if len(vary) >= 2 and len(vary) > src_axes:
+        lead = vary[0]
+        for i in range(out.shape[lead]):
+            ctx.uf.union_all(out.select(lead, i).numpy())
+        out = compress(ctx.canon(out))
+    return out
+
+
+def getitem(ctx, node):
+    src = node.args[0]
+    if ctx.is_tensor(src):
+        return movement(ctx, node)
+    lab = ctx.labels.get(src.name) if hasattr(src, "name") else None
+    if isinstance(lab, tuple):  # an element of a split/chunk result
+        return lab[node.args[1]]
+    return None
+
+
+def _reduce_dims(node, ndim: int) -> list[int] | None:
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    if dim is None:
+        return None
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    return sorted(d % ndim for d in dims)
+
+
+def reduce(ctx, node):
+    """mean / sum / amax over axes: the result keeps the channels of the axes that remain."""
+    x = node.args[0]
+    if not ctx.is_tensor(x) or ctx.shape(node) is None:
+        return None
+    shp = tuple(ctx.shape(x))
+    nd = len(shp)
+    dims = _reduce_dims(node, nd)
+    out_nd = len(ctx.shape(node))
+    if dims is None:
+        return block_const(out_nd)
+    lab = ctx.canon(align(ctx.lab(x), nd))
+    keep = [ax for ax in range(nd) if ax not in dims]
+    if not (varying_axes(lab) & set(keep)):
+        return block_const(out_nd)
+    full = lab.expand(shp).permute(*keep, *dims).reshape(int(np.prod([shp[a] for a in keep])), -1).numpy()
+    for row in np.unique(full, axis=0):
+        ctx.uf.union_all(row)
+    import torch
+
+    sliced = lab.expand(shp)
+    for d in sorted(dims, reverse=True):
+        sliced = sliced.narrow(d, 0, 1)
+    if out_nd == nd - len(dims):
+        sliced = sliced.reshape([shp[a] for a in keep])
+    return compress(ctx.canon(torch.as_tensor(sliced)))
+
+
+def _batched_union(ctx, labs: list, batch_shape: tuple, out_shape: tuple):
+    """Merge everything each batch slice touches into one unit; the output carries that unit."""
+    import torch
+
+    nb = len(batch_shape)
+    out = torch.zeros(batch_shape, dtype=torch.int64)
+    flat = out.reshape(-1)
+    exp = [lab.expand(*batch_shape, *lab.shape[nb:]).reshape(int(np.prod(batch_shape or (1,))), -1) for lab in labs]
+    for b in range(flat.numel()):
+        atoms = np.concatenate([e[b].numpy() for e in exp])
+        ctx.uf.union_all(atoms)
+        flat[b] = int(atoms[0])
+    out = out.reshape(*batch_shape, *([1] * (len(out_shape) - nb)))
+    return compress(ctx.canon(out))
+
+
+def matmul(ctx, node):
+    """a @ b: the contracted axis couples a and b; per batch index (attention heads) one unit."""
+    args = _tensor_args(ctx, node)
+    out_shape = tuple(ctx.shape(node))
+    if len(args) != 2 or len(out_shape) < 2:
+        return unknown(ctx, node)
+    a, b = args
+    sa, sb = tuple(ctx.shape(a)), tuple(ctx.shape(b))
+    if len(sa) < 2 or len(sb) < 2:
+        return unknown(ctx, node)
+    batch = out_shape[:-2]
+    la = ctx.canon(align(ctx.lab(a), len(out_shape)))
+    lb = ctx.canon(align(ctx.lab(b), len(out_shape)))
+    return _batched_union(ctx, [la, lb], batch, out_shape)
+
+
+def sdpa(ctx, node):
+    args = _tensor_args(ctx, node)[:3]
+    out_shape = tuple(ctx.shape(node))
+    labs = [ctx.canon(align(ctx.lab(a), len(out_shape))) for a in args]
+    return _batched_union(ctx, labs, out_shape[:-2], out_shape)
+
+
+def meta(ctx, node):
+    """size(), shape, dim(): no tensor result."""
+    return None
+
+
+def factory(ctx, node):
+    """New tensors (zeros, arange ...): fixed shapes, not channels of anything."""
+    shp = ctx.shape(node)
+    return None if shp is None else block_const(len(shp))
+
+
+def unknown(ctx, node):
+    for a in _tensor_args(ctx, node):
+        ctx.block(ctx.lab(a))
+    shp = ctx.shape(node)
+    if isinstance(shp, list):  # a tuple of tensors
+        return tuple(block_const(len(s)) for s in shp)
+    return None if shp is None else block_const(len(shp))
+
+
+def _table() -> dict[object, Callable]:
+    import torch
+    import torch.nn.functional as F
+
+    t: dict[object, Callable] = {}
+    for f in (operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.pow,
+              operator.iadd, operator.imul, operator.isub, operator.itruediv,
+              torch.add, torch.sub, torch.mul, torch.div, torch.where, torch.maximum, torch.minimum, torch.pow,
+              "add", "sub", "mul", "div", "masked_fill", "where", "pow", "add_", "mul_", "maximum", "minimum",
+              "type_as"):
+        t[f] = elementwise
+    for f in (F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.sigmoid, F.tanh, F.leaky_relu,
+              F.elu, F.softmax, F.log_softmax, F.dropout, F.normalize, torch.relu, torch.sigmoid, torch.tanh,
+              torch.softmax, torch.log_softmax, torch.exp, torch.sqrt, torch.rsqrt, torch.abs, torch.neg,
+              torch.clamp, torch.erf, torch.nn.functional.mish, operator.neg,
+              "relu", "sigmoid", "tanh", "softmax", "log_softmax", "exp", "sqrt", "rsqrt", "abs", "neg", "clamp",
+              "clamp_min", "clamp_max", "to", "float", "half", "double", "contiguous", "clone", "detach", "relu_",
+              "erf", "type"):
+        t[f] = keep_first
+    for f in (torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.cat, torch.concat, torch.stack,
+              torch.split, torch.chunk, torch.squeeze, torch.unsqueeze, torch.narrow, torch.unbind,
+              torch.movedim,
+              "view", "reshape", "permute", "transpose", "flatten", "unflatten", "squeeze", "unsqueeze",
+              "split", "chunk", "narrow", "expand", "expand_as", "view_as", "reshape_as", "movedim", "unbind",
+              "repeat", "select"):
+        t[f] = movement
+    t[operator.getitem] = getitem
+    for f in (torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"):
+        t[f] = reduce
+    for f in (F.adaptive_avg_pool2d, F.adaptive_avg_pool1d, F.avg_pool2d, F.max_pool2d, F.adaptive_max_pool2d):
+        t[f] = pool_fn
+    for f in (torch.matmul, torch.bmm, operator.matmul, "matmul", "bmm"):
+        t[f] = matmul
+    t[F.scaled_dot_product_attention] = sdpa
+    for f in ("size", "dim", "numel", getattr):
+        t[f] = meta
+    for f in (torch.zeros, torch.ones, torch.arange, torch.full, torch.empty, torch.tensor, torch.zeros_like,
+              torch.ones_like, torch.full_like, torch.finfo, "new_zeros", "new_ones", "new_full", "new_empty"):
+        t[f] = factory
+    return t
+
+
+def pool_fn(ctx, node):
+    """Functional pooling: channel axis 1 passes through; spatial axes change size."""
+    x = node.args[0]
+    return ctx.per_channel(ctx.lab(x), ctx.shape(x), ctx.shape(node), axis=1)
+
+
+_TABLE: dict[object, Callable] | None = None
+
+
+def rule_for(target) -> Callable:
+    global _TABLE
+    if _TABLE is None:
+        _TABLE = _table()
+    try:
+        return _TABLE.get(target, unknown)
+    except TypeError:  # unhashable target
+        return unknown
+
+
+__all__ = ["BLOCK", "rule_for"]
