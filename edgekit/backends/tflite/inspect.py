@@ -1,0 +1,45 @@
+"""Read a .tflite file back: op counts, TRANSPOSE count, float ops left in an int8 graph."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ai_edge_litert import schema_py_generated as fb
+
+from edgekit.backends.tflite.writer import op_name, read_metadata, read_model
+
+_BOUNDARY = {"QUANTIZE", "DEQUANTIZE"}
+
+
+def describe(path: Path) -> dict[str, Any]:
+    data = Path(path).read_bytes()
+    model = read_model(data)
+    sg = model.subgraphs[0]
+    codes = [c.builtinCode for c in model.operatorCodes]
+    ops = Counter()
+    float_ops = Counter()
+    int8_ops = 0
+    for op in sg.operators:
+        name = op_name(codes[op.opcodeIndex])
+        ops[name] += 1
+        if name in _BOUNDARY:
+            continue
+        tensors = [sg.tensors[i] for i in list(op.inputs) + list(op.outputs) if i >= 0]
+        acts = [t for t in tensors if model.buffers[t.buffer].data is None]
+        if any(t.type == fb.TensorType.FLOAT32 for t in acts):
+            float_ops[name] += 1
+        elif any(t.type == fb.TensorType.INT8 for t in acts):
+            int8_ops += 1
+    return {
+        "ops": dict(sorted(ops.items())),
+        "op_count": sum(ops.values()),
+        "transposes": ops.get("TRANSPOSE", 0),
+        "float_ops": sum(float_ops.values()),
+        "float_op_types": dict(sorted(float_ops.items())),
+        "int8_ops": int8_ops,
+        "tensors": len(sg.tensors),
+        "size_bytes": len(data),
+        "metadata": read_metadata(model),
+    }

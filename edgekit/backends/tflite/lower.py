@@ -1,0 +1,122 @@
+"""ONNX graph -> TFLite model bytes: prepare, walk the nodes through the op table, fuse, serialize."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.backends.tflite.context import Context, Val, channels_last, identity, np_float, permute
+from edgekit.backends.tflite.fuse import fuse_activations
+from edgekit.backends.tflite.ops import OPS
+from edgekit.backends.tflite.prepare import Graph, load_graph
+from edgekit.errors import UnsupportedModelError, UsageError
+
+
+def supported_ops() -> list[str]:
+    return sorted(k for k in OPS if "." not in k)
+
+
+def _rule_key(node) -> str:
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+
+
+def _check_supported(g: Graph) -> None:
+    for node in g.nodes:
+        if _rule_key(node) not in OPS:
+            raise UnsupportedModelError(
+                f"op {node.op_type} (node '{node.name or node.output[0]}') has no TFLite lowering",
+                hint=f"supported ONNX ops: {', '.join(supported_ops())}",
+            )
+
+
+def _activations(ctx: Context, node) -> list[str]:
+    names = [n for n in list(node.input) + list(node.output) if n and not ctx.is_const(n)]
+    return [n for n in names if np_float(ctx.dtype(n))]
+
+
+def convert(onnx_path: Path, options: dict[str, Any] | None = None) -> bytes:
+    options = dict(options or {})
+    io_layout = str(options.get("io_layout", "nchw")).lower()
+    io_dtype = str(options.get("io_dtype", "float")).lower()
+    if io_layout not in ("nchw", "nhwc"):
+        raise UsageError(f"io_layout '{io_layout}' is not one of nchw, nhwc")
+    if io_dtype not in ("float", "int8"):
+        raise UsageError(f"io_dtype '{io_dtype}' is not one of float, int8")
+    g = load_graph(Path(onnx_path), options.get("input_shapes"))
+    precision = options.get("precision")
+    if precision == "int8" and not g.quantized:
+        raise UsageError(
+            f"{onnx_path}: int8 TFLite needs a QDQ-quantized ONNX model (no QuantizeLinear/DequantizeLinear pairs found)",
+            hint="quantize first (edgekit convert does this for int8 targets)",
+        )
+    if precision == "fp32":
+        g.act_quant = {}
+        g.weight_quant = {}
+    if io_dtype == "int8" and not g.quantized:
+        raise UsageError("io_dtype int8 needs an int8 (QDQ) model", hint="use io_dtype float for fp32 targets")
+    _check_supported(g)
+    ctx = Context(g, options)
+    w = ctx.w
+    io_meta: dict[str, list] = {"inputs": [], "outputs": []}
+    for name in g.inputs:
+        shape = g.shapes[name]
+        perm = channels_last(len(shape)) if io_layout == "nhwc" and len(shape) == 4 else identity(len(shape))
+        dt = np.dtype(g.dtypes[name])
+        q = g.act_quant.get(name) if io_dtype == "int8" and np_float(dt) else None
+        tdt = np.dtype(np.int8) if q is not None else (np.dtype(np.float32) if np_float(dt) else dt)
+        idx = w.tensor(name, permute(shape, perm), tdt, quant=q)
+        ctx.unique(name)
+        ctx.register(name, Val(idx, perm, tdt, q))
+        w.inputs.append(idx)
+        w.signature_inputs.append((name, idx))
+        io_meta["inputs"].append(_io_entry(name, shape, perm, dt, tdt))
+    for node in g.nodes:
+        rule = OPS[_rule_key(node)]
+        acts = _activations(ctx, node)
+        ctx.qmode = g.quantized and rule.quantizable(ctx, node) and all(a in g.act_quant for a in acts)
+        ctx.node = node
+        try:
+            rule.fn(ctx, node)
+        except UnsupportedModelError:
+            raise
+        except Exception as exc:
+            raise UnsupportedModelError(
+                f"op {node.op_type} (node '{node.name or node.output[0]}') failed to lower: {type(exc).__name__}: {exc}"
+            ) from exc
+    ctx.qmode = False
+    names_taken = {t.name: i for i, t in enumerate(w.tensors)}
+    for name in g.outputs:
+        shape = g.shapes[name]
+        perm = channels_last(len(shape)) if io_layout == "nhwc" and len(shape) == 4 else identity(len(shape))
+        dt = np.dtype(g.dtypes[name])
+        if io_dtype == "int8" and name in g.act_quant:
+            v = ctx.x(name, perm, q=g.act_quant[name])
+        else:
+            v = ctx.x(name, perm, float_=True)
+        idx = v.idx
+        if idx in w.inputs or idx in w.outputs or ctx.is_const(name):
+            copy = w.tensor(name + "/copy", permute(shape, perm), v.dtype, quant=v.q)
+            w.op("RESHAPE", [idx, ctx.i32(list(permute(shape, perm)))], [copy], "ReshapeOptions", newShape=list(permute(shape, perm)))
+            idx = copy
+        other = names_taken.get(name)
+        if other is not None and other != idx:
+            w.tensors[other].name = name + "/internal"
+        w.tensors[idx].name = name
+        w.outputs.append(idx)
+        w.signature_outputs.append((name, idx))
+        io_meta["outputs"].append(_io_entry(name, shape, perm, dt, v.dtype))
+    fused = fuse_activations(w)
+    w.metadata["edgekit"] = json.dumps(
+        {"format": 1, **io_meta, "notes": g.notes, "fused_activations": fused,
+         "quantized": g.quantized, "io_layout": io_layout, "io_dtype": io_dtype},
+        sort_keys=True,
+    ).encode()
+    return w.finish()
+
+
+def _io_entry(name: str, shape: tuple, perm: tuple, onnx_dtype: np.dtype, tfl_dtype: np.dtype) -> dict:
+    return {"name": name, "onnx_shape": list(shape), "perm": list(perm), "onnx_dtype": np.dtype(onnx_dtype).name,
+            "dtype": np.dtype(tfl_dtype).name}

@@ -1,0 +1,15 @@
+"""ONNX op lowerings, one module per family; importing this package fills the OPS table."""
+
+from edgekit.backends.tflite.ops import (  # noqa: F401 - imported for their registrations
+    activations,
+    conv,
+    elementwise,
+    matmul,
+    norm,
+    pooling,
+    reduce,
+    shape_ops,
+)
+from edgekit.backends.tflite.ops.registry import OPS, OpRule, register
+
+__all__ = ["OPS", "OpRule", "register"]

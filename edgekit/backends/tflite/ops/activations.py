@@ -1,0 +1,178 @@
+"""Activations and softmax. Fixed int8 output params where TFLite requires them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgekit.backends.tflite.context import identity
+from edgekit.backends.tflite.ops.common import sattr, unsupported
+from edgekit.backends.tflite.ops.elementwise import binary, unary
+from edgekit.backends.tflite.ops.registry import register
+from edgekit.backends.tflite.writer import Quant
+
+LOGISTIC_Q = Quant(1.0 / 256.0, -128)
+SOFTMAX_Q = Quant(1.0 / 256.0, -128)
+TANH_Q = Quant(1.0 / 128.0, 0)
+LOG_SOFTMAX_Q = Quant(16.0 / 256.0, 127)
+
+
+def _fixed(ctx, tfl: str, node, q: Quant, options: str | None = None, **fields) -> None:
+    v = ctx.x(node.input[0])
+    y = ctx.out(node.output[0], v.perm, q=q if ctx.qmode else None)
+    ctx.op(tfl, [v.idx], [y], options, **fields)
+
+
+@register("Relu", int8=True)
+def relu(ctx, node) -> None:
+    unary(ctx, "RELU", node.input[0], node.output[0])
+
+
+@register("Sigmoid", int8=True)
+def sigmoid(ctx, node) -> None:
+    _fixed(ctx, "LOGISTIC", node, LOGISTIC_Q)
+
+
+@register("Tanh", int8=True)
+def tanh(ctx, node) -> None:
+    _fixed(ctx, "TANH", node, TANH_Q)
+
+
+@register("HardSwish", int8=True)
+def hard_swish(ctx, node) -> None:
+    unary(ctx, "HARD_SWISH", node.input[0], node.output[0])
+
+
+@register("Gelu", int8=True)
+def gelu(ctx, node) -> None:
+    approx = sattr(ctx.attrs(node), "approximate", "none") == "tanh"
+    unary(ctx, "GELU", node.input[0], node.output[0], "GeluOptions", approximate=approx)
+
+
+@register("LeakyRelu", int8=True)
+def leaky_relu(ctx, node) -> None:
+    alpha = float(ctx.attrs(node).get("alpha", 0.01))
+    unary(ctx, "LEAKY_RELU", node.input[0], node.output[0], "LeakyReluOptions", alpha=alpha)
+
+
+@register("Elu")
+def elu(ctx, node) -> None:
+    if not math.isclose(float(ctx.attrs(node).get("alpha", 1.0)), 1.0):
+        raise unsupported(node, "alpha != 1 (TFLite ELU has alpha 1)")
+    unary(ctx, "ELU", node.input[0], node.output[0])
+
+
+@register("PRelu", int8=True)
+def prelu(ctx, node) -> None:
+    x, slope = node.input
+    v = ctx.x(x)
+    rank = len(ctx.shape(x))
+    s = ctx.broadcast_operand(slope, rank, v.perm)
+    y = ctx.out(node.output[0], v.perm)
+    ctx.op("PRELU", [v.idx, s.idx], [y])
+
+
+def _clip_bounds(ctx, node) -> tuple[float | None, float | None]:
+    a = ctx.attrs(node)
+    if ctx.g.opset < 11:
+        return a.get("min"), a.get("max")
+    bounds = []
+    for k in (1, 2):
+        name = node.input[k] if len(node.input) > k else ""
+        if not name:
+            bounds.append(None)
+        elif not ctx.is_const(name):
+            raise unsupported(node, "min/max must be constant")
+        else:
+            bounds.append(float(ctx.const(name).reshape(())))
+    return bounds[0], bounds[1]
+
+
+@register("Clip", int8=True)
+def clip(ctx, node) -> None:
+    lo, hi = _clip_bounds(ctx, node)
+    lo = None if lo is not None and lo <= -3.0e38 else lo
+    hi = None if hi is not None and hi >= 3.0e38 else hi
+    named = {(0.0, 6.0): "RELU6", (0.0, None): "RELU", (-1.0, 1.0): "RELU_N1_TO_1"}
+    if (lo, hi) in named:
+        unary(ctx, named[(lo, hi)], node.input[0], node.output[0])
+        return
+    if lo is None and hi is None:
+        ctx.alias(node.output[0], ctx.x(node.input[0]))
+        return
+    cur = node.input[0]
+    steps = [("MAXIMUM", lo), ("MINIMUM", hi)]
+    steps = [(op, b) for op, b in steps if b is not None]
+    for k, (op, b) in enumerate(steps):
+        bound = f"{node.output[0]}/bound{k}"
+        ctx.g.consts[bound] = np.asarray(b, dtype=np.float32)
+        ctx.g.shapes[bound], ctx.g.dtypes[bound] = (), np.dtype(np.float32)
+        out = node.output[0] if k == len(steps) - 1 else f"{node.output[0]}/clip{k}"
+        if out != node.output[0]:
+            ctx.g.shapes[out], ctx.g.dtypes[out] = ctx.shape(node.output[0]), ctx.dtype(node.output[0])
+            if node.output[0] in ctx.g.act_quant:
+                ctx.g.act_quant[out] = ctx.g.act_quant[node.output[0]]
+        binary(ctx, op, None, cur, bound, out)
+        cur = out
+
+
+@register("HardSigmoid")
+def hard_sigmoid(ctx, node) -> None:
+    """max(0, min(1, a*x + b)) = relu6(6a*x + 6b) / 6."""
+    a = ctx.attrs(node)
+    alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+    v = ctx.x(node.input[0])
+    shape = ctx.w.shape_of(v.idx)
+    t1, t2, t3 = (ctx.tensor(f"{node.output[0]}/{k}", shape, np.float32) for k in ("mul", "add", "relu6"))
+    ctx.op("MUL", [v.idx, ctx.const_tensor(np.asarray([6 * alpha], np.float32), "c")], [t1], "MulOptions")
+    ctx.op("ADD", [t1, ctx.const_tensor(np.asarray([6 * beta], np.float32), "c")], [t2], "AddOptions")
+    ctx.op("RELU6", [t2], [t3])
+    y = ctx.out(node.output[0], v.perm)
+    ctx.op("MUL", [t3, ctx.const_tensor(np.asarray([1.0 / 6.0], np.float32), "c")], [y], "MulOptions")
+
+
+@register("Softplus")
+def softplus(ctx, node) -> None:
+    v = ctx.x(node.input[0])
+    shape = ctx.w.shape_of(v.idx)
+    e, s = ctx.tensor(node.output[0] + "/exp", shape, np.float32), ctx.tensor(node.output[0] + "/1p", shape, np.float32)
+    ctx.op("EXP", [v.idx], [e])
+    ctx.op("ADD", [e, ctx.const_tensor(np.asarray([1.0], np.float32), "c")], [s], "AddOptions")
+    y = ctx.out(node.output[0], v.perm)
+    ctx.op("LOG", [s], [y])
+
+
+def _softmax(ctx, node, tfl: str, q: Quant, options: str | None, **fields) -> None:
+    x = node.input[0]
+    shape = ctx.shape(x)
+    rank = len(shape)
+    default = -1 if ctx.g.opset >= 13 else 1
+    axis = int(ctx.attrs(node).get("axis", default)) % rank
+    if ctx.g.opset < 13 and axis != rank - 1 and int(np.prod(shape[axis + 1 :])) != 1:
+        # old semantics: softmax over the flattened trailing block
+        v = ctx.x(x, identity(rank))
+        flat = (int(np.prod(shape[:axis])), int(np.prod(shape[axis:])))
+        f_in = ctx.tensor(x + "/flat", flat, v.dtype, q=v.q)
+        ctx.op("RESHAPE", [v.idx, ctx.i32(flat)], [f_in], "ReshapeOptions", newShape=list(flat))
+        oq = q if ctx.qmode else None
+        f_out = ctx.tensor(node.output[0] + "/flat", flat, v.dtype, q=oq)
+        ctx.op(tfl, [f_in], [f_out], options, **fields)
+        y = ctx.out(node.output[0], identity(rank), q=oq)
+        ctx.op("RESHAPE", [f_out, ctx.i32(shape)], [y], "ReshapeOptions", newShape=list(shape))
+        return
+    cur = ctx.primary[x][0] if x in ctx.primary else identity(rank)
+    perm = cur if cur[-1] == axis else tuple(p for p in cur if p != axis) + (axis,)
+    v = ctx.x(x, perm)
+    y = ctx.out(node.output[0], perm, q=q if ctx.qmode else None)
+    ctx.op(tfl, [v.idx], [y], options, **fields)
+
+
+@register("Softmax", int8=True)
+def softmax(ctx, node) -> None:
+    _softmax(ctx, node, "SOFTMAX", SOFTMAX_Q, "SoftmaxOptions", beta=1.0)
+
+
+@register("LogSoftmax", int8=True)
+def log_softmax(ctx, node) -> None:
+    _softmax(ctx, node, "LOG_SOFTMAX", LOG_SOFTMAX_Q, None)

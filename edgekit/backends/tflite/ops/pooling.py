@@ -1,0 +1,89 @@
+"""MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool (channels-last)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgekit.backends.tflite.context import channels_last
+from edgekit.backends.tflite.ops.common import explicit_pads, pad_nhwc, tf_padding, unsupported
+from edgekit.backends.tflite.ops.registry import register
+
+
+def _pool(ctx, node, tfl: str) -> None:
+    x = node.input[0]
+    if len(ctx.shape(x)) != 4:
+        raise unsupported(node, "only 2-D pooling on NCHW inputs")
+    a = ctx.attrs(node)
+    kernel = list(a["kernel_shape"])
+    strides = list(a.get("strides", [1, 1]))
+    if any(d != 1 for d in a.get("dilations", [1, 1])):
+        raise unsupported(node, "dilated pooling")
+    in_sp = list(ctx.shape(x)[2:])
+    pads = explicit_pads(node, a, in_sp, kernel, strides, [1, 1])
+    out_sp = list(ctx.shape(node.output[0])[2:])
+    # ceil_mode (or any extra output rows): grow the end padding until floor arithmetic gives ONNX's size
+    extra = []
+    for i in range(2):
+        floor_out = (in_sp[i] + pads[i][0] + pads[i][1] - kernel[i]) // strides[i] + 1
+        extra.append(max(0, (out_sp[i] - floor_out) * strides[i]))
+    grown = [(b, e + x_) for (b, e), x_ in zip(pads, extra)]
+    v = ctx.x(x, channels_last(4))
+    padding = tf_padding(grown, in_sp, kernel, strides, [1, 1]) if not any(extra) else None
+    if tfl == "AVERAGE_POOL_2D":
+        include = int(a.get("count_include_pad", 0))
+        if padding == "VALID" or (padding == "SAME" and not include):
+            pass
+        elif include and not any(extra):
+            v, _ = pad_nhwc(ctx, v, grown, x)
+            padding = "VALID"
+        else:
+            raise unsupported(node, "average pooling with padding TFLite cannot express "
+                              "(count_include_pad=0 with non-SAME pads, or ceil_mode)")
+    elif padding is None:
+        v, _ = pad_nhwc(ctx, v, grown, x, value=-3.0e38)
+        padding = "VALID"
+    from ai_edge_litert import schema_py_generated as fb
+
+    y = ctx.out(node.output[0], channels_last(4), q=v.q)
+    # floor arithmetic of SAME/VALID must reproduce the ONNX size
+    ctx.op(tfl, [v.idx], [y], "Pool2DOptions", padding=getattr(fb.Padding, padding), strideH=strides[0],
+           strideW=strides[1], filterHeight=kernel[0], filterWidth=kernel[1])
+    got = ctx.w.shape_of(y)
+    if padding == "SAME":
+        assert list(got[1:3]) == [math.ceil(s / st) for s, st in zip(in_sp, strides)]
+
+
+@register("MaxPool", int8=True)
+def max_pool(ctx, node) -> None:
+    if len(node.output) > 1 and node.output[1]:
+        raise unsupported(node, "the Indices output")
+    if int(ctx.attrs(node).get("storage_order", 0)):
+        raise unsupported(node, "storage_order=1")
+    _pool(ctx, node, "MAX_POOL_2D")
+
+
+@register("AveragePool", int8=True)
+def average_pool(ctx, node) -> None:
+    _pool(ctx, node, "AVERAGE_POOL_2D")
+
+
+def _global(ctx, node, tfl: str, same_q: bool) -> None:
+    x = node.input[0]
+    rank = len(ctx.shape(x))
+    perm = channels_last(rank)
+    v = ctx.x(x, perm)
+    axes = list(range(1, rank - 1))
+    y = ctx.out(node.output[0], perm, q=v.q if same_q else None)
+    ctx.op(tfl, [v.idx, ctx.i32(np.asarray(axes), "axes")], [y], "ReducerOptions", keepDims=True)
+
+
+@register("GlobalAveragePool", int8=True)
+def global_average_pool(ctx, node) -> None:
+    _global(ctx, node, "MEAN", same_q=False)
+
+
+@register("GlobalMaxPool", int8=True)
+def global_max_pool(ctx, node) -> None:
+    _global(ctx, node, "REDUCE_MAX", same_q=True)
