@@ -69,7 +69,14 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+    """Write the manifest, leaving the file untouched when its content is unchanged: make, CMake and
+    Gradle then see an unchanged mtime and rebuild nothing downstream."""
     path = folder / MANIFEST_NAME
+    try:
+        if json.loads(path.read_text()) == manifest:
+            return path
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
     write_json_atomic(path, manifest)
     return path
 
