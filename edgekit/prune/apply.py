@@ -68,6 +68,8 @@ def _rewrite_shape_args(node, old: tuple, new: tuple) -> bool:
 def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any], original=None):
     """-> (model, graph_rewritten). Returns a copy of `original` (same class) with smaller layers when no
     graph constant had to change, else the rewritten torch.fx GraphModule (same forward signature)."""
+    import torch
+
     from edgekit.prune.handlers import OpaqueHandler, handler_for
 
     gm = copy.deepcopy(an.gm)
@@ -91,6 +93,13 @@ def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
             new = an.expected_shape(node.name, removed)
             if isinstance(old, tuple) and old != new:
                 rewritten |= _rewrite_shape_args(node, old, new)
+        elif node.target in ("split", torch.split) and len(node.args) > 1 and isinstance(node.args[1], (list, tuple)):
+            old = an.shapes.get(node.name)
+            new = an.expected_shape(node.name, removed)
+            if old != new:
+                dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
+                node.args = (node.args[0], [s[dim] for s in new], *node.args[2:])
+                rewritten = True
     gm.recompile()
     check_shapes(an, gm, removed, example_inputs)
     if rewritten or original is None:
@@ -111,7 +120,7 @@ def check_shapes(an: Analysis, gm, removed: set[int], example_inputs: dict[str, 
                                          "(--prune-exclude) or report this model") from exc
     for name, shp in got.items():
         want = an.expected_shape(name, removed)
-        if isinstance(shp, tuple) and isinstance(want, tuple) and shp != want:
+        if isinstance(shp, (tuple, list)) and type(want) is type(shp) and list(shp) != list(want):
             raise UnsupportedModelError(
                 f"pruning dependency mismatch at node '{name}': shape {shp}, expected {want}",
                 hint="a channel dependency was not found; exclude the layers involved (--prune-exclude)")

@@ -290,6 +290,11 @@ class Analysis:
         """The shape a node must have once the units `removed_roots` are gone."""
         shp = self.shapes.get(node_name)
         lab = self.labels.get(node_name)
+        if isinstance(shp, list) and isinstance(lab, tuple) and removed_roots:  # split / chunk results
+            return [self._expected(s, lb, removed_roots) for s, lb in zip(shp, lab)]
+        return self._expected(shp, lab, removed_roots)
+
+    def _expected(self, shp, lab, removed_roots: set[int]):
         if not isinstance(shp, tuple) or lab is None or isinstance(lab, tuple) or not removed_roots:
             return shp
         lab = self.canon(align(lab, len(shp))).numpy()  # compressed: size-1 axes do not vary

@@ -1,0 +1,280 @@
+"""Each coupling case: prune, check channel counts, run, export to ONNX (run in ONNX Runtime), and
+check that the channels that survive compute what they computed before."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from edgekit.errors import UnsupportedModelError  # noqa: E402
+from edgekit.prune import prune_model  # noqa: E402
+
+
+def _onnx_matches(model, feeds: dict) -> None:
+    import onnxruntime as ort
+
+    buf = io.BytesIO()
+    names = list(feeds)
+    torch.onnx.export(model, tuple(feeds.values()), buf, input_names=names, dynamo=False, opset_version=17)
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
+    with torch.no_grad():
+        want = model(**feeds)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def _kept_rows(old_w, new_w) -> list[int]:
+    """Which output rows of a layer survived (matched by their weights, which pruning copies)."""
+    old = old_w.detach().reshape(old_w.shape[0], -1)
+    new = new_w.detach().reshape(new_w.shape[0], -1)
+    out = []
+    for row in new:
+        hits = [i for i in range(len(old)) if old[i].shape == row.shape and torch.equal(old[i], row)]
+        assert hits, "a pruned row is not a row of the original"
+        out.append(hits[0])
+    return out
+
+
+def _activation(model, layer: str, feeds):
+    got = {}
+    h = model.get_submodule(layer).register_forward_hook(lambda m, i, o: got.setdefault("y", o.detach()))
+    with torch.no_grad():
+        model(**feeds)
+    h.remove()
+    return got["y"]
+
+
+def _prune(model, feeds, **kw):
+    torch.manual_seed(0)
+    kw.setdefault("ratio", 0.5)
+    return prune_model(model.eval(), feeds, **kw)
+
+
+def cbr(cin, cout, k=3, groups=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU())
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 16)
+        self.a = cbr(16, 32)
+        self.b = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32))
+        self.head = nn.Conv2d(32, 8, 1)
+
+    def forward(self, x):
+        y = self.a(self.stem(x))
+        return self.head(torch.relu(y + self.b(y)))
+
+
+class Concat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 16)
+        self.left = cbr(16, 16)
+        self.right = cbr(16, 32)
+        self.fuse = nn.Conv2d(48, 8, 1)
+
+    def forward(self, x):
+        s = self.stem(x)
+        return self.fuse(torch.cat([self.left(s), self.right(s)], dim=1))
+
+
+class Depthwise(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 16)
+        self.expand = cbr(16, 64, k=1)
+        self.dw = cbr(64, 64, groups=64)
+        self.project = nn.Conv2d(64, 8, 1)
+
+    def forward(self, x):
+        return self.project(self.dw(self.expand(self.stem(x))))
+
+
+class Grouped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 16)
+        self.expand = cbr(16, 64, k=1)
+        self.grouped = nn.Conv2d(64, 64, 3, padding=1, groups=4)
+        self.project = nn.Conv2d(64, 8, 1)
+
+    def forward(self, x):
+        return self.project(torch.relu(self.grouped(self.expand(self.stem(x)))))
+
+
+class FlattenLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 16)
+        self.conv = cbr(16, 32)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.fc = nn.Linear(32 * 16, 64)
+        self.out = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.fc(torch.flatten(self.pool(self.conv(self.stem(x))), 1))))
+
+
+class SplitGate(nn.Module):
+    """GLU-style: chunk into halves and gate; plus torch.split with explicit sizes."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 16)
+        self.conv = nn.Conv2d(16, 64, 1)
+        self.split = nn.Conv2d(16, 48, 1)
+        self.out = nn.Conv2d(32 + 16, 8, 1)
+
+    def forward(self, x):
+        s = self.stem(x)
+        a, b = self.conv(s).chunk(2, dim=1)
+        p, q = torch.split(self.split(s), [16, 32], dim=1)
+        return self.out(torch.cat([a * torch.sigmoid(b) + q, p], dim=1))
+
+
+class Attention(nn.Module):
+    """BERT-style self-attention: Q, K, V projections, heads by reshape, output projection, FFN."""
+
+    def __init__(self, dim=32, heads=4):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.ln = nn.LayerNorm(dim)
+        self.ff1, self.ff2 = nn.Linear(dim, 64), nn.Linear(64, dim)
+        self.embed = nn.Linear(16, dim)
+
+    def _split(self, t):
+        return t.reshape(t.shape[0], t.shape[1], self.heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x):
+        h = self.embed(x)
+        q, k, v = self._split(self.q(h)), self._split(self.k(h)), self._split(self.v(h))
+        att = torch.softmax(q @ k.transpose(-1, -2) * self.head_dim ** -0.5, dim=-1)
+        ctx = (att @ v).transpose(1, 2)
+        h = self.ln(h + self.o(ctx.reshape(ctx.shape[0], ctx.shape[1], self.heads * self.head_dim)))
+        return h + self.ff2(torch.nn.functional.gelu(self.ff1(h)))
+
+
+IMG = {"x": torch.randn(2, 3, 16, 16)}
+
+
+def test_residual_branches_prune_the_same_channels():
+    m = Residual()
+    p, rep = _prune(m, IMG)
+    assert p.a[0].out_channels == p.b[0].out_channels == p.b[0].in_channels == p.head.in_channels == 16
+    assert p.a[1].num_features == p.b[1].num_features == 16
+    assert _kept_rows(m.a[0].weight, p.a[0].weight) == _kept_rows(m.b[0].bias[:, None], p.b[0].bias[:, None])
+    assert rep["macs_after"] < rep["macs_before"] and rep["params_after"] < rep["params_before"]
+    _onnx_matches(p, IMG)
+
+
+def test_concat_offsets():
+    m = Concat()
+    p, _ = _prune(m, IMG)
+    assert (p.left[0].out_channels, p.right[0].out_channels) == (8, 16)
+    assert p.fuse.in_channels == 24
+    keep_l = _kept_rows(m.left[0].weight, p.left[0].weight)
+    keep_r = _kept_rows(m.right[0].weight, p.right[0].weight)
+    w = m.fuse.weight[:, keep_l + [16 + i for i in keep_r]]
+    assert torch.equal(p.fuse.weight, w)  # the consumer kept exactly the concatenated channels
+    torch.testing.assert_close(_activation(p, "right", IMG), _activation(m, "right", IMG)[:, keep_r])
+    _onnx_matches(p, IMG)
+
+
+def test_depthwise_prunes_whole_groups():
+    m = Depthwise()
+    p, _ = _prune(m, IMG)
+    dw = p.dw[0]
+    assert dw.in_channels == dw.out_channels == dw.groups == p.expand[0].out_channels == 32
+    assert p.project.in_channels == 32
+    keep = _kept_rows(m.expand[0].weight, p.expand[0].weight)
+    assert torch.equal(p.dw[0].weight, m.dw[0].weight[keep])
+    torch.testing.assert_close(_activation(p, "dw", IMG), _activation(m, "dw", IMG)[:, keep])
+    _onnx_matches(p, IMG)
+
+
+def test_grouped_conv_keeps_groups_consistent():
+    m = Grouped()
+    p, _ = _prune(m, IMG)
+    g = p.grouped
+    assert g.groups == 4 and g.in_channels == 32 and g.out_channels == 32 and p.project.in_channels == 32
+    keep = _kept_rows(m.expand[0].weight, p.expand[0].weight)
+    local = sorted(i % 16 for i in keep[:8])
+    assert all(sorted(i % 16 for i in keep[j * 8:(j + 1) * 8]) == local for j in range(4))  # same slots per group
+    torch.testing.assert_close(_activation(p, "expand", IMG), _activation(m, "expand", IMG)[:, keep])
+    _onnx_matches(p, IMG)
+
+
+def test_flatten_into_linear_prunes_feature_blocks():
+    m = FlattenLinear()
+    p, _ = _prune(m, IMG)
+    assert p.conv[0].out_channels == 16 and p.fc.in_features == 16 * 16 and p.fc.out_features == 32
+    keep = _kept_rows(m.conv[0].weight, p.conv[0].weight)
+    cols = [c * 16 + s for c in keep for s in range(16)]
+    torch.testing.assert_close(p.fc.weight, m.fc.weight[_kept_rows(m.fc.weight[:, cols], p.fc.weight)][:, cols])
+    assert p.out.out_features == 10
+    _onnx_matches(p, IMG)
+
+
+def test_split_and_chunk():
+    m = SplitGate()
+    p, _ = _prune(m, IMG)
+    assert p.conv.out_channels == 32  # both chunk halves pruned alike: 16 + 16
+    keep = _kept_rows(m.conv.weight, p.conv.weight)
+    assert sorted(i % 32 for i in keep[:16]) == sorted(i % 32 for i in keep[16:])
+    assert p.split.out_channels == 24 and p.out.in_channels == 24
+    _onnx_matches(p, IMG)
+
+
+def test_attention_heads_and_ffn():
+    m = Attention()
+    x = {"x": torch.randn(2, 5, 16)}
+    p, rep = _prune(m, x, round_to=8)
+    assert rep["graph_rewritten"]  # the head count in the reshape changed
+    mods = dict(p.named_modules())
+    assert mods["q"].out_features == mods["k"].out_features == mods["v"].out_features == 16
+    assert mods["o"].in_features == 16 and mods["o"].out_features == 32  # residual width kept
+    assert mods["ff1"].out_features == 32 and mods["ff2"].in_features == 32
+    rows = _kept_rows(m.q.weight, mods["q"].weight)
+    heads = sorted({r // 8 for r in rows})
+    assert len(heads) == 2 and sorted(rows) == [h * 8 + d for h in heads for d in range(8)]  # whole heads
+    assert _kept_rows(m.v.weight, mods["v"].weight) == rows
+    out = p(**x)
+    assert out.shape == (2, 5, 32)
+    _onnx_matches(p, x)
+
+
+def test_injected_dependency_mismatch_is_caught(monkeypatch):
+    """If residual adds stopped coupling their operands, the shape check must refuse the result."""
+    import operator
+
+    from edgekit.prune import ops
+
+    p, _ = _prune(Residual(), IMG, exclude=["b.0"])  # correct rules: b's channels are a's channels, so both stay
+    assert p.a[0].out_channels == p.b[0].out_channels == 32
+    ops.rule_for(operator.add)  # build the table
+    monkeypatch.setitem(ops._TABLE, operator.add, ops.keep_first)  # inject: adds no longer couple
+    with pytest.raises(UnsupportedModelError, match="dependency mismatch|does not run"):
+        _prune(Residual(), IMG, exclude=["b.0"])
+
+
+def test_unknown_op_blocks_instead_of_breaking():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.a, self.b = cbr(3, 16), cbr(16, 32), nn.Conv2d(32, 8, 1)
+
+        def forward(self, x):
+            return self.b(torch.roll(self.a(self.stem(x)), 1, dims=1))  # roll is not in the op table
+
+    p, rep = _prune(Odd(), IMG)
+    assert p.a[0].out_channels == 32  # kept whole: never a wrong guess
+    _onnx_matches(p, IMG)
