@@ -53,7 +53,7 @@ def load_graph(onnx_path: Path, input_shapes: dict | None = None) -> Graph:
     g.notes.extend(notes)
     g = strip_qdq(g)
     for _ in range(4):
-        g = infer_shapes(g)
+        g = infer_shapes(g, allow_run=False)
         g, changed = fold_constants(g)
         if not changed:
             break
@@ -133,7 +133,7 @@ def to_model(g: Graph) -> onnx.ModelProto:
 
 
 # --- shape inference -------------------------------------------------------------------------
-def infer_shapes(g: Graph) -> Graph:
+def infer_shapes(g: Graph, allow_run: bool = True) -> Graph:
     model = to_model(g)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
@@ -150,7 +150,7 @@ def infer_shapes(g: Graph) -> Graph:
         if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
             shapes[vi.name] = tuple(d.dim_value for d in tt.shape.dim)
     missing = [o for n in g.nodes for o in n.output if o and o not in shapes]
-    if missing:
+    if missing and allow_run:
         shapes, dtypes = _run_for_shapes(g, shapes, dtypes, missing)
     g.shapes, g.dtypes = shapes, dtypes
     return g
@@ -163,7 +163,8 @@ def _run_for_shapes(g: Graph, shapes: dict, dtypes: dict, missing: list[str]) ->
     model = to_model(g)
     model.graph.ClearField("output")
     for name in list(g.outputs) + missing:
-        model.graph.output.append(helper.make_tensor_value_info(name, 0, None))
+        dt = dtypes.get(name, np.dtype(np.float32))
+        model.graph.output.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(dt), None))
     try:
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         feeds = {n: np.zeros(g.shapes[n], dtype=g.dtypes[n]) for n in g.inputs}

@@ -78,6 +78,17 @@ class TFLiteSession:
         return TensorInfo(name, list(d["onnx_shape"]), d["onnx_dtype"] or d["dtype"].name, layout, q)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One inference. A batch larger than the artifact's static batch of 1 runs sample by sample."""
+        first = self._in[self._in_order[0]] if self._in_order else None
+        if first is not None and self._in_order[0] in feeds:
+            x = np.asarray(feeds[self._in_order[0]])
+            want = tuple(first["onnx_shape"])
+            if want and want[0] == 1 and x.ndim == len(want) and x.shape[0] > 1 and tuple(x.shape[1:]) == want[1:]:
+                parts = [self._run({k: np.asarray(v)[i : i + 1] for k, v in feeds.items()}) for i in range(x.shape[0])]
+                return [np.concatenate(p, axis=0) for p in zip(*parts)]
+        return self._run(feeds)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         interp = self.interpreter
         for name in self._in_order:
             if name not in feeds:

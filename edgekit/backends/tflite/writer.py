@@ -25,6 +25,7 @@ _TYPES = {
 }
 _CODES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
 ALIGN = 16
+MIN_VERSION = {"BROADCAST_TO": 2}  # builtins whose first registered kernel version is above 1
 
 
 def tensor_type(dtype: np.dtype) -> int:
@@ -119,7 +120,7 @@ class ModelWriter:
         t.type = tensor_type(dtype)
         t.buffer = 0
         if data is not None:
-            arr = np.ascontiguousarray(np.asarray(data, dtype=dtype))
+            arr = np.asarray(data, dtype=dtype, order="C")
             if tuple(arr.shape) != tuple(shape):
                 raise ValueError(f"constant {name}: data shape {arr.shape} != {tuple(shape)}")
             t.buffer = self._buffer(arr.tobytes())
@@ -146,6 +147,7 @@ class ModelWriter:
         **fields: Any,
     ) -> fb.OperatorT:
         code = getattr(fb.BuiltinOperator, name)
+        version = max(version, MIN_VERSION.get(name, 1))
         key = (code, version)
         if key not in self._op_code_index:
             self._op_code_index[key] = len(self.op_codes)
