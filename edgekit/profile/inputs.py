@@ -21,7 +21,11 @@ def artifact_inputs(path: Path) -> list[InputSpec]:
 
         session = backend_for_file(path).load(path, LoadOptions(threads=1))
         return [InputSpec(t.name, tuple(t.shape), t.dtype) for t in session.inputs]
-    except (ImportError, AttributeError, EdgekitError):
+    except Exception as exc:  # noqa: BLE001 - any backend trouble: read the artifact's own inputs instead
+        from edgekit.progress import log
+
+        log(f"profile: backend could not open {path.name} ({type(exc).__name__}: {exc}); using its own inputs",
+            verbose_only=True)
         return native_inputs(path)
 
 

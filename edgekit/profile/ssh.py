@@ -157,6 +157,17 @@ class SshDevice:
                  f"cd {shlex.quote(remote_dir)} && {inner}"
         return run_streaming(self.ssh_argv(["sh", "-c", script]), timeout=self.timeout, on_record=on_record)
 
+    def run_text(self, words: list[str]) -> tuple[int | None, str, str]:
+        """Run one remote command (quoted word by word) and return (rc, stdout, stderr); rc None on timeout."""
+        try:
+            proc = subprocess.run(self.ssh_argv(words), capture_output=True, text=True, timeout=self.timeout,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return None, "", ""
+        if proc.returncode == 255:
+            raise self.error(255, proc.stderr, "run")
+        return proc.returncode, proc.stdout, proc.stderr
+
     # ------------------------------------------------------------ the runner
     def run_runner(self, model: Path, feeds: Path, runner_args: list[str], *,
                    on_record: Callable[[dict[str, Any]], None] | None = None) -> tuple[Collected, str | None]:

@@ -1,0 +1,125 @@
+"""`edgekit profile` on this host: each runtime's runner on real artifacts, per-layer, units, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from profile_models import make_cnn_onnx, make_ov_ir, make_qdq_onnx, make_tflite
+
+from edgekit.errors import DataError, DeviceError, ModelLoadError, UsageError
+from edgekit.profile import profile_artifact
+from edgekit.profile.stats import summarize
+
+KEYS = ("load_ms", "first_ms", "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "peak_memory_mb",
+        "runs", "device", "runtime")
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("profile_models")
+    onnx_path = make_cnn_onnx(d / "cnn.onnx")
+    return {"onnx": onnx_path, "xml": make_ov_ir(onnx_path, d / "cnn.xml"),
+            "int8": make_qdq_onnx(onnx_path, d / "cnn.int8.onnx"), "tflite": make_tflite(d / "fc.tflite")}
+
+
+def _check_schema(res: dict, runs: int) -> None:
+    for k in KEYS:
+        assert k in res, k
+    assert res["runs"] == runs and res["estimate"] is False and res["complete"] is True
+    assert 0 < res["min_ms"] <= res["p50_ms"] <= res["p90_ms"] <= res["p99_ms"] <= res["max_ms"]
+    assert res["load_ms"] > 0 and res["first_ms"] > 0 and res["peak_memory_mb"] > res["rss_before_load_mb"] > 0
+
+
+def test_stats_percentiles_match_numpy():
+    xs = [5.0, 1.0, 3.0, 2.0, 4.0, 10.0, 7.0]
+    s = summarize(xs)
+    for q, key in ((50, "p50_ms"), (90, "p90_ms"), (99, "p99_ms")):
+        assert s[key] == pytest.approx(np.percentile(xs, q))
+    assert s["mean_ms"] == pytest.approx(np.mean(xs)) and s["std_ms"] == pytest.approx(np.std(xs))
+    assert summarize([])["p50_ms"] is None
+
+
+def test_onnxruntime_runner_threads_and_per_layer(art):
+    res = profile_artifact(art["onnx"], runs=12, warmup=2, threads=1, per_layer=True)
+    _check_schema(res, 12)
+    assert res["backend"] == "onnxruntime" and res["runtime"]["providers"] == ["CPUExecutionProvider"]
+    assert res["runtime"]["options"]["intra_op_num_threads"] == 1 and res["threads"] == 1
+    layers = res["layers"]
+    assert "Conv" in layers["by_op_type"] and layers["by_unit"].keys() == {"CPUExecutionProvider"}
+    assert layers["top"][0]["ms"] >= layers["top"][-1]["ms"] and layers["total_ms"] > 0
+    assert res["inputs"][0]["shape"][1:] == [3, 32, 32] and res["samples"]["synthetic"] is True
+
+
+def test_int8_qdq_runs_fused_int8_kernels(art):
+    res = profile_artifact(art["int8"], runs=5, warmup=1, per_layer=True)
+    assert "QLinearConv" in res["layers"]["by_op_type"]  # ORT fused the QDQ convs into int8 kernels
+
+
+def test_openvino_runner_latency_hint_and_perf_counters(art):
+    res = profile_artifact(art["xml"], runs=8, warmup=1, threads=1, per_layer=True)
+    _check_schema(res, 8)
+    opts = res["runtime"]["options"]
+    assert opts["PERFORMANCE_HINT"] == "LATENCY" and opts["INFERENCE_NUM_THREADS"] == "1"
+    convs = [r for r in res["layers"]["all"] if r["op_type"] == "Convolution"]
+    assert len(convs) == 2 and all(r["unit"] for r in convs)  # exec type, e.g. brgconv_avx512_...
+
+
+def test_litert_runner_xnnpack_on_off(art):
+    on = profile_artifact(art["tflite"], runs=5, warmup=1, threads=2, per_layer=True)
+    _check_schema(on, 5)
+    assert on["backend"] == "litert" and on["runtime"]["options"]["xnnpack"] is True
+    assert "not exposed" in on["layers"]["note"]
+    off = profile_artifact(art["tflite"], runs=5, warmup=1, options={"xnnpack": False})
+    assert off["runtime"]["options"]["xnnpack"] is False
+
+
+def test_calibration_samples_are_fed(art, tmp_path):
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    res = profile_artifact(art["onnx"], runs=3, warmup=0, samples=str(tmp_path / "x.npy"))
+    assert res["samples"]["synthetic"] is False and res["samples"]["count"] == 3
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((2, 5, 7), np.float32))
+    with pytest.raises(DataError):
+        profile_artifact(art["onnx"], runs=1, samples=str(bad))
+
+
+def test_unavailable_units_list_what_is_available(art):
+    with pytest.raises(DeviceError, match=r"OpenVINO device NPU is not available.*available here: .*CPU"):
+        profile_artifact(art["xml"], runs=1, options={"unit": "NPU"})
+    with pytest.raises(DeviceError, match=r"no onnxruntime execution provider for NPU.*CPUExecutionProvider"):
+        profile_artifact(art["onnx"], runs=1, options={"unit": "NPU"})
+    with pytest.raises(DeviceError, match=r"QNNExecutionProvider is not available"):
+        profile_artifact(art["onnx"], runs=1, options={"provider": "QNN"})
+    with pytest.raises(DeviceError, match="delegate"):
+        profile_artifact(art["tflite"], runs=1, options={"unit": "NPU"})
+    with pytest.raises(DeviceError, match="cannot load the TFLite delegate"):
+        profile_artifact(art["tflite"], runs=1, options={"delegate": "/nonexistent/libdelegate.so"})
+
+
+def test_bad_input(art, tmp_path):
+    with pytest.raises(ModelLoadError):
+        profile_artifact(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError):
+        profile_artifact(junk, runs=1)
+    with pytest.raises(UsageError):
+        profile_artifact(art["onnx"], runs=0)
+    with pytest.raises(UsageError):
+        profile_artifact(art["onnx"], options={"nonsense": 1})
+
+
+def test_cli_profile_json(art):
+    from edgekit.cli import cli
+
+    out = CliRunner().invoke(cli, ["profile", str(art["onnx"]), "--runs", "4", "--warmup", "1", "--json"])
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.stdout)
+    assert res["runs"] == 4 and res["device"].startswith("local")
+    bad = CliRunner().invoke(cli, ["profile", str(art["xml"]), "--unit", "NPU", "--json"])
+    assert bad.exit_code == 6 and json.loads(bad.stdout)["error"]["type"] == "DeviceError"
