@@ -22,7 +22,7 @@ SUFFIXES = (".tflite",)
 
 
 def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any] | None = None) -> list[Path]:
-    from edgekit.backends.tflite.lower import convert
+    from edgekit.backends.tflite.converter import convert
 
     options = dict(options or {})
     if "precision" not in options and target is not None and getattr(target, "precision", None):
@@ -58,6 +58,6 @@ def describe(path: Path) -> dict[str, Any]:
 
 
 def supported_ops() -> list[str]:
-    from edgekit.backends.tflite.lower import supported_ops as _ops
+    from edgekit.backends.tflite.converter import supported_ops as _ops
 
     return _ops()

@@ -104,7 +104,7 @@ class TFLiteSession:
             x = np.transpose(x, d["perm"])
             if d["dtype"] == np.int8 and d["scale"]:
                 x = np.clip(np.round(x.astype(np.float32) / d["scale"]) + d["zp"], -128, 127)
-            interp.set_tensor(d["index"], np.ascontiguousarray(x.astype(d["dtype"])))
+            interp.set_tensor(d["index"], np.array(x, dtype=d["dtype"], order="C"))
         interp.invoke()
         outs = []
         for name in self._out_order:
@@ -113,5 +113,5 @@ class TFLiteSession:
             if d["dtype"] == np.int8 and d["scale"]:
                 y = (y.astype(np.float32) - d["zp"]) * d["scale"]
             inv = np.argsort(d["perm"])
-            outs.append(np.ascontiguousarray(np.transpose(y, inv)))
+            outs.append(np.array(np.transpose(y, inv), order="C"))
         return outs
