@@ -1,0 +1,113 @@
+"""Accuracy of an int8 graph against fp32 on held-out samples, and the --max-drop fallback search.
+
+Drop = what the budget is spent on:
+  labelled eval set     fp32 accuracy - int8 accuracy (argmax of the first output vs the labels)
+  classification        1 - top-1 agreement with fp32
+  embedding / other     1 - mean cosine similarity with fp32 (first output, per sample)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.data import SampleSet
+from edgekit.quantize.collect import run_checked, session
+
+Outputs = list[np.ndarray]
+
+
+def run_outputs(model: Any, samples: SampleSet) -> list[Outputs]:
+    sess = session(model)
+    return [run_checked(sess, feed, samples.description) for feed in samples]
+
+
+def _top1(outs: list[Outputs]) -> np.ndarray:
+    return np.array([int(np.argmax(np.asarray(o[0]).reshape(-1))) for o in outs])
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    den = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / den) if den > 0 else float(np.allclose(a, b))
+
+
+def held_out_figures(ref: list[Outputs], cand: list[Outputs], task: str) -> dict[str, Any]:
+    cos = float(np.mean([_cosine(r[0], c[0]) for r, c in zip(ref, cand)]))
+    out: dict[str, Any] = {"samples": len(ref), "cosine": round(cos, 6)}
+    if task == "classification":
+        agree = float(np.mean(_top1(ref) == _top1(cand)))
+        out.update(metric="top1_agreement", top1_agreement=round(agree, 4), drop=round(1.0 - agree, 4))
+    else:
+        out.update(metric="cosine", drop=round(1.0 - cos, 6))
+    return out
+
+
+def labelled_figures(ref: list[Outputs], cand: list[Outputs], labels: np.ndarray) -> dict[str, Any]:
+    labels = np.asarray(labels).reshape(-1)
+    acc32 = float(np.mean(_top1(ref) == labels))
+    acc8 = float(np.mean(_top1(cand) == labels))
+    return {"samples": len(labels), "metric": "accuracy", "fp32_accuracy": round(acc32, 4),
+            "int8_accuracy": round(acc8, 4), "drop": round(acc32 - acc8, 4)}
+
+
+class Judge:
+    """Scores candidate int8 graphs; fp32 outputs are computed once."""
+
+    def __init__(self, fp32: Any, task: str, held_out: SampleSet | None, eval_set: SampleSet | None) -> None:
+        self.task, self.held_out, self.eval_set = task, held_out, eval_set
+        self.labels = eval_set.label_array() if eval_set is not None else None
+        self.ref_held = run_outputs(fp32, held_out) if held_out is not None else None
+        self.ref_eval = run_outputs(fp32, eval_set) if eval_set is not None and self.labels is not None else None
+
+    @property
+    def active(self) -> bool:
+        return self.ref_held is not None or self.ref_eval is not None
+
+    def figures(self, candidate: Path) -> dict[str, Any]:
+        sess = session(candidate)
+        out: dict[str, Any] = {}
+        if self.ref_held is not None:
+            cand = [run_checked(sess, f, self.held_out.description) for f in self.held_out]
+            out["held_out"] = held_out_figures(self.ref_held, cand, self.task)
+        if self.ref_eval is not None:
+            cand = [run_checked(sess, f, self.eval_set.description) for f in self.eval_set]
+            out["eval"] = labelled_figures(self.ref_eval, cand, self.labels)
+        out["drop"] = (out.get("eval") or out.get("held_out") or {}).get("drop")
+        return out
+
+
+def search(order: list[str], score: Callable[[list[str]], float], max_drop: float) -> tuple[int, list[dict]]:
+    """Fewest most-sensitive nodes to keep float so that score(excluded) <= max_drop.
+
+    Doubling (1, 2, 4, ...) until the budget holds, then bisection; returns (k, tries).
+    """
+    tries: list[dict] = []
+
+    def ok(k: int) -> bool:
+        d = score(order[:k])
+        tries.append({"kept_float": k, "drop": d})
+        return d <= max_drop + 1e-12
+
+    if ok(0):
+        return 0, tries
+    good, bad, k = None, 0, 1
+    while k < len(order):
+        if ok(k):
+            good = k
+            break
+        bad, k = k, k * 2
+    if good is None:
+        if not order or not ok(len(order)):
+            return -1, tries
+        good = len(order)
+    while good - bad > 1:
+        mid = (good + bad) // 2
+        if ok(mid):
+            good = mid
+        else:
+            bad = mid
+    return good, tries

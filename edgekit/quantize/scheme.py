@@ -1,0 +1,85 @@
+"""The int8 scheme of a target, read from its `[quantization]` table in targets/*.toml.
+
+    format = "qdq"                 the hub format (QuantizeLinear/DequantizeLinear pairs in ONNX)
+    activations = "uint8"          uint8 | int8
+    activation_symmetric = false
+    weights = "int8"               int8 | uint8
+    weight_symmetric = true
+    per_channel = true
+    calibration_method = "percentile"   minmax | percentile | entropy | mse
+    percentile = 99.999            (optional) for the percentile method
+    op_types = ["Conv", ...]       (optional) ops to quantize; default: chosen from the graph (ops.py)
+    bias_correction = true         (optional) cancel the mean shift of int8 weights (bias_correction.py)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edgekit.errors import ConfigError, UsageError
+
+METHODS = ("minmax", "percentile", "entropy", "mse")
+DTYPES = ("uint8", "int8")
+
+
+@dataclass(frozen=True)
+class Scheme:
+    activations: str = "uint8"
+    activation_symmetric: bool = False
+    weights: str = "int8"
+    weight_symmetric: bool = True
+    per_channel: bool = True
+    method: str = "percentile"
+    percentile: float = 99.999
+    op_types: tuple[str, ...] | None = None
+    format: str = "qdq"
+    bias_correction: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["op_types"] = list(self.op_types) if self.op_types else None
+        return d
+
+    @property
+    def name(self) -> str:
+        sym = "sym" if self.activation_symmetric else "asym"
+        pc = "per-channel" if self.per_channel else "per-tensor"
+        return f"QDQ {self.activations} {sym} activations, {self.weights} {pc} weights"
+
+    def ort_types(self) -> tuple[Any, Any]:
+        from onnxruntime.quantization import QuantType
+
+        types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+        return types[self.activations], types[self.weights]
+
+    def qrange(self) -> tuple[int, int]:
+        return (0, 255) if self.activations == "uint8" else (-128, 127)
+
+
+def scheme_for(target: Any, method: str | None = None) -> Scheme:
+    """The target's scheme; `method` (from --calibration-method) overrides its default method."""
+    q = dict(getattr(target, "quantization", {}) or {})
+    where = f"targets/{getattr(target, 'name', '?')}.toml [quantization]"
+    if q.get("format", "qdq") != "qdq":
+        raise ConfigError(f"{where}: format '{q['format']}' is not supported (only 'qdq')")
+    for key in ("activations", "weights"):
+        if q.get(key, "int8" if key == "weights" else "uint8") not in DTYPES:
+            raise ConfigError(f"{where}: {key} must be one of {', '.join(DTYPES)}, got '{q[key]}'")
+    chosen = method or q.get("calibration_method", "percentile")
+    chosen = {"kl": "entropy", "max": "minmax"}.get(chosen, chosen)
+    if chosen not in METHODS:
+        err = UsageError if method else ConfigError
+        raise err(f"unknown calibration method '{chosen}'", hint=f"choose one of: {', '.join(METHODS)}")
+    ops = q.get("op_types")
+    return Scheme(
+        activations=q.get("activations", "uint8"),
+        activation_symmetric=bool(q.get("activation_symmetric", False)),
+        weights=q.get("weights", "int8"),
+        weight_symmetric=bool(q.get("weight_symmetric", True)),
+        per_channel=bool(q.get("per_channel", True)),
+        method=chosen,
+        percentile=float(q.get("percentile", 99.999)),
+        op_types=tuple(ops) if ops else None,
+        bias_correction=bool(q.get("bias_correction", True)),
+    )
