@@ -77,3 +77,57 @@ def one_node(op: str, inputs: dict[str, np.ndarray], inits: dict[str, np.ndarray
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def quantize_qdq(model: onnx.ModelProto, tmp: Path, samples: list[dict[str, np.ndarray]], activation: str = "uint8") -> Path:
+    """A QDQ model as the quantization stage makes it: per-channel int8 symmetric weights, uint8/int8 activations."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(samples)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    src, dst = tmp / "float.onnx", tmp / "qdq.onnx"
+    onnx.save(model, str(src))
+    act = QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=act, weight_type=QuantType.QInt8, extra_options={"WeightSymmetric": True})
+    return dst
+
+
+def output_steps(qdq_path: Path) -> list[float]:
+    """The quantization step (scale) of each graph output of a QDQ model (0 when the output is float)."""
+    m = onnx.load(str(qdq_path))
+    consts = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type == "Constant":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    prod = {o: n for n in m.graph.node for o in n.output}
+    steps = []
+    for o in m.graph.output:
+        n = prod.get(o.name)
+        steps.append(float(np.max(consts[n.input[1]])) if n is not None and n.op_type == "DequantizeLinear" else 0.0)
+    return steps
+
+
+def check_int8(model: onnx.ModelProto, feeds: dict[str, np.ndarray], tmp: Path, steps: float = 1.0, activation: str = "uint8",
+               calib: int = 8, **options) -> Path:
+    """Lower the QDQ version of `model` to full-int8 TFLite; outputs within `steps` quantization steps of ORT's QDQ run."""
+    from edgekit.backends import tflite
+
+    rng = np.random.default_rng(1)
+    samples = [feeds] + [{k: (rng.standard_normal(v.shape) * np.std(v) + np.mean(v)).astype(v.dtype) if v.dtype.kind == "f" else v
+                          for k, v in feeds.items()} for _ in range(calib - 1)]
+    qdq = quantize_qdq(model, tmp, samples, activation)
+    ref = ort_run(qdq, feeds)
+    path = tflite.lower(qdq, None, tmp / "int8", {"precision": "int8", **options})[0]
+    got = tflite_run(path, feeds)
+    for r, g, step in zip(ref, got, output_steps(qdq)):
+        assert g.shape == r.shape
+        tol = steps * step + 1e-6 if step else 0.02 * float(np.abs(r).max()) + 1e-4
+        err = float(np.abs(g - r).max())
+        assert err <= tol, f"max error {err} > {tol} (step {step})"
+    return path

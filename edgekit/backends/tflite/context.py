@@ -215,12 +215,15 @@ class Context:
         hit = self.vals[name].get((perm, *kind))
         if hit is not None:
             return hit
-        # dtype conversion first (in the current layout), then layout
         src = next((v for k, v in self.vals[name].items() if k[1:] == kind), None)
-        if src is None:
+        if src is None and cur.q is not None and want_q is None and cur.perm != perm:
+            # int8 -> float in another layout: move the (4x smaller) int8 bytes, then dequantize
+            moved = self.vals[name].get((perm, *self._kind(cur.dtype, cur.q))) or self._transpose(name, cur, perm)
+            return self._convert_dtype(name, moved, None)
+        if src is None:  # float -> int8 (or requantize): convert first, then move int8 bytes
             src = self._convert_dtype(name, cur, want_q)
         if src.perm != perm:
-            src = self._transpose(name, src, perm)
+            src = self.vals[name].get((perm, *self._kind(src.dtype, src.q))) or self._transpose(name, src, perm)
         return src
 
     def _convert_dtype(self, name: str, cur: Val, want_q: Quant | None) -> Val:
