@@ -64,6 +64,8 @@ def per_layer(fp32: Any, qdq: Any, samples: SampleSet, nodes: set[str]) -> list[
     return rows
 
 
-def fallback_order(rows: list[dict[str, Any]]) -> list[str]:
-    """Nodes most worth keeping in float first."""
-    return [r["node"] for r in sorted(rows, key=lambda r: -r["added_error"]) if r["added_error"] > 0]
+def fallback_order(rows: list[dict[str, Any]], quantized: set[str]) -> list[str]:
+    """Quantized nodes, the ones most worth keeping in float first (all of them = the fp32 graph)."""
+    ranked = [r["node"] for r in sorted(rows, key=lambda r: -r["added_error"])]
+    rest = sorted(quantized - set(ranked))
+    return [n for n in ranked if n in quantized] + rest

@@ -128,10 +128,10 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         analysis = tmp / "analysis.onnx"
         build(analysis, keep_activations=True)
         analysis_model = onnx.load(str(analysis))
-        rows = sensitivity.per_layer(model, analysis_model, calib.select(ANALYSIS_SAMPLES, seed=seed),
-                                     qdq.quantized_nodes(analysis_model))
+        quantized = qdq.quantized_nodes(analysis_model)
+        rows = sensitivity.per_layer(model, analysis_model, calib.select(ANALYSIS_SAMPLES, seed=seed), quantized)
         del analysis_model
-        order = sensitivity.fallback_order(rows)
+        order = sensitivity.fallback_order(rows, quantized)
 
         judge = control.Judge(prepared, task, held_out, eval_set)
         candidate = tmp / "int8.onnx"

@@ -1,0 +1,176 @@
+"""Post-training int8: methods, QDQ graph, ORT fusion, OpenVINO int8 kernels, accuracy control, bad data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from edgekit.data import InputSpec, SampleSet, load_samples
+from edgekit.errors import DataError
+from edgekit.quantize import METHODS, quantize_model
+from edgekit.quantize.collect import BINS, TensorStats
+from edgekit.quantize.methods import entropy, minmax, mse, percentile
+from edgekit.targets import get_target
+
+INPUTS = [InputSpec("input", ("batch", 3, 32, 32))]
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small residual CNN (conv-bn-relu, residual add, pool, linear), exported by torch (fixed seed)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
+            self.block = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.ReLU6(), nn.Conv2d(16, 16, 1))
+            self.head = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU())
+            self.fc = nn.Linear(32, 10)
+
+        def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+            x = self.stem(input)
+            x = x + self.block(x)
+            return self.fc(self.head(x).mean(dim=(2, 3)))
+
+    net = Net().eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2)
+    path = tmp_path_factory.mktemp("cnn") / "cnn.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def crops() -> SampleSet:
+    return load_samples("natural_images", INPUTS)
+
+
+def _quantize(cnn: Path, out: Path, crops: SampleSet, **kw):
+    calib, held = crops.select(64, seed=0).split(held_out=0.25, seed=0)
+    kw.setdefault("held_out", held)
+    return quantize_model(cnn, out, get_target("onnxruntime"), calib, task=kw.pop("task", "classification"), **kw)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_writes_a_qdq_graph(cnn: Path, crops: SampleSet, tmp_path: Path, method: str) -> None:
+    out = tmp_path / f"cnn.{method}.onnx"
+    report = _quantize(cnn, out, crops, method=method)
+    model = onnx.load(str(out))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") >= 4 and ops.count("DequantizeLinear") >= 8
+    weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(weights) >= 4  # conv + gemm weights stored as int8
+    assert report["method"] == method and report["scheme"]["activations"] == "uint8"
+    assert report["calibration"]["samples"] == 48 and report["quantized_nodes"] >= 4
+    assert report["size"]["int8_bytes"] < report["size"]["fp32_bytes"]
+    held = report["accuracy"]["held_out"]
+    assert held["samples"] == 16 and held["cosine"] > 0.95
+    assert report["per_layer"] and all("sqnr_db" in r and "added_error" in r for r in report["per_layer"])
+    assert report["bias_corrected_layers"] >= 3
+    assert not list(tmp_path.glob(".edgekit-quant-*"))  # temp folder gone
+
+
+def test_ort_fuses_qdq_into_int8_kernels(cnn: Path, crops: SampleSet, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    out = tmp_path / "cnn.int8.onnx"
+    _quantize(cnn, out, crops, method="minmax")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    assert ops.count("QLinearConv") == 4, ops
+    assert "Conv" not in ops and "FusedConv" not in ops  # no convolution left in float
+    assert "QGemm" in ops or "QLinearMatMul" in ops or "MatMulIntegerToFloat" in ops, ops
+
+
+def test_openvino_runs_int8_kernels(cnn: Path, crops: SampleSet, tmp_path: Path) -> None:
+    import openvino as ov
+
+    out = tmp_path / "cnn.int8.onnx"
+    _quantize(cnn, out, crops, method="percentile")
+    compiled = ov.Core().compile_model(str(out), "CPU")
+    precisions = {}
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) in ("Convolution", "FullyConnected", "MatMul"):
+            precisions[op.get_friendly_name()] = info["runtimePrecision"].astype(str)
+    assert len(precisions) >= 4, precisions
+    int8 = [k for k, v in precisions.items() if v in ("u8", "i8")]
+    assert len(int8) == len(precisions), precisions  # every convolution / matmul runs an int8 kernel
+
+
+def test_accuracy_control_moves_layers_to_float(cnn: Path, crops: SampleSet, tmp_path: Path) -> None:
+    loose = _quantize(cnn, tmp_path / "loose.onnx", crops, method="minmax", task="embedding", max_drop=0.5)
+    assert loose["kept_float"] == [] and loose["within_budget"]
+    tight = _quantize(cnn, tmp_path / "tight.onnx", crops, method="minmax", task="embedding", max_drop=1e-5)
+    kept = tight["kept_float"]
+    assert kept and tight["within_budget"] and tight["accuracy"]["drop"] <= 1e-5
+    assert tight["search"][0]["kept_float"] == 0 and tight["search"][0]["drop"] > 1e-5
+    model = onnx.load(str(tmp_path / "tight.onnx"))
+    float_inits = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    weighted = [n for n in model.graph.node if n.name in kept and n.op_type in ("Conv", "Gemm")]
+    assert weighted and all(n.input[1] in float_inits for n in weighted)  # kept layers keep float weights
+    loose_model = onnx.load(str(tmp_path / "loose.onnx"))
+    assert all(n.input[1] not in {t.name for t in loose_model.graph.initializer}
+               for n in loose_model.graph.node if n.op_type in ("Conv", "Gemm"))  # int8 (DQ) weights otherwise
+    assert {r["node"] for r in tight["per_layer"] if r["float"]} == set(kept)
+    # the most sensitive layer (largest added error) is the first one kept
+    worst = max(tight["per_layer"], key=lambda r: r["added_error"])["node"]
+    assert kept[0] == worst
+
+
+def test_labelled_eval_on_mnist(tmp_path: Path) -> None:
+    pytest.importorskip("safetensors")
+    from edgekit.export import export_onnx
+    from edgekit.zoo import get_entry
+
+    entry = get_entry("mnist_cnn")
+    fp32 = export_onnx(entry.build(), list(entry.inputs), list(entry.output_names), tmp_path / "mnist.onnx")
+    calib = load_samples("mnist", list(entry.inputs)).select(64, seed=0)
+    ev = load_samples("mnist:eval", list(entry.inputs)).select(300, seed=0)
+    report = quantize_model(fp32, tmp_path / "mnist.int8.onnx", get_target("openvino"), calib, eval_set=ev,
+                            task="classification", max_drop=0.01)
+    acc = report["accuracy"]["eval"]
+    assert acc["samples"] == 300 and acc["fp32_accuracy"] > 0.95 and acc["drop"] <= 0.01
+
+
+def test_bad_calibration_data(cnn: Path, tmp_path: Path) -> None:
+    wrong_name = SampleSet("1 sample", 1, lambda i: {"x": np.zeros((1, 3, 32, 32), np.float32)})
+    with pytest.raises(DataError, match="needs input"):
+        quantize_model(cnn, tmp_path / "a.onnx", get_target("onnxruntime"), wrong_name)
+    wrong_shape = SampleSet("1 sample", 1, lambda i: {"input": np.zeros((1, 3, 8), np.float32)})
+    with pytest.raises(DataError, match="rejects a sample"):
+        quantize_model(cnn, tmp_path / "b.onnx", get_target("onnxruntime"), wrong_shape)
+    with pytest.raises(DataError, match="empty"):
+        quantize_model(cnn, tmp_path / "c.onnx", get_target("onnxruntime"), SampleSet("none", 0, None))
+    assert not list(tmp_path.iterdir())  # nothing written on failure
+
+
+def test_histogram_growth_is_exact_and_methods_clip_outliers() -> None:
+    rng = np.random.default_rng(0)
+    chunks = [rng.normal(0, 1, 5000).astype(np.float32) for _ in range(4)] + [np.array([40.0], np.float32)]
+    s = TensorStats()
+    for c in chunks:
+        s.update(c, histogram=True)
+    assert s.hist.sum() == sum(c.size for c in chunks) and s.hist.size == BINS
+    assert s.limit >= 40 and (s.lo, s.hi) == (float(min(c.min() for c in chunks)), 40.0)
+    assert minmax(s)[1] == 40.0
+    for fn in (percentile, entropy, mse):
+        lo, hi = fn(s, percentile=99.9)
+        assert lo <= 0 <= hi and hi < 20, fn.__name__  # the single outlier is clipped
+    relu = TensorStats()
+    relu.update(np.abs(chunks[0]), histogram=True)
+    assert percentile(relu)[0] == 0.0 and mse(relu)[0] == 0.0
