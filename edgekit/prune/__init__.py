@@ -130,7 +130,8 @@ def _search_ratio(removed_at, target: float, hi: float = 0.95, iters: int = 14) 
 
 def save_pruned(model, example_inputs: dict[str, Any], path, dynamic_axes: dict[str, dict[int, str]] | None = None):
     """Save as a torch.export program (.pt2): reloadable with torch.export.load(path).module(), no code needed.
-    Written to a temp file then renamed (no partial output)."""
+    Inputs are positional in the order of `example_inputs`; `dynamic_axes` {input: {axis: name}} stay
+    dynamic. Written to a temp file then renamed (no partial output)."""
     import os
     from pathlib import Path
 
@@ -140,13 +141,21 @@ def save_pruned(model, example_inputs: dict[str, Any], path, dynamic_axes: dict[
     example_inputs = _to_tensors(example_inputs)
     dyn = None
     if dynamic_axes:
-        dyn = {k: {ax: torch.export.Dim.AUTO for ax in axes} for k, axes in dynamic_axes.items() if k in example_inputs}
+        # a dynamic axis of size 1 would be specialized by torch.export: give it 2 in the example
+        for k, axes in dynamic_axes.items():
+            for ax in axes:
+                if k in example_inputs and example_inputs[k].shape[ax] == 1:
+                    example_inputs[k] = torch.cat([example_inputs[k]] * 2, dim=ax)
+        dyn = tuple({ax: torch.export.Dim.AUTO for ax in dynamic_axes.get(k, {})} or None for k in example_inputs)
     was_training = model.training
     model.eval()
-    ep = torch.export.export(model, args=(), kwargs=example_inputs, dynamic_shapes=dyn)
+    ep = torch.export.export(model, args=tuple(example_inputs.values()), dynamic_shapes=dyn)
     model.train(was_training)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.stem}.tmp.pt2")
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(ep, str(tmp))
-    os.replace(tmp, path)
+    try:
+        torch.export.save(ep, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

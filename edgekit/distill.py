@@ -1,0 +1,260 @@
+"""Knowledge distillation: recover a pruned student by imitating the original model (the teacher).
+
+Unlabeled data is enough: classifiers learn the teacher's temperature-softened logits (KL), embedding
+models its embeddings (MSE + cosine); labels, when given, add a cross-entropy term. Optional feature
+loss on named layers (a learned 1x1 adapter bridges pruned widths). Seeded and deterministic; a
+held-out split measures the loss before and after; training stops early when the loss flattens and the
+weights with the best held-out loss are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import DataError, UsageError
+from edgekit.progress import Progress, log
+
+TASKS = ("classification", "embedding", "generic")
+
+
+def _materialize(samples) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
+    labels = samples.label_array() if hasattr(samples, "label_array") else None
+    items = [dict(s) for s in samples]
+    if not items:
+        raise DataError("distillation needs at least 2 samples, got none", hint="pass --calibration DATA")
+    return items, labels
+
+
+def _stack(items: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Concatenate batch-1 samples; ragged axes (token sequences) are zero-padded to the longest."""
+    import torch
+
+    out = {}
+    for k in items[0]:
+        arrs = [np.asarray(it[k]) for it in items]
+        shape = np.max([a.shape for a in arrs], axis=0)
+        if any(tuple(a.shape) != tuple(shape) for a in arrs):
+            arrs = [np.pad(a, [(0, int(s - d)) for d, s in zip(a.shape, shape)]) for a in arrs]
+        out[k] = torch.as_tensor(np.concatenate(arrs, axis=0))
+    return out
+
+
+def _augment(feed: dict[str, Any], gen) -> dict[str, Any]:
+    """Images (4-D float inputs): random shift by up to 1/8 of the size (zero fill) and, for 3-channel
+    (color) images, a random horizontal flip. Other inputs pass unchanged."""
+    import torch
+
+    out = {}
+    for k, x in feed.items():
+        if not (x.is_floating_point() and x.dim() == 4):
+            out[k] = x
+            continue
+        n, _, h, w = x.shape
+        pad = max(1, min(h, w) // 8)
+        xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        y = torch.stack([xp[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+        if x.shape[1] == 3:
+            flip = torch.rand(n, generator=gen) < 0.5
+            y[flip] = y[flip].flip(-1)
+        out[k] = y
+    return out
+
+
+def _first(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _loss_fn(task: str, temperature: float):
+    import torch.nn.functional as F
+
+    def loss(s, t, y=None):
+        if task == "classification":
+            T = temperature
+            kd = F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), reduction="batchmean", log_target=True)
+            total = kd * T * T
+            if y is not None:
+                total = 0.5 * total + 0.5 * F.cross_entropy(s, y)
+            return total
+        if task == "embedding":
+            s2, t2 = s.reshape(len(s), -1), t.reshape(len(t), -1)
+            return F.mse_loss(s2, t2) * s2.shape[1] + (1 - F.cosine_similarity(s2, t2, dim=1)).mean()
+        return F.mse_loss(s, t)
+
+    return loss
+
+
+class _Features:
+    """Forward hooks on named layers of teacher and student; adapters map student width -> teacher width."""
+
+    def __init__(self, teacher, student, names: list[str]) -> None:
+        import torch
+
+        self.t, self.s, self.hooks, self.adapters = {}, {}, [], torch.nn.ModuleDict()
+        for name in names:
+            try:
+                tm, sm = teacher.get_submodule(name), student.get_submodule(name)
+            except AttributeError as exc:
+                raise UsageError(f"feature layer '{name}' is not a layer of both teacher and student",
+                                 hint="give names from model.named_modules()") from exc
+            self.hooks.append(tm.register_forward_hook(lambda m, i, o, n=name: self.t.__setitem__(n, _first(o))))
+            self.hooks.append(sm.register_forward_hook(lambda m, i, o, n=name: self.s.__setitem__(n, _first(o))))
+
+    def loss(self):
+        import torch
+        import torch.nn.functional as F
+
+        total = 0.0
+        for n, t in self.t.items():
+            s = self.s[n]
+            axis = 1 if s.dim() == 4 else s.dim() - 1
+            if s.shape[axis] != t.shape[axis]:
+                key = n.replace(".", "_")
+                if key not in self.adapters:
+                    self.adapters[key] = torch.nn.Linear(s.shape[axis], t.shape[axis], bias=False)
+                s = self.adapters[key](s.movedim(axis, -1)).movedim(-1, axis)
+            total = total + F.mse_loss(s, t.detach())
+        return total
+
+    def remove(self) -> None:
+        for h in self.hooks:
+            h.remove()
+
+
+def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps: int = 300,
+            task: str = "classification", lr: float = 1e-3, temperature: float = 4.0, batch_size: int = 32,
+            seed: int = 0, feature_layers: list[str] | None = None, labels: np.ndarray | None = None,
+            augment: bool = True, held_out: float = 0.2, feature_weight: float = 1.0,
+            patience: int = 3) -> dict[str, Any]:
+    """Train `student` (in place) to imitate `teacher` on `samples`. Returns a report with the held-out
+    loss before and after, agreement with the teacher (top-1 or cosine), steps run and time."""
+    import torch
+
+    if task not in TASKS:
+        raise UsageError(f"unknown distillation task '{task}'", hint=f"choose one of: {', '.join(TASKS)}")
+    if steps < 1 or batch_size < 1:
+        raise UsageError(f"--distill-steps and batch size must be positive (got {steps}, {batch_size})")
+    items, set_labels = _materialize(samples)
+    labels = set_labels if labels is None else np.asarray(labels)
+    if len(items) < 2:
+        raise DataError(f"distillation needs at least 2 samples, got {len(items)}", hint="give more calibration data")
+    if labels is not None and len(labels) != len(items):
+        raise DataError(f"{len(labels)} labels for {len(items)} samples")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    perm = rng.permutation(len(items))
+    n_held = min(max(1, int(round(len(items) * held_out))), 512)
+    held_idx, train_idx = perm[:n_held], perm[n_held:]
+    held = _stack([items[i] for i in held_idx])
+    held_y = torch.as_tensor(labels[held_idx]).long() if labels is not None else None
+    teacher.eval()
+    loss_fn = _loss_fn(task, temperature)
+    feats = _Features(teacher, student, feature_layers or []) if feature_layers else None
+
+    with torch.no_grad():
+        held_t = _first(teacher(**held))
+
+    def evaluate() -> tuple[float, float]:
+        """(held-out distillation loss, agreement with the teacher: top-1 or cosine)."""
+        student.eval()
+        with torch.no_grad():
+            s = _first(student(**held))
+            loss = float(loss_fn(s, held_t))
+        if task == "classification":
+            agree = float((s.argmax(-1) == held_t.argmax(-1)).float().mean())
+        else:
+            agree = float(torch.nn.functional.cosine_similarity(s.reshape(len(s), -1), held_t.reshape(len(s), -1)).mean())
+        return loss, agree
+
+    before, agree_before = evaluate()
+    best = (before, {k: v.detach().clone() for k, v in student.state_dict().items()})
+    params = list(student.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    check_every = max(10, steps // 15)
+    ema, last_check, flat, step, stopped = None, None, 0, 0, False
+    first_loss = None
+    t0 = time.perf_counter()
+    freeze_bn = batch_size < 8
+    with Progress("distill", total=steps) as bar:
+        while step < steps:
+            order = train_idx[rng.permutation(len(train_idx))] if len(train_idx) else held_idx
+            for start in range(0, len(order), batch_size):
+                if step >= steps:
+                    break
+                idx = order[start:start + batch_size]
+                feed = _stack([items[i] for i in idx])
+                if augment:
+                    feed = _augment(feed, gen)
+                student.train()
+                if freeze_bn:
+                    for m in student.modules():
+                        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                            m.eval()
+                with torch.no_grad():
+                    t_out = _first(teacher(**feed))
+                s_out = _first(student(**feed))
+                y = torch.as_tensor(labels[idx]).long() if labels is not None and task == "classification" else None
+                loss = loss_fn(s_out, t_out, y)
+                if feats is not None:
+                    fl = feats.loss()
+                    if len(opt.param_groups) == 1 and len(feats.adapters):  # adapters exist after the 1st call
+                        opt.add_param_group({"params": list(feats.adapters.parameters())})
+                    loss = loss + feature_weight * fl
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                lv = float(loss)
+                first_loss = lv if first_loss is None else first_loss
+                ema = lv if ema is None else 0.9 * ema + 0.1 * lv
+                bar.update(1, loss=ema)
+                if step % check_every == 0:
+                    val, _ = evaluate()
+                    if val < best[0]:
+                        best = (val, {k: v.detach().clone() for k, v in student.state_dict().items()})
+                    if last_check is not None and ema > last_check * (1 - 0.01):
+                        flat += 1
+                    else:
+                        flat = 0
+                    last_check = ema
+                    if flat >= patience:
+                        stopped = True
+                        break
+            if stopped:
+                break
+    if feats is not None:
+        feats.remove()
+    final, _ = evaluate()
+    if final > best[0]:
+        student.load_state_dict(best[1])
+    after, agree_after = evaluate()
+    student.eval()
+    accuracy = None
+    if held_y is not None and task == "classification":
+        with torch.no_grad():
+            accuracy = float((_first(student(**held)).argmax(-1) == held_y).float().mean())
+    report = {
+        "task": task, "steps": step, "steps_requested": steps, "early_stopped": stopped,
+        "samples_train": int(len(train_idx)), "samples_held_out": int(n_held), "batch_size": batch_size,
+        "lr": lr, "temperature": temperature if task == "classification" else None, "augment": augment,
+        "train_loss_first": first_loss, "train_loss_last": ema,
+        "held_out_loss_before": before, "held_out_loss_after": after,
+        ("held_out_top1_agreement_before" if task == "classification" else "held_out_cosine_before"): agree_before,
+        ("held_out_top1_agreement_after" if task == "classification" else "held_out_cosine_after"): agree_after,
+        "seconds": round(time.perf_counter() - t0, 2), "seed": seed,
+    }
+    if accuracy is not None:
+        report["held_out_accuracy_after"] = accuracy
+    log(f"distilled {step} steps: held-out loss {before:.4g} -> {after:.4g}")
+    return report

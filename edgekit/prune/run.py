@@ -1,0 +1,89 @@
+"""The prune -> distill stage on a LoadedModel (what `edgekit distill` and `convert --prune` call)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import DataError, UsageError
+
+
+def _example(samples, inputs) -> dict[str, Any]:
+    import torch
+
+    from edgekit.data import synthetic_samples
+
+    feed = next(iter(samples)) if samples is not None else next(iter(synthetic_samples(inputs, count=1)))
+    return {k: torch.as_tensor(np.asarray(v)) for k, v in feed.items()}
+
+
+def _calib_batches(samples, n: int = 64, batch: int = 8) -> list[dict[str, Any]]:
+    from edgekit.distill import _stack
+
+    items = [s for _, s in zip(range(n), samples)]
+    return [_stack(items[i:i + batch]) for i in range(0, len(items), batch)]
+
+
+def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, prune_macs: float | None = None,
+                             exclude=(), round_to: int = 8, importance: str = "l2", allocation: str = "uniform",
+                             distill_steps: int = 0, batch_size: int = 32, lr: float = 1e-3,
+                             temperature: float = 4.0, feature_layers: list[str] | None = None,
+                             augment: bool = True, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """-> (student module, report). `lm` is a LoadedModel with a torch module (the teacher, unchanged);
+    `samples` a SampleSet (needed for distillation and taylor importance)."""
+    import torch
+
+    from edgekit.distill import distill
+    from edgekit.prune import count_macs, count_params, prune_model
+
+    if lm.module is None:
+        raise UsageError(f"pruning and distillation need a torch model; {lm.name} is {lm.kind.upper()}",
+                         hint="give the PyTorch source (.pt2, pkg.module:fn or zoo:NAME) instead of the ONNX file")
+    if distill_steps and samples is None:
+        raise DataError("distillation needs unlabeled samples", hint="pass --calibration DATA (or --train-data)")
+    torch.manual_seed(seed)
+    teacher = lm.module.eval()
+    example = _example(samples, lm.inputs)
+    report: dict[str, Any] = {"model": lm.name, "task": lm.task}
+    if prune is not None or prune_macs is not None:
+        calib = _calib_batches(samples) if importance == "taylor" and samples is not None else None
+        student, report["prune"] = prune_model(
+            teacher, example, ratio=prune, macs_ratio=prune_macs, importance=importance, allocation=allocation,
+            round_to=round_to, exclude=tuple(exclude), calib=calib, task=lm.task)
+    else:
+        student = copy.deepcopy(teacher)
+    if distill_steps:
+        report["distill"] = distill(
+            teacher, student, samples, steps=distill_steps, task=lm.task if lm.task in ("classification", "embedding")
+            else "generic", lr=lr, temperature=temperature, batch_size=batch_size, seed=seed,
+            feature_layers=feature_layers or None, augment=augment)
+    student.eval()
+    report.update(params_before=count_params(teacher), params_after=count_params(student),
+                  macs_before=count_macs(teacher, example), macs_after=count_macs(student, example))
+    return student, report
+
+
+def prune_and_distill(spec: str, output: Path, *, data: str | None = None, input_shapes=None, weights=None,
+                      **kw: Any) -> dict[str, Any]:
+    """Load `spec`, prune/distill, save `output` (.pt2). Returns the JSON report."""
+    from edgekit.data import load_samples
+    from edgekit.prune import save_pruned
+    from edgekit.sources import load_model
+
+    output = Path(output)
+    if output.suffix != ".pt2":
+        raise UsageError(f"output must be a .pt2 file (torch.export program), got {output.name}",
+                         hint="e.g. -o small.pt2")
+    if kw.get("prune") is None and kw.get("prune_macs") is None and not kw.get("distill_steps"):
+        raise UsageError("nothing to do", hint="give --prune R, --prune-macs R and/or --distill-steps N")
+    lm = load_model(spec, weights=Path(weights) if weights else None, input_shapes=input_shapes or None)
+    data = data or lm.calibration
+    samples = load_samples(data, lm.inputs) if data else None
+    student, report = prune_and_distill_loaded(lm, samples, **kw)
+    example = _example(samples, lm.inputs)
+    save_pruned(student, example, output, dynamic_axes=lm.dynamic_axes)
+    report.update(output=str(output), size_bytes=output.stat().st_size, data=data)
+    return report
