@@ -174,7 +174,8 @@ def test_histogram_growth_is_exact_and_methods_clip_outliers() -> None:
     heavy = TensorStats()
     heavy.update(rng.laplace(0, 1, 200_000).astype(np.float32), histogram=True)
     lo, hi = mse(heavy)
-    assert heavy.lo < lo < 0 < hi < 0.8 * heavy.hi  # MSE trades rare large values for finer steps
+    assert heavy.lo < lo < 0 < hi < heavy.hi  # MSE clips rare large values (Laplace(1), 8 bits: about 10)
+    assert 7 < hi < 11.5
     relu = TensorStats()
     relu.update(np.abs(chunks[0]), histogram=True)
     assert percentile(relu)[0] == 0.0 and mse(relu)[0] == 0.0
