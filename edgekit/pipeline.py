@@ -166,10 +166,9 @@ def build_artifact(st: State, target: Target, precision: str) -> dict[str, Any]:
     hub, qreport = st.hub, None
     if precision == "int8":
         hub, qreport = quantized_hub(st, target)
-    suffix = ".int8" if precision == "int8" else ""
-    stage_dir = st.work / f"{target.name}{suffix}"
+    stage_dir = st.work / f"{target.name}.{precision}"
     stage_dir.mkdir()
-    stem = stage_dir / f"{st.model.name}.{target.name}{suffix}"
+    stem = stage_dir / artifact_stem(st.model.name, target, precision, backend.SUFFIXES[0])
     options = {"io_layout": st.job.io_layout, "io_dtype": st.job.io_dtype, "precision": precision,
                "input_shapes": {i.name: i.concrete_shape() for i in st.model.inputs}}
     log(f"lowering to {target.name} ({precision})")
@@ -230,9 +229,18 @@ def verify_artifact(st: State, backend, path: Path, target: Target, precision: s
     return figures
 
 
+def artifact_stem(model: str, target: Target, precision: str, ext: str) -> str:
+    """`model.target[.int8]`; the target is left out where it only repeats the extension (m.tflite)."""
+    parts = [model] + ([] if f".{target.name}" == ext else [target.name]) + (["int8"] if precision == "int8" else [])
+    return ".".join(parts)
+
+
 def commit(st: State) -> None:
     """Atomic per file: everything verified first, then renamed into place (same filesystem)."""
+    umask = os.umask(0)
+    os.umask(umask)
     for tmp, final in st.staged:
+        os.chmod(tmp, 0o666 & ~umask)  # temp files are private (0600); artifacts get the usual mode
         os.replace(tmp, final)
 
 
