@@ -275,6 +275,7 @@ class OvRunner:
             self.model = self.core.read_model(args.model)
         except Exception as exc:  # noqa: BLE001
             raise RunnerError(BAD_MODEL, f"openvino cannot read {os.path.basename(args.model)}: {exc}") from exc
+        self.static_shapes = self._static_shapes(args.feeds)
         self.compiled = self._compile(profiling=False)
         self.request = self.compiled.create_infer_request()
         self.inputs = []
@@ -283,6 +284,22 @@ class OvRunner:
             shape = [d.get_length() if d.is_static else None for d in ps]
             self.inputs.append({"name": port.get_any_name(), "shape": shape,
                                 "dtype": np.dtype(port.get_element_type().to_dtype()).name})
+
+    def _static_shapes(self, feeds: str | None) -> dict | None:
+        """Dynamic inputs are fixed to the feeds' shapes before compiling, as a deployment (and benchmark_app
+        -shape) would: OpenVINO picks better kernels for static shapes."""
+        if not feeds or all(p.get_partial_shape().is_static for p in self.model.inputs):
+            return None
+        data = np.load(feeds)
+        shapes = {}
+        for port in self.model.inputs:
+            name = port.get_any_name()
+            arr = data[f"0/{name}"] if f"0/{name}" in data.files else None
+            if arr is not None and arr.ndim == port.get_partial_shape().rank.get_length():
+                shapes[name] = list(arr.shape)
+        if shapes:
+            self.model.reshape(shapes)
+        return shapes or None
 
     def _compile(self, profiling: bool):
         config: dict = {"PERFORMANCE_HINT": (self.args.hint or "latency").upper()}
@@ -298,6 +315,8 @@ class OvRunner:
 
     def info(self) -> dict:
         opts = {k: str(v) for k, v in self.config.items() if k != "PERF_COUNT"}
+        if self.static_shapes:
+            opts["reshaped_to"] = str(self.static_shapes)
         for key in ("INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", "NUM_STREAMS"):
             try:
                 val = self.compiled.get_property(key)
