@@ -176,6 +176,12 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     before, agree_before = evaluate()
     best = (before, {k: v.detach().clone() for k, v in student.state_dict().items()})
     params = list(student.parameters())
+    if feats is not None:  # one pass creates the width adapters, so the optimizer sees them from the start
+        with torch.no_grad():
+            teacher(**held)
+            student(**held)
+            feats.loss()
+        params += list(feats.adapters.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -206,10 +212,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
                 y = torch.as_tensor(labels[idx]).long() if labels is not None and task == "classification" else None
                 loss = loss_fn(s_out, t_out, y)
                 if feats is not None:
-                    fl = feats.loss()
-                    if len(opt.param_groups) == 1 and len(feats.adapters):  # adapters exist after the 1st call
-                        opt.add_param_group({"params": list(feats.adapters.parameters())})
-                    loss = loss + feature_weight * fl
+                    loss = loss + feature_weight * feats.loss()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

