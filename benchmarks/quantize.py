@@ -1,0 +1,238 @@
+"""Post-training int8 benchmark: edgekit vs the peers' defaults, per model and runtime, in one run.
+
+    PYTHONPATH=. python benchmarks/quantize.py [--models mobilenet_v2,minilm,mnist_cnn] [--calib 128] [--runs 30]
+
+For each model: fp32 hub -> edgekit int8 (quantize_model, the target's scheme and method) lowered to ONNX
+Runtime and OpenVINO (and TFLite when its backend lowers the graph), next to
+  ort-default   onnxruntime.quantization.quantize_static with its default arguments (same calibration samples)
+  nncf          nncf.quantize on the OpenVINO model (its defaults, same samples), run in OpenVINO
+Columns: artifact size, median latency with 1 and 2 threads (one sample, batch 1), accuracy on held-out
+samples never used for calibration: top-1 agreement with fp32 (mobilenet_v2 on natural-image crops),
+cosine with fp32 (minilm on sentences), labelled accuracy (mnist_cnn on its 1,000-digit test set).
+Prints a table and writes benchmarks/results/quantize.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edgekit.backends import get_backend  # noqa: E402
+from edgekit.backends.base import LoadOptions  # noqa: E402
+from edgekit.data import SampleSet, load_samples  # noqa: E402
+from edgekit.quantize import quantize_model  # noqa: E402
+from edgekit.targets import get_target  # noqa: E402
+from edgekit.zoo import get_entry  # noqa: E402
+
+HELD_OUT = {"mobilenet_v2": 150, "minilm": 100, "mnist_cnn": 0}
+
+
+def files_size(paths: list[Path]) -> int:
+    return sum(p.stat().st_size for p in paths if p.suffix != ".ort")
+
+
+def latency(session, feed: dict, runs: int) -> float:
+    """Median of `runs` timed calls; the best of 3 such medians (the host is shared: bursts of load)."""
+    for _ in range(3):
+        session.run(feed)
+    medians = []
+    for _ in range(3):
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            session.run(feed)
+            times.append(time.perf_counter() - t0)
+        medians.append(statistics.median(times))
+    return min(medians) * 1000
+
+
+def accuracy(session, ref: list, samples: SampleSet, task: str, labels) -> dict:
+    outs = [session.run(f)[0] for f in samples]
+    if labels is not None:
+        pred = np.array([int(np.argmax(o)) for o in outs])
+        return {"metric": "accuracy", "value": float(np.mean(pred == labels))}
+    if task == "classification":
+        agree = np.mean([int(np.argmax(o)) == int(np.argmax(r)) for o, r in zip(outs, ref)])
+        return {"metric": "top1_agreement", "value": float(agree)}
+    cos = [float(np.dot(o.ravel(), r.ravel()) / (np.linalg.norm(o) * np.linalg.norm(r) + 1e-12)) for o, r in zip(outs, ref)]
+    return {"metric": "cosine", "value": float(np.mean(cos))}
+
+
+class Reader:
+    """onnxruntime CalibrationDataReader over a SampleSet (for the ORT-default peer)."""
+
+    def __init__(self, samples: SampleSet) -> None:
+        self.it = iter(samples)
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+def ort_default(fp32: Path, out: Path, calib: SampleSet) -> Path:
+    from onnxruntime.quantization import quantize_static
+
+    quantize_static(str(fp32), str(out), Reader(calib))  # every argument at its default
+    return out
+
+
+def nncf_ov(fp32: Path, out_xml: Path, calib: SampleSet) -> list[Path]:
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(fp32))
+    q = nncf.quantize(model, nncf.Dataset(list(calib)), subset_size=len(calib))
+    ov.save_model(q, str(out_xml), compress_to_fp16=False)
+    return [out_xml, out_xml.with_suffix(".bin")]
+
+
+def bench_model(name: str, n_calib: int, runs: int, work: Path) -> list[dict]:
+    from edgekit.export import export_onnx
+
+    entry = get_entry(name)
+    inputs = list(entry.inputs)
+    fp32 = export_onnx(entry.build(), inputs, list(entry.output_names), work / f"{name}.fp32.onnx")
+    shipped = load_samples(entry.calibration, inputs)
+    labels = None
+    if HELD_OUT[name]:
+        calib, held = shipped.split(held_out=0.25, seed=0)
+        held = held.select(HELD_OUT[name], seed=1)
+    else:
+        calib, held = shipped, load_samples(f"{entry.calibration}:eval", inputs)
+        labels = held.label_array()
+    calib = calib.select(n_calib, seed=0)
+    feed = held.make(held._idx()[0])
+
+    ort_mod, ov_mod = get_backend("onnxruntime"), get_backend("openvino")
+    ref_sess = ort_mod.load(fp32)
+    ref = [ref_sess.run(f)[0] for f in held]
+
+    t0 = time.perf_counter()
+    ours = work / f"{name}.int8.onnx"
+    report = quantize_model(fp32, ours, get_target("onnxruntime"), calib, held_out=held if labels is None else None,
+                            task=entry.task, eval_set=held if labels is not None else None)
+    quant_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    peer_ort = ort_default(fp32, work / f"{name}.ortdefault.onnx", calib)
+    peer_ort_s = time.perf_counter() - t0
+
+    artifacts: list[tuple[str, str, str, list[Path], float | None]] = []
+    for tname, mod in (("onnxruntime", ort_mod), ("openvino", ov_mod)):
+        target = get_target(tname)
+        for variant, hub in (("fp32", fp32), ("edgekit int8", ours)):
+            files = mod.lower(hub, target, work / f"{name}.{tname}.{variant.split()[-1]}", {})
+            artifacts.append((tname, variant, mod.NAME, files, quant_s if variant != "fp32" else None))
+        if tname == "onnxruntime":
+            files = mod.lower(peer_ort, target, work / f"{name}.{tname}.ortdefault", {})
+            artifacts.append((tname, "ort-default int8", mod.NAME, files, peer_ort_s))
+        else:
+            try:
+                t0 = time.perf_counter()
+                files = nncf_ov(fp32, work / f"{name}.openvino.nncf.xml", calib)
+                artifacts.append((tname, "nncf int8", mod.NAME, files, time.perf_counter() - t0))
+            except Exception as exc:  # noqa: BLE001
+                print(f"  nncf failed on {name}: {exc}", file=sys.stderr)
+    try:
+        tfl = get_backend("tflite")
+        for variant, hub in (("fp32", fp32), ("edgekit int8", ours)):
+            files = tfl.lower(hub, get_target("tflite"), work / f"{name}.tflite.{variant.split()[-1]}",
+                              {"precision": "int8" if "int8" in variant else "fp32"})
+            artifacts.append(("tflite", variant, "tflite", files, None))
+    except Exception as exc:  # noqa: BLE001
+        print(f"  tflite skipped for {name}: {type(exc).__name__}: {str(exc)[:160]}", file=sys.stderr)
+
+    rows = []
+    fp32_size = {}
+    for runtime, variant, backend, files, qsec in artifacts:
+        mod = get_backend(backend)
+        row = {"model": name, "runtime": runtime, "variant": variant, "size_bytes": files_size(files),
+               "quantize_seconds": round(qsec, 1) if qsec else None}
+        try:
+            for threads in (1, 2):
+                sess = mod.load(files[0], LoadOptions(threads=threads))
+                row[f"latency_ms_{threads}t"] = round(latency(sess, feed, runs), 3)
+            row.update(accuracy(sess, ref, held, entry.task, labels))
+        except Exception as exc:  # noqa: BLE001
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            traceback.print_exc()
+        if variant == "fp32":
+            fp32_size[runtime] = row["size_bytes"]
+            fp32_lat = {runtime: (row.get("latency_ms_1t"), row.get("latency_ms_2t"))}
+            row["_fp32_lat"] = fp32_lat[runtime]
+        ref_lat = next((r["_fp32_lat"] for r in rows if r["runtime"] == runtime and "_fp32_lat" in r), None)
+        if variant != "fp32" and ref_lat and row.get("latency_ms_1t"):
+            row["latency_ratio_1t"] = round(row["latency_ms_1t"] / ref_lat[0], 3)
+            row["latency_ratio_2t"] = round(row["latency_ms_2t"] / ref_lat[1], 3)
+            row["size_ratio"] = round(row["size_bytes"] / fp32_size[runtime], 3)
+        rows.append(row)
+    for r in rows:
+        r.pop("_fp32_lat", None)
+    summary = {k: report[k] for k in ("method", "kept_float", "quantized_nodes", "bias_corrected_layers")}
+    summary["scheme"] = report["scheme"]["name"]
+    summary["op_policy"] = report["scheme"]["op_policy"]
+    summary["calibration_samples"] = report["calibration"]["samples"]
+    summary["held_out"] = report["accuracy"]
+    rows.append({"model": name, "runtime": "-", "variant": "edgekit report", "report": summary})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = f"{'model':13} {'runtime':11} {'variant':17} {'size MB':>8} {'xfp32':>6} {'1t ms':>8} {'2t ms':>8} " \
+           f"{'x1t':>6} {'x2t':>6} {'metric':15} {'value':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "report" in r:
+            continue
+        if "error" in r:
+            lines.append(f"{r['model']:13} {r['runtime']:11} {r['variant']:17} error: {r['error'][:60]}")
+            continue
+        lines.append(
+            f"{r['model']:13} {r['runtime']:11} {r['variant']:17} {r['size_bytes'] / 1e6:8.2f} "
+            f"{r.get('size_ratio', 1.0):6.3f} {r['latency_ms_1t']:8.2f} {r['latency_ms_2t']:8.2f} "
+            f"{r.get('latency_ratio_1t', 1.0):6.3f} {r.get('latency_ratio_2t', 1.0):6.3f} "
+            f"{r['metric']:15} {r['value']:7.4f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="mobilenet_v2,minilm,mnist_cnn")
+    ap.add_argument("--calib", type=int, default=128, help="calibration samples (all methods get the same ones)")
+    ap.add_argument("--runs", type=int, default=30, help="timed runs per latency figure")
+    args = ap.parse_args()
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-bench-q-") as tmp:
+        for name in args.models.split(","):
+            print(f"== {name}", file=sys.stderr)
+            rows += bench_model(name, args.calib, args.runs, Path(tmp))
+    print(table(rows))
+    for r in rows:
+        if "report" in r:
+            print(f"{r['model']}: edgekit {r['report']['scheme']}, {r['report']['method']}, op policy "
+                  f"{r['report']['op_policy']}, {r['report']['quantized_nodes']} int8 nodes, "
+                  f"{r['report']['bias_corrected_layers']} bias-corrected, kept float {r['report']['kept_float']}")
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    import onnxruntime
+    import openvino
+
+    meta = {"host": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__, "calibration_samples": args.calib,
+            "runs": args.runs}
+    (out / "quantize.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
+    print(f"wrote {out / 'quantize.json'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
