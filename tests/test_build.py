@@ -184,6 +184,26 @@ def test_budget_exceeded_exit_code_5_and_warn_only(built, tmp_path):
     assert drop["ok"] is True and drop["value"] == 0.0 and "top-1 disagreement" in drop["basis"]
 
 
+def test_latency_budget_on_the_roofline_estimate(built, tmp_path):
+    project, cache, _ = built
+    work = tmp_path / "p"
+    work.mkdir()
+    write_config(work, a_extra='max_latency_ms = 0.00001\nlatency_device = "estimate"')
+    proc, data = build(work, cache)
+    assert proc.returncode == 5, proc.stderr
+    assert "a [onnxruntime]: max_latency_ms" in proc.stderr and "roofline estimate" in proc.stderr
+    write_config(work, a_extra='max_latency_ms = 1000\nlatency_device = "estimate"')
+    proc, data = build(work, cache)
+    assert proc.returncode == 0, proc.stderr
+    assert "measuring latency" not in proc.stderr  # the figures were stored with the cache entries
+    for art in (a for a in data["artifacts"] if a["model"] == "a"):
+        (check,) = art["budgets"]
+        assert check["ok"] and 0 < check["value"] < 1000 and "roofline estimate" in check["basis"]
+        assert art["profile"]["estimate"]["estimate"] is True and art["profile"]["estimate"]["p50_ms"] == check["value"]
+    ov = next(a for a in data["artifacts"] if a["target"] == "openvino")  # IR: estimated from the same model's .onnx
+    assert "a.onnxruntime.onnx" in ov["budgets"][0]["basis"]
+
+
 def test_tolerance_not_met_exit_code_3(built, tmp_path):
     project, cache, _ = built
     work = tmp_path / "p"

@@ -141,3 +141,25 @@ def test_source_file_content_in_key(tmp_path):
     assert cache_key(parts) != k0
     (tmp_path / "m.onnx.data").write_bytes(b"weights")  # external data sidecar counts too
     assert cache_key(key_parts(load_config(cfg).models[0], "onnxruntime")) != cache_key(parts)
+
+
+def test_fingerprint_memo_notices_edits(tmp_path):
+    import os
+
+    from edgekit.build.cache import FingerprintMemo
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"model-a")
+    cfg = write(tmp_path, '[[models]]\nname = "d"\nsource = "m.onnx"\n')
+    m = load_config(cfg).models[0]
+    (tmp_path / "cache").mkdir()  # (the model's folder is watched too: a new sidecar file counts)
+    memo = FingerprintMemo(tmp_path / "cache")
+    k0 = cache_key(key_parts(m, "onnxruntime", memo))
+    memo.save()
+    memo = FingerprintMemo(tmp_path / "cache")  # a later build reads the remembered fingerprints
+    assert cache_key(key_parts(m, "onnxruntime", memo)) == k0 and not memo.dirty
+    st = model.stat()
+    model.write_bytes(b"model-b")  # same size; only the mtime tells
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert cache_key(key_parts(m, "onnxruntime", memo)) != k0
+    assert cache_key(key_parts(m, "onnxruntime")) == cache_key(key_parts(m, "onnxruntime", memo))

@@ -93,8 +93,9 @@ def latency_budget(model: ModelConfig, entry: dict[str, Any], measure: Callable)
                   if isinstance(prof.get(k), (int, float))), None)
     kind = "roofline estimate" if prof.get("estimate") or device == "estimate" else "median of measured runs"
     label = prof.get("device") or device
+    note = f"; {prof['note']}" if prof.get("note") else ""
     return Check("max_latency_ms", limit, value, value is not None and value <= limit, "ms",
-                 f"{kind} on {label}")
+                 f"{kind} on {label}{note}")
 
 
 BUDGETS: dict[str, Callable[[ModelConfig, dict[str, Any], Callable], Check | None]] = {

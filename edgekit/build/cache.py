@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from functools import cache
@@ -28,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.build.config import MODEL_KEYS, ModelConfig
-from edgekit.build.files import sha256_file as _sha_file
-from edgekit.build.files import write_json_atomic
+from edgekit.build.files import sha256_file, write_json_atomic
 from edgekit.build.lock import file_lock
 
 ENTRY_FILE = "entry.json"
@@ -49,11 +49,28 @@ def cache_root() -> Path:
 # ----------------------------------------------------------------------------- fingerprints
 
 
+_READ: list[Path] | None = None  # files/folders a fingerprint depends on, while one is computed
+
+
+def _track(path: Path) -> None:
+    if _READ is not None:
+        _READ.append(path)
+
+
+def _sha_file(path: Path) -> str:
+    _track(path)
+    return sha256_file(path)
+
+
 def _sha_tree(path: Path) -> str:
     """A file's bytes, or a folder's relative names + bytes (sorted)."""
     if path.is_file():
         return _sha_file(path)
     h = hashlib.sha256()
+    _track(path)
+    for d in path.rglob("*"):
+        if d.is_dir():
+            _track(d)
     for f in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         h.update(str(f.relative_to(path).as_posix()).encode() + b"\0")
         h.update(_sha_file(f).encode())
@@ -91,6 +108,8 @@ def _dist_record(requires: str | None) -> str:
         dist = distribution(pkg)
     except PackageNotFoundError:
         return f"{pkg}: not installed"
+    if getattr(dist, "_path", None) is not None:
+        _track(Path(dist._path) / "RECORD")
     return f"{pkg} {dist.version}\n{dist.read_text('RECORD') or ''}"
 
 
@@ -111,11 +130,13 @@ def source_fingerprint(source: str, weights: str | None = None) -> str:
         from edgekit.zoo import get_entry
 
         entry = get_entry(source[4:])
+        _track(Path(sys.modules["edgekit.zoo"].__file__))  # the ZOO table itself
         mod_file = _module_file(entry.module)
         parts.append(f"zoo:{entry.name}")
         if mod_file is not None:
             parts.append(_sha_file(mod_file))
             wdir = mod_file.parent / "weights"
+            _track(wdir)
             stem = entry.module.rsplit(".", 1)[-1]
             for w in sorted(wdir.glob(f"{stem}.*")) if wdir.is_dir() else []:
                 parts.append(f"{w.name}:{_sha_file(w)}")
@@ -123,6 +144,7 @@ def source_fingerprint(source: str, weights: str | None = None) -> str:
     elif Path(source).exists():
         p = Path(source)
         parts.append(_sha_tree(p))
+        _track(p.parent)  # a sidecar appearing
         for side in sorted(p.parent.glob(p.name + ".*")):  # model.onnx.data and the like
             if side.is_file():
                 parts.append(f"{side.name}:{_sha_file(side)}")
@@ -146,6 +168,7 @@ def data_fingerprint(value: str | None) -> str:
     from edgekit.resources import data_dir
 
     shipped = data_dir("calibration")
+    _track(shipped)
     hits = sorted(x for x in shipped.glob(f"{value}*") if x.name == value or x.stem == value)
     return _sha_text(value, *[_sha_tree(x) for x in hits])
 
@@ -157,18 +180,72 @@ def _target_spec_hash(target: str) -> str:
     return _sha_file(t.source) if t.source else target
 
 
-def key_parts(model: ModelConfig, target: str) -> dict[str, str]:
+def _signature(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+class FingerprintMemo:
+    """Fingerprints remembered with the (size, mtime, inode) of every file and folder they read, like
+    git's index: an unchanged build neither re-hashes large model files nor imports the zoo (numpy).
+    Any change to one of those files or folders recomputes the fingerprint from the bytes."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "fingerprints.json"
+        try:
+            self.data: dict[str, Any] = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            self.data = {}
+        self.dirty = False
+
+    def get(self, key: str, compute: Any) -> str:
+        global _READ
+        rec = self.data.get(key)
+        if rec and all(_signature(Path(p)) == sig for p, sig in rec["files"]):
+            return rec["value"]
+        _READ = []
+        try:
+            value = compute()
+            files = sorted({str(p) for p in _READ})
+        finally:
+            _READ = None
+        self.data[key] = {"value": value, "files": [[p, _signature(Path(p))] for p in files]}
+        self.dirty = True
+        return value
+
+    def save(self) -> None:
+        if self.dirty:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, self.data)
+            self.dirty = False
+
+
+def _source_memo_key(source: str, weights: str | None) -> str:
+    """zoo:/pkg.module:fn resolve through sys.path (which edgekit, which package): part of the memo key."""
+    where = "" if Path(source).is_absolute() else _sha_text(*sys.path, str(Path(__file__).resolve()))
+    return f"source:{source}:{weights}:{where}"
+
+
+def key_parts(model: ModelConfig, target: str, memo: FingerprintMemo | None = None) -> dict[str, str]:
     """The named hashes a cache key is made of (stored in the entry and the manifest)."""
     opts = {k: v for k, v in model.options.items() if MODEL_KEYS[k].affects_artifact}
     for k in ("weights", "calibration", "eval_data"):
         if k in opts:  # content, not location
             opts[k] = "content"
     config = {"name": model.name, "target": target, **opts}
+
+    def remembered(key: str, compute: Any) -> str:
+        return memo.get(key, compute) if memo is not None else compute()
+
+    weights, calib, evald = model.get("weights"), model.get("calibration"), model.get("eval_data")
     return {
-        "source": source_fingerprint(model.source, model.get("weights")),
+        "source": remembered(_source_memo_key(model.source, weights), lambda: source_fingerprint(model.source, weights)),
         "config": _sha_text(json.dumps(config, sort_keys=True), _target_spec_hash(target)),
-        "calibration": _sha_text(data_fingerprint(model.get("calibration")),
-                                 data_fingerprint(model.get("eval_data"))),
+        "calibration": _sha_text(remembered(f"data:{calib}", lambda: data_fingerprint(calib)),
+                                 remembered(f"data:{evald}", lambda: data_fingerprint(evald))),
         "versions": _sha_text(json.dumps(package_versions(), sort_keys=True)),
     }
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.build.budgets import Check, check_budgets, check_tolerances, profile_for_budget
-from edgekit.build.cache import Cache, cache_key, key_parts, package_versions
+from edgekit.build.cache import Cache, FingerprintMemo, cache_key, key_parts, package_versions
 from edgekit.build.config import BuildConfig, ModelConfig
 from edgekit.build.files import copy_atomic, sha256_file
 from edgekit.build.lock import file_lock, many_locks
@@ -29,11 +29,12 @@ from edgekit.build.manifest import (
     read_manifest,
     write_manifest,
 )
-from edgekit.errors import BudgetExceededError, UsageError, VerificationError
+from edgekit.errors import BudgetExceededError, ConfigError, UsageError, VerificationError
 from edgekit.progress import log, warn
 
-PROFILE_KEYS = ("device", "device_kind", "unit", "estimate", "p50_ms", "p90_ms", "mean_ms", "min_ms", "runs",
-                "threads", "peak_memory_mb", "estimate_ms", "bound", "note")
+PROFILE_KEYS = ("device", "device_kind", "device_profile", "unit", "estimate", "p50_ms", "p90_ms", "mean_ms",
+                "min_ms", "runs", "threads", "peak_memory_mb", "estimate_ms", "roofline_ms", "efficiency", "macs",
+                "bound_by", "note")
 
 
 @dataclass
@@ -143,17 +144,48 @@ def build_missing(cache: Cache, model: ModelConfig, items: list[Item], *, use_ca
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def _measure(cache: Cache, item: Item):
+ESTIMABLE = (".onnx", ".tflite")  # graphs the roofline estimate reads
+
+
+def _measure(cache: Cache, item: Item, items: list[Item]):
     def measure(entry: dict[str, Any], device: str) -> dict[str, Any]:
         profiles = entry.setdefault("profiles", {})
         if device not in profiles:
             path = Path(entry["dir"]) / entry["files"][0]["path"]
             log(f"measuring latency of {item.model.name} [{item.target}] on {device}")
-            full = profile_for_budget(path, device)
+            try:
+                full = profile_for_budget(path, device)
+            except UsageError:
+                if path.suffix in ESTIMABLE or not _is_estimate(device):
+                    raise
+                full = _estimate_sibling(item, items, device)
             profiles[device] = {k: full[k] for k in PROFILE_KEYS if k in full}
             cache.update(item.key, profiles=profiles)
         return profiles[device]
     return measure
+
+
+def _is_estimate(device: str) -> bool:
+    if device == "estimate":
+        return True
+    from edgekit.profile.devices import resolve_device
+
+    return resolve_device(device).kind == "estimate"
+
+
+def _estimate_sibling(item: Item, items: list[Item], device: str) -> dict[str, Any]:
+    """An OpenVINO IR cannot be estimated: use the same model's ONNX/TFLite artifact of the same precision
+    (the same graph, hence the same MACs and bytes), saying so."""
+    for other in items:
+        e = other.entry or {}
+        f = e.get("files", [{}])[0].get("path", "")
+        if other.model is item.model and e.get("precision") == item.entry.get("precision") and f.endswith(ESTIMABLE):
+            res = dict(profile_for_budget(Path(e["dir"]) / f, device))
+            res["note"] = f"roofline estimate of {f} (same model and precision)"
+            return res
+    raise ConfigError(f"{item.model.name}: latency_device '{device}' is a roofline estimate, which reads ONNX or "
+                      f"TFLite graphs, and this model builds none for precision {item.entry.get('precision')}",
+                      hint="add 'onnxruntime' to its targets, or set latency_device to a device that can run it")
 
 
 def _install(outdir: Path, items: list[Item]) -> list[Item]:
@@ -200,11 +232,13 @@ def run_build(config: BuildConfig, *, output: Path | None = None, use_cache: boo
     previous = {(r.get("model"), r.get("target")): r.get("cache_key") for r in old_manifest.get("artifacts", [])}
 
     items: list[Item] = []
+    memo = FingerprintMemo(cache.root)
     for m in models:
         for t in m.targets:
-            parts = key_parts(m, t)
+            parts = key_parts(m, t, memo)
             key = cache_key(parts)
             items.append(Item(m, t, parts, key, cache.get(key) if use_cache else None))
+    memo.save()
     for m in models:
         missing = [i for i in items if i.model is m and i.entry is None]
         if missing:
@@ -216,7 +250,7 @@ def run_build(config: BuildConfig, *, output: Path | None = None, use_cache: boo
         raise VerificationError("verification tolerance not met: " + "; ".join(c.message() for c in bad_tol),
                                 hint="nothing was installed; loosen `tolerances` or change precision/pruning")
     for i in items:
-        i.checks = check_budgets(i.model, i.entry, _measure(cache, i))
+        i.checks = check_budgets(i.model, i.entry, _measure(cache, i, items))
     exceeded = [c for i in items for c in i.checks if not c.ok]
     if exceeded and not warn_only:
         raise BudgetExceededError(
