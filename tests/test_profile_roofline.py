@@ -60,8 +60,19 @@ def test_npu_unit_and_errors(models):
     assert tfl["macs"] == 64 * 16 and tfl["estimate"] is True
 
 
+def test_openvino_ir_estimate_matches_onnx(models, tmp_path):
+    from profile_models import make_ov_ir
+
+    for key in ("fp32", "int8"):
+        xml = make_ov_ir(models[key], tmp_path / f"{key}.xml")
+        ov_est = profile_artifact(xml, "raspberry-pi-5")
+        onnx_est = profile_artifact(models[key], "raspberry-pi-5")
+        assert ov_est["macs"] == onnx_est["macs"] and ov_est["estimate"] is True
+        assert ov_est["int8_macs_share"] == onnx_est["int8_macs_share"]
+
+
 def test_estimate_needs_a_graph(models, tmp_path):
-    xml = tmp_path / "m.xml"
-    xml.write_text("<net/>")
-    with pytest.raises(UsageError, match="ONNX or TFLite"):
-        profile_artifact(xml, "raspberry-pi-5")
+    ort = tmp_path / "m.ort"
+    ort.write_bytes(b"x")
+    with pytest.raises(UsageError, match="roofline estimates read"):
+        profile_artifact(ort, "raspberry-pi-5")

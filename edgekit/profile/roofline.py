@@ -186,9 +186,13 @@ def estimate_artifact(path: Path, profile: DeviceProfile | None, *, unit: str = 
         from edgekit.profile.roofline_tflite import analyze_tflite
 
         rows = analyze_tflite(path)
+    elif suffix == ".xml":
+        from edgekit.profile.roofline_openvino import analyze_openvino
+
+        rows = analyze_openvino(path)
     else:
-        raise UsageError(f"{path.name}: roofline estimates read ONNX or TFLite graphs",
-                         hint="estimate the .onnx (or .tflite) artifact of the same model")
+        raise UsageError(f"{path.name}: roofline estimates read ONNX, OpenVINO IR or TFLite graphs",
+                         hint="estimate the .onnx, .xml or .tflite artifact of the same model")
     est = estimate_rows(rows, profile, unit, threads)
     roof_ms = sum(r["ms"] for r in est["rows"])
     efficiency = float(profile.extra.get("roofline", {}).get("efficiency", 1.0))
