@@ -97,7 +97,7 @@ def nncf_ov(fp32: Path, out_xml: Path, calib: SampleSet) -> list[Path]:
     return [out_xml, out_xml.with_suffix(".bin")]
 
 
-def bench_model(name: str, n_calib: int, runs: int, work: Path) -> list[dict]:
+def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float | None = None) -> list[dict]:
     from edgekit.export import export_onnx
 
     entry = get_entry(name)
@@ -123,6 +123,13 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path) -> list[dict]:
     report = quantize_model(fp32, ours, get_target("onnxruntime"), calib, held_out=held if labels is None else None,
                             task=entry.task, eval_set=held if labels is not None else None)
     quant_s = time.perf_counter() - t0
+    budget = None
+    if max_drop is not None and labels is None and entry.task == "classification":
+        t0 = time.perf_counter()
+        budget = work / f"{name}.int8-budget.onnx"
+        budget_report = quantize_model(fp32, budget, get_target("onnxruntime"), calib, held_out=held, task=entry.task,
+                                       max_drop=max_drop)
+        budget_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     peer_ort = ort_default(fp32, work / f"{name}.ortdefault.onnx", calib)
     peer_ort_s = time.perf_counter() - t0
@@ -133,6 +140,9 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path) -> list[dict]:
         for variant, hub in (("fp32", fp32), ("edgekit int8", ours)):
             files = mod.lower(hub, target, work / f"{name}.{tname}.{variant.split()[-1]}", {})
             artifacts.append((tname, variant, mod.NAME, files, quant_s if variant != "fp32" else None))
+        if budget is not None:
+            files = mod.lower(budget, target, work / f"{name}.{tname}.budget", {})
+            artifacts.append((tname, f"edgekit max-drop {max_drop}", mod.NAME, files, budget_s))
         if tname == "onnxruntime":
             files = mod.lower(peer_ort, target, work / f"{name}.{tname}.ortdefault", {})
             artifacts.append((tname, "ort-default int8", mod.NAME, files, peer_ort_s))
@@ -183,22 +193,25 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path) -> list[dict]:
     summary["op_policy"] = report["scheme"]["op_policy"]
     summary["calibration_samples"] = report["calibration"]["samples"]
     summary["held_out"] = report["accuracy"]
+    if budget is not None:
+        summary["max_drop"] = {"max_drop": max_drop, "kept_float": budget_report["kept_float"],
+                               "held_out": budget_report["accuracy"], "search": budget_report["search"]}
     rows.append({"model": name, "runtime": "-", "variant": "edgekit report", "report": summary})
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'model':13} {'runtime':11} {'variant':17} {'size MB':>8} {'xfp32':>6} {'1t ms':>8} {'2t ms':>8} " \
+    head = f"{'model':13} {'runtime':11} {'variant':24} {'size MB':>8} {'xfp32':>6} {'1t ms':>8} {'2t ms':>8} " \
            f"{'x1t':>6} {'x2t':>6} {'metric':15} {'value':>7}"
     lines = [head, "-" * len(head)]
     for r in rows:
         if "report" in r:
             continue
         if "error" in r:
-            lines.append(f"{r['model']:13} {r['runtime']:11} {r['variant']:17} error: {r['error'][:60]}")
+            lines.append(f"{r['model']:13} {r['runtime']:11} {r['variant']:24} error: {r['error'][:60]}")
             continue
         lines.append(
-            f"{r['model']:13} {r['runtime']:11} {r['variant']:17} {r['size_bytes'] / 1e6:8.2f} "
+            f"{r['model']:13} {r['runtime']:11} {r['variant']:24} {r['size_bytes'] / 1e6:8.2f} "
             f"{r.get('size_ratio', 1.0):6.3f} {r['latency_ms_1t']:8.2f} {r['latency_ms_2t']:8.2f} "
             f"{r.get('latency_ratio_1t', 1.0):6.3f} {r.get('latency_ratio_2t', 1.0):6.3f} "
             f"{r['metric']:15} {r['value']:7.4f}")
@@ -210,18 +223,24 @@ def main() -> None:
     ap.add_argument("--models", default="mobilenet_v2,minilm,mnist_cnn")
     ap.add_argument("--calib", type=int, default=128, help="calibration samples (all methods get the same ones)")
     ap.add_argument("--runs", type=int, default=30, help="timed runs per latency figure")
+    ap.add_argument("--max-drop", type=float, default=0.03,
+                    help="also build a --max-drop variant for classifiers judged on held-out agreement")
     args = ap.parse_args()
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-q-") as tmp:
         for name in args.models.split(","):
             print(f"== {name}", file=sys.stderr)
-            rows += bench_model(name, args.calib, args.runs, Path(tmp))
+            rows += bench_model(name, args.calib, args.runs, Path(tmp), args.max_drop)
     print(table(rows))
     for r in rows:
         if "report" in r:
             print(f"{r['model']}: edgekit {r['report']['scheme']}, {r['report']['method']}, op policy "
                   f"{r['report']['op_policy']}, {r['report']['quantized_nodes']} int8 nodes, "
-                  f"{r['report']['bias_corrected_layers']} bias-corrected, kept float {r['report']['kept_float']}")
+                  f"{r['report']['bias_corrected_layers']} bias-corrected")
+            if "max_drop" in r["report"]:
+                md = r["report"]["max_drop"]
+                print(f"  --max-drop {md['max_drop']}: {len(md['kept_float'])} layers float, search "
+                      f"{[(t['kept_float'], round(t['drop'], 4)) for t in md['search']]}")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     import onnxruntime

@@ -30,7 +30,7 @@ class Scheme:
     weights: str = "int8"
     weight_symmetric: bool = True
     per_channel: bool = True
-    method: str = "percentile"
+    method: str = "mse"
     percentile: float = 99.999
     op_types: tuple[str, ...] | None = None
     format: str = "qdq"
@@ -66,7 +66,7 @@ def scheme_for(target: Any, method: str | None = None) -> Scheme:
     for key in ("activations", "weights"):
         if q.get(key, "int8" if key == "weights" else "uint8") not in DTYPES:
             raise ConfigError(f"{where}: {key} must be one of {', '.join(DTYPES)}, got '{q[key]}'")
-    chosen = method or q.get("calibration_method", "percentile")
+    chosen = method or q.get("calibration_method", "mse")
     chosen = {"kl": "entropy", "max": "minmax"}.get(chosen, chosen)
     if chosen not in METHODS:
         err = UsageError if method else ConfigError
