@@ -22,6 +22,7 @@ from edgekit.sources.model import LoadedModel
 from edgekit.targets import Target
 
 VERIFY_SAMPLES = 32  # fp32 verification samples drawn from the calibration set
+DEFAULT_CALIBRATION_SIZE = 256  # int8 calibration samples used when --calibration-size is not given
 
 
 @dataclass
@@ -109,6 +110,8 @@ def stage_samples(st: State) -> None:
     st.verify_fp32 = st.samples.select(VERIFY_SAMPLES, seed=job.seed + 1)
     if any(t == "int8" for t in _precisions(job)):
         st.calib, st.held_out = st.samples.split(held_out=0.25, seed=job.seed)
+        if job.calibration_size is None:  # range statistics settle long before this; keeps big sets quick
+            st.calib = st.calib.select(DEFAULT_CALIBRATION_SIZE, seed=job.seed)
         st.held_out = st.held_out.select(max(VERIFY_SAMPLES, 100), seed=job.seed + 2)
 
 
