@@ -200,8 +200,6 @@ def test_latency_budget_on_the_roofline_estimate(built, tmp_path):
         (check,) = art["budgets"]
         assert check["ok"] and 0 < check["value"] < 1000 and "roofline estimate" in check["basis"]
         assert art["profile"]["estimate"]["estimate"] is True and art["profile"]["estimate"]["p50_ms"] == check["value"]
-    ov = next(a for a in data["artifacts"] if a["target"] == "openvino")  # IR: estimated from the same model's .onnx
-    assert "a.onnxruntime.onnx" in ov["budgets"][0]["basis"]
 
 
 def test_tolerance_not_met_exit_code_3(built, tmp_path):
