@@ -17,7 +17,7 @@ starting from a preset:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,3 @@ def make_preprocess(spec: dict[str, Any] | str | None, model_input: InputSpec, w
     return ImagePreprocess(ch, cw, channels, layout, int(resize), float(merged.get("scale", 1 / 255)),
                            mean, std, order, dtype)
 
-
-def with_size(pre: ImagePreprocess, height: int, width: int) -> ImagePreprocess:
-    return replace(pre, height=height, width=width)
