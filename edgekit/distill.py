@@ -218,7 +218,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
                 opt.step()
                 sched.step()
                 step += 1
-                lv = float(loss)
+                lv = float(loss.detach())
                 first_loss = lv if first_loss is None else first_loss
                 ema = lv if ema is None else 0.9 * ema + 0.1 * lv
                 bar.update(1, loss=ema)

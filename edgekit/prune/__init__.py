@@ -11,9 +11,11 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+import numpy as np
+
 from edgekit.errors import UsageError
 from edgekit.progress import log, warn
-from edgekit.prune.allocate import ALLOCATIONS, allocate
+from edgekit.prune.allocate import ALLOCATIONS, allocate, select, step_of
 from edgekit.prune.importance import IMPORTANCE, get_importance, taylor_grads
 from edgekit.prune.macs import count_macs, count_params, graph_macs
 
@@ -78,21 +80,26 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
         grads = taylor_grads(module, [_to_tensors(c) for c in calib], task, calib_labels)
     scores = [crit.scores(g, params, grads) for g in groups]
 
-    def plan(r: float) -> set[int]:
-        kept = allocate(groups, scores, r, allocation, round_to)
+    def removed_by(counts: list[int]) -> set[int]:
         removed: set[int] = set()
-        for g, k in zip(groups, kept):
+        for g, k in zip(groups, select(scores, counts)):
             keep = set(k.tolist())
             removed |= {u.root for i, u in enumerate(g.units) if i not in keep}
         return removed
 
-    def shape_fn(removed):
-        return lambda n: an.expected_shape(n.name, removed) if hasattr(n, "name") else None
+    def macs_removed(counts: list[int]) -> float:
+        rm = removed_by(counts)
+        return 1 - graph_macs(an.gm, lambda n: an.expected_shape(n.name, rm) if hasattr(n, "name") else None) / max(
+            macs_before, 1)
 
-    macs_before = graph_macs(an.gm, shape_fn(set()))
+    macs_before = graph_macs(an.gm, lambda n: an.shapes.get(n.name) if hasattr(n, "name") else None)
     if macs_ratio is not None:
-        ratio = _search_ratio(lambda r: 1 - graph_macs(an.gm, shape_fn(plan(r))) / max(macs_before, 1), macs_ratio)
-    removed = plan(float(ratio))
+        ratio = _search_ratio(lambda r: macs_removed(allocate(groups, scores, r, allocation, round_to)), macs_ratio)
+        counts = _give_back(groups, scores, allocate(groups, scores, ratio, allocation, round_to), round_to,
+                            lambda c: macs_removed(c) >= macs_ratio)
+    else:
+        counts = allocate(groups, scores, float(ratio), allocation, round_to)
+    removed = removed_by(counts)
     model, rewritten = build_pruned(an, removed, example_inputs, original=module)
     model.train(was_training)
     module.train(was_training)
@@ -110,6 +117,23 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
     log(f"pruned: params {report['params_before']:,} -> {report['params_after']:,}, "
         f"MACs {macs_before:,} -> {macs_after:,} ({100 * report['macs_removed']:.1f}% removed)")
     return model, report
+
+
+def _give_back(groups, scores, counts: list[int], round_to: int, ok) -> list[int]:
+    """Rounding makes the MAC search overshoot: restore one rounding step of channels at a time, most
+    important next units first, as long as the MAC target still holds."""
+    counts = list(counts)
+    order = sorted(range(len(groups)), key=lambda i: -float(
+        np.sort(scores[i])[::-1][counts[i]:counts[i] + step_of(groups[i], round_to)].mean()
+        if counts[i] < len(groups[i].units) else -np.inf) / max(float(scores[i].mean()), 1e-12))
+    for i in order:
+        step = step_of(groups[i], round_to)
+        while counts[i] + step <= len(groups[i].units):
+            trial = counts[:i] + [counts[i] + step] + counts[i + 1:]
+            if not ok(trial):
+                break
+            counts = trial
+    return counts
 
 
 def _search_ratio(removed_at, target: float, hi: float = 0.95, iters: int = 14) -> float:

@@ -23,9 +23,19 @@ def round_keep(n_units: int, keep_target: float, unit_size: int, round_to: int) 
     return int(min(n_units, max(step, k)))
 
 
+def step_of(group: Group, round_to: int) -> int:
+    """Units per rounding step of a group."""
+    return max(1, round_to // gcd(max(round_to, 1), group.unit_size)) if round_to > 1 else 1
+
+
+def select(scores: list[np.ndarray], counts: list[int]) -> list[np.ndarray]:
+    """For each group, the indices (into group.units) of its `count` most important units, sorted."""
+    return [np.sort(np.argsort(-s, kind="stable")[:k]) for s, k in zip(scores, counts)]
+
+
 def allocate(groups: list[Group], scores: list[np.ndarray], ratio: float, allocation: str = "uniform",
-             round_to: int = 8) -> list[np.ndarray]:
-    """For each group, the indices (into group.units) of the units kept, most important first."""
+             round_to: int = 8) -> list[int]:
+    """For each group, how many units it keeps (rounded to multiples)."""
     if allocation not in ALLOCATIONS:
         raise UsageError(f"unknown pruning allocation '{allocation}'", hint=f"choose one of: {', '.join(ALLOCATIONS)}")
     if not 0.0 <= ratio < 1.0:
@@ -44,8 +54,4 @@ def allocate(groups: list[Group], scores: list[np.ndarray], ratio: float, alloca
         for g, s in zip(groups, norm):
             removed = min(int((s < thr).sum()), int(MAX_GROUP_RATIO * len(g.units)))
             targets.append(len(g.units) - removed)
-    kept = []
-    for g, s, t in zip(groups, scores, targets):
-        k = round_keep(len(g.units), t, g.unit_size, round_to)
-        kept.append(np.sort(np.argsort(-s, kind="stable")[:k]))
-    return kept
+    return [round_keep(len(g.units), t, g.unit_size, round_to) for g, t in zip(groups, targets)]

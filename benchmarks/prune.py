@@ -1,0 +1,188 @@
+"""Structured pruning + distillation benchmark, per model and ratio, in one run.
+
+    PYTHONPATH=. python benchmarks/prune.py [--models mnist_cnn,mobilenet_v2,minilm] [--steps 300] [--runs 30]
+
+For each model and MAC-reduction target: prune (L2, uniform, kept channels rounded to 8), measure the
+quality before and after distillation from the unpruned model, export to ONNX, and time it (batch 1):
+  mnist_cnn     accuracy on the 1,000 labelled held-out digits (calibration/mnist/test.npz); distilled
+                on the 256 unlabeled training digits (calibration/mnist/train_sample.npz)
+  mobilenet_v2  top-1 agreement with the unpruned model on held-out natural crops: 256 new crops of 3
+                photos never used for distillation (distilled on crops of the other 13 photos)
+  minilm        mean cosine with the unpruned embeddings on held-out sentences (last 20% of
+                calibration/sentences.txt; distilled on the first 80%)
+Columns: MACs, params, ONNX size, ONNX Runtime and LiteRT (edgekit's TFLite backend, fp32) latency.
+Prints a table and writes benchmarks/results/prune.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+# benchmarks/profile.py would shadow the stdlib `profile` (torch imports cProfile): drop the script folder
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._timing import median_ms, table  # noqa: E402
+
+HELD_OUT_PHOTOS = (13, 14, 15)  # indices into natural_images' 16 source photos, never distilled on
+
+CONFIGS = {  # model -> (MAC-reduction targets, distill steps, distill kwargs); --steps overrides the steps
+    "mnist_cnn": ((0.5, 0.7), 250, {"batch_size": 64, "lr": 2e-3}),
+    "mobilenet_v2": ((0.3, 0.5), 120, {"batch_size": 16, "lr": 3e-4}),
+    "minilm": ((0.25, 0.5), 120, {"batch_size": 16, "lr": 2e-4}),
+}
+
+
+def _stack(items):
+    from edgekit.distill import _stack as stack
+
+    return stack(items)
+
+
+def data_for(name: str, lm):
+    """(distillation samples, held-out feeds (stacked torch), labels or None)."""
+    from edgekit.data import SampleSet, load_samples
+
+    if name == "mnist_cnn":
+        train = load_samples(str(ROOT / "calibration/mnist/train_sample.npz"), lm.inputs)
+        test = np.load(ROOT / "calibration/mnist/test.npz")
+        import torch
+
+        return train, {"input": torch.as_tensor(test["input"])}, test["labels"]
+    if name == "mobilenet_v2":
+        full = load_samples("natural_images", lm.inputs)
+        train = full.subset([i for i in range(len(full)) if i % 16 not in HELD_OUT_PHOTOS], "crops of 13 photos")
+        extra = SampleSet("new crops", 4000, full.make)
+        held = [extra.make(i) for i in range(1000, 4000) if i % 16 in HELD_OUT_PHOTOS][:256]
+        return train, _stack(held), None
+    lines = (ROOT / "calibration/sentences.txt").read_text().splitlines()
+    lines = [ln for ln in lines if ln.strip()]
+    cut = int(len(lines) * 0.8)
+    from edgekit.zoo import minilm
+
+    def samples(texts):
+        enc = minilm.tokenize(texts)
+        n = len(texts)
+        items = []
+        for i in range(n):
+            k = int(enc["attention_mask"][i].sum())
+            items.append({"input_ids": enc["input_ids"][i:i + 1, :k], "attention_mask": enc["attention_mask"][i:i + 1, :k]})
+        return SampleSet(f"{n} sentences", n, lambda i: items[i])
+
+    return samples(lines[:cut]), _stack(list(samples(lines[cut:]))), None
+
+
+def quality(name: str, teacher, student, held, labels) -> float:
+    import torch
+
+    with torch.no_grad():
+        s = torch.cat([student(**{k: v[i:i + 32] for k, v in held.items()}) for i in range(0, len(next(iter(held.values()))), 32)])
+        if name == "mnist_cnn":
+            return float((s.argmax(-1).numpy() == labels).mean())
+        t = torch.cat([teacher(**{k: v[i:i + 32] for k, v in held.items()}) for i in range(0, len(next(iter(held.values()))), 32)])
+    if name == "mobilenet_v2":
+        return float((s.argmax(-1) == t.argmax(-1)).float().mean())
+    return float(torch.nn.functional.cosine_similarity(s, t).mean())
+
+
+def runtime_numbers(module, lm, feed: dict, tmp: Path, tag: str, runs: int) -> dict:
+    from edgekit.backends import onnxruntime as ortb
+    from edgekit.export import export_onnx
+
+    out: dict = {}
+    onnx_path = export_onnx(module, lm.inputs, lm.output_names, tmp / f"{tag}.onnx")
+    out["onnx_mb"] = onnx_path.stat().st_size / 1e6
+    sess = ortb.load(onnx_path)
+    out["ort_ms"] = median_ms(lambda: sess.run(feed), runs=runs)
+    try:
+        from edgekit.backends import tflite
+
+        tfl = tflite.lower(onnx_path, None, tmp / tag, {})[0]
+        tsess = tflite.load(tfl)
+        out["litert_ms"] = median_ms(lambda: tsess.run(feed), runs=runs)
+    except Exception as exc:  # noqa: BLE001
+        out["litert_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+    return out
+
+
+def bench_model(name: str, steps: int, runs: int, seed: int) -> list[dict]:
+    import torch
+
+    from edgekit.distill import distill
+    from edgekit.prune import count_macs, count_params, prune_model
+    from edgekit.sources import load_model
+
+    torch.manual_seed(seed)
+    lm = load_model(f"zoo:{name}")
+    teacher = lm.module.eval()
+    train, held, labels = data_for(name, lm)
+    feed1 = {k: v.numpy() for k, v in _stack([next(iter(train))]).items()}
+    example = {k: torch.as_tensor(v) for k, v in feed1.items()}
+    targets, default_steps, dkw = CONFIGS[name]
+    steps = default_steps if steps is None else steps
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        base = {"model": name, "target": 0.0, "macs": count_macs(teacher, example), "params": count_params(teacher),
+                "quality_pruned": quality(name, teacher, teacher, held, labels)}
+        base.update(runtime_numbers(teacher, lm, feed1, tmp, "base", runs))
+        rows.append(base)
+        print(json.dumps(base), flush=True)
+        for target in targets:
+            t0 = time.perf_counter()
+            student, rep = prune_model(teacher, example, macs_ratio=target, task=lm.task)
+            row = {"model": name, "target": target, "macs": rep["macs_after"], "params": rep["params_after"],
+                   "macs_removed": rep["macs_removed"], "prune_s": round(time.perf_counter() - t0, 1),
+                   "quality_pruned": quality(name, teacher, student, held, labels)}
+            if steps:
+                d_rep = distill(teacher, student, train, steps=steps, task=lm.task, seed=seed, **dkw)
+                row.update(quality_distilled=quality(name, teacher, student, held, labels),
+                           distill_steps=d_rep["steps"], distill_s=d_rep["seconds"])
+            row.update(runtime_numbers(student, lm, feed1, tmp, f"p{int(100 * target)}", runs))
+            row["ort_speedup"] = round(base["ort_ms"] / row["ort_ms"], 2)
+            if "litert_ms" in row and "litert_ms" in base:
+                row["litert_speedup"] = round(base["litert_ms"] / row["litert_ms"], 2)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="mnist_cnn,mobilenet_v2,minilm")
+    ap.add_argument("--steps", type=int, help="distillation steps per pruned model (default: per model)")
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--targets", help="MAC-reduction targets, e.g. mnist_cnn=0.5,0.7;mobilenet_v2=0.3 "
+                    "(default: per model)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/prune.json"))
+    args = ap.parse_args()
+    rows = []
+    for name in args.models.split(","):
+        for spec in (args.targets or "").split(";"):
+            model, _, values = spec.partition("=")
+            if model == name:
+                CONFIGS[name] = (tuple(float(t) for t in values.split(",")), *CONFIGS[name][1:])
+        try:
+            rows += bench_model(name, args.steps, args.runs, args.seed)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+    cols = ["model", "target", "macs_removed", "macs", "params", "onnx_mb", "quality_pruned", "quality_distilled",
+            "ort_ms", "ort_speedup", "litert_ms", "litert_speedup", "distill_steps", "distill_s"]
+    print(table(rows, cols))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
