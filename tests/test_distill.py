@@ -109,3 +109,16 @@ def test_input_spec_roundtrip_for_text_batches():
     s = _stack([a, b])["ids"]
     assert tuple(s.shape) == (2, 5) and int(s[0, 3:].sum()) == 0  # ragged token rows zero-padded
     assert InputSpec("ids", ("batch", "seq"), "int64").concrete_shape() == (1, 16)
+
+
+def test_cli_refuses_onnx_only_models(tmp_path):
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    onnx_path = tmp_path / "tiny.onnx"
+    torch.onnx.export(Wrap(teacher_cnn()), (torch.randn(1, 3, 12, 12),), str(onnx_path), input_names=["x"],
+                      dynamo=False)
+    res = CliRunner().invoke(cli, ["distill", str(onnx_path), "--prune", "0.5", "-o", str(tmp_path / "o.pt2")])
+    assert res.exit_code == 2 and "need a torch model" in res.output
+    assert not (tmp_path / "o.pt2").exists()
