@@ -110,7 +110,7 @@ def test_existing_artifact_not_overwritten_on_failure(model_files, tmp_path):
     bad = run_cli("convert", str(model_files["onnx"]), "-t", "ort", "-t", "nosuch", "-o", str(out))
     assert bad.returncode == 2
     assert art.read_bytes() == before
-    assert sorted(p.name for p in out.iterdir()) == ["tiny.onnxruntime.onnx", "tiny.onnxruntime.ort"]
+    assert sorted(p.name for p in out.iterdir()) == ["tiny.onnxruntime.onnx"]
 
 
 def test_json_error_object(model_files, tmp_path):

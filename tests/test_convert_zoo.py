@@ -67,3 +67,24 @@ def test_help_documents_exit_codes(invoke):
     assert res.returncode == 0
     for code in ("0", "2", "3", "4"):
         assert f"  {code}  " in res.stdout
+
+
+def test_ort_mobile_target_writes_loadable_ort_file(model_files, invoke, tmp_path):
+    res = invoke("convert", str(model_files["onnx"]), "-t", "ort-mobile", "-o", str(tmp_path), "--json")
+    assert res.returncode == 0, res.stderr
+    files = res.json()["artifacts"][0]["files"]
+    ort_file = next(f for f in files if f.endswith(".ort"))
+    sess = ort.InferenceSession(ort_file, providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"image": np.ones((1, 3, 16, 16), np.float32)})[0]
+    assert out.shape == (1, 5)
+
+
+def test_fp32_artifacts_are_byte_identical_across_runs(invoke, tmp_path):
+    digests = []
+    for run in ("a", "b"):
+        res = invoke("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "-t", "openvino", "-t", "tflite",
+                     "-o", str(tmp_path / run), "--json")
+        assert res.returncode == 0, res.stderr
+        digests.append({a["target"]: a["sha256"] for a in res.json()["artifacts"]})
+    assert digests[0] == digests[1]
+    assert (tmp_path / "a" / "mnist_cnn.openvino.bin").read_bytes() == (tmp_path / "b" / "mnist_cnn.openvino.bin").read_bytes()

@@ -24,8 +24,28 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
     except Exception as exc:  # noqa: BLE001
         raise unsupported("OpenVINO", onnx_path, str(exc)) from exc
     xml = artifact_path(out_stem, ".xml")
-    ov.save_model(model, str(xml), compress_to_fp16=bool(target.runtime.get("compress_to_fp16", False)))
+    raw = artifact_path(out_stem, ".raw.xml")
+    ov.save_model(model, str(raw), compress_to_fp16=bool(target.runtime.get("compress_to_fp16", False)))
+    final = ov.Core().read_model(str(raw))  # as saved: constants folded, weights compressed if asked
+    _stable_names(final)
+    ov.serialize(final, str(xml), str(artifact_path(out_stem, ".bin")))
+    raw.unlink()
+    artifact_path(out_stem, ".raw.bin").unlink()
     return [xml, artifact_path(out_stem, ".bin")]
+
+
+def _stable_names(model) -> None:
+    """OpenVINO names the nodes it creates `<Type>_<global counter>`, so a second conversion in one process
+    writes different bytes. Renumber those names by graph order: the same model gives the same IR."""
+    import re
+
+    auto = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_(\d+)$")
+    for index, op in enumerate(model.get_ordered_ops()):
+        if op.get_type_name() in ("Parameter", "Result"):
+            continue  # their names are the model's I/O
+        m = auto.match(op.get_friendly_name())
+        if m:
+            op.set_friendly_name(f"{m.group(1)}_{index}")
 
 
 class OvSession:
