@@ -4,10 +4,10 @@
 
 For each zoo model, fp32 and int8, on ONNX Runtime, OpenVINO and LiteRT:
   - edgekit's p50 (profile_artifact, the self-contained runner in a fresh process)
-  - the runtime's own tool on the same file: OpenVINO `benchmark_app` (both `-hint latency` and the explicit
-    equivalent `-hint none -nstreams 1 -nthreads T`), LiteRT `litert-benchmark` (the wheel's
-    benchmark_litert_model), and for ONNX Runtime (whose wheel has no onnxruntime_perf_test) a minimal
-    timing loop in a fresh process;
+  - the runtime's own tool on the same file: OpenVINO `benchmark_app` (sync, 1 stream, T threads, f32 input,
+    with thread pinning off and on; edgekit runs with the same ENABLE_CPU_PINNING), LiteRT `litert-benchmark`
+    (the wheel's benchmark_litert_model, which uses the CompiledModel API where edgekit uses the Interpreter),
+    and for ONNX Runtime (whose wheel has no onnxruntime_perf_test) a minimal timing loop in a fresh process;
   - measured in alternating rounds (edgekit, tool, edgekit, tool ...) so load on the shared machine hits both,
     the median of the round medians reported, and the ratio edgekit / tool (goal: within 10%);
   - the roofline estimate for `local` (raw roofline, efficiency 1) over the measured p50.
@@ -141,10 +141,11 @@ def lower_tflite(onnx_path: Path, stem: Path, precision: str) -> Path | None:
 
 # ----------------------------------------------------------------------------- tools
 
-def edgekit_p50(path: Path, runs: int, threads: int) -> float:
+def edgekit_p50(path: Path, runs: int, threads: int, pin: bool | None = None) -> float:
     from edgekit.profile import profile_artifact
 
-    return profile_artifact(path, runs=runs, warmup=10, threads=threads)["p50_ms"]
+    options = {} if pin is None else {"pin": pin}
+    return profile_artifact(path, runs=runs, warmup=10, threads=threads, options=options)["p50_ms"]
 
 
 def ort_loop_p50(path: Path, runs: int, threads: int) -> float:
@@ -153,10 +154,10 @@ def ort_loop_p50(path: Path, runs: int, threads: int) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["p50_ms"]
 
 
-def benchmark_app_p50(path: Path, runs: int, threads: int, explicit: bool, shape: str) -> float:
+def benchmark_app_p50(path: Path, runs: int, threads: int, pin: bool, shape: str) -> float:
     tool = shutil.which("benchmark_app") or str(VENV_BIN / "benchmark_app")
-    args = [tool, "-m", str(path), "-d", "CPU", "-api", "sync", "-niter", str(runs), "-shape", shape]
-    args += ["-hint", "none", "-nstreams", "1", "-nthreads", str(threads)] if explicit else ["-hint", "latency"]
+    args = [tool, "-m", str(path), "-d", "CPU", "-api", "sync", "-niter", str(runs), "-shape", shape, "-ip", "f32",
+            "-hint", "none", "-nstreams", "1", "-nthreads", str(threads), "-pin", "YES" if pin else "NO"]
     out = subprocess.run(args, capture_output=True, text=True)
     m = re.search(r"Median:\s+([\d.]+)\s*(ms|us)", out.stdout + out.stderr)
     if not m:
@@ -207,25 +208,26 @@ def main() -> None:
         for precision, a in arts.items():
             n, th, rd = args.runs, args.threads, args.rounds
             tfl = a.get("tflite")
-            jobs = [("onnxruntime", a["onnx"], "ORT timing loop (fresh process)", partial(ort_loop_p50, a["onnx"], n, th)),
-                    ("openvino", a["xml"], "benchmark_app -hint none -nstreams 1 -nthreads T",
-                     partial(benchmark_app_p50, a["xml"], n, th, True, shape)),
-                    ("openvino", a["xml"], "benchmark_app -hint latency",
+            jobs = [("onnxruntime", a["onnx"], "ORT timing loop (fresh process)", None,
+                     partial(ort_loop_p50, a["onnx"], n, th)),
+                    ("openvino", a["xml"], "benchmark_app -nstreams 1 -nthreads T -pin NO", False,
                      partial(benchmark_app_p50, a["xml"], n, th, False, shape)),
-                    ("litert", tfl, "litert-benchmark (benchmark_litert_model)", partial(litert_p50, tfl, n, th))]
-            for runtime, path, tool, ref in jobs:
+                    ("openvino", a["xml"], "benchmark_app -nstreams 1 -nthreads T -pin YES", True,
+                     partial(benchmark_app_p50, a["xml"], n, th, True, shape)),
+                    ("litert", tfl, "litert-benchmark (CompiledModel API)", None, partial(litert_p50, tfl, n, th))]
+            for runtime, path, tool, pin, ref in jobs:
                 row: dict[str, Any] = {"model": model, "precision": precision, "runtime": runtime, "tool": tool}
                 if path is None:
                     row["note"] = "no artifact (backend not available)"
                     rows.append(row)
                     continue
                 try:
-                    ek, tl = alternate(partial(edgekit_p50, path, n, th), ref, rd)
+                    ek, tl = alternate(partial(edgekit_p50, path, n, th, pin), ref, rd)
                     row.update({"edgekit_p50_ms": ek, "tool_p50_ms": tl, "ratio": ek / tl,
                                 "within_10pct": abs(ek / tl - 1) <= 0.10})
                 except Exception as exc:  # noqa: BLE001
                     row["note"] = f"{type(exc).__name__}: {str(exc)[:150]}"
-                if runtime != "openvino" or "latency" not in tool:
+                if pin is not True:
                     try:
                         est = profile_artifact(path, "local", threads=th, options={"estimate": True})
                         row["roofline_ms"] = est["roofline_ms"]
