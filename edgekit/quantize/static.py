@@ -71,6 +71,19 @@ def _check_tokenizer(model: Any, samples: SampleSet, what: str) -> None:
                             f"embedding table ({rows} rows): wrong tokenizer or data for this model")
 
 
+def _float_groups(model: Any) -> dict[str, list[str]]:
+    """Node -> the nodes to exclude so that its output stays float: itself and every consumer of its output.
+
+    In a QDQ graph a tensor is quantized when its producer or any consumer is, so excluding one node
+    alone only keeps its weights float; the activation rounding (the larger error in practice) stays.
+    """
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node.name)
+    return {n.name: [n.name] + [c for o in n.output for c in consumers.get(o, [])] for n in model.graph.node}
+
+
 def _sizes(a: Path, b: Path) -> dict[str, Any]:
     sa, sb = a.stat().st_size, b.stat().st_size
     return {"fp32_bytes": sa, "int8_bytes": sb, "ratio": round(sb / sa, 4) if sa else None}
@@ -138,8 +151,16 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         tries: list[dict] = []
         kept: list[str] = []
         if max_drop is not None and judge.active:
+            groups = _float_groups(model)
+
+            def expand(nodes: list[str]) -> list[str]:
+                out: dict[str, None] = {}
+                for n in nodes:
+                    out.update(dict.fromkeys(groups.get(n, [n])))
+                return list(out)
+
             def score(exclude: list[str]) -> float:
-                build(candidate, exclude)
+                build(candidate, expand(exclude))
                 return float(judge.figures(candidate)["drop"])
 
             k, tries = control.search(order, score, max_drop)
@@ -147,7 +168,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
                 raise BudgetExceededError(
                     f"int8 accuracy drop stays above --max-drop {max_drop} even with every layer in float",
                     hint="raise --max-drop or use fp32")
-            kept = order[:k]
+            kept = expand(order[:k])
             if k:
                 log(f"accuracy control: {k} layer(s) kept in float to meet --max-drop {max_drop}")
         build(candidate, kept)
