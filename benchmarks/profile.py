@@ -141,10 +141,9 @@ def lower_tflite(onnx_path: Path, stem: Path, precision: str) -> Path | None:
 
 # ----------------------------------------------------------------------------- tools
 
-def edgekit_p50(path: Path, runs: int, threads: int, pin: bool | None = None) -> float:
+def edgekit_p50(path: Path, runs: int, threads: int, options: dict[str, Any]) -> float:
     from edgekit.profile import profile_artifact
 
-    options = {} if pin is None else {"pin": pin}
     return profile_artifact(path, runs=runs, warmup=10, threads=threads, options=options)["p50_ms"]
 
 
@@ -174,12 +173,14 @@ def litert_p50(path: Path, runs: int, threads: int) -> float:
         return float(json.loads(res.read_text())["latency"]["median_ms"])
 
 
-def alternate(a, b, rounds: int) -> tuple[float, float]:
+def alternate(a, b, rounds: int) -> tuple[float, float, float]:
+    """(median of a, median of b, median of the per-round ratios a/b): rounds alternate a, b, a, b ... so a
+    burst of load from other processes on this shared machine hits one round of both."""
     xs, ys = [], []
     for _ in range(rounds):
         xs.append(a())
         ys.append(b())
-    return statistics.median(xs), statistics.median(ys)
+    return statistics.median(xs), statistics.median(ys), statistics.median(x / y for x, y in zip(xs, ys))
 
 
 # ----------------------------------------------------------------------------- main
@@ -188,8 +189,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="mobilenet_v2,mnist_cnn")
     ap.add_argument("--runs", type=int, default=200)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="1 by default: on a shared 2-core machine multi-threaded runs mostly measure the neighbours")
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "edgekit-bench-profile"))
     args = ap.parse_args()
     from edgekit.profile import profile_artifact
@@ -208,26 +210,30 @@ def main() -> None:
         for precision, a in arts.items():
             n, th, rd = args.runs, args.threads, args.rounds
             tfl = a.get("tflite")
-            jobs = [("onnxruntime", a["onnx"], "ORT timing loop (fresh process)", None,
+            # (runtime, artifact, tool, edgekit options, the tool's p50)
+            jobs = [("onnxruntime", a["onnx"], "ORT timing loop (fresh process)", {},
                      partial(ort_loop_p50, a["onnx"], n, th)),
-                    ("openvino", a["xml"], "benchmark_app -nstreams 1 -nthreads T -pin NO", False,
+                    ("openvino", a["xml"], "benchmark_app -nstreams 1 -nthreads T -pin NO", {"pin": False},
                      partial(benchmark_app_p50, a["xml"], n, th, False, shape)),
-                    ("openvino", a["xml"], "benchmark_app -nstreams 1 -nthreads T -pin YES", True,
+                    ("openvino", a["xml"], "benchmark_app -nstreams 1 -nthreads T -pin YES", {"pin": True},
                      partial(benchmark_app_p50, a["xml"], n, th, True, shape)),
-                    ("litert", tfl, "litert-benchmark (CompiledModel API)", None, partial(litert_p50, tfl, n, th))]
-            for runtime, path, tool, pin, ref in jobs:
+                    ("litert", tfl, "litert-benchmark vs edgekit Interpreter+XNNPACK", {},
+                     partial(litert_p50, tfl, n, th)),
+                    ("litert", tfl, "litert-benchmark vs edgekit --litert-api compiled", {"litert_api": "compiled"},
+                     partial(litert_p50, tfl, n, th))]
+            for runtime, path, tool, opts, ref in jobs:
                 row: dict[str, Any] = {"model": model, "precision": precision, "runtime": runtime, "tool": tool}
                 if path is None:
                     row["note"] = "no artifact (backend not available)"
                     rows.append(row)
                     continue
                 try:
-                    ek, tl = alternate(partial(edgekit_p50, path, n, th, pin), ref, rd)
-                    row.update({"edgekit_p50_ms": ek, "tool_p50_ms": tl, "ratio": ek / tl,
-                                "within_10pct": abs(ek / tl - 1) <= 0.10})
+                    ek, tl, ratio = alternate(partial(edgekit_p50, path, n, th, opts), ref, rd)
+                    row.update({"edgekit_p50_ms": ek, "tool_p50_ms": tl, "ratio": ratio,
+                                "within_10pct": abs(ratio - 1) <= 0.10})
                 except Exception as exc:  # noqa: BLE001
                     row["note"] = f"{type(exc).__name__}: {str(exc)[:150]}"
-                if pin is not True:
+                if not opts.get("pin") and "compiled" not in tool:
                     try:
                         est = profile_artifact(path, "local", threads=th, options={"estimate": True})
                         row["roofline_ms"] = est["roofline_ms"]

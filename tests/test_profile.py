@@ -77,6 +77,16 @@ def test_litert_runner_xnnpack_on_off(art):
     assert off["runtime"]["options"]["xnnpack"] is False
 
 
+def test_litert_compiled_model_api_and_no_false_npu_claim(art):
+    res = profile_artifact(art["tflite"], runs=5, warmup=1, threads=1, options={"litert_api": "compiled"})
+    _check_schema(res, 5)
+    assert res["runtime"]["api"] == "CompiledModel" and res["unit"] == "CPU"
+    # no NPU / GPU here: LiteRT must not quietly run the model on the CPU and call it an NPU run
+    for unit in ("NPU", "GPU"):
+        with pytest.raises(DeviceError, match=f"for {unit}"):
+            profile_artifact(art["tflite"], runs=2, options={"litert_api": "compiled", "unit": unit})
+
+
 def test_calibration_samples_are_fed(art, tmp_path):
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

@@ -26,6 +26,8 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--provider", help="ONNX Runtime execution provider (QNN, OpenVINO, CUDA, ...).")
 @click.option("--xnnpack/--no-xnnpack", default=True, show_default=True, help="LiteRT: XNNPACK delegate.")
 @click.option("--delegate", help="LiteRT: external delegate library path (on the device for remote runs).")
+@click.option("--litert-api", type=click.Choice(["interpreter", "compiled"]), help="LiteRT API: Interpreter "
+              "(default; XNNPACK, delegates) or CompiledModel (accelerators CPU/GPU/NPU).")
 @click.option("--hint", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True,
               help="OpenVINO PERFORMANCE_HINT.")
 @click.option("--pin", type=click.Choice(["yes", "no"]), help="OpenVINO CPU thread pinning (default: OpenVINO's).")
@@ -39,7 +41,7 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @handle_errors
 def profile(artifacts: tuple[Path, ...], device: str, runs: int, warmup: int, threads: int | None,
             samples: str | None, per_layer: bool, top: int, unit: str | None, provider: str | None, xnnpack: bool,
-            delegate: str | None, hint: str, pin: str | None, remote_python: str | None, benchmark_model: str | None, gpu: bool,
+            delegate: str | None, litert_api: str | None, hint: str, pin: str | None, remote_python: str | None, benchmark_model: str | None, gpu: bool,
             nnapi: bool, estimate: bool, timeout: float, as_json: bool) -> None:
     """Measure an artifact's latency on a device: load, first inference, then RUNS timed runs
     (mean, std, min, p50, p90, p99), peak memory, per-layer times with --per-layer.
@@ -57,7 +59,7 @@ def profile(artifacts: tuple[Path, ...], device: str, runs: int, warmup: int, th
     from edgekit.profile.result import format_result
     from edgekit.profile.stream import RemoteRunError
 
-    options = {"unit": unit, "provider": provider, "xnnpack": xnnpack, "delegate": delegate, "hint": hint,
+    options = {"unit": unit, "provider": provider, "xnnpack": xnnpack, "delegate": delegate, "litert_api": litert_api, "hint": hint,
                "pin": None if pin is None else pin == "yes", "remote_python": remote_python, "benchmark_model": benchmark_model, "gpu": gpu, "nnapi": nnapi,
                "estimate": estimate, "timeout": timeout}
     options = {k: v for k, v in options.items() if v not in (None, False) or k in ("xnnpack", "pin")}

@@ -8,7 +8,9 @@ Options (all optional):
   unit            CPU | GPU | NPU: OpenVINO device, ORT execution provider family, TFLite delegate
   provider        ORT execution provider by name (QNN, OpenVINO, CUDA ... or the full *ExecutionProvider name)
   xnnpack         LiteRT: use the XNNPACK delegate (default true)
-  delegate        LiteRT: path of an external delegate library (on the device for remote runs)
+  delegate        LiteRT: path of an external delegate library (on the device for remote runs); with
+                  litert_api="compiled", the vendor dispatch library (NPU)
+  litert_api      LiteRT: "interpreter" (default: XNNPACK, delegates) | "compiled" (CompiledModel, CPU/GPU/NPU)
   hint            OpenVINO PERFORMANCE_HINT: latency (default) | throughput
   pin             OpenVINO ENABLE_CPU_PINNING true/false (default: OpenVINO's choice); on a busy shared
                   machine pinned threads wait for their core (measured here: 4.0 ms pinned vs 1.9 ms not)
@@ -32,7 +34,7 @@ from edgekit.profile.stream import Collected, RemoteRunError, raise_runner_error
 
 SUFFIXES = (".onnx", ".ort", ".xml", ".tflite")
 _OPTION_KEYS = {"unit", "provider", "xnnpack", "delegate", "hint", "remote_python", "benchmark_model", "gpu",
-                "nnapi", "timeout", "estimate", "python", "pin"}
+                "nnapi", "timeout", "estimate", "python", "pin", "litert_api"}
 
 
 def profile_artifact(path: Path, device: str = "local", *, runs: int = 50, warmup: int = 5,
@@ -90,6 +92,8 @@ def runner_args(runs: int, warmup: int, threads: int | None, per_layer: bool, op
         args += ["--no-xnnpack"]
     if options.get("delegate"):
         args += ["--delegate", str(options["delegate"])]
+    if options.get("litert_api"):
+        args += ["--litert-api", str(options["litert_api"])]
     if per_layer:
         args += ["--per-layer", str(min(max(runs, 5), 20))]
     return args

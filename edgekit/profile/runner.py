@@ -432,6 +432,77 @@ class TfliteRunner:
                         "--enable_op_profiling=true (edgekit does this for adb devices)"}
 
 
+class LitertCompiledRunner:
+    """LiteRT's CompiledModel API (ai-edge-litert >= 2): accelerators CPU / GPU / NPU (NPU through a vendor
+    dispatch library given with --delegate). A GPU/NPU run must be fully accelerated, else it is refused:
+    a partial CPU fallback would be reported as an accelerator run."""
+
+    name = "litert"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        try:
+            from ai_edge_litert.compiled_model import CompiledModel
+            from ai_edge_litert.environment import Environment, EnvironmentOptions
+            from ai_edge_litert.hardware_accelerator import HardwareAccelerator as HA
+            from ai_edge_litert.options import CpuOptions, Options
+        except ImportError as exc:
+            raise RunnerError(MISSING_RUNTIME, "the LiteRT CompiledModel API needs ai-edge-litert >= 2") from exc
+        self.args = args
+        self.unit = (args.unit or "CPU").upper()
+        # GPU / NPU alone, no CPU fallback: a model that loads is then really placed on that unit
+        accel = {"CPU": HA.CPU, "GPU": HA.GPU, "NPU": HA.NPU}[self.unit]
+        env_kwargs = {}
+        if args.delegate:
+            path = args.delegate
+            env_kwargs["dispatch_library_path"] = os.path.dirname(path) if os.path.isfile(path) else path
+        try:
+            env = Environment.create(options=EnvironmentOptions(**env_kwargs))
+            cpu = CpuOptions(num_threads=int(args.threads)) if args.threads else CpuOptions()
+            self.model = CompiledModel.from_file(args.model, environment=env,
+                                                 options=Options(hardware_accelerators=accel, cpu_options=cpu))
+        except Exception as exc:  # noqa: BLE001
+            kind = UNAVAILABLE if self.unit != "CPU" else BAD_MODEL
+            raise RunnerError(kind, f"LiteRT CompiledModel cannot load {os.path.basename(args.model)} for "
+                              f"{self.unit}: {exc}", ["CPU"]) from exc
+        self.fully = bool(self.model.is_fully_accelerated())
+        if self.unit != "CPU" and not self.fully:
+            raise RunnerError(UNAVAILABLE, f"LiteRT did not place the whole model on the {self.unit} (no such "
+                              "accelerator here, or unsupported ops); refusing to report a CPU fallback as a "
+                              f"{self.unit} run", ["CPU"])
+        sigs = self.model.get_signature_list()
+        self.sig = list(sigs)[0] if sigs else "serving_default"
+        details = self.model.get_input_tensor_details(self.sig)
+        self.inputs = [{"name": n, "shape": [int(x) for x in d.get("shape", [])], "dtype": str(d.get("dtype", "float32"))}
+                       for n, d in details.items()]
+        self.in_bufs = {n: self.model.create_input_buffer_by_name(self.sig, n) for n in details}
+        self.out_bufs = {n: self.model.create_output_buffer_by_name(self.sig, n)
+                         for n in self.model.get_output_tensor_details(self.sig)}
+
+    def info(self) -> dict:
+        return {"name": "litert", "api": "CompiledModel", "package": "ai-edge-litert",
+                "version": _pkg_version("ai-edge-litert"),
+                "options": {"num_threads": self.args.threads or None, "accelerator": self.unit,
+                            "dispatch_library": self.args.delegate or None, "fully_accelerated": self.fully},
+                "unit": self.unit}
+
+    def device_name(self) -> str:
+        return self.unit
+
+    def prepare(self, feed: dict):
+        return feed
+
+    def bind(self, prepared) -> None:
+        for name, arr in prepared.items():
+            self.in_bufs[name].write(arr)
+
+    def run(self) -> None:
+        self.model.run_by_name(self.sig, self.in_bufs, self.out_bufs)
+
+    def layers(self, feeds: list, runs: int) -> dict:
+        return {"rows": [], "runs": 0, "source": None,
+                "note": "per-op timing is not exposed by the LiteRT CompiledModel Python API"}
+
+
 def _import_tflite():
     for name in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
         try:
@@ -475,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pin", choices=["yes", "no"], help="OpenVINO CPU thread pinning (default: the runtime's)")
     p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false")
     p.add_argument("--delegate")
+    p.add_argument("--litert-api", choices=["interpreter", "compiled"], default="interpreter")
     p.add_argument("--per-layer", type=int, default=0, help="runs of the per-layer pass (0 = off)")
     args = p.parse_args(argv)
     try:
@@ -483,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
             raise RunnerError(BAD_MODEL, f"no runner for '{ext}' files")
         rss_before, _ = memory_mb()
         t0 = time.perf_counter()
-        runner = RUNNERS[ext](args)
+        cls = LitertCompiledRunner if ext == ".tflite" and args.litert_api == "compiled" else RUNNERS[ext]
+        runner = cls(args)
         load_ms = (time.perf_counter() - t0) * 1e3
         feeds = load_feeds(args.feeds, runner.inputs)
         emit({"event": "meta", "runtime": runner.info(), "device": runner.device_name(), "inputs": runner.inputs,
