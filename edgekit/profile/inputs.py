@@ -113,6 +113,7 @@ def write_feeds(sample_set: SampleSet, specs: list[InputSpec], out: Path) -> Pat
     if count == 0:
         raise DataError("no samples to profile with", hint="give at least one sample")
     arrays["__count__"] = np.array(count)
+    arrays["__order__"] = np.array([spec.name for spec in specs])
     np.savez(out, **arrays)
     return out
 

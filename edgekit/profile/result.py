@@ -7,6 +7,8 @@ Schema for one artifact (all times in milliseconds):
   estimate        false for measurements (true only for roofline results, see roofline.py)
   load_ms         model load / compile time           first_ms    first inference (after load)
   mean_ms std_ms min_ms max_ms p50_ms p90_ms p99_ms   over `runs` timed runs after `warmup` untimed ones
+  cpu_p50_ms cpu_mean_ms   CPU time of all runtime threads per run (wall >> cpu / threads: the runs waited for a
+                  core, i.e. the machine was busy with other work)
   runs warmup     counts actually measured            threads     requested threads (null = runtime default)
   peak_memory_mb  RSS high-water mark of the runner process (VmHWM), null when the OS does not say
   rss_before_load_mb  RSS after importing the runtime, before loading the model
@@ -43,6 +45,10 @@ def build_result(col: Collected, *, path: Path, device_label: str, device_kind: 
         "first_ms": col.first_ms,
     }
     res.update(summarize(col.runs_ms))
+    if col.cpu_ms:
+        cpu = sorted(col.cpu_ms)
+        res["cpu_p50_ms"] = cpu[len(cpu) // 2]
+        res["cpu_mean_ms"] = sum(cpu) / len(cpu)
     res.update({
         "warmup": warmup,
         "threads": threads,
@@ -74,6 +80,8 @@ def format_result(res: dict[str, Any]) -> str:
         f"  {res['runs']} runs after {res['warmup']} warm-up: p50 {res['p50_ms']:.3f}  mean {res['mean_ms']:.3f} "
         f"± {res['std_ms']:.3f}  min {res['min_ms']:.3f}  p90 {res['p90_ms']:.3f}  p99 {res['p99_ms']:.3f} ms",
     ]
+    if res.get("cpu_p50_ms") is not None:
+        lines.append(f"  cpu time per run (all threads): p50 {res['cpu_p50_ms']:.3f} ms")
     if res.get("samples"):
         s = res["samples"]
         lines.append(f"  inputs   {s['description']}")

@@ -30,6 +30,7 @@ class Collected:
     meta: dict[str, Any] | None = None
     first_ms: float | None = None
     runs_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
     layers: dict[str, Any] | None = None
     done: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
@@ -43,6 +44,8 @@ class Collected:
             self.first_ms = float(rec["ms"])
         elif ev == "run":
             self.runs_ms.append(float(rec["ms"]))
+            if "cpu_ms" in rec:
+                self.cpu_ms.append(float(rec["cpu_ms"]))
         elif ev == "layers":
             self.layers = rec
         elif ev == "done":
