@@ -173,7 +173,7 @@ def build_artifact(st: State, target: Target, precision: str) -> dict[str, Any]:
     stage_dir.mkdir()
     stem = stage_dir / artifact_stem(st.model.name, target, precision, backend.SUFFIXES[0])
     options = {"io_layout": st.job.io_layout, "io_dtype": st.job.io_dtype, "precision": precision,
-               "input_shapes": {i.name: i.concrete_shape() for i in st.model.inputs}}
+               "input_shapes": {i.name: tuple(i.shape) for i in st.model.inputs}}  # str = still dynamic
     log(f"lowering to {target.name} ({precision})")
     files = backend.lower(hub, target, stem, options)
     entry: dict[str, Any] = {

@@ -127,9 +127,13 @@ def test_dynamic_batch_fixed_and_other_dims_need_shapes(tmp_path, rng):
     out = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
     g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [inp], [out])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(UsageError, match="input_shapes"):
+    with pytest.raises(UsageError, match="dynamic dimension 1 \\('seq'\\)") as err:
         tflite_convert(m, tmp_path)
-    path = tflite_convert(m, tmp_path, input_shapes={"x": (1, 5, 8)})
+    assert "--input-shape x=1xNx8" in str(err.value.hint)
+    # what the pipeline passes: symbolic names for axes the user did not fix
+    with pytest.raises(UsageError, match="'seq'"):
+        tflite_convert(m, tmp_path, input_shapes={"x": ("batch", "seq", 8)})
+    path = tflite_convert(m, tmp_path, input_shapes={"x": ("batch", 5, 8)})
     x = rng.standard_normal((3, 5, 8)).astype(np.float32)  # batch 3 runs as three batch-1 calls
     np.testing.assert_allclose(tflite_run(path, {"x": x})[0], np.maximum(x, 0))
 

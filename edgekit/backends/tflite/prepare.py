@@ -74,15 +74,16 @@ def _fix_inputs(model: onnx.ModelProto, input_shapes: dict) -> tuple[onnx.ModelP
         dims = inp.type.tensor_type.shape.dim
         given = input_shapes.get(inp.name)
         if given is not None:
-            given = tuple(int(d) for d in given)
+            # an int fixes that axis; a str/None entry (a symbolic name such as "seq") leaves it dynamic
+            given = tuple(int(d) if _is_dim(d) else None for d in given)
             if len(given) != len(dims):
                 raise UsageError(
                     f"input_shapes['{inp.name}'] has rank {len(given)} but the model input has rank {len(dims)}"
                 )
             for d, v in zip(dims, given):
-                d.ClearField("dim_param")
-                d.dim_value = v
-            continue
+                if v is not None:
+                    d.ClearField("dim_param")
+                    d.dim_value = v
         for i, d in enumerate(dims):
             if d.HasField("dim_value") and d.dim_value > 0:
                 continue
@@ -92,12 +93,19 @@ def _fix_inputs(model: onnx.ModelProto, input_shapes: dict) -> tuple[onnx.ModelP
                 d.dim_value = 1
             else:
                 shape = [x.dim_value if x.HasField("dim_value") else (x.dim_param or "?") for x in dims]
+                example = "x".join(str(x) if isinstance(x, int) and x > 0 else ("1" if k == 0 else "N")
+                                   for k, x in enumerate(shape))
                 raise UsageError(
                     f"input '{inp.name}' has dynamic dimension {i} ('{d.dim_param or '?'}') in shape {shape}; "
-                    "TFLite needs static shapes",
-                    hint=f"pass input_shapes, e.g. --input-shape {inp.name}=1,128",
+                    "TFLite models have static shapes",
+                    hint=f"fix it at conversion with --input-shape {inp.name}={example} (N = the size to build for; "
+                    "inputs are then fed at exactly that shape, e.g. text padded to N tokens)",
                 )
     return model, notes
+
+
+def _is_dim(d) -> bool:
+    return isinstance(d, (int, np.integer)) and int(d) > 0
 
 
 def _to_graph(model: onnx.ModelProto, opset: int) -> Graph:
