@@ -60,6 +60,9 @@ def load_graph(onnx_path: Path, input_shapes: dict | None = None) -> Graph:
     g = fuse_gelu(g)
     g = infer_shapes(g)
     _check_static(g)
+    from edgekit.backends.tflite.fuse_graph import fuse_matmul_bias
+
+    g = fuse_matmul_bias(g)
     return g
 
 
