@@ -12,6 +12,7 @@ from edgekit.backends.tflite.context import Context, Val, channels_last, identit
 from edgekit.backends.tflite.fuse import fuse_activations
 from edgekit.backends.tflite.ops import OPS
 from edgekit.backends.tflite.prepare import Graph, load_graph
+from edgekit.backends.tflite.versions import assign_versions
 from edgekit.errors import UnsupportedModelError, UsageError
 
 
@@ -109,6 +110,7 @@ def convert(onnx_path: Path, options: dict[str, Any] | None = None) -> bytes:
         w.signature_outputs.append((name, idx))
         io_meta["outputs"].append(_io_entry(name, shape, perm, dt, v.dtype))
     fused = fuse_activations(w)
+    assign_versions(w)  # after every rewrite: versions depend on the final types and options
     w.metadata["edgekit"] = json.dumps(
         {"format": 1, **io_meta, "notes": g.notes, "fused_activations": fused,
          "quantized": g.quantized, "io_layout": io_layout, "io_dtype": io_dtype},

@@ -8,6 +8,7 @@ from typing import Any
 
 from ai_edge_litert import schema_py_generated as fb
 
+from edgekit.backends.tflite.versions import model_versions
 from edgekit.backends.tflite.writer import op_name, read_metadata, read_model
 
 _BOUNDARY = {"QUANTIZE", "DEQUANTIZE"}
@@ -32,8 +33,12 @@ def describe(path: Path) -> dict[str, Any]:
             float_ops[name] += 1
         elif any(t.type == fb.TensorType.INT8 for t in acts):
             int8_ops += 1
+    versions: dict[str, set[int]] = {}
+    for name, written, _ in model_versions(model):
+        versions.setdefault(name, set()).add(written)
     return {
         "ops": dict(sorted(ops.items())),
+        "op_versions": {k: sorted(v) for k, v in sorted(versions.items())},
         "op_count": sum(ops.values()),
         "transposes": ops.get("TRANSPOSE", 0),
         "float_ops": sum(float_ops.values()),

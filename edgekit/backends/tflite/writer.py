@@ -25,7 +25,6 @@ _TYPES = {
 }
 _CODES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
 ALIGN = 16
-MIN_VERSION = {"BROADCAST_TO": 2}  # builtins whose first registered kernel version is above 1
 
 
 def tensor_type(dtype: np.dtype) -> int:
@@ -147,7 +146,6 @@ class ModelWriter:
         **fields: Any,
     ) -> fb.OperatorT:
         code = getattr(fb.BuiltinOperator, name)
-        version = max(version, MIN_VERSION.get(name, 1))
         key = (code, version)
         if key not in self._op_code_index:
             self._op_code_index[key] = len(self.op_codes)
