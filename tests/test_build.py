@@ -80,8 +80,8 @@ def test_cold_build_writes_artifacts_and_manifest(built):
     assert manifest["schema"] == "edgekit-manifest/1" and manifest["config"] == "edgekit.toml"
     assert manifest["runtimes"]["onnxruntime"] and manifest["runtimes"]["openvino"] and manifest["edgekit_version"]
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["a.onnxruntime.onnx", "a.onnxruntime.ort", "a.openvino.bin", "a.openvino.xml",
-                     "b.onnxruntime.onnx", "b.onnxruntime.ort", "edgekit-manifest.json"]
+    assert names == ["a.onnxruntime.onnx", "a.openvino.bin", "a.openvino.xml",
+                     "b.onnxruntime.onnx", "edgekit-manifest.json"]
     for art in manifest["artifacts"]:
         for f in art["files"]:  # every listed file is there, with the recorded bytes
             assert sha(out / f["path"]) == f["sha256"] and (out / f["path"]).stat().st_size == f["size"]
@@ -118,23 +118,8 @@ def test_rebuild_without_cache_is_byte_identical_in_another_folder(built, tmp_pa
     first, again = project / "models", tmp_path / "again"
     files = sorted(p.name for p in first.iterdir())
     assert files == sorted(p.name for p in again.iterdir())
-    # ONNX Runtime's .ort writer lays its flatbuffer out differently from session to session (even in
-    # one process; the decoded content is the same), so it is the one file not compared byte for byte.
-    # Every other artifact file is, and so is the manifest once the .ort hashes are left out.
-    for name in files:
-        if name.endswith(".ort"):
-            assert (first / name).stat().st_size == (again / name).stat().st_size
-        elif name != "edgekit-manifest.json":
-            assert (first / name).read_bytes() == (again / name).read_bytes(), name
-
-    def without_ort(path: Path) -> dict:
-        m = json.loads(path.read_text())
-        for a in m["artifacts"]:
-            a["files"] = [f for f in a["files"] if not f["path"].endswith(".ort")]
-            a.pop("cache_key")  # equal too, but asserted below
-        return m
-
-    assert without_ort(first / "edgekit-manifest.json") == without_ort(again / "edgekit-manifest.json")
+    for name in files:  # every artifact and the manifest, byte for byte
+        assert (first / name).read_bytes() == (again / name).read_bytes(), name
 
 
 def test_changed_input_rebuilds_only_what_it_affects(built, tmp_path):
@@ -158,7 +143,7 @@ def test_changed_input_rebuilds_only_what_it_affects(built, tmp_path):
     proc, data = build(work, cache)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (work / "models").iterdir()) == [
-        "a.onnxruntime.onnx", "a.onnxruntime.ort", "a.openvino.bin", "a.openvino.xml", "edgekit-manifest.json"]
+        "a.onnxruntime.onnx", "a.openvino.bin", "a.openvino.xml", "edgekit-manifest.json"]
 
 
 def test_budget_exceeded_exit_code_5_and_warn_only(built, tmp_path):

@@ -80,9 +80,8 @@ def test_xcode_build_phase_script(env, tmp_path):
             "EDGEKIT": f"{sys.executable} -m edgekit"}
     out = run(["bash", str(script)], xenv)
     bundle = tmp_path / "products" / "Digits.app" / "models"
-    assert "copied 3 file(s)" in out.stdout
-    assert sorted(p.name for p in bundle.iterdir()) == ["digits.onnxruntime.onnx", "digits.onnxruntime.ort",
-                                                        "edgekit-manifest.json"]
+    assert "copied 2 file(s)" in out.stdout
+    assert sorted(p.name for p in bundle.iterdir()) == ["digits.onnxruntime.onnx", "edgekit-manifest.json"]
     # a failing build is reported as an Xcode error line with edgekit's exit code
     bad = tmp_path / "bad.toml"
     bad.write_text('[[models]]\nname = "digits"\nsource = "zoo:mnist_cnn"\nmax_size_mb = 0.01\n')
