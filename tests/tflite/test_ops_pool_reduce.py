@@ -33,9 +33,32 @@ def test_pool(tmp_path, rng, op, case):
         attrs["pads"] = pads
     if op == "AveragePool" and pads and any(pads) and attrs.get("auto_pad") is None:
         attrs["count_include_pad"] = 1
-    if op == "AveragePool" and ceil:
-        pytest.skip("ceil_mode average pooling clips windows; no TFLite equivalent")
     check(one_node(op, {"x": x}, **attrs), {"x": x}, tmp_path, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k,s,pads", [(3, 2, [0, 0, 0, 0]), (3, 2, [1, 1, 1, 1]), (2, 2, [1, 1, 0, 0]), (3, 1, [0, 1, 2, 0]),
+                                    (3, 3, [1, 1, 0, 0])])
+@pytest.mark.parametrize("ceil", [0, 1])
+@pytest.mark.parametrize("include", [0, 1])
+def test_avgpool_divisor(tmp_path, rng, k, s, pads, ceil, include):
+    """Every padding / ceil_mode / count_include_pad combination: windows clipped and divided as ONNX does."""
+    x = rng.standard_normal((1, 3, 9, 10)).astype(np.float32)
+    m = one_node("AveragePool", {"x": x}, kernel_shape=[k, k], strides=[s, s], pads=pads, ceil_mode=ceil,
+                 count_include_pad=include)
+    check(m, {"x": x}, tmp_path, rtol=1e-5, atol=1e-6)
+
+
+def test_avgpool_ceil_mode_int8(tmp_path, rng):
+    from conftest import check_int8
+
+    x = rng.standard_normal((1, 4, 9, 9)).astype(np.float32)
+    w = {"w": rng.standard_normal((4, 4, 1, 1)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("AveragePool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)]
+    from edgekit.backends.tflite import describe
+
+    path = check_int8(make_model(nodes, {"x": x}, ["y"], w), {"x": x}, tmp_path, steps=2.0)
+    assert describe(path)["float_ops"] == 0
 
 
 def test_avgpool_same_excludes_pad(tmp_path, rng):

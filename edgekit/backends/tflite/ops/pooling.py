@@ -31,28 +31,52 @@ def _pool(ctx, node, tfl: str) -> None:
     grown = [(b, e + x_) for (b, e), x_ in zip(pads, extra)]
     v = ctx.x(x, channels_last(4))
     padding = tf_padding(grown, in_sp, kernel, strides, [1, 1]) if not any(extra) else None
+    factor = None
     if tfl == "AVERAGE_POOL_2D":
         include = int(a.get("count_include_pad", 0))
-        if padding == "VALID" or (padding == "SAME" and not include):
-            pass
-        elif include and not any(extra):
+        if not (padding == "VALID" or (padding == "SAME" and not include)):
+            # zero-pad explicitly, average over the full window, then rescale each output position to
+            # ONNX's divisor (pads counted or not; ceil_mode windows clipped to the padded input)
             v, _ = pad_nhwc(ctx, v, grown, x)
             padding = "VALID"
-        else:
-            raise unsupported(node, "average pooling with padding TFLite cannot express "
-                              "(count_include_pad=0 with non-SAME pads, or ceil_mode)")
+            factor = avg_rescale(in_sp, kernel, strides, pads, out_sp, bool(include))
     elif padding is None:
         v, _ = pad_nhwc(ctx, v, grown, x, value=-3.0e38)
         padding = "VALID"
     from ai_edge_litert import schema_py_generated as fb
 
-    y = ctx.out(node.output[0], channels_last(4), q=v.q)
+    n, c = ctx.shape(x)[:2]
+    y = ctx.out(node.output[0], channels_last(4), q=v.q) if factor is None else \
+        ctx.tensor(node.output[0] + "/window_mean", (n, *out_sp, c), v.dtype, q=v.q)
     # floor arithmetic of SAME/VALID must reproduce the ONNX size
     ctx.op(tfl, [v.idx], [y], "Pool2DOptions", padding=getattr(fb.Padding, padding), strideH=strides[0],
            strideW=strides[1], filterHeight=kernel[0], filterWidth=kernel[1])
+    if factor is not None:
+        f = ctx.const_like(factor.reshape(1, 1, *out_sp), node.output[0] + "/divisor", 4, channels_last(4))
+        out = ctx.out(node.output[0], channels_last(4))
+        ctx.op("MUL", [y, f.idx], [out], "MulOptions")
+        y = out
     got = ctx.w.shape_of(y)
     if padding == "SAME":
         assert list(got[1:3]) == [math.ceil(s / st) for s, st in zip(in_sp, strides)]
+
+
+def avg_rescale(in_sp: list[int], kernel: list[int], strides: list[int], pads: list[tuple[int, int]],
+                out_sp: list[int], include_pad: bool) -> np.ndarray | None:
+    """(OH, OW) factors turning a mean over the full k*k window of the zero-padded input into ONNX's
+    average: k*k / (number of counted positions). None when every factor is 1."""
+    counts = []
+    for size, k, s, (pb, pe), n_out in zip(in_sp, kernel, strides, pads, out_sp):
+        start = np.arange(n_out) * s - pb
+        end = start + k
+        if include_pad:
+            cnt = np.minimum(end, size + pe) - start
+        else:
+            cnt = np.minimum(end, size) - np.maximum(start, 0)
+        counts.append(np.maximum(cnt, 1))
+    divisor = np.outer(counts[0], counts[1]).astype(np.float64)
+    factor = (kernel[0] * kernel[1] / divisor).astype(np.float32)
+    return None if np.all(factor == 1.0) else factor
 
 
 @register("MaxPool", int8=True)
