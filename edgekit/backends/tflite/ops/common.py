@@ -63,7 +63,9 @@ def pad_nhwc(ctx, x, pads: list[tuple[int, int]], name: str, value: float | None
     if value is None or value == 0.0:
         ctx.op("PAD", [x.idx, ctx.i32(paddings, "paddings")], [idx])
     else:
-        if x.q is not None:
+        if x.q is not None:  # clamp to the representable range first (-3e38 "minus infinity" -> -128)
+            s, z = float(x.q.scale[0]), int(x.q.zero_point[0])
+            value = float(np.clip(value, (-128 - z) * s, (127 - z) * s))
             cv = np.asarray(ctx.quantize(np.asarray([value], np.float32), x.q)[0], dtype=np.int8).reshape(())
             c = ctx.const_tensor(cv, "pad_value", q=x.q)
         else:
