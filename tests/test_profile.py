@@ -32,6 +32,7 @@ def _check_schema(res: dict, runs: int) -> None:
     assert res["runs"] == runs and res["estimate"] is False and res["complete"] is True
     assert 0 < res["min_ms"] <= res["p50_ms"] <= res["p90_ms"] <= res["p99_ms"] <= res["max_ms"]
     assert res["load_ms"] > 0 and res["first_ms"] > 0 and res["peak_memory_mb"] > res["rss_before_load_mb"] > 0
+    assert res["cpu_p50_ms"] > 0  # CPU time of the runtime's threads per run
 
 
 def test_stats_percentiles_match_numpy():
@@ -109,6 +110,28 @@ def test_unavailable_units_list_what_is_available(art):
         profile_artifact(art["tflite"], runs=1, options={"unit": "NPU"})
     with pytest.raises(DeviceError, match="cannot load the TFLite delegate"):
         profile_artifact(art["tflite"], runs=1, options={"delegate": "/nonexistent/libdelegate.so"})
+
+
+def test_runner_adapts_feeds_to_the_artifacts_inputs(tmp_path):
+    """Feeds come in the source convention (names, NCHW float); the runner maps renamed inputs by position,
+    NCHW -> NHWC, and float -> int8 with the input's own scale and zero point."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ek_runner", Path(__file__).parent.parent / "edgekit/profile/runner.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5) / 100.0
+    np.savez(tmp_path / "f.npz", **{"0/x": x[:1], "1/x": x[1:], "__count__": np.array(2), "__order__": np.array(["x"])})
+    native = [{"name": "serving_default_x:0", "shape": [1, 4, 5, 3], "dtype": "int8",
+               "quantization": {"scale": [0.01], "zero_point": [-10]}}]
+    feeds = runner.load_feeds(str(tmp_path / "f.npz"), native)
+    assert len(feeds) == 2
+    got = feeds[1]["serving_default_x:0"]
+    assert got.shape == (1, 4, 5, 3) and got.dtype == np.int8
+    want = np.clip(np.round(x[1:].transpose(0, 2, 3, 1) / 0.01) - 10, -128, 127)
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(runner.RunnerError):
+        runner.load_feeds(str(tmp_path / "f.npz"), [{"name": "y", "shape": [1, 7], "dtype": "float32"}])
 
 
 def test_bad_input(art, tmp_path):
