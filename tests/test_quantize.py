@@ -179,3 +179,24 @@ def test_histogram_growth_is_exact_and_methods_clip_outliers() -> None:
     relu = TensorStats()
     relu.update(np.abs(chunks[0]), histogram=True)
     assert percentile(relu)[0] == 0.0 and mse(relu)[0] == 0.0
+
+
+def test_equalization_keeps_the_fp32_function_and_compact_artifact(cnn: Path, crops: SampleSet, tmp_path: Path) -> None:
+    from edgekit.quantize import equalize, qdq
+    from edgekit.quantize.collect import session
+
+    model = qdq.prepare(onnx.load(str(cnn)))
+    pairs = equalize.find_pairs(model)
+    assert [(p.a.op_type, p.act.op_type, p.b.op_type) for p in pairs] == [("Conv", "Clip", "Conv")]
+    eq, changed = equalize.equalize(model, crops.select(16, seed=0))
+    assert changed == 1
+    w = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    w2 = {t.name: onnx.numpy_helper.to_array(t) for t in eq.graph.initializer}
+    assert any(not np.allclose(w[k], w2[k]) for k in w)
+    a, b = session(model), session(eq)
+    for feed in crops.select(8, seed=1):
+        np.testing.assert_allclose(a.run(None, feed)[0], b.run(None, feed)[0], rtol=1e-4, atol=1e-4)
+    report = _quantize(cnn, tmp_path / "c.onnx", crops)
+    assert report["equalized_pairs"] == 1
+    names = [t.name for t in onnx.load(str(tmp_path / "c.onnx")).graph.initializer]
+    assert not any(n.endswith(("_zero_point", "_quantized")) for n in names)  # short names after compact()

@@ -111,11 +111,9 @@ def _source_images(sources: tuple[str, ...]) -> tuple[np.ndarray, ...]:
     return tuple(out)
 
 
-def random_crop(img: np.ndarray, rng: np.random.Generator, height: int, width: int,
-                scale: tuple[float, float], ratio: tuple[float, float]) -> np.ndarray:
-    """A random-area, random-aspect crop (flipped half the time), resized to height x width (uint8 HWC)."""
-    from PIL import Image
-
+def random_region(img: np.ndarray, rng: np.random.Generator, scale: tuple[float, float],
+                  ratio: tuple[float, float]) -> np.ndarray:
+    """A random-area (fraction of the image in `scale`), random-aspect region, mirrored half the time (uint8 HWC)."""
     h, w = img.shape[:2]
     for _ in range(10):
         area = h * w * rng.uniform(*scale)
@@ -126,27 +124,31 @@ def random_crop(img: np.ndarray, rng: np.random.Generator, height: int, width: i
     else:
         ch = cw = min(h, w)
     top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    crop = Image.fromarray(img[top : top + ch, left : left + cw]).resize((width, height), Image.BILINEAR)
-    out = np.asarray(crop)
-    return out[:, ::-1] if rng.random() < 0.5 else out
+    region = img[top : top + ch, left : left + cw]
+    return np.ascontiguousarray(region[:, ::-1] if rng.random() < 0.5 else region)
 
 
 def _natural_crops(name: str, conf: dict, base: Path, inputs: list[InputSpec], *,
                    preprocess: dict | str | None = None, **_: Any) -> SampleSet:
+    """Photos seen the way an app sees them: a random region of a source photo (RandomResizedCrop-style
+    area/aspect, random mirror) treated as the camera frame, then the model's own preprocessing
+    (resize the shorter side, center crop, normalize), i.e. `ImagePreprocess.apply`."""
+    from PIL import Image
+
     from edgekit.data.preprocess import image_input, make_preprocess
 
     model_input = image_input(inputs, f"shipped set '{name}'")
     pre = make_preprocess(preprocess or conf.get("preprocess"), model_input, f"shipped set '{name}'")
     sources = tuple(conf["sources"])
     count, seed = int(conf.get("count", 1000)), int(conf.get("seed", 0))
-    scale = tuple(conf.get("area", (0.08, 1.0)))
+    scale = tuple(conf.get("area", (0.25, 1.0)))
     ratio = tuple(conf.get("aspect", (0.75, 4 / 3)))
 
     def make(i: int) -> dict[str, np.ndarray]:
         images = _source_images(sources)
         rng = np.random.default_rng([seed, i])
-        img = images[i % len(images)]
-        return {model_input.name: pre.normalize(random_crop(img, rng, pre.height, pre.width, scale, ratio))}
+        region = random_region(images[i % len(images)], rng, scale, ratio)
+        return {model_input.name: pre.apply(Image.fromarray(region))}
 
     return SampleSet(f"{count} natural-image crops ({name}, seed {seed})", count, make,
                      meta={"kind": "natural_crops", "preprocess": pre.to_dict(), "sources": list(sources)})

@@ -84,3 +84,48 @@ def quantized_nodes(qdq_model: Any) -> set[str]:
     return {n.name for n in qdq_model.graph.node
             if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dq_out for i in n.input)}
 
+
+
+def compact(qdq_path: Path, fp32: Any) -> None:
+    """Shrink the final QDQ file in place, values unchanged: drop all-zero int32 bias zero points (an absent
+    zero point is 0 of the quantized type) and give the tensors and Q/DQ nodes the quantizer added short
+    names (`q0`, `q1` ...; ~20% of a MobileNet's non-weight bytes). Tensors of the fp32 graph keep their names.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(qdq_path))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and len(node.input) > 2 and node.input[2] in inits:
+            zp = inits[node.input[2]]
+            if zp.data_type == onnx.TensorProto.INT32 and not np.any(numpy_helper.to_array(zp)):
+                del node.input[2]
+    used = {i for n in graph.node for i in n.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+    original = {t.name for t in fp32.graph.initializer} | {o for n in fp32.graph.node for o in n.output}
+    original |= {v.name for v in (*fp32.graph.input, *fp32.graph.output, *graph.input, *graph.output)}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in original:
+            return name
+        if name not in names:
+            names[name] = f"q{len(names)}"
+        return names[name]
+
+    for t in graph.initializer:
+        t.name = short(t.name)
+    for node in graph.node:
+        node.input[:] = [short(i) for i in node.input]
+        node.output[:] = [short(o) for o in node.output]
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            node.name = ""
+    kept_info = [v for v in graph.value_info if v.name in original]
+    del graph.value_info[:]
+    graph.value_info.extend(kept_info)
+    onnx.save(model, str(qdq_path))

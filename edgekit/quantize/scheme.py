@@ -10,6 +10,7 @@
     percentile = 99.999            (optional) for the percentile method
     op_types = ["Conv", ...]       (optional) ops to quantize; default: chosen from the graph (ops.py)
     bias_correction = true         (optional) cancel the mean shift of int8 weights (bias_correction.py)
+    equalization = true            (optional) cross-layer equalization of activation channels (equalize.py)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Scheme:
     op_types: tuple[str, ...] | None = None
     format: str = "qdq"
     bias_correction: bool = True
+    equalization: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -82,4 +84,5 @@ def scheme_for(target: Any, method: str | None = None) -> Scheme:
         percentile=float(q.get("percentile", 99.999)),
         op_types=tuple(ops) if ops else None,
         bias_correction=bool(q.get("bias_correction", True)),
+        equalization=bool(q.get("equalization", True)),
     )

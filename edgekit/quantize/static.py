@@ -18,7 +18,7 @@ import numpy as np
 from edgekit.data import SampleSet
 from edgekit.errors import BudgetExceededError, DataError, ModelLoadError
 from edgekit.progress import log, warn
-from edgekit.quantize import bias_correction, control, ops, qdq, sensitivity
+from edgekit.quantize import bias_correction, control, equalize, ops, qdq, sensitivity
 from edgekit.quantize.collect import collect
 from edgekit.quantize.methods import NEEDS_HISTOGRAM, compute_ranges
 from edgekit.quantize.scheme import scheme_for
@@ -120,9 +120,15 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".edgekit-quant-", dir=out_path.parent) as tmp_dir:
         tmp = Path(tmp_dir)
-        prepared = tmp / "fp32.onnx"
-        onnx.save(model, str(prepared))
+        reference = tmp / "fp32.onnx"
+        onnx.save(model, str(reference))
         t0 = time.perf_counter()
+        equalized = 0
+        if scheme.equalization:
+            model, equalized = equalize.equalize(model, calib, seed=seed)
+        prepared = tmp / "fp32-equalized.onnx" if equalized else reference
+        if equalized:
+            onnx.save(model, str(prepared))
         axes = bias_correction.input_axes(model) if scheme.bias_correction else {}
         stats = collect(model, calib, histogram=NEEDS_HISTOGRAM[scheme.method], channel_axes=axes,
                         label=f"calibrating ({scheme.method}, {len(calib)} samples)")
@@ -146,7 +152,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         del analysis_model
         order = sensitivity.fallback_order(rows, quantized)
 
-        judge = control.Judge(prepared, task, held_out, eval_set)
+        judge = control.Judge(reference, task, held_out, eval_set)
         candidate = tmp / "int8.onnx"
         tries: list[dict] = []
         kept: list[str] = []
@@ -173,6 +179,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
                 log(f"accuracy control: {k} layer(s) kept in float to meet --max-drop {max_drop}")
         build(candidate, kept)
         accuracy = judge.figures(candidate) if judge.active else None
+        qdq.compact(candidate, model)
         final = onnx.load(str(candidate))
         n_quant = len(qdq.quantized_nodes(final))
         del final
@@ -189,6 +196,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
                         "tensors": len(ranges)},
         "quantized_nodes": n_quant,
         "bias_corrected_layers": corrected[0],
+        "equalized_pairs": equalized,
         "kept_float": kept,
         "max_drop": max_drop,
         "within_budget": None if max_drop is None or accuracy is None else bool(accuracy["drop"] <= max_drop + 1e-12),
