@@ -1,8 +1,9 @@
 """Post-training static int8 quantization of an fp32 ONNX hub into a QDQ ONNX hub, with accuracy control.
 
-Stages: prepare (name nodes, infer shapes) -> check data -> collect statistics (streaming) -> ranges
-(method) -> QDQ graph (ORT quantizer, target scheme) -> per-layer error -> held-out / labelled
-accuracy -> (--max-drop) keep the most sensitive layers float until the drop fits -> atomic write.
+Stages: prepare (name nodes, infer shapes) -> check data -> cross-layer equalization -> collect statistics
+(streaming) -> ranges (method) -> QDQ graph (ORT quantizer, target scheme) -> bias correction -> per-layer
+error -> held-out / labelled accuracy (against the unequalized fp32 graph) -> (--max-drop) keep the most
+sensitive layers float until the drop fits -> compact -> atomic write.
 """
 
 from __future__ import annotations
