@@ -107,3 +107,36 @@ def test_matmul_bias_int8_product_only_quantized(tmp_path, rng):
     assert d["ops"].get("FULLY_CONNECTED") == 1 and "ADD" not in d["ops"] and d["float_ops"] == 0, d["ops"]
     widened_step = (float(np.ptp(ref)) + float(np.ptp(bias))) / 255 + m_scale
     assert np.abs(got - ref).max() <= widened_step, (np.abs(got - ref).max(), widened_step)
+
+
+def _qdq_pair(name: str, values: np.ndarray, inits: dict) -> list:
+    """Q -> DQ of tensor `name` with uint8 params covering `values` (as a calibrator would set them)."""
+    lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    inits[f"{name}_s"] = np.float32((hi - lo) / 255)
+    inits[f"{name}_z"] = np.uint8(np.round(-lo / inits[f"{name}_s"]))
+    return [helper.make_node("QuantizeLinear", [name, f"{name}_s", f"{name}_z"], [f"{name}_q"]),
+            helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [f"{name}_dq"])]
+
+
+def test_moves_between_int8_ops_stay_int8(tmp_path, rng):
+    """MatMul (QDQ out) -> Reshape (left float) -> Transpose (QDQ out) -> MatMul: the Reshape runs in int8 too."""
+    a = rng.standard_normal((1, 8, 16)).astype(np.float32)
+    w1 = (rng.standard_normal((16, 12)) * 0.3).astype(np.float32)
+    w2 = (rng.standard_normal((8, 5)) * 0.3).astype(np.float32)
+    m = a @ w1
+    t = m.reshape(1, 8, 3, 4).transpose(0, 2, 3, 1)
+    inits = {"w1": w1, "w2": w2, "shape": np.asarray([1, 8, 3, 4], np.int64)}
+    nodes = _qdq_pair("a", a, inits)
+    nodes += [helper.make_node("MatMul", ["a_dq", "w1"], ["m"])] + _qdq_pair("m", m, inits)
+    nodes += [helper.make_node("Reshape", ["m_dq", "shape"], ["r"]), helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 3, 1])]
+    nodes += _qdq_pair("t", t, inits) + [helper.make_node("MatMul", ["t_dq", "w2"], ["y"])]
+    nodes += _qdq_pair("y", t @ w2, inits)
+    model = make_model(nodes, {"a": a}, ["y_dq"], inits)
+    src = tmp_path / "qdq.onnx"
+    src.write_bytes(model.SerializeToString())
+    ref = ort_run(model, {"a": a})[0]
+    path = tflite.lower(src, None, tmp_path / "m", {"precision": "int8"})[0]
+    d = tflite.describe(path)
+    assert d["float_ops"] == 0, d["float_op_types"]
+    got = tflite_run(path, {"a": a})[0]
+    assert np.abs(got - ref).max() <= 2 * float(inits["y_s"]) + 1e-6

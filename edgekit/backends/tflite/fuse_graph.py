@@ -1,5 +1,9 @@
 """Graph-level fusions on the prepared ONNX graph, run after shapes are known (each returns a new Graph).
 
+propagate_through_moves: a Reshape/Transpose/Squeeze/... whose input is int8 and whose output the
+quantizer left float gets its input's parameters (its values are the input's values, so this is exact),
+so data movement between int8 ops stays int8 instead of DEQUANTIZE -> float op -> QUANTIZE.
+
 fuse_matmul_bias: MatMul(x, W) + b, W a 2-D constant and b a constant along the last axis, becomes one
 `edgekit.MatMulBias` node, lowered to FULLY_CONNECTED with its bias input (keep_num_dims for 3-D and
 higher inputs). In int8 the bias is added in int32 before the single requantization; when the quantizer
@@ -16,6 +20,7 @@ from onnx import helper
 from edgekit.backends.tflite.prepare import Graph
 from edgekit.backends.tflite.writer import Quant
 
+MOVES = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"}  # same values, other shape
 FUSED_MATMUL = "MatMulBias"
 DOMAIN = "edgekit"
 
@@ -88,3 +93,18 @@ def fuse_matmul_bias(g: Graph) -> Graph:
         return g
     nodes = [replace.get(id(n), n) for n in g.nodes if id(n) not in remove]
     return Graph(nodes, g.consts, g.inputs, g.outputs, g.shapes, g.dtypes, act_quant, g.weight_quant, g.opset, g.notes)
+
+
+def propagate_through_moves(g: Graph) -> Graph:
+    act_quant = dict(g.act_quant)
+    changed = False
+    for n in g.nodes:  # topological order: chains of moves propagate in one sweep
+        if n.op_type not in MOVES or n.domain not in ("", "ai.onnx") or not n.input or not n.output[0]:
+            continue
+        src, out = n.input[0], n.output[0]
+        if src in act_quant and out not in act_quant and np.dtype(g.dtypes.get(out, np.float32)).kind == "f":
+            act_quant[out] = act_quant[src]
+            changed = True
+    if not changed:
+        return g
+    return Graph(g.nodes, g.consts, g.inputs, g.outputs, g.shapes, g.dtypes, act_quant, g.weight_quant, g.opset, g.notes)

@@ -60,9 +60,10 @@ def load_graph(onnx_path: Path, input_shapes: dict | None = None) -> Graph:
     g = fuse_gelu(g)
     g = infer_shapes(g)
     _check_static(g)
-    from edgekit.backends.tflite.fuse_graph import fuse_matmul_bias
+    from edgekit.backends.tflite.fuse_graph import fuse_matmul_bias, propagate_through_moves
 
     g = fuse_matmul_bias(g)
+    g = propagate_through_moves(g)
     return g
 
 
