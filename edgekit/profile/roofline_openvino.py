@@ -19,6 +19,26 @@ def _elems(shape: Any) -> int:
     return int(np.prod([int(d) for d in shape], dtype=np.int64)) if len(shape) else 1
 
 
+def _is_constant(node: Any) -> bool:
+    """A Constant, or an op computed from constants only (folded before inference)."""
+    kind = node.get_type_name()
+    if kind == "Constant":
+        return True
+    if kind in ("Parameter", "ReadValue") or not node.inputs():
+        return False
+    return all(_is_constant(v.get_node()) for v in node.input_values())
+
+
+def _is_bias(op: Any) -> bool:
+    return op.get_type_name() in ("Add", "Multiply", "Subtract") and len(op.inputs()) == 2 and \
+        op.input_value(0).get_node().get_type_name() in _COMPUTE and _is_constant(op.input_value(1).get_node())
+
+
+def _after_compute(node: Any) -> bool:
+    """True when `node` is a conv / matmul, or the fused bias right after one."""
+    return node.get_type_name() in _COMPUTE or _is_bias(node)
+
+
 def analyze_openvino(path: Path) -> list[dict[str, Any]]:
     import openvino as ov
 
@@ -64,8 +84,12 @@ def analyze_openvino(path: Path) -> list[dict[str, Any]]:
         kind = op.get_type_name()
         if kind in _FREE:
             continue
-        if kind in _FUSED_ACT and op.inputs() and source(op.input_value(0)).get_type_name() in _COMPUTE:
-            continue
+        if op.inputs() and all(_is_constant(source(v)) for v in op.input_values()):
+            continue  # a constant subgraph (weight decompression: Convert -> Subtract -> Multiply), folded
+        if kind in _FUSED_ACT and op.inputs() and _after_compute(source(op.input_value(0))):
+            continue  # activation fused into the conv / matmul (through its bias) before it
+        if _is_bias(op):
+            continue  # the bias / scale of the conv or matmul before it, fused by the plugin
         out_elems = _elems(op.get_output_shape(0)) if op.get_output_size() and \
             op.get_output_partial_shape(0).is_static else 0
         macs = 0
