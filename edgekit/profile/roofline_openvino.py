@@ -75,9 +75,27 @@ def analyze_openvino(path: Path) -> list[dict[str, Any]]:
             node = source(node.input_value(0))
         return False
 
-    def input_bytes(inp: Any, int8: bool) -> int:
+    def input_bytes(inp: Any) -> int:
+        """Stored width: 1 byte when the value comes from int8 data (FakeQuantize / i8 weights)."""
         n = _elems(inp.get_shape()) if inp.get_partial_shape().is_static else 0
-        return n * (1 if int8 else inp.get_element_type().size)
+        return n * (1 if quantized_input(inp) else inp.get_element_type().size)
+
+    def feeds_quantize(node: Any, depth: int = 3) -> bool:
+        """Every consumer is a FakeQuantize, looking through the fused bias / activation after a conv."""
+        users = [t.get_node() for t in node.output(0).get_target_inputs()] if node.get_output_size() else []
+        if not users:
+            return False
+        for u in users:
+            kind = u.get_type_name()
+            if kind == "FakeQuantize":
+                continue
+            if depth and (_is_bias(u) or kind in _FUSED_ACT) and feeds_quantize(u, depth - 1):
+                continue
+            return False
+        return True
+
+    def output_bytes(op: Any, elems: int) -> int:
+        return elems * (1 if feeds_quantize(op) else op.get_output_element_type(0).size)
 
     rows = []
     for op in model.get_ordered_ops():
@@ -104,7 +122,7 @@ def analyze_openvino(path: Path) -> list[dict[str, Any]]:
             a = list(op.input(0).get_shape())
             k = a[-2] if op.get_attributes().get("transpose_a") else a[-1]
             macs = out_elems * int(k)
-        moved = sum(input_bytes(i, int8) for i in op.inputs()) + out_elems * (1 if int8 else 4)
+        moved = sum(input_bytes(i) for i in op.inputs()) + output_bytes(op, out_elems)
         rows.append({"name": op.get_friendly_name(), "op_type": kind, "macs": int(macs),
                      "ops": int(2 * macs if macs else out_elems), "bytes": int(moved),
                      "precision": "int8" if int8 and kind in _COMPUTE else "fp32"})
