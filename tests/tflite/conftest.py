@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,8 @@ def tflite_run(path: Path, feeds: dict[str, np.ndarray], **extra) -> list[np.nda
     from edgekit.backends import tflite
     from edgekit.backends.base import LoadOptions
 
+    if os.environ.get("EDGEKIT_TFLITE_KERNELS") == "builtin":  # run on TFLite's own kernels instead of XNNPACK
+        extra.setdefault("xnnpack", False)
     sess = tflite.load(path, LoadOptions(threads=1, extra=extra))
     return sess.run(feeds)
 

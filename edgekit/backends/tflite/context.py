@@ -77,6 +77,7 @@ class Context:
         self.node: onnx.NodeProto | None = None
         self._names: dict[str, int] = {}
         self._const_cache: dict[tuple, int] = {}
+        self._pending: list[tuple[int, int]] = []  # (tensor, requantized copy) awaiting the tensor's producer
 
     # --- graph facts -------------------------------------------------------------------------
     def shape(self, name: str) -> tuple[int, ...]:
@@ -108,6 +109,11 @@ class Context:
     # --- emitting ----------------------------------------------------------------------------
     def op(self, name: str, inputs: list[int], outputs: list[int], options: str | None = None, **fields: Any) -> None:
         self.w.op(name, inputs, outputs, options, **fields)
+        if self._pending:  # requantizes of this op's outputs go right after it (ops run in list order)
+            ready = [p for p in self._pending if p[0] in outputs]
+            self._pending = [p for p in self._pending if p[0] not in outputs]
+            for src, dst in ready:
+                self.w.op("QUANTIZE", [src], [dst])
 
     def tensor(self, name: str, shape: tuple[int, ...], dtype: Any, q: Quant | None = None) -> int:
         return self.w.tensor(self.unique(name), shape, dtype, quant=q)
@@ -294,7 +300,7 @@ class Context:
                 return idx
             self.register(name, Val(idx, perm, np.dtype(np.int8), own), primary=False)
             req = self.tensor(name + "/requant", stored, np.int8, q=target)
-            self.op("QUANTIZE", [idx], [req])
+            self._pending.append((idx, req))  # emitted once the caller has emitted idx's producer
             self.register(name, Val(req, perm, np.dtype(np.int8), target))
             return idx
         dt = np.dtype(dtype) if dtype is not None else (np.dtype(np.float32) if np_float(onnx_dtype) else onnx_dtype)

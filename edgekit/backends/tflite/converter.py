@@ -88,6 +88,9 @@ def convert(onnx_path: Path, options: dict[str, Any] | None = None) -> bytes:
                 f"op {node.op_type} (node '{node.name or node.output[0]}') failed to lower: {type(exc).__name__}: {exc}"
             ) from exc
     ctx.qmode = False
+    if ctx._pending:
+        raise RuntimeError(f"internal: {len(ctx._pending)} requantized tensors were never produced")
+    check_order(w)
     names_taken = {t.name: i for i, t in enumerate(w.tensors)}
     for name in g.outputs:
         shape = g.shapes[name]
@@ -122,3 +125,14 @@ def convert(onnx_path: Path, options: dict[str, Any] | None = None) -> bytes:
 def _io_entry(name: str, shape: tuple, perm: tuple, onnx_dtype: np.dtype, tfl_dtype: np.dtype) -> dict:
     return {"name": name, "onnx_shape": list(shape), "perm": list(perm), "onnx_dtype": np.dtype(onnx_dtype).name,
             "dtype": np.dtype(tfl_dtype).name}
+
+
+def check_order(w) -> None:
+    """Every operator reads only tensors that are inputs, constants or outputs of an earlier operator: the
+    builtin interpreter runs ops in list order (XNNPACK re-sorts, which would hide a misordered graph)."""
+    ready = set(w.inputs) | {i for i, t in enumerate(w.tensors) if t.buffer}
+    for k, op in enumerate(w.operators):
+        missing = [int(i) for i in op.inputs if i >= 0 and int(i) not in ready]
+        if missing:
+            raise RuntimeError(f"internal: operator {k} reads tensor '{w.tensors[missing[0]].name}' before it is produced")
+        ready.update(int(o) for o in op.outputs)
