@@ -45,8 +45,9 @@ def _stack(items: list[dict[str, np.ndarray]]) -> dict[str, Any]:
 
 
 def _augment(feed: dict[str, Any], gen) -> dict[str, Any]:
-    """Images (4-D float inputs): random shift by up to 1/8 of the size (zero fill) and, for 3-channel
-    (color) images, a random horizontal flip. Other inputs pass unchanged."""
+    """Images (4-D float inputs): random shift by up to 1/8 of the size (zero fill), for 3-channel (color)
+    images a random horizontal flip, and mixup of half the batch with other samples (the teacher labels the
+    blend, so a small set yields many distinct inputs). Other inputs pass unchanged."""
     import torch
 
     out = {}
@@ -63,6 +64,11 @@ def _augment(feed: dict[str, Any], gen) -> dict[str, Any]:
         if x.shape[1] == 3:
             flip = torch.rand(n, generator=gen) < 0.5
             y[flip] = y[flip].flip(-1)
+        if n > 1:
+            half = n // 2
+            lam = 0.5 + 0.5 * torch.rand(half, 1, 1, 1, generator=gen)  # the first image stays dominant
+            partner = torch.randint(0, n, (half,), generator=gen)
+            y[:half] = lam * y[:half] + (1 - lam) * y[partner]
         out[k] = y
     return out
 
@@ -150,7 +156,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     perm = rng.permutation(len(items))
-    n_held = min(max(1, int(round(len(items) * held_out))), 512)
+    n_held = min(max(1, int(round(len(items) * held_out))), 128)
     held_idx, train_idx = perm[:n_held], perm[n_held:]
     held = _stack([items[i] for i in held_idx])
     held_y = torch.as_tensor(labels[held_idx]).long() if labels is not None else None
@@ -186,7 +192,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
-    check_every = max(10, steps // 15)
+    check_every = max(10, steps // 10)
     ema, last_check, flat, step, stopped = None, None, 0, 0, False
     first_loss = None
     t0 = time.perf_counter()

@@ -44,14 +44,15 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
                 macs_ratio: float | None = None, importance: str = "l2", allocation: str = "uniform",
                 round_to: int = 8, exclude: tuple[str, ...] | list[str] = (), calib: list[dict[str, Any]] | None = None,
                 calib_labels: list | None = None, task: str = "classification",
-                keep_first_last: bool = True) -> tuple[Any, dict[str, Any]]:
+                keep_first_last: bool = True, compensate: bool = True) -> tuple[Any, dict[str, Any]]:
     """Remove whole channels. Returns (pruned module, report). The input module is not modified.
 
     ratio: fraction of each prunable group's channels removed; macs_ratio: target fraction of MACs
     removed (the ratio is searched). importance: l1 | l2 | bn_scale | taylor (taylor needs `calib`,
     a list of input dicts). allocation: uniform | global. round_to: kept channel counts are multiples
     of it. exclude: layer names / globs whose output channels are kept. First and last layers' outputs
-    are kept when keep_first_last. The result is the same class as `module` when only layer shapes
+    are kept when keep_first_last. With `calib` and compensate, removed channels' mean contributions
+    are folded into the consumers' biases (compensate.py). The result is the same class as `module` when only layer shapes
     change, else a torch.fx GraphModule with the same forward signature (e.g. attention head counts)."""
     from edgekit.prune.apply import build_pruned
     from edgekit.prune.graph import analyze
@@ -78,7 +79,15 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
         if not calib:
             raise UsageError("taylor importance needs calibration data", hint="pass --calibration DATA")
         grads = taylor_grads(module, [_to_tensors(c) for c in calib], task, calib_labels)
-    scores = [crit.scores(g, params, grads) for g in groups]
+    means = variances = None
+    if calib and (compensate or crit.needs_stats):
+        from edgekit.prune.compensate import input_stats
+
+        means, variances = input_stats(module, [_to_tensors(c) for c in calib])
+    elif crit.needs_stats:
+        raise UsageError(f"{crit.name} importance needs calibration data", hint="pass --calibration DATA")
+    scores = [crit.scores(g, params, grads, variances) for g in groups]
+    means = means if compensate else None
 
     def removed_by(counts: list[int]) -> set[int]:
         removed: set[int] = set()
@@ -100,7 +109,7 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
     else:
         counts = allocate(groups, scores, float(ratio), allocation, round_to)
     removed = removed_by(counts)
-    model, rewritten = build_pruned(an, removed, example_inputs, original=module)
+    model, rewritten = build_pruned(an, removed, example_inputs, original=module, means=means)
     model.train(was_training)
     module.train(was_training)
     macs_after = count_macs(model, example_inputs)
@@ -110,7 +119,7 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
         "params_before": count_params(module), "params_after": count_params(model),
         "macs_before": macs_before, "macs_after": macs_after,
         "macs_removed": round(1 - macs_after / max(macs_before, 1), 4),
-        "graph_rewritten": rewritten,
+        "graph_rewritten": rewritten, "bias_compensation": bool(means),
         "groups": [{"modules": g.modules(), "unit_size": g.unit_size, "channels_before": g.channels,
                     "channels_after": sum(u.size for u in g.units if u.root not in removed)} for g in groups],
     }

@@ -65,9 +65,11 @@ def _rewrite_shape_args(node, old: tuple, new: tuple) -> bool:
     return changed
 
 
-def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any], original=None):
+def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any], original=None,
+                 means: dict[str, Any] | None = None):
     """-> (model, graph_rewritten). Returns a copy of `original` (same class) with smaller layers when no
-    graph constant had to change, else the rewritten torch.fx GraphModule (same forward signature)."""
+    graph constant had to change, else the rewritten torch.fx GraphModule (same forward signature).
+    `means` (per-layer input channel means, compensate.input_means) turns on bias compensation."""
     import torch
 
     from edgekit.prune.handlers import OpaqueHandler, handler_for
@@ -86,6 +88,10 @@ def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
         new = h.rebuild(owner, params)
         _set_module(gm, mod_name, new)
         new_modules[mod_name] = new
+    if means:
+        from edgekit.prune.compensate import compensate
+
+        compensate(an, gm, keep, means, new_modules)
     rewritten = False
     for node in gm.graph.nodes:
         if node.target in RESHAPES or (node.op == "call_function" and getattr(node.target, "__name__", "") == "reshape"):

@@ -19,6 +19,7 @@ from edgekit.prune.graph import Group, SliceKey
 class Importance:
     name = ""
     needs_grads = False
+    needs_stats = False  # per-layer input channel variances on calibration data
 
     def applies(self, key: SliceKey, tensor) -> bool:
         """Which parameter slices count (default: weights of conv/linear/embedding layers)."""
@@ -30,7 +31,12 @@ class Importance:
     def combine(self, values: np.ndarray) -> float:
         return float(values.sum())
 
-    def scores(self, group: Group, params: dict[str, Any], grads: dict[str, Any]) -> np.ndarray:
+    def slice_values(self, key: SliceKey, w, grads: dict[str, Any], variances: dict[str, Any] | None):
+        name = f"{key[0]}.{key[1]}" if key[0] else key[1]
+        return self.per_index(w.detach().float(), grads.get(name), key[2])
+
+    def scores(self, group: Group, params: dict[str, Any], grads: dict[str, Any],
+               variances: dict[str, Any] | None = None) -> np.ndarray:
         total = np.zeros(len(group.units))
         used = 0
         for key in group.signature:
@@ -39,7 +45,9 @@ class Importance:
             w = params.get(name)
             if w is None or not self.applies(key, w):
                 continue
-            per = self.per_index(w.detach().float(), grads.get(name), dim)
+            per = self.slice_values(key, w, grads, variances)
+            if per is None:
+                continue
             vals = np.array([self.combine(per[u.touches[key]]) for u in group.units])
             mean = vals.mean()
             total += vals / mean if mean > 0 else vals
@@ -98,7 +106,25 @@ class Taylor(Importance):
         return float(abs(values.sum()))
 
 
-IMPORTANCE: dict[str, type[Importance]] = {c.name: c for c in (L1, L2, BNScale, Taylor)}
+class Variance(Importance):
+    """Output energy lost: sum over consumers of ||W[:, i]||^2 * var(input channel i) on calibration data.
+    With bias compensation the mean part of a removed channel is restored, so this is what remains lost."""
+
+    name = "variance"
+    needs_stats = True
+
+    def applies(self, key, tensor):
+        return key[1] == "weight" and key[2] == 1 and tensor.dim() >= 2
+
+    def slice_values(self, key, w, grads, variances):
+        var = (variances or {}).get(key[0])
+        if var is None or var.numel() != w.shape[1]:
+            return None
+        w = w.detach().float()
+        return ((w * w).sum(dim=_other_dims(w, 1)) * var).numpy()
+
+
+IMPORTANCE: dict[str, type[Importance]] = {c.name: c for c in (L1, L2, BNScale, Taylor, Variance)}
 
 
 def get_importance(name: str) -> Importance:

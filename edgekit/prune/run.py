@@ -49,7 +49,7 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
     example = _example(samples, lm.inputs)
     report: dict[str, Any] = {"model": lm.name, "task": lm.task}
     if prune is not None or prune_macs is not None:
-        calib = _calib_batches(samples) if importance == "taylor" and samples is not None else None
+        calib = _calib_batches(samples) if samples is not None and not getattr(samples, "synthetic", False) else None
         student, report["prune"] = prune_model(
             teacher, example, ratio=prune, macs_ratio=prune_macs, importance=importance, allocation=allocation,
             round_to=round_to, exclude=tuple(exclude), calib=calib, task=lm.task)
