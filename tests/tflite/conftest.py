@@ -82,7 +82,8 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
-def quantize_qdq(model: onnx.ModelProto, tmp: Path, samples: list[dict[str, np.ndarray]], activation: str = "uint8") -> Path:
+def quantize_qdq(model: onnx.ModelProto, tmp: Path, samples: list[dict[str, np.ndarray]], activation: str = "uint8",
+                 op_types: list[str] | None = None) -> Path:
     """A QDQ model as the quantization stage makes it: per-channel int8 symmetric weights, uint8/int8 activations."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -97,7 +98,8 @@ def quantize_qdq(model: onnx.ModelProto, tmp: Path, samples: list[dict[str, np.n
     onnx.save(model, str(src))
     act = QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=act, weight_type=QuantType.QInt8, extra_options={"WeightSymmetric": True})
+                    activation_type=act, weight_type=QuantType.QInt8, extra_options={"WeightSymmetric": True},
+                    op_types_to_quantize=op_types)
     return dst
 
 
