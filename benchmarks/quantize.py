@@ -188,13 +188,14 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
         rows.append(row)
     for r in rows:
         r.pop("_fp32_lat", None)
-    summary = {k: report[k] for k in ("method", "kept_float", "quantized_nodes", "bias_corrected_layers")}
+    summary = {k: report[k] for k in ("method", "float_layers", "quantized_nodes", "bias_corrected_layers")}
     summary["scheme"] = report["scheme"]["name"]
     summary["op_policy"] = report["scheme"]["op_policy"]
     summary["calibration_samples"] = report["calibration"]["samples"]
     summary["held_out"] = report["accuracy"]
     if budget is not None:
-        summary["max_drop"] = {"max_drop": max_drop, "kept_float": budget_report["kept_float"],
+        summary["max_drop"] = {"max_drop": max_drop, "float_layers": budget_report["float_layers"],
+                               "seconds": round(budget_s, 1),
                                "held_out": budget_report["accuracy"], "search": budget_report["search"]}
     rows.append({"model": name, "runtime": "-", "variant": "edgekit report", "report": summary})
     return rows
@@ -239,7 +240,8 @@ def main() -> None:
                   f"{r['report']['bias_corrected_layers']} bias-corrected")
             if "max_drop" in r["report"]:
                 md = r["report"]["max_drop"]
-                print(f"  --max-drop {md['max_drop']}: {len(md['kept_float'])} layers float, search "
+                print(f"  --max-drop {md['max_drop']}: {len(md['float_layers'])} layers float "
+                      f"({md['held_out']['held_out']}, {md['seconds']} s), search "
                       f"{[(t['kept_float'], round(t['drop'], 4)) for t in md['search']]}")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)

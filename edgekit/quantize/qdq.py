@@ -51,8 +51,8 @@ def write_qdq(prepared: Path, out_path: Path, ranges: dict[str, tuple[float, flo
               op_types: list[str], exclude: Iterable[str] = (), keep_activations: bool = False) -> None:
     """Quantize `prepared` (an fp32 .onnx) into `out_path` with the given activation ranges.
 
-    keep_activations keeps Relu/Clip nodes that int8 ranges make redundant (for per-layer analysis,
-    where each fp32 tensor name must keep its meaning); artifacts drop them.
+    keep_activations keeps Relu/Clip nodes that int8 ranges make redundant (their producer then quantizes
+    the pre-activation tensor: worse); artifacts and the per-layer analysis fold them.
     """
     from onnxruntime.quantization import QuantFormat, quantize_static
 

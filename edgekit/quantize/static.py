@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from edgekit.progress import log, warn
 from edgekit.quantize import bias_correction, control, equalize, ops, qdq, sensitivity
 from edgekit.quantize.collect import collect
 from edgekit.quantize.methods import NEEDS_HISTOGRAM, compute_ranges
-from edgekit.quantize.scheme import scheme_for
+from edgekit.quantize.scheme import Scheme, scheme_for
 
 ANALYSIS_SAMPLES = 16  # calibration samples used for the per-layer error table
 
@@ -72,22 +73,73 @@ def _check_tokenizer(model: Any, samples: SampleSet, what: str) -> None:
                             f"embedding table ({rows} rows): wrong tokenizer or data for this model")
 
 
-def _float_groups(model: Any) -> dict[str, list[str]]:
-    """Node -> the nodes to exclude so that its output stays float: itself and every consumer of its output.
-
-    In a QDQ graph a tensor is quantized when its producer or any consumer is, so excluding one node
-    alone only keeps its weights float; the activation rounding (the larger error in practice) stays.
-    """
-    consumers: dict[str, list[str]] = {}
-    for node in model.graph.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node.name)
-    return {n.name: [n.name] + [c for o in n.output for c in consumers.get(o, [])] for n in model.graph.node}
-
-
 def _sizes(a: Path, b: Path) -> dict[str, Any]:
     sa, sb = a.stat().st_size, b.stat().st_size
     return {"fp32_bytes": sa, "int8_bytes": sb, "ratio": round(sb / sa, 4) if sa else None}
+
+
+@dataclass
+class Calibrated:
+    """A calibrated model, ready to be written as QDQ with any set of layers kept in float.
+
+    model: the fp32 graph the ranges belong to (equalized when the scheme says so), saved at `prepared`.
+    """
+
+    model: Any
+    prepared: Path
+    scheme: Scheme
+    op_types: list[str]
+    ranges: dict[str, tuple[float, float]]
+    means: dict[str, np.ndarray]
+    equalized: int = 0
+    seconds: float = 0.0
+    corrected: int = 0
+    groups: dict[str, list[str]] = field(default_factory=dict)
+
+    def float_nodes(self, layers: list[str]) -> list[str]:
+        """The nodes to exclude from quantization so that `layers` run in float with float outputs."""
+        out: dict[str, None] = {}
+        for n in layers:
+            out.update(dict.fromkeys(self.groups.get(n, [n])))
+        return list(out)
+
+    def write(self, path: Path, float_layers: list[str] = ()) -> None:
+        qdq.write_qdq(self.prepared, path, self.ranges, self.scheme, self.op_types,
+                      exclude=self.float_nodes(list(float_layers)))
+        if self.means:
+            self.corrected = bias_correction.correct(path, self.model, self.means)
+
+    def analyse(self, path: Path, samples: SampleSet) -> tuple[list[dict[str, Any]], list[str]]:
+        """Per-layer error rows of the all-int8 graph (written to `path`) and the fallback order."""
+        import onnx
+
+        self.write(path)
+        graph = onnx.load(str(path))
+        quantized = qdq.quantized_nodes(graph)
+        rows = sensitivity.per_layer(self.model, graph, samples, quantized)
+        return rows, sensitivity.fallback_order(rows, quantized)
+
+
+def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: int = 0) -> Calibrated:
+    """Equalize (when the scheme says so), collect statistics on `calib` and compute the ranges."""
+    import onnx
+
+    op_types, _ = ops.op_types_for(model, scheme.op_types)
+    t0 = time.perf_counter()
+    equalized = 0
+    if scheme.equalization:
+        model, equalized = equalize.equalize(model, calib, seed=seed)
+    prepared = work / "fp32-prepared.onnx"
+    onnx.save(model, str(prepared))
+    axes = bias_correction.input_axes(model) if scheme.bias_correction else {}
+    stats = collect(model, calib, histogram=NEEDS_HISTOGRAM[scheme.method], channel_axes=axes,
+                    label=f"calibrating ({scheme.method}, {len(calib)} samples)")
+    ranges = compute_ranges(stats, scheme.method, percentile=scheme.percentile, qrange=scheme.qrange(),
+                            symmetric=scheme.activation_symmetric)
+    means = {k: stats[k].channel_mean() for k in axes if k in stats and stats[k].channel_sum is not None}
+    del stats
+    return Calibrated(model, prepared, scheme, op_types, ranges, means, equalized,
+                      time.perf_counter() - t0, groups=sensitivity.float_groups(model))
 
 
 def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSet, *, method: str | None = None,
@@ -117,57 +169,23 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
     if max_drop is not None and held_out is None and (eval_set is None or eval_set.labels is None):
         calib, held_out = calib.split(held_out=0.25, seed=seed)
         warn(f"no held-out set given: holding out {len(held_out)} of the calibration samples for --max-drop")
-    op_types, policy = ops.op_types_for(model, scheme.op_types)
+    _, policy = ops.op_types_for(model, scheme.op_types)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".edgekit-quant-", dir=out_path.parent) as tmp_dir:
         tmp = Path(tmp_dir)
         reference = tmp / "fp32.onnx"
         onnx.save(model, str(reference))
-        t0 = time.perf_counter()
-        equalized = 0
-        if scheme.equalization:
-            model, equalized = equalize.equalize(model, calib, seed=seed)
-        prepared = tmp / "fp32-equalized.onnx" if equalized else reference
-        if equalized:
-            onnx.save(model, str(prepared))
-        axes = bias_correction.input_axes(model) if scheme.bias_correction else {}
-        stats = collect(model, calib, histogram=NEEDS_HISTOGRAM[scheme.method], channel_axes=axes,
-                        label=f"calibrating ({scheme.method}, {len(calib)} samples)")
-        ranges = compute_ranges(stats, scheme.method, percentile=scheme.percentile, qrange=scheme.qrange(),
-                                symmetric=scheme.activation_symmetric)
-        means = {k: stats[k].channel_mean() for k in axes if k in stats and stats[k].channel_sum is not None}
-        del stats
-        calib_seconds = time.perf_counter() - t0
-        corrected = [0]
-
-        def build(path: Path, exclude: list[str] = (), keep_activations: bool = False) -> None:
-            qdq.write_qdq(prepared, path, ranges, scheme, op_types, exclude=exclude, keep_activations=keep_activations)
-            if means:
-                corrected[0] = bias_correction.correct(path, model, means)
-
-        analysis = tmp / "analysis.onnx"
-        build(analysis, keep_activations=True)
-        analysis_model = onnx.load(str(analysis))
-        quantized = qdq.quantized_nodes(analysis_model)
-        rows = sensitivity.per_layer(model, analysis_model, calib.select(ANALYSIS_SAMPLES, seed=seed), quantized)
-        del analysis_model
-        order = sensitivity.fallback_order(rows, quantized)
+        cal = calibrate(model, scheme, calib, tmp, seed=seed)
+        rows, order = cal.analyse(tmp / "analysis.onnx", calib.select(ANALYSIS_SAMPLES, seed=seed))
 
         judge = control.Judge(reference, task, held_out, eval_set)
         candidate = tmp / "int8.onnx"
         tries: list[dict] = []
-        kept: list[str] = []
+        k = 0
         if max_drop is not None and judge.active:
-            groups = _float_groups(model)
 
-            def expand(nodes: list[str]) -> list[str]:
-                out: dict[str, None] = {}
-                for n in nodes:
-                    out.update(dict.fromkeys(groups.get(n, [n])))
-                return list(out)
-
-            def score(exclude: list[str]) -> float:
-                build(candidate, expand(exclude))
+            def score(layers: list[str]) -> float:
+                cal.write(candidate, layers)
                 return float(judge.figures(candidate)["drop"])
 
             k, tries = control.search(order, score, max_drop)
@@ -175,29 +193,30 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
                 raise BudgetExceededError(
                     f"int8 accuracy drop stays above --max-drop {max_drop} even with every layer in float",
                     hint="raise --max-drop or use fp32")
-            kept = expand(order[:k])
             if k:
                 log(f"accuracy control: {k} layer(s) kept in float to meet --max-drop {max_drop}")
-        build(candidate, kept)
+        float_layers = order[:k]
+        kept = cal.float_nodes(float_layers)
+        cal.write(candidate, float_layers)
         accuracy = judge.figures(candidate) if judge.active else None
-        qdq.compact(candidate, model)
+        qdq.compact(candidate, cal.model)
         final = onnx.load(str(candidate))
         n_quant = len(qdq.quantized_nodes(final))
         del final
         sizes = _sizes(fp32_onnx, candidate)
         os.replace(candidate, out_path)
 
-    kept_set = set(kept)
     for r in rows:
-        r["float"] = r["node"] in kept_set
+        r["float"] = r["node"] in float_layers
     report: dict[str, Any] = {
-        "scheme": {**scheme.to_dict(), "name": scheme.name, "op_types": op_types, "op_policy": policy},
+        "scheme": {**scheme.to_dict(), "name": scheme.name, "op_types": cal.op_types, "op_policy": policy},
         "method": scheme.method,
-        "calibration": {"samples": len(calib), "description": calib.description, "seconds": round(calib_seconds, 2),
-                        "tensors": len(ranges)},
+        "calibration": {"samples": len(calib), "description": calib.description, "seconds": round(cal.seconds, 2),
+                        "tensors": len(cal.ranges)},
         "quantized_nodes": n_quant,
-        "bias_corrected_layers": corrected[0],
-        "equalized_pairs": equalized,
+        "bias_corrected_layers": cal.corrected,
+        "equalized_pairs": cal.equalized,
+        "float_layers": float_layers,
         "kept_float": kept,
         "max_drop": max_drop,
         "within_budget": None if max_drop is None or accuracy is None else bool(accuracy["drop"] <= max_drop + 1e-12),
