@@ -218,11 +218,14 @@ def verify_artifact(st: State, backend, path: Path, target: Target, precision: s
     samples = st.held_out if precision == "int8" else st.verify_fp32
     refs = st.refs["int8" if precision == "int8" else "fp32"]
     session = backend.load(path, options)
-    figures = compare(refs, run_all(session, samples), st.model.task)
+    outputs = run_all(session, samples)
+    figures = compare(refs, outputs, st.model.task)
+    if precision == "int8":
+        figures["quantized_graph"] = compare(refs, quantized_refs(st, target), st.model.task)
     passed, failures = check(figures, target.tolerances(precision))
     figures.update(passed=passed, synthetic=bool(samples.synthetic), failures=failures)
     level = log if passed else warn
-    cos = f"cosine {figures['cosine']:.6f}"
+    cos = f"cosine {figures['cosine_mean']:.6f} (worst {figures['cosine']:.6f})"
     top1 = f", top-1 agreement {figures['top1_agreement']:.3f}" if figures["top1_agreement"] is not None else ""
     level(f"verify {target.name} {precision}: max abs error {figures['max_abs_error']:.3g}, {cos}{top1} "
           f"on {figures['samples']} samples -> {'ok' if passed else 'FAILED'}")
@@ -236,6 +239,20 @@ def artifact_stem(model: str, target: Target, precision: str, ext: str) -> str:
     """`model.target[.int8]`; the target is left out where it only repeats the extension (m.tflite)."""
     parts = [model] + ([] if f".{target.name}" == ext else [target.name]) + (["int8"] if precision == "int8" else [])
     return ".".join(parts)
+
+
+def quantized_refs(st: State, target: Target) -> list:
+    """What the int8 hub graph computes on the held-out samples (once per scheme)."""
+    hub, _ = quantized_hub(st, target)
+    key = f"qdq:{hub.name}"
+    if key not in st.refs:
+        from edgekit.backends.base import LoadOptions
+        from edgekit.backends.onnxruntime import load
+        from edgekit.verify import run_all
+
+        # no graph optimizations: Q/DQ run as written (the int8 graph's exact semantics), not ORT's fused kernels
+        st.refs[key] = run_all(load(hub, LoadOptions(extra={"optimization": "none"})), st.held_out)
+    return st.refs[key]
 
 
 def commit(st: State) -> None:

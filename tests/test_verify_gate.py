@@ -16,7 +16,8 @@ def _corrupting(lower):
         model = onnx.load(str(onnx_path))
         init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))  # the biggest weight
         arr = numpy_helper.to_array(init).copy()
-        arr.flat[: max(1, arr.size // 10)] *= -3.0
+        n = max(1, arr.size // 4)
+        arr.flat[:n] = -np.clip(arr.flat[:n], -127, None) if arr.dtype == np.int8 else -3 * arr.flat[:n]
         init.CopyFrom(numpy_helper.from_array(arr, init.name))
         bad = out_stem.parent / "corrupted.onnx"
         onnx.save(model, str(bad))
@@ -55,3 +56,14 @@ def test_compare_and_check_figures():
     assert fig["top1_agreement"] == 0.0 and fig["max_abs_error"] == 4.0
     ok, why = check(fig, {"max_abs_error": 1e-3, "cosine": 0.999, "top1_agreement": 0.9})
     assert not ok and len(why) == 3
+
+
+def test_wrongly_lowered_int8_artifact_fails(invoke, tmp_path, monkeypatch):
+    from edgekit.resources import data_dir
+
+    monkeypatch.setattr(ov_backend, "lower", _corrupting(ov_backend.lower))
+    cal = str(data_dir("calibration") / "mnist" / "train_sample.npz")
+    res = invoke("convert", "zoo:mnist_cnn", "-t", "ov", "--precision", "int8", "--calibration", cal,
+                 "-o", str(tmp_path / "o"), "--json")
+    assert res.returncode == 3, res.stderr
+    assert "failed verification" in res.stderr

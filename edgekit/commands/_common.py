@@ -46,6 +46,11 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except BrokenPipeError:  # `edgekit devices | head`: the reader left; not an error of ours
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc(file=sys.stderr)
             click.echo(f"edgekit: internal error: {type(exc).__name__}: {exc} (please report this)", err=True)
