@@ -150,6 +150,14 @@ def stage_references(st: State) -> None:
     st.refs["fp32"] = reference_outputs(st.model, st.verify_fp32)
     if st.held_out is not None:
         st.refs["int8"] = reference_outputs(st.model, st.held_out)
+    unpruned = st.model.meta.get("unpruned_module")
+    if unpruned is not None:  # pruned: artifacts are gated on the pruned model, and compared with the original
+        from dataclasses import replace
+
+        original = replace(st.model, module=unpruned)
+        for role, samples in (("fp32", st.verify_fp32), ("int8", st.held_out)):
+            if samples is not None:
+                st.refs[f"unpruned:{role}"] = reference_outputs(original, samples)
 
 
 def stage_targets(st: State) -> None:
@@ -215,13 +223,16 @@ def quantized_hub(st: State, target: Target) -> tuple[Path, dict]:
 def verify_artifact(st: State, backend, path: Path, target: Target, precision: str, options) -> dict[str, Any]:
     from edgekit.verify import check, compare, run_all
 
+    role = "int8" if precision == "int8" else "fp32"
     samples = st.held_out if precision == "int8" else st.verify_fp32
-    refs = st.refs["int8" if precision == "int8" else "fp32"]
+    refs = st.refs[role]
     session = backend.load(path, options)
     outputs = run_all(session, samples)
     figures = compare(refs, outputs, st.model.task)
     if precision == "int8":
         figures["quantized_graph"] = compare(refs, quantized_refs(st, target), st.model.task)
+    if f"unpruned:{role}" in st.refs:
+        figures["vs_unpruned"] = compare(st.refs[f"unpruned:{role}"], outputs, st.model.task)
     passed, failures = check(figures, target.tolerances(precision))
     figures.update(passed=passed, synthetic=bool(samples.synthetic), failures=failures)
     level = log if passed else warn
