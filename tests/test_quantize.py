@@ -233,3 +233,38 @@ def test_equalization_keeps_the_fp32_function_and_compact_artifact(cnn: Path, cr
     assert report["equalized_pairs"] == 1
     names = [t.name for t in onnx.load(str(tmp_path / "c.onnx")).graph.initializer]
     assert not any(n.endswith(("_zero_point", "_quantized")) for n in names)  # short names after compact()
+
+
+def test_gptq_weight_rounding(cnn: Path, crops: SampleSet, tmp_path: Path) -> None:
+    """Data-aware rounding keeps the graph and scales, changes int8 values, is no worse than round-to-nearest
+    on held-out outputs (mobilenet_v2 gains: benchmarks/quantize.py), and leaves layers kept float alone."""
+    from dataclasses import replace
+
+    from edgekit.quantize import control, qdq
+    from edgekit.quantize.scheme import scheme_for
+    from edgekit.quantize.static import calibrate
+
+    calib, held = crops.select(64, seed=0).split(held_out=0.25, seed=0)
+    model = qdq.prepare(onnx.load(str(cnn)))
+    ref = np.concatenate([o[0] for o in control.run_outputs(cnn, held)])
+    base = scheme_for(get_target("onnxruntime"), "minmax")
+    err, graphs = {}, {}
+    for mode in ("nearest", "gptq"):
+        cal = calibrate(model, replace(base, weight_rounding=mode), calib, tmp_path)
+        cal.write(tmp_path / f"{mode}.onnx")
+        out = np.concatenate([o[0] for o in control.run_outputs(tmp_path / f"{mode}.onnx", held)])
+        err[mode] = float(np.sum((out - ref) ** 2) / np.sum(ref ** 2))
+        graphs[mode] = onnx.load(str(tmp_path / f"{mode}.onnx"))
+    assert cal.rounded == 5  # 4 convolutions + the linear layer
+    assert err["gptq"] < err["nearest"] * 1.05, err  # activation rounding dominates this tiny net: no worse
+    a, b = ({t.name: onnx.numpy_helper.to_array(t) for t in g.graph.initializer} for g in graphs.values())
+    assert a.keys() == b.keys() and [n.op_type for n in graphs["nearest"].graph.node] == \
+        [n.op_type for n in graphs["gptq"].graph.node]
+    int8 = [k for k, v in a.items() if v.dtype == np.int8]
+    assert any(not np.array_equal(a[k], b[k]) for k in int8)
+    assert all(np.array_equal(a[k], b[k]) for k, v in a.items() if v.dtype == np.float32 and v.ndim == 0)  # scales
+    assert all(np.abs(b[k].astype(int)).max() <= 127 for k in int8)
+    first = next(n.name for n in model.graph.node if n.op_type == "Conv")
+    cal.write(tmp_path / "f.onnx", [first])
+    weighted = {n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm")}
+    assert cal.rounded == 5 - len(weighted & set(cal.float_nodes([first]))) < 5

@@ -11,6 +11,7 @@
     op_types = ["Conv", ...]       (optional) ops to quantize; default: chosen from the graph (ops.py)
     bias_correction = true         (optional) cancel the mean shift of int8 weights (bias_correction.py)
     equalization = true            (optional) cross-layer equalization of activation channels (equalize.py)
+    weight_rounding = "nearest"    (optional) nearest | gptq: data-aware int8 weight rounding (rounding.py)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from edgekit.errors import ConfigError, UsageError
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
+ROUNDINGS = ("nearest", "gptq")
 DTYPES = ("uint8", "int8")
 
 
@@ -37,6 +39,7 @@ class Scheme:
     format: str = "qdq"
     bias_correction: bool = True
     equalization: bool = True
+    weight_rounding: str = "nearest"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -73,6 +76,9 @@ def scheme_for(target: Any, method: str | None = None) -> Scheme:
     if chosen not in METHODS:
         err = UsageError if method else ConfigError
         raise err(f"unknown calibration method '{chosen}'", hint=f"choose one of: {', '.join(METHODS)}")
+    rounding = q.get("weight_rounding", "nearest")
+    if rounding not in ROUNDINGS:
+        raise ConfigError(f"{where}: weight_rounding must be one of {', '.join(ROUNDINGS)}, got '{rounding}'")
     ops = q.get("op_types")
     return Scheme(
         activations=q.get("activations", "uint8"),
@@ -85,4 +91,5 @@ def scheme_for(target: Any, method: str | None = None) -> Scheme:
         op_types=tuple(ops) if ops else None,
         bias_correction=bool(q.get("bias_correction", True)),
         equalization=bool(q.get("equalization", True)),
+        weight_rounding=rounding,
     )
