@@ -208,7 +208,7 @@ def _qparams(g: Graph, node: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray, in
     if len(node.input) > 2 and node.input[2]:
         zp_arr = np.asarray(g.consts[node.input[2]])
     else:
-        zp_arr = np.zeros_like(scale, dtype=np.uint8)
+        zp_arr = np.zeros_like(scale, dtype=np.asarray(g.consts[node.input[0]]).dtype if node.op_type == "DequantizeLinear" and node.input[0] in g.consts else np.uint8)  # absent zp: the quantized input's type (Q: uint8)
     axis = attrs(node).get("axis", 1)
     return scale, zp_arr, axis, zp_arr.dtype
 
