@@ -12,12 +12,12 @@ TFLite); one feeding a Transpose is in the layout that transpose turns into the 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgekit.errors import ModelLoadError, UsageError
+from edgekit.hashing import sha256_file  # noqa: F401 (re-exported)
 
 _NP_DTYPES = {
     # OpenVINO element type names -> numpy names
@@ -38,13 +38,6 @@ _PASS_THROUGH = {
 }
 _NATIVE = {"onnx": "NCHW", "openvino": "NCHW", "tflite": "NHWC"}
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def layout_from_transpose(fmt: str, perm: list[int], *, feeds_transpose: bool) -> str | None:

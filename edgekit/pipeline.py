@@ -326,9 +326,9 @@ def _precisions(job: Job) -> set[str]:
 
 
 def _sha256(path: Path) -> str:
-    from edgekit.sources.onnx_file import file_sha256
+    from edgekit.hashing import sha256_file
 
-    return file_sha256(path)
+    return sha256_file(path)
 
 
 def _version() -> str:

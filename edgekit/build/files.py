@@ -9,13 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from edgekit.hashing import sha256_file  # noqa: F401 (re-exported)
 
 
 def _tmp_near(path: Path) -> tuple[int, str]:

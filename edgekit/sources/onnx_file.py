@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from edgekit.data import InputSpec
 from edgekit.errors import ModelLoadError
+from edgekit.hashing import sha256_file as file_sha256
 from edgekit.sources.model import LoadedModel
 from edgekit.sources.shapes import apply_overrides
 
 _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
 
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_onnx(path: Path):
