@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.data import SampleSet, load_samples, synthetic_samples
-from edgekit.errors import DataError, UsageError, VerificationError
+from edgekit.errors import DataError, MissingDependencyError, UsageError, VerificationError
 from edgekit.progress import log, warn
 from edgekit.sources.model import LoadedModel
 from edgekit.targets import Target
@@ -96,9 +96,10 @@ def stage_samples(st: State) -> None:
             samples = load_samples(spec, m.inputs, seed=job.seed)
             if not job.calibration:
                 log(f"using the shipped calibration set '{spec}' of {m.name}")
-        except DataError:
-            if job.calibration:
+        except (DataError, MissingDependencyError) as exc:
+            if job.calibration or any(p == "int8" for p in _precisions(job)):
                 raise
+            warn(f"the shipped calibration set '{spec}' is unavailable ({exc})")
             samples = None
     if samples is None:
         if any(t == "int8" for t in _precisions(job)):
