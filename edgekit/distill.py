@@ -44,10 +44,64 @@ def _stack(items: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     return out
 
 
+def _resized_crop(x, gen, scale: tuple[float, float] = (0.2, 1.0), ratio: tuple[float, float] = (0.75, 4 / 3)):
+    """Per sample, a random-area (fraction in `scale`), random-aspect region resized back to the full size."""
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = x.shape
+    area = h * w * (scale[0] + (scale[1] - scale[0]) * torch.rand(n, generator=gen))
+    logr = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(n, generator=gen)
+    ch = (area / logr.exp()).sqrt().round().clamp(2, h).long()
+    cw = (area * logr.exp()).sqrt().round().clamp(2, w).long()
+    top = (torch.rand(n, generator=gen) * (h - ch + 1).float()).long()
+    left = (torch.rand(n, generator=gen) * (w - cw + 1).float()).long()
+    return torch.cat([F.interpolate(x[i:i + 1, :, top[i]:top[i] + ch[i], left[i]:left[i] + cw[i]], size=(h, w),
+                                    mode="bilinear", align_corners=False) for i in range(n)])
+
+
+def _colour_jitter(x, gen, strength: float = 0.3):
+    """Brightness, contrast and saturation changes, done in the input's own (normalized) scale: a shift by a
+    fraction of the batch's per-channel spread, a gain around each image's mean, a blend with its gray."""
+    import torch
+
+    n = x.shape[0]
+    spread = x.std(dim=(0, 2, 3), keepdim=True)
+    u = lambda: (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1) * strength  # noqa: E731
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * (1 + u()) + mean + u() * spread  # contrast, brightness
+    gray = x.mean(dim=1, keepdim=True)
+    return gray + (x - gray) * (1 + u())  # saturation
+
+
+def _mix(y, gen):
+    """Mixup on the first quarter of the batch, CutMix (a pasted box from another image) on the second;
+    the teacher labels the result, so a small set yields many distinct inputs."""
+    import torch
+
+    n, _, h, w = y.shape
+    if n < 2:
+        return y
+    q = max(1, n // 4)
+    partner = torch.randint(0, n, (2 * q,), generator=gen)
+    lam = 0.5 + 0.5 * torch.rand(q, 1, 1, 1, generator=gen)  # the first image stays dominant
+    y = y.clone()
+    y[:q] = lam * y[:q] + (1 - lam) * y[partner[:q]]
+    for j, i in enumerate(range(q, min(2 * q, n))):
+        bh = int(h * (0.2 + 0.4 * float(torch.rand(1, generator=gen))))
+        bw = int(w * (0.2 + 0.4 * float(torch.rand(1, generator=gen))))
+        t = int(torch.randint(0, h - bh + 1, (1,), generator=gen))
+        left = int(torch.randint(0, w - bw + 1, (1,), generator=gen))
+        y[i, :, t:t + bh, left:left + bw] = y[partner[q + j], :, t:t + bh, left:left + bw]
+    return y
+
+
 def _augment(feed: dict[str, Any], gen) -> dict[str, Any]:
-    """Images (4-D float inputs): random shift by up to 1/8 of the size (zero fill), for 3-channel (color)
-    images a random horizontal flip, and mixup of half the batch with other samples (the teacher labels the
-    blend, so a small set yields many distinct inputs). Other inputs pass unchanged."""
+    """Images (4-D float inputs). Colour (3-channel) images: random resized crop with a wide scale range,
+    horizontal flip, colour jitter, then mixup / CutMix between images ("function matching": the teacher
+    is queried on many more distinct inputs than the set holds). Other images (e.g. grayscale digits,
+    where flips and colour change the meaning): a random shift by up to 1/8 of the size (zero fill) and
+    mixup. The same augmented batch goes to teacher and student. Non-image inputs pass unchanged."""
     import torch
 
     out = {}
@@ -55,22 +109,57 @@ def _augment(feed: dict[str, Any], gen) -> dict[str, Any]:
         if not (x.is_floating_point() and x.dim() == 4):
             out[k] = x
             continue
-        n, _, h, w = x.shape
+        n, c, h, w = x.shape
+        if c == 3 and min(h, w) >= 16:
+            y = _resized_crop(x, gen)
+            flip = torch.rand(n, generator=gen) < 0.5
+            y[flip] = y[flip].flip(-1)
+            out[k] = _mix(_colour_jitter(y, gen), gen)
+            continue
         pad = max(1, min(h, w) // 8)
         xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
         dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
         dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
         y = torch.stack([xp[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-        if x.shape[1] == 3:
+        if c == 3:
             flip = torch.rand(n, generator=gen) < 0.5
             y[flip] = y[flip].flip(-1)
         if n > 1:
             half = n // 2
-            lam = 0.5 + 0.5 * torch.rand(half, 1, 1, 1, generator=gen)  # the first image stays dominant
+            lam = 0.5 + 0.5 * torch.rand(half, 1, 1, 1, generator=gen)
             partner = torch.randint(0, n, (half,), generator=gen)
             y[:half] = lam * y[:half] + (1 - lam) * y[partner]
         out[k] = y
     return out
+
+
+def recalibrate_bn(model, batches: list[dict[str, Any]]) -> int:
+    """Re-estimate every BatchNorm's running mean/variance from `batches` (exact average over them, no
+    momentum): after channels are removed (and biases compensated) the stored statistics no longer match
+    what the layers see. Only the statistics change. Returns how many BatchNorm layers were updated."""
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+           and m.track_running_stats and m.running_mean is not None]
+    if not bns or not batches:
+        return 0
+    saved = [(m, m.momentum, m.training) for m in bns]
+    was_training = model.training
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: equal weight per batch
+        m.train()
+    try:
+        with torch.no_grad():
+            for feed in batches:
+                model(**feed)
+    finally:
+        for m, mom, tr in saved:
+            m.momentum = mom
+            m.train(tr)
+        model.train(was_training)
+    return len(bns)
 
 
 def _first(out):
@@ -137,9 +226,14 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
             task: str = "classification", lr: float = 1e-3, temperature: float = 4.0, batch_size: int = 32,
             seed: int = 0, feature_layers: list[str] | None = None, labels: np.ndarray | None = None,
             augment: bool = True, held_out: float = 0.2, feature_weight: float = 1.0,
-            patience: int = 3) -> dict[str, Any]:
+            patience: int = 3, recalibrate: bool = True, freeze_bn: bool | None = None,
+            weight_decay: float = 0.0) -> dict[str, Any]:
     """Train `student` (in place) to imitate `teacher` on `samples`. Returns a report with the held-out
-    loss before and after, agreement with the teacher (top-1 or cosine), steps run and time."""
+    loss before and after, agreement with the teacher (top-1 or cosine), steps run and time.
+
+    recalibrate: re-estimate the student's BatchNorm statistics on (unaugmented) training samples first
+    and again at the end (training on augmented batches drifts them). freeze_bn: keep BatchNorm in
+    inference mode while training (default: when batch_size < 8)."""
     import torch
 
     if task not in TASKS:
@@ -179,6 +273,10 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
             agree = float(torch.nn.functional.cosine_similarity(s.reshape(len(s), -1), held_t.reshape(len(s), -1)).mean())
         return loss, agree
 
+    raw_loss, raw_agree = evaluate()
+    calib = [_stack([items[i] for i in train_idx[j:j + max(batch_size, 16)]])
+             for j in range(0, min(len(train_idx), 256), max(batch_size, 16))] if recalibrate else []
+    n_bn = recalibrate_bn(student, calib)
     before, agree_before = evaluate()
     best = (before, {k: v.detach().clone() for k, v in student.state_dict().items()})
     params = list(student.parameters())
@@ -188,7 +286,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
             student(**held)
             feats.loss()
         params += list(feats.adapters.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
@@ -196,7 +294,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     ema, last_check, flat, step, stopped = None, None, 0, 0, False
     first_loss = None
     t0 = time.perf_counter()
-    freeze_bn = batch_size < 8
+    freeze_bn = batch_size < 8 if freeze_bn is None else freeze_bn
     with Progress("distill", total=steps) as bar:
         while step < steps:
             order = train_idx[rng.permutation(len(train_idx))] if len(train_idx) else held_idx
@@ -244,6 +342,8 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
                 break
     if feats is not None:
         feats.remove()
+    if n_bn and not freeze_bn:
+        recalibrate_bn(student, calib)
     final, _ = evaluate()
     if final > best[0]:
         student.load_state_dict(best[1])
@@ -258,7 +358,9 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
         "samples_train": int(len(train_idx)), "samples_held_out": int(n_held), "batch_size": batch_size,
         "lr": lr, "temperature": temperature if task == "classification" else None, "augment": augment,
         "train_loss_first": first_loss, "train_loss_last": ema,
-        "held_out_loss_before": before, "held_out_loss_after": after,
+        "bn_recalibrated": n_bn, "freeze_bn": freeze_bn,
+        "held_out_loss_raw": raw_loss, "held_out_loss_before": before, "held_out_loss_after": after,
+        ("held_out_top1_agreement_raw" if task == "classification" else "held_out_cosine_raw"): raw_agree,
         ("held_out_top1_agreement_before" if task == "classification" else "held_out_cosine_before"): agree_before,
         ("held_out_top1_agreement_after" if task == "classification" else "held_out_cosine_after"): agree_after,
         "seconds": round(time.perf_counter() - t0, 2), "seed": seed,

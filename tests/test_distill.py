@@ -122,3 +122,27 @@ def test_cli_refuses_onnx_only_models(tmp_path):
     res = CliRunner().invoke(cli, ["distill", str(onnx_path), "--prune", "0.5", "-o", str(tmp_path / "o.pt2")])
     assert res.exit_code == 2 and "need a torch model" in res.output
     assert not (tmp_path / "o.pt2").exists()
+
+
+def test_bn_recalibration_matches_the_data_statistics():
+    from edgekit.distill import recalibrate_bn
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    batches = [{"input": torch.randn(4, 3, 10, 10) * 3 + 1} for _ in range(3)]
+    with torch.no_grad():
+        acts = torch.cat([m[0](b["input"]) for b in batches])
+    assert recalibrate_bn(m, batches) == 1
+    assert torch.allclose(m[1].running_mean, acts.mean(dim=(0, 2, 3)), atol=1e-4)
+    assert m[1].momentum == 0.1 and not m.training and not m[1].training  # settings restored
+    assert recalibrate_bn(nn.Sequential(nn.Linear(2, 2)), [{"input": torch.randn(2, 2)}]) == 0
+
+
+def test_colour_image_augmentation_is_strong_seeded_and_shape_preserving():
+    from edgekit.distill import _augment
+
+    x = torch.randn(8, 3, 32, 32)
+    a = _augment({"x": x, "ids": torch.ones(8, 4, dtype=torch.long)}, torch.Generator().manual_seed(0))
+    b = _augment({"x": x, "ids": torch.ones(8, 4, dtype=torch.long)}, torch.Generator().manual_seed(0))
+    assert a["x"].shape == x.shape and torch.equal(a["x"], b["x"]) and torch.equal(a["ids"], b["ids"])
+    assert all(not torch.allclose(a["x"][i], x[i], atol=1e-3) for i in range(8))  # every image is changed
