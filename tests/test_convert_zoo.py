@@ -115,3 +115,14 @@ def test_int8_for_all_three_runtimes(model, extra, invoke, tmp_path):
 
     info = describe(tmp_path / "int8" / f"{model[4:]}.arm.int8.tflite")
     assert info["float_ops"] == 0, info
+
+
+def test_convert_profiles_every_artifact(invoke, tmp_path):
+    res = invoke("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "-t", "tflite", "-o", str(tmp_path),
+                 "--profile", "local", "--json")
+    assert res.returncode == 0, res.stderr
+    for art in res.json()["artifacts"]:
+        prof = art["profile"]
+        assert prof["estimate"] is False and prof["runs"] > 0
+        assert 0 < prof["p50_ms"] <= prof["p99_ms"]
+        assert prof["runtime"]["name"] in ("onnxruntime", "litert")
