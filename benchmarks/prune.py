@@ -1,8 +1,9 @@
 """Structured pruning + distillation benchmark, per model and ratio, in one run.
 
     PYTHONPATH=. python benchmarks/prune.py [--models mnist_cnn,mobilenet_v2,minilm] [--steps 300] [--runs 30]
+        [--importance l2|variance|taylor|...] [--allocation uniform|global]
 
-For each model and MAC-reduction target: prune (L2, uniform, kept channels rounded to 8), measure the
+For each model and MAC-reduction target: prune (default L2, uniform, kept channels rounded to 8), measure the
 quality before and after distillation from the unpruned model, export to ONNX, and time it (batch 1):
   mnist_cnn     accuracy on the 1,000 labelled held-out digits (calibration/mnist/test.npz); distilled
                 on the 256 unlabeled training digits (calibration/mnist/train_sample.npz)
@@ -128,7 +129,8 @@ def timed(base: dict, row: dict, runs: int, rounds: int = 5) -> None:
         row[key.replace("_ms", "_speedup")] = round(base[key] / row[key], 2)
 
 
-def bench_model(name: str, steps: int, runs: int, seed: int) -> list[dict]:
+def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "l2",
+                allocation: str = "uniform") -> list[dict]:
     import torch
 
     from edgekit.distill import distill
@@ -156,8 +158,9 @@ def bench_model(name: str, steps: int, runs: int, seed: int) -> list[dict]:
         for target in targets:
             t0 = time.perf_counter()
             calib = [_stack([train.make(j) for j in train._idx()[i:i + 16]]) for i in range(0, 64, 16)]
-            student, rep = prune_model(teacher, example, macs_ratio=target, task=lm.task, calib=calib)
-            row = {"model": name, "target": target, "macs": rep["macs_after"], "params": rep["params_after"],
+            student, rep = prune_model(teacher, example, macs_ratio=target, task=lm.task, calib=calib,
+                                       importance=importance, allocation=allocation)
+            row = {"model": name, "target": target, "importance": importance, "allocation": allocation, "macs": rep["macs_after"], "params": rep["params_after"],
                    "macs_removed": rep["macs_removed"], "prune_s": round(time.perf_counter() - t0, 1),
                    "quality_pruned": quality(name, teacher, student, held, labels)}
             if steps:
@@ -182,6 +185,8 @@ def main() -> None:
     ap.add_argument("--targets", help="MAC-reduction targets, e.g. mnist_cnn=0.5,0.7;mobilenet_v2=0.3 "
                     "(default: per model)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--importance", default="l2", help="channel importance (l1, l2, bn_scale, taylor, variance)")
+    ap.add_argument("--allocation", default="uniform", help="uniform or global")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/prune.json"))
     args = ap.parse_args()
     rows = []
@@ -191,7 +196,7 @@ def main() -> None:
             if model == name:
                 CONFIGS[name] = (tuple(float(t) for t in values.split(",")), *CONFIGS[name][1:])
         try:
-            rows += bench_model(name, args.steps, args.runs, args.seed)
+            rows += bench_model(name, args.steps, args.runs, args.seed, args.importance, args.allocation)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
     cols = ["model", "target", "macs_removed", "macs", "params", "onnx_mb", "quality_pruned", "quality_distilled",

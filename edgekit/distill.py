@@ -2,7 +2,9 @@
 
 Unlabeled data is enough: classifiers learn the teacher's temperature-softened logits (KL), embedding
 models its embeddings (MSE + cosine); labels, when given, add a cross-entropy term. Optional feature
-loss on named layers (a learned 1x1 adapter bridges pruned widths). Seeded and deterministic; a
+loss on named layers (a learned 1x1 adapter bridges pruned widths). The student's BatchNorm statistics
+are re-estimated first (channel removal invalidates them). Colour images get function-matching
+augmentation (resized crops, flips, colour jitter, mixup/CutMix; the teacher labels each batch). Seeded and deterministic; a
 held-out split measures the loss before and after; training stops early when the loss flattens and the
 weights with the best held-out loss are kept.
 """
