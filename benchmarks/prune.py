@@ -37,7 +37,7 @@ from benchmarks._timing import median_ms, table  # noqa: E402
 
 CONFIGS = {  # model -> (MAC-reduction targets, distill steps, distill kwargs); --steps overrides the steps
     "mnist_cnn": ((0.5, 0.6), 250, {"batch_size": 64, "lr": 2e-3}),
-    "mobilenet_v2": ((0.3,), 200, {"batch_size": 32, "lr": 2e-3}),
+    "mobilenet_v2": ((0.3,), 450, {"batch_size": 32, "lr": 2e-3}),  # T=1 measured worse (0.70 vs 0.72)
     "minilm": ((0.25, 0.5), 120, {"batch_size": 16, "lr": 2e-4}),
 }
 
