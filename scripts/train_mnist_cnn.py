@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgekit.prune.macs import count_macs
 from edgekit.zoo import mnist_cnn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,24 +46,6 @@ def augment(x01: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x01.shape), align_corners=False)
     return F.grid_sample(x01, grid, align_corners=False, padding_mode="zeros")
-
-
-def count_macs(model: torch.nn.Module) -> int:
-    macs = 0
-
-    def hook(mod, inp, out):
-        nonlocal macs
-        if isinstance(mod, torch.nn.Conv2d):
-            macs += out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
-        elif isinstance(mod, torch.nn.Linear):
-            macs += out.numel() * mod.in_features
-
-    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
-    with torch.no_grad():
-        model(torch.zeros(1, 1, 28, 28))
-    for h in hs:
-        h.remove()
-    return macs
 
 
 def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
@@ -116,7 +99,7 @@ def main() -> None:
     model.eval()
     acc = evaluate(model, xte, yte)
     params = sum(p.numel() for p in model.parameters())
-    macs = count_macs(model)
+    macs = count_macs(model, {"input": torch.zeros(1, 1, 28, 28)})
 
     from safetensors.torch import save_file
 

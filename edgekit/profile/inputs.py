@@ -56,18 +56,10 @@ def _onnx_inputs(path: Path) -> list[InputSpec]:
         return [InputSpec(i.name, tuple(d if isinstance(d, int) else None for d in i.shape),
                           table.get(i.type, "float32")) for i in sess.get_inputs()]
     import onnx
-    from onnx import helper
 
-    model = onnx.load(str(path), load_external_data=False)
-    inits = {i.name for i in model.graph.initializer}
-    specs = []
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
-        specs.append(InputSpec(vi.name, shape, np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name))
-    return specs
+    from edgekit.sources.onnx_file import graph_inputs
+
+    return graph_inputs(onnx.load(str(path), load_external_data=False))
 
 
 def _ov_inputs(path: Path) -> list[InputSpec]:
