@@ -39,9 +39,8 @@ def load_state_dict(path: Path) -> dict:
 
 def apply_state_dict(module, sd: dict, path: Path) -> None:
     try:
-        missing, unexpected = module.load_state_dict(sd, strict=True), []
+        module.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()
         raise ModelLoadError(f"{path}: weights do not fit the model: {' '.join(first[:2])[:300]}",
                              hint="pass the state_dict saved from this very architecture") from exc
-    del missing, unexpected

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edgekit.data import InputSpec
@@ -67,5 +66,3 @@ def get_entry(name: str) -> ZooEntry:
         raise UsageError(f"unknown zoo model '{name}'", hint=f"choose one of: {', '.join(ZOO)}; see `edgekit zoo`")
     return ZOO[name]
 
-
-BuildFn = Callable[[], object]
