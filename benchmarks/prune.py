@@ -48,8 +48,12 @@ def _stack(items):
     return stack(items)
 
 
-def data_for(name: str, lm):
-    """(distillation samples, held-out feeds (stacked torch), labels or None)."""
+FRESH_START = 2000  # --fresh-crops draws natural crops from this index on (held-out: 1000-1255)
+
+
+def data_for(name: str, lm, fresh: int = 0):
+    """(distillation samples, held-out feeds (stacked torch), labels or None). fresh > 0 (mobilenet_v2):
+    distil on `fresh` new crops of the generator (indices from FRESH_START) instead of the shipped 1,000."""
     from edgekit.data import SampleSet, load_samples
 
     if name == "mnist_cnn":
@@ -60,7 +64,11 @@ def data_for(name: str, lm):
         return train, {"input": torch.as_tensor(test["input"])}, test["labels"]
     if name == "mobilenet_v2":
         train = load_samples("natural_images", lm.inputs)
-        return train, _stack([train.make(i) for i in range(1000, 1256)]), None
+        held = _stack([train.make(i) for i in range(1000, 1256)])
+        if fresh:
+            train = SampleSet(f"{fresh} fresh natural crops", train.count, train.make, meta=dict(train.meta),
+                              indices=range(FRESH_START, FRESH_START + fresh))
+        return train, held, None
     lines = (ROOT / "calibration/sentences.txt").read_text().splitlines()
     lines = [ln for ln in lines if ln.strip()]
     cut = int(len(lines) * 0.8)
@@ -130,7 +138,8 @@ def timed(base: dict, row: dict, runs: int, rounds: int = 5) -> None:
 
 
 def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "l2",
-                allocation: str = "uniform") -> list[dict]:
+                allocation: str = "uniform", reconstruct: bool = True, calib_n: int = 128, fresh: bool = False,
+                distill_kw: dict | None = None) -> list[dict]:
     import torch
 
     from edgekit.distill import distill
@@ -140,13 +149,14 @@ def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "
     torch.manual_seed(seed)
     lm = load_model(f"zoo:{name}")
     teacher = lm.module.eval()
-    train, held, labels = data_for(name, lm)
+    targets, default_steps, dkw = CONFIGS[name]
+    steps = default_steps if steps is None else steps
+    dkw = {**dkw, **(distill_kw or {})}
+    train, held, labels = data_for(name, lm, fresh=steps * dkw["batch_size"] if fresh and name == "mobilenet_v2" else 0)
     feed1 = {k: v.numpy() for k, v in _stack([next(iter(train))]).items()}
     if name == "minilm":  # time a fixed 64-token sentence (the first sample is short)
         feed1 = {k: np.resize(v, (1, 64)) if k == "input_ids" else np.ones((1, 64), v.dtype) for k, v in feed1.items()}
     example = {k: torch.as_tensor(v) for k, v in feed1.items()}
-    targets, default_steps, dkw = CONFIGS[name]
-    steps = default_steps if steps is None else steps
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -157,16 +167,22 @@ def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "
         rows.append(base)
         for target in targets:
             t0 = time.perf_counter()
-            calib = [_stack([train.make(j) for j in train._idx()[i:i + 16]]) for i in range(0, 64, 16)]
+            idx = list(train._idx())[:calib_n]
+            calib = [_stack([train.make(j) for j in idx[i:i + 16]]) for i in range(0, len(idx), 16)]
             student, rep = prune_model(teacher, example, macs_ratio=target, task=lm.task, calib=calib,
-                                       importance=importance, allocation=allocation)
-            row = {"model": name, "target": target, "importance": importance, "allocation": allocation, "macs": rep["macs_after"], "params": rep["params_after"],
+                                       importance=importance, allocation=allocation, reconstruct=reconstruct)
+            row = {"model": name, "target": target, "importance": importance, "allocation": allocation,
+                   "reconstruct": reconstruct, "calib": len(idx), "fresh_crops": bool(fresh and name == "mobilenet_v2"),
+                   "distill_kw": dkw, "macs": rep["macs_after"], "params": rep["params_after"],
                    "macs_removed": rep["macs_removed"], "prune_s": round(time.perf_counter() - t0, 1),
-                   "quality_pruned": quality(name, teacher, student, held, labels)}
+                   "quality_pruned": quality(name, teacher, student, held, labels),
+                   "reconstruction": rep.get("reconstruction")}
             if steps:
                 d_rep = distill(teacher, student, train, steps=steps, task=lm.task, seed=seed, **dkw)
                 row.update(quality_distilled=quality(name, teacher, student, held, labels),
-                           distill_steps=d_rep["steps"], distill_s=d_rep["seconds"])
+                           distill_steps=d_rep["steps"], distill_s=d_rep["seconds"],
+                           distill_bn_recalibrated=[d_rep["bn_recalibrated"], d_rep["bn_recalibrated_end"]],
+                           distill_early_stopped=d_rep["early_stopped"])
             row.update(runtime_numbers(student, lm, feed1, tmp, f"p{int(100 * target)}", runs))
             timed(base, row, runs)
             row.pop("_run")
@@ -175,6 +191,14 @@ def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "
         base.pop("_run")
         print(json.dumps(base), flush=True)
     return rows
+
+
+def _overrides(spec: str) -> dict:
+    out: dict = {}
+    for item in filter(None, spec.split(",")):
+        k, _, v = item.partition("=")
+        out[k] = bool(int(v)) if k in ("freeze_bn", "augment", "recalibrate") else (int(v) if k == "batch_size" else float(v))
+    return out
 
 
 def main() -> None:
@@ -187,6 +211,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--importance", default="l2", help="channel importance (l1, l2, bn_scale, taylor, variance)")
     ap.add_argument("--allocation", default="uniform", help="uniform or global")
+    ap.add_argument("--no-reconstruct", action="store_true", help="no least-squares layer refit after pruning")
+    ap.add_argument("--calib", type=int, default=128, help="calibration samples for importance/reconstruction")
+    ap.add_argument("--fresh-crops", action="store_true",
+                    help="mobilenet_v2: distil on new natural crops (one per training image) instead of the shipped 1,000")
+    ap.add_argument("--distill", default="", help="distill() overrides, e.g. lr=1e-3,freeze_bn=1,temperature=2")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/prune.json"))
     args = ap.parse_args()
     rows = []
@@ -196,7 +225,9 @@ def main() -> None:
             if model == name:
                 CONFIGS[name] = (tuple(float(t) for t in values.split(",")), *CONFIGS[name][1:])
         try:
-            rows += bench_model(name, args.steps, args.runs, args.seed, args.importance, args.allocation)
+            rows += bench_model(name, args.steps, args.runs, args.seed, args.importance, args.allocation,
+                                reconstruct=not args.no_reconstruct, calib_n=args.calib, fresh=args.fresh_crops,
+                                distill_kw=_overrides(args.distill))
         except Exception:  # noqa: BLE001
             traceback.print_exc()
     cols = ["model", "target", "macs_removed", "macs", "params", "onnx_mb", "quality_pruned", "quality_distilled",

@@ -24,8 +24,27 @@ from edgekit.progress import Progress, log
 TASKS = ("classification", "embedding", "generic")
 
 
-def _materialize(samples) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
+MATERIALIZE_MAX = 4096  # larger sample sets (e.g. fresh generated crops, one per training image) are read lazily
+
+
+class _Lazy:
+    """Sample i of a large SampleSet, built on access (bounded memory for sets of any size)."""
+
+    def __init__(self, samples) -> None:
+        self.make, self.idx = samples.make, list(samples._idx())
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return dict(self.make(self.idx[int(i)]))
+
+
+def _materialize(samples):
+    """(items: a list, or a lazy sequence for large SampleSets, labels or None)."""
     labels = samples.label_array() if hasattr(samples, "label_array") else None
+    if hasattr(samples, "make") and hasattr(samples, "_idx") and len(samples) > MATERIALIZE_MAX:
+        return _Lazy(samples), labels
     items = [dict(s) for s in samples]
     if not items:
         raise DataError("distillation needs at least 2 samples, got none", hint="pass --calibration DATA")
@@ -164,6 +183,18 @@ def recalibrate_bn(model, batches: list[dict[str, Any]]) -> int:
     return len(bns)
 
 
+def _recalibrate_if_better(model, batches, evaluate, current: float) -> int:
+    """Re-estimate BatchNorm statistics, but keep them only if the held-out loss (`evaluate()[0]`, now
+    `current`) drops: a model whose layers already match the teacher's (e.g. least-squares
+    reconstruction) does better with the original statistics than with ones from a small sample."""
+    saved = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
+    n = recalibrate_bn(model, batches)
+    if n and evaluate()[0] > current:
+        model.load_state_dict(saved, strict=False)
+        return 0
+    return n
+
+
 def _first(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
@@ -278,7 +309,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     raw_loss, raw_agree = evaluate()
     calib = [_stack([items[i] for i in train_idx[j:j + max(batch_size, 16)]])
              for j in range(0, min(len(train_idx), 256), max(batch_size, 16))] if recalibrate else []
-    n_bn = recalibrate_bn(student, calib)
+    n_bn = _recalibrate_if_better(student, calib, evaluate, raw_loss)
     before, agree_before = evaluate()
     best = (before, {k: v.detach().clone() for k, v in student.state_dict().items()})
     params = list(student.parameters())
@@ -344,9 +375,11 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
                 break
     if feats is not None:
         feats.remove()
-    if n_bn and not freeze_bn:
-        recalibrate_bn(student, calib)
     final, _ = evaluate()
+    n_bn_end = 0
+    if calib and not freeze_bn:
+        n_bn_end = _recalibrate_if_better(student, calib, evaluate, final)
+        final, _ = evaluate()
     if final > best[0]:
         student.load_state_dict(best[1])
     after, agree_after = evaluate()
@@ -360,7 +393,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
         "samples_train": int(len(train_idx)), "samples_held_out": int(n_held), "batch_size": batch_size,
         "lr": lr, "temperature": temperature if task == "classification" else None, "augment": augment,
         "train_loss_first": first_loss, "train_loss_last": ema,
-        "bn_recalibrated": n_bn, "freeze_bn": freeze_bn,
+        "bn_recalibrated": n_bn, "bn_recalibrated_end": n_bn_end, "freeze_bn": freeze_bn,
         "held_out_loss_raw": raw_loss, "held_out_loss_before": before, "held_out_loss_after": after,
         ("held_out_top1_agreement_raw" if task == "classification" else "held_out_cosine_raw"): raw_agree,
         ("held_out_top1_agreement_before" if task == "classification" else "held_out_cosine_before"): agree_before,

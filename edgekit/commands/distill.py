@@ -14,9 +14,11 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--prune-macs", type=float, help="Target fraction of MACs to remove.")
 @click.option("--prune-exclude", multiple=True, help="Layer name (or glob) whose output channels are kept (repeatable).")
 @click.option("--round-to", type=int, default=8, show_default=True, help="Kept channel counts are multiples of this.")
-@click.option("--importance", type=click.Choice(["l1", "l2", "bn", "bn_scale", "taylor"]), default="l2",
+@click.option("--importance", type=click.Choice(["l1", "l2", "bn", "bn_scale", "taylor", "variance"]), default="l2",
               show_default=True, help="Channel importance criterion.")
 @click.option("--allocation", type=click.Choice(["uniform", "global"]), default="uniform", show_default=True)
+@click.option("--no-reconstruct", is_flag=True,
+              help="Skip the least-squares refit of the layers after the pruned channels (needs data; on by default).")
 @click.option("--distill-steps", type=int, default=0, show_default=True, help="Distillation steps (0 = none).")
 @click.option("--calibration", help="Unlabeled data: .npz/.npy, image folder, text file or shipped set name.")
 @click.option("--train-data", help="Data for distillation (default: --calibration, else the model's shipped set).")
@@ -31,7 +33,7 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @json_option
 @handle_errors
 def distill(model: str, output: str, prune: float | None, prune_macs: float | None, prune_exclude: tuple[str, ...],
-            round_to: int, importance: str, allocation: str, distill_steps: int, calibration: str | None,
+            round_to: int, importance: str, allocation: str, no_reconstruct: bool, distill_steps: int, calibration: str | None,
             train_data: str | None, batch_size: int, lr: float, temperature: float, feature_layers: tuple[str, ...],
             no_augment: bool, input_shapes: tuple[str, ...], weights: str | None, seed: int, as_json: bool) -> None:
     """Prune MODEL (a torch model: .pt2, TorchScript-free factory pkg.module:fn, or zoo:NAME) and recover it
@@ -51,7 +53,7 @@ def distill(model: str, output: str, prune: float | None, prune_macs: float | No
         model, Path(output), prune=prune, prune_macs=prune_macs, exclude=prune_exclude, round_to=round_to,
         importance=importance, allocation=allocation, distill_steps=distill_steps, data=train_data or calibration,
         batch_size=batch_size, lr=lr, temperature=temperature, feature_layers=list(feature_layers),
-        augment=not no_augment, input_shapes=parse_input_shapes(input_shapes), weights=weights, seed=seed)
+        augment=not no_augment, reconstruct=not no_reconstruct, input_shapes=parse_input_shapes(input_shapes), weights=weights, seed=seed)
     if as_json:
         emit_json(result)
         return

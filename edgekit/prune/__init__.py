@@ -44,7 +44,8 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
                 macs_ratio: float | None = None, importance: str = "l2", allocation: str = "uniform",
                 round_to: int = 8, exclude: tuple[str, ...] | list[str] = (), calib: list[dict[str, Any]] | None = None,
                 calib_labels: list | None = None, task: str = "classification",
-                keep_first_last: bool = True, compensate: bool = True) -> tuple[Any, dict[str, Any]]:
+                keep_first_last: bool = True, compensate: bool = True,
+                reconstruct: bool = False) -> tuple[Any, dict[str, Any]]:
     """Remove whole channels. Returns (pruned module, report). The input module is not modified.
 
     ratio: fraction of each prunable group's channels removed; macs_ratio: target fraction of MACs
@@ -52,7 +53,9 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
     a list of input dicts). allocation: uniform | global. round_to: kept channel counts are multiples
     of it. exclude: layer names / globs whose output channels are kept. First and last layers' outputs
     are kept when keep_first_last. With `calib` and compensate, removed channels' mean contributions
-    are folded into the consumers' biases (compensate.py). The result is the same class as `module` when only layer shapes
+    are folded into the consumers' biases (compensate.py); with `calib` and reconstruct, the conv/linear
+    layers from the first pruned one on are refitted to the original's outputs by least squares
+    (reconstruct.py). The result is the same class as `module` when only layer shapes
     change, else a torch.fx GraphModule with the same forward signature (e.g. attention head counts)."""
     from edgekit.prune.apply import build_pruned
     from edgekit.prune.graph import analyze
@@ -110,6 +113,14 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
         counts = allocate(groups, scores, float(ratio), allocation, round_to)
     removed = removed_by(counts)
     model, rewritten = build_pruned(an, removed, example_inputs, original=module, means=means)
+    refit = None
+    if reconstruct and calib:
+        from edgekit.prune.apply import keep_indices
+        from edgekit.prune.reconstruct import reconstruct as refit_layers
+
+        keep = keep_indices(an, removed)
+        keep_out = {m: p["weight"][0] for m, p in keep.items() if 0 in p.get("weight", {})}
+        refit = refit_layers(module, model, keep_out, [_to_tensors(c) for c in calib], set(keep))
     model.train(was_training)
     module.train(was_training)
     macs_after = count_macs(model, example_inputs)
@@ -119,7 +130,7 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
         "params_before": count_params(module), "params_after": count_params(model),
         "macs_before": macs_before, "macs_after": macs_after,
         "macs_removed": round(1 - macs_after / max(macs_before, 1), 4),
-        "graph_rewritten": rewritten, "bias_compensation": bool(means),
+        "graph_rewritten": rewritten, "bias_compensation": bool(means), "reconstruction": refit,
         "groups": [{"modules": g.modules(), "unit_size": g.unit_size, "channels_before": g.channels,
                     "channels_after": sum(u.size for u in g.units if u.root not in removed)} for g in groups],
     }

@@ -31,9 +31,10 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
                              exclude=(), round_to: int = 8, importance: str = "l2", allocation: str = "uniform",
                              distill_steps: int = 0, batch_size: int = 32, lr: float = 1e-3,
                              temperature: float = 4.0, feature_layers: list[str] | None = None,
-                             augment: bool = True, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+                             augment: bool = True, seed: int = 0, reconstruct: bool = True) -> tuple[Any, dict[str, Any]]:
     """-> (student module, report). `lm` is a LoadedModel with a torch module (the teacher, unchanged);
-    `samples` a SampleSet (needed for distillation and taylor importance)."""
+    `samples` a SampleSet (needed for distillation, taylor/variance importance and reconstruction:
+    with real samples, the layers after the pruned channels are refitted by least squares)."""
     import torch
 
     from edgekit.distill import distill
@@ -52,7 +53,7 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
         calib = _calib_batches(samples) if samples is not None and not getattr(samples, "synthetic", False) else None
         student, report["prune"] = prune_model(
             teacher, example, ratio=prune, macs_ratio=prune_macs, importance=importance, allocation=allocation,
-            round_to=round_to, exclude=tuple(exclude), calib=calib, task=lm.task)
+            round_to=round_to, exclude=tuple(exclude), calib=calib, task=lm.task, reconstruct=reconstruct)
     else:
         student = copy.deepcopy(teacher)
     if distill_steps:
