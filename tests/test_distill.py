@@ -146,3 +146,32 @@ def test_colour_image_augmentation_is_strong_seeded_and_shape_preserving():
     b = _augment({"x": x, "ids": torch.ones(8, 4, dtype=torch.long)}, torch.Generator().manual_seed(0))
     assert a["x"].shape == x.shape and torch.equal(a["x"], b["x"]) and torch.equal(a["ids"], b["ids"])
     assert all(not torch.allclose(a["x"][i], x[i], atol=1e-3) for i in range(8))  # every image is changed
+
+
+def test_bn_statistics_kept_when_recalibration_hurts_and_large_sets_read_lazily(monkeypatch):
+    """A student that already matches the teacher keeps its BatchNorm statistics (re-estimating them on the
+    data would move it away); a sample set above MATERIALIZE_MAX is built sample by sample, never whole."""
+    import copy
+
+    import edgekit.distill as dmod
+
+    teacher = Wrap(teacher_cnn())
+    dmod.recalibrate_bn(teacher, [dmod._stack(list(image_samples(64, seed=5)))])  # teacher's stats fit the data
+    rep = distill(teacher, copy.deepcopy(teacher), image_samples(), steps=2, batch_size=16, lr=1e-6, augment=False)
+    assert rep["bn_recalibrated"] == 0 and rep["held_out_loss_before"] == pytest.approx(rep["held_out_loss_raw"])
+    student, _ = prune_model(teacher, {"x": torch.randn(1, 3, 12, 12)}, ratio=0.5, keep_first_last=False)
+    rep = distill(teacher, student, image_samples(), steps=2, batch_size=16, lr=1e-6, augment=False)
+    assert rep["bn_recalibrated"] == 2 and rep["held_out_loss_before"] < rep["held_out_loss_raw"]  # stale: fixed
+
+    built: list[int] = []
+    data = np.random.default_rng(0).standard_normal((1, 3, 12, 12)).astype(np.float32)
+
+    def make(i):
+        built.append(i)
+        return {"x": data + 0.01 * (i % 97)}
+
+    monkeypatch.setattr(dmod, "MATERIALIZE_MAX", 100)
+    big = SampleSet("generated", 10**6, make, indices=range(5000, 5000 + 10**6))
+    rep = distill(teacher, Wrap(teacher_cnn()), big, steps=3, batch_size=8, lr=1e-4, augment=False)
+    assert rep["steps"] == 3 and rep["samples_held_out"] == 128
+    assert 0 < len(built) < 1000 and min(built) >= 5000  # only what was used
