@@ -15,7 +15,7 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
             io_dtype: str = "float", prune: float | None = None, prune_macs: float | None = None,
             prune_exclude: tuple[str, ...] = (), round_to: int = 8, importance: str = "l2",
             distill_steps: int = 0, max_drop: float | None = None, eval_data: str | None = None,
-            profile: str | None = None, name: str | None = None, seed: int = 0) -> dict[str, Any]:
+            int8_finetune: int | None = None, profile: str | None = None, name: str | None = None, seed: int = 0) -> dict[str, Any]:
     """Convert `model` into verified artifacts for each target; returns the JSON-able result.
 
     Raises an EdgekitError subclass (each carries its exit code) on bad input, failed verification,
@@ -33,6 +33,8 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
             raise UsageError(f"{label} must be a fraction between 0 and 1, got {value}")
     if max_drop is not None and not 0.0 <= max_drop < 1.0:
         raise UsageError(f"--max-drop must be a fraction between 0 and 1, got {max_drop}")
+    if int8_finetune is not None and int8_finetune < 0:
+        raise UsageError(f"--int8-finetune must be 0 or more steps, got {int8_finetune}")
     if io_layout not in ("nchw", "nhwc"):
         raise UsageError(f"unknown --io-layout '{io_layout}'", hint="use nchw or nhwc")
     if io_dtype not in ("float", "int8"):
@@ -49,7 +51,7 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
               io_layout=io_layout, io_dtype=io_dtype, prune=prune, prune_macs=prune_macs,
               prune_exclude=tuple(prune_exclude), round_to=round_to, importance=importance,
               distill_steps=distill_steps, max_drop=max_drop, eval_data=eval_data, profile=profile,
-              name=name, seed=seed)
+              int8_finetune=int8_finetune, name=name, seed=seed)
     return run(job)
 
 

@@ -46,6 +46,7 @@ class Job:
     importance: str = "l2"
     distill_steps: int = 0
     max_drop: float | None = None
+    int8_finetune: int | None = None
     eval_data: str | None = None
     profile: str | None = None
     name: str | None = None
@@ -206,6 +207,8 @@ def quantized_hub(st: State, target: Target) -> tuple[Path, dict]:
     scheme = dict(target.quantization)
     if st.job.calibration_method:
         scheme["calibration_method"] = st.job.calibration_method
+    if st.job.int8_finetune is not None:
+        scheme["finetune_steps"] = st.job.int8_finetune
     key = hashlib.sha256(json.dumps(scheme, sort_keys=True).encode()).hexdigest()[:12]
     if key not in st.quantized:
         from edgekit.quantize import quantize_model
@@ -216,7 +219,7 @@ def quantized_hub(st: State, target: Target) -> tuple[Path, dict]:
             f"{scheme.get('calibration_method', 'minmax')} calibration, {len(st.calib)} samples)")
         report = quantize_model(st.hub, out, target, st.calib, method=st.job.calibration_method,
                                 held_out=st.held_out, task=st.model.task, max_drop=st.job.max_drop,
-                                eval_set=eval_set)
+                                eval_set=eval_set, finetune_steps=st.job.int8_finetune)
         st.quantized[key] = (out, report)
     return st.quantized[key]
 

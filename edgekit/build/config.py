@@ -168,6 +168,7 @@ MODEL_KEYS: dict[str, Key] = {
     "round_to": Key(_int(1), "pruned channel counts are multiples of this (default 8)"),
     "importance": Key(_choice("l1", "l2", "bn", "taylor"), "pruning importance: l1 | l2 | bn | taylor"),
     "distill_steps": Key(_int(0), "distillation steps after pruning"),
+    "int8_finetune": Key(_int(0), "end-to-end int8 fine-tuning steps (default: the target's, 0)"),
     "io_layout": Key(_choice("nchw", "nhwc"), "nchw | nhwc"),
     "io_dtype": Key(_choice("float", "int8"), "float | int8"),
     "verify": Key(_bool, "verify artifacts against the source model (default true)"),

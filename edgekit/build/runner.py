@@ -92,7 +92,7 @@ def _convert(model: ModelConfig, targets: list[str], outdir: Path) -> dict[str, 
         prune_macs=o.get("prune_macs"), prune_exclude=tuple(o.get("prune_exclude", ())),
         round_to=o.get("round_to", 8), importance=o.get("importance", "l2"),
         distill_steps=o.get("distill_steps", 0), max_drop=o.get("max_accuracy_drop"),
-        eval_data=o.get("eval_data"), name=model.name, seed=o.get("seed", 0))
+        int8_finetune=o.get("int8_finetune"), eval_data=o.get("eval_data"), name=model.name, seed=o.get("seed", 0))
 
 
 def _entry_for(model: ModelConfig, item: Item, art: dict[str, Any], result: dict[str, Any]) -> tuple[list[Path], dict]:

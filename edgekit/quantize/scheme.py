@@ -12,6 +12,7 @@
     bias_correction = true         (optional) cancel the mean shift of int8 weights (bias_correction.py)
     equalization = true            (optional) cross-layer equalization of activation channels (equalize.py)
     weight_rounding = "nearest"    (optional) nearest | gptq: data-aware int8 weight rounding (rounding.py)
+    finetune_steps = 0             (optional) end-to-end int8 fine-tuning steps (finetune.py; --int8-finetune)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Scheme:
     bias_correction: bool = True
     equalization: bool = True
     weight_rounding: str = "nearest"
+    finetune_steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -62,8 +64,9 @@ class Scheme:
         return (0, 255) if self.activations == "uint8" else (-128, 127)
 
 
-def scheme_for(target: Any, method: str | None = None) -> Scheme:
-    """The target's scheme; `method` (from --calibration-method) overrides its default method."""
+def scheme_for(target: Any, method: str | None = None, finetune_steps: int | None = None) -> Scheme:
+    """The target's scheme; `method` (--calibration-method) and `finetune_steps` (--int8-finetune) override
+    its defaults."""
     q = dict(getattr(target, "quantization", {}) or {})
     where = f"targets/{getattr(target, 'name', '?')}.toml [quantization]"
     if q.get("format", "qdq") != "qdq":
@@ -80,6 +83,10 @@ def scheme_for(target: Any, method: str | None = None) -> Scheme:
     if rounding not in ROUNDINGS:
         raise ConfigError(f"{where}: weight_rounding must be one of {', '.join(ROUNDINGS)}, got '{rounding}'")
     ops = q.get("op_types")
+    steps = q.get("finetune_steps", 0) if finetune_steps is None else finetune_steps
+    if not isinstance(steps, int) or steps < 0:
+        raise (UsageError if finetune_steps is not None else ConfigError)(
+            f"int8 fine-tuning steps must be a whole number >= 0, got {steps!r}")
     return Scheme(
         activations=q.get("activations", "uint8"),
         activation_symmetric=bool(q.get("activation_symmetric", False)),
@@ -92,4 +99,5 @@ def scheme_for(target: Any, method: str | None = None) -> Scheme:
         bias_correction=bool(q.get("bias_correction", True)),
         equalization=bool(q.get("equalization", True)),
         weight_rounding=rounding,
+        finetune_steps=steps,
     )

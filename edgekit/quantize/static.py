@@ -99,6 +99,7 @@ class Calibrated:
     groups: dict[str, list[str]] = field(default_factory=dict)
     rounding: Any = None  # rounding.Rounding when the scheme re-rounds weights (gptq)
     rounded: int = 0
+    finetuned: Any = None  # finetune.Finetuned when the scheme fine-tunes the int8 graph
 
     def float_nodes(self, layers: list[str]) -> list[str]:
         """The nodes to exclude from quantization so that `layers` run in float with float outputs."""
@@ -114,6 +115,8 @@ class Calibrated:
             self.corrected = bias_correction.correct(path, self.model, self.means)
         if self.rounding is not None:
             self.rounded = self.rounding.apply(path)
+        if self.finetuned is not None:
+            self.finetuned.apply(path)
 
     def analyse(self, path: Path, samples: SampleSet) -> tuple[list[dict[str, Any]], list[str]]:
         """Per-layer error rows of the all-int8 graph (written to `path`) and the fallback order."""
@@ -126,7 +129,8 @@ class Calibrated:
         return rows, sensitivity.fallback_order(rows, quantized)
 
 
-def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: int = 0) -> Calibrated:
+def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: int = 0,
+              task: str = "classification") -> Calibrated:
     """Equalize (when the scheme says so), collect statistics on `calib` and compute the ranges."""
     import onnx
 
@@ -151,24 +155,31 @@ def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: in
         cal.write(work / "rounding.onnx")
         cal.rounding = rounding.learn(model, work / "rounding.onnx", calib.select(ROUNDING_SAMPLES, seed=seed), seed=seed)
         log(f"weight rounding (gptq): {len(cal.rounding.layers)} layers in {cal.rounding.seconds:.1f} s")
+    if scheme.finetune_steps:
+        from edgekit.quantize import finetune
+
+        cal.write(work / "finetune.onnx")
+        cal.finetuned = finetune.finetune(work / "finetune.onnx", model, prepared, calib,
+                                          steps=scheme.finetune_steps, task=task, seed=seed)
     cal.seconds = time.perf_counter() - t0
     return cal
 
 
 def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSet, *, method: str | None = None,
                    held_out: SampleSet | None = None, task: str = "classification", max_drop: float | None = None,
-                   eval_set: SampleSet | None = None, seed: int = 0) -> dict[str, Any]:
+                   eval_set: SampleSet | None = None, seed: int = 0, finetune_steps: int | None = None) -> dict[str, Any]:
     """Quantize `fp32_onnx` to a QDQ int8 ONNX at `out_path` with `target`'s scheme; returns the report.
 
     calib: calibration samples (streamed). held_out: samples never used for calibration, for the
     fp32-vs-int8 figures (top-1 agreement or cosine). eval_set: a labelled set (accuracy). max_drop:
     accuracy budget (fraction; labelled accuracy drop if eval_set has labels, else 1 - agreement/cosine);
-    the most sensitive layers stay float until it holds. Nothing is written on failure.
+    the most sensitive layers stay float until it holds. finetune_steps: end-to-end int8 fine-tuning steps
+    (default: the scheme's). Nothing is written on failure.
     """
     import onnx
 
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
-    scheme = scheme_for(target, method)
+    scheme = scheme_for(target, method, finetune_steps)
     try:
         model = qdq.prepare(onnx.load(str(fp32_onnx)))
     except Exception as exc:  # noqa: BLE001
@@ -188,7 +199,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         tmp = Path(tmp_dir)
         reference = tmp / "fp32.onnx"
         onnx.save(model, str(reference))
-        cal = calibrate(model, scheme, calib, tmp, seed=seed)
+        cal = calibrate(model, scheme, calib, tmp, seed=seed, task=task)
         rows, order = cal.analyse(tmp / "analysis.onnx", calib.select(ANALYSIS_SAMPLES, seed=seed))
 
         judge = control.Judge(reference, task, held_out, eval_set)
@@ -231,6 +242,10 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         "weight_rounding": {"method": scheme.weight_rounding, "layers": cal.rounded,
                             "seconds": round(cal.rounding.seconds, 2) if cal.rounding else 0.0},
         "equalized_pairs": cal.equalized,
+        "finetune": None if cal.finetuned is None else {
+            "steps": cal.finetuned.steps, "seconds": round(cal.finetuned.seconds, 1),
+            "loss_before": round(cal.finetuned.loss_before, 5), "loss_after": round(cal.finetuned.loss_after, 5),
+            "layers": len(cal.finetuned.layers), "activation_scales": len(cal.finetuned.scales)},
         "float_layers": float_layers,
         "kept_float": kept,
         "max_drop": max_drop,

@@ -1,0 +1,152 @@
+"""End-to-end int8 fine-tuning: the torch evaluator matches ONNX Runtime's QDQ semantics, fine-tuning lowers
+the held-out error of the int8 graph, stays on the int8 grid next to the fp32 weights, and is applied to
+graphs with layers kept float."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from edgekit.data import InputSpec, SampleSet, load_samples
+from edgekit.quantize import control, qdq
+from edgekit.quantize.scheme import scheme_for
+from edgekit.quantize.static import calibrate
+from edgekit.targets import get_target
+
+INPUTS = [InputSpec("input", ("batch", 3, 32, 32))]
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Residual CNN with a depthwise conv, ReLU6, avg-pool and linear head (fixed seed)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(1)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU6())
+            self.block = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.ReLU6(), nn.Conv2d(16, 16, 1))
+            self.head = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU())
+            self.fc = nn.Linear(32, 10)
+
+        def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+            x = self.stem(input)
+            x = x + self.block(x)
+            return self.fc(self.head(x).mean(dim=(2, 3)))
+
+    net = Net().eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.05, 2)
+    path = tmp_path_factory.mktemp("cnn") / "cnn.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[SampleSet, SampleSet]:
+    return load_samples("natural_images", INPUTS).select(160, seed=0).split(held_out=0.25, seed=0)
+
+
+def _outputs(path: Path, samples: SampleSet) -> np.ndarray:
+    return np.concatenate([o[0] for o in control.run_outputs(path, samples)])
+
+
+def _err(out: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.sum((out - ref) ** 2) / np.sum(ref ** 2))
+
+
+def test_torch_graph_follows_the_qdq_semantics(cnn: Path, data: tuple[SampleSet, SampleSet], tmp_path: Path) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from edgekit.quantize.finetune import find_layers
+    from edgekit.quantize.torch_graph import TorchGraph
+
+    calib, held = data
+    model = qdq.prepare(onnx.load(str(cnn)))
+    cal = calibrate(model, scheme_for(get_target("onnxruntime")), calib, tmp_path)
+    cal.write(tmp_path / "q.onnx")
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    graph = TorchGraph(q, find_layers(q, cal.model))  # the equalized fp32 graph the QDQ one was written from
+    assert len(graph.layers) == 5 and graph.fused  # 4 convolutions + the linear layer; activation Q/DQ pairs fused
+    x = np.concatenate([s["input"] for s in list(held)[:8]])
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ref = ort.InferenceSession(str(tmp_path / "q.onnx"), opts, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    with torch.no_grad():
+        out = graph({"input": torch.as_tensor(x)})[0].numpy()
+    fp32 = ort.InferenceSession(str(cnn), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert _err(out, ref) < 0.05 * _err(fp32, ref)  # the same int8 function, up to rare rounding ties
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleSet, SampleSet]:
+    """zoo:mnist_cnn (trained here, real weights) with its calibration digits and held-out digits."""
+    pytest.importorskip("safetensors")
+    from edgekit.export import export_onnx
+    from edgekit.zoo import get_entry
+
+    entry = get_entry("mnist_cnn")
+    path = export_onnx(entry.build(), list(entry.inputs), list(entry.output_names),
+                       tmp_path_factory.mktemp("mnist") / "mnist.onnx")
+    calib = load_samples("mnist", list(entry.inputs)).select(128, seed=0)
+    held = load_samples("mnist:eval", list(entry.inputs)).select(200, seed=0)
+    return path, calib, held
+
+
+def test_finetune_lowers_held_out_error_and_stays_on_the_grid(mnist: tuple[Path, SampleSet, SampleSet],
+                                                             tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    fp32, calib, held = mnist
+    model = qdq.prepare(onnx.load(str(fp32)))
+    ref = _outputs(fp32, held)
+    base = scheme_for(get_target("onnxruntime"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cal0 = calibrate(model, base, calib, tmp_path / "a")
+    cal0.write(tmp_path / "nearest.onnx")
+    cal = calibrate(model, replace(base, finetune_steps=80), calib, tmp_path / "b")
+    assert cal.finetuned is not None and cal.finetuned.loss_after < cal.finetuned.loss_before
+    cal.write(tmp_path / "tuned.onnx")
+    e0, e1 = _err(_outputs(tmp_path / "nearest.onnx", held), ref), _err(_outputs(tmp_path / "tuned.onnx", held), ref)
+    assert e1 < 0.8 * e0, (e0, e1)  # digits never seen while tuning
+    # the same graph; int8 weights within one level of the fp32 weight; ORT still fuses it into int8 kernels
+    a, b = onnx.load(str(tmp_path / "nearest.onnx")), onnx.load(str(tmp_path / "tuned.onnx"))
+    assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
+    for la, q, _ in cal.finetuned.layers.values():
+        assert q.min() >= la.qmin and q.max() <= la.qmax
+        assert np.abs(q - la.base).max() <= 1.5 + 1e-6
+    # a layer kept in float keeps its fp32 weights; the others get the learned values
+    first = next(n.name for n in model.graph.node if n.op_type == "Conv")
+    cal.write(tmp_path / "f.onnx", [first])
+    f = onnx.load(str(tmp_path / "f.onnx"))
+    conv = next(n for n in f.graph.node if n.name == first)
+    assert conv.input[1] in {t.name for t in f.graph.initializer}  # plain fp32 initializer, no DequantizeLinear
+    assert _err(_outputs(tmp_path / "f.onnx", held), ref) < 1.5 * e1
+
+
+def test_unsupported_op_skips_finetuning(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    from edgekit.quantize.finetune import finetune
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    g = helper.make_graph([helper.make_node("Einsum", ["input", "input"], ["y"], equation="ij,ij->ij")], "g", [x], [y])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    samples = SampleSet("two", 2, lambda i: {"input": np.ones((1, 4), np.float32)})
+    before = path.read_bytes()
+    assert finetune(path, onnx.load(str(path)), path, samples, steps=2, task="classification") is None
+    assert path.read_bytes() == before
