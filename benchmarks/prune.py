@@ -139,7 +139,7 @@ def timed(base: dict, row: dict, runs: int, rounds: int = 5) -> None:
 
 def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "l2",
                 allocation: str = "uniform", reconstruct: bool = True, calib_n: int = 128, fresh: bool = False,
-                distill_kw: dict | None = None) -> list[dict]:
+                distill_kw: dict | None = None, round_to: int = 8) -> list[dict]:
     import torch
 
     from edgekit.distill import distill
@@ -170,9 +170,10 @@ def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "
             idx = list(train._idx())[:calib_n]
             calib = [_stack([train.make(j) for j in idx[i:i + 16]]) for i in range(0, len(idx), 16)]
             student, rep = prune_model(teacher, example, macs_ratio=target, task=lm.task, calib=calib,
-                                       importance=importance, allocation=allocation, reconstruct=reconstruct)
+                                       importance=importance, allocation=allocation, reconstruct=reconstruct,
+                                       round_to=round_to)
             row = {"model": name, "target": target, "importance": importance, "allocation": allocation,
-                   "reconstruct": reconstruct, "calib": len(idx), "fresh_crops": bool(fresh and name == "mobilenet_v2"),
+                   "reconstruct": reconstruct, "round_to": round_to, "calib": len(idx), "fresh_crops": bool(fresh and name == "mobilenet_v2"),
                    "distill_kw": dkw, "macs": rep["macs_after"], "params": rep["params_after"],
                    "macs_removed": rep["macs_removed"], "prune_s": round(time.perf_counter() - t0, 1),
                    "quality_pruned": quality(name, teacher, student, held, labels),
@@ -211,6 +212,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--importance", default="l2", help="channel importance (l1, l2, bn_scale, taylor, variance)")
     ap.add_argument("--allocation", default="uniform", help="uniform or global")
+    ap.add_argument("--round-to", type=int, default=8, help="kept channel counts are multiples of this")
     ap.add_argument("--no-reconstruct", action="store_true", help="no least-squares layer refit after pruning")
     ap.add_argument("--calib", type=int, default=128, help="calibration samples for importance/reconstruction")
     ap.add_argument("--fresh-crops", action="store_true",
@@ -227,7 +229,7 @@ def main() -> None:
         try:
             rows += bench_model(name, args.steps, args.runs, args.seed, args.importance, args.allocation,
                                 reconstruct=not args.no_reconstruct, calib_n=args.calib, fresh=args.fresh_crops,
-                                distill_kw=_overrides(args.distill))
+                                distill_kw=_overrides(args.distill), round_to=args.round_to)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
     cols = ["model", "target", "macs_removed", "macs", "params", "onnx_mb", "quality_pruned", "quality_distilled",

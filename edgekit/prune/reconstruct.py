@@ -6,9 +6,10 @@ ridge least-squares solution of  teacher_layer_output[kept outputs] ~ W' @ stude
 calibration data (He et al. 2017, "Channel Pruning for Accelerating Very Deep Neural Networks"; ThiNet).
 Solving in order on the student's own (already refitted) inputs also corrects the error accumulated
 upstream. Conv inputs are unfolded (im2col) so any kernel, stride, padding and dilation works; the normal
-equations are accumulated batch by batch, so memory is one d x d matrix per layer. A layer is skipped
-when calibration data has fewer rows than 2x its inputs (underdetermined: e.g. a classifier after
-global pooling fed only a few images), and a refit is kept only if it lowers the layer's error.
+equations are accumulated per batch (a d x d matrix each). The ridge term shrinks toward the current
+weights, its strength is picked by k-fold validation over the calibration batches, and a layer keeps its
+weights when no refit beats them on held-out batches (e.g. a classifier after global pooling fed only a
+few images: more unknowns than rows).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 
 from edgekit.progress import log
 
-RIDGE = 1e-3  # ridge strength relative to the mean diagonal of the inputs' Gram matrix
+RIDGES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # ridge strengths tried, relative to the Gram matrix's mean diagonal
+FOLDS = 4  # calibration batches are split into this many folds to pick the ridge strength
 
 
 class _Stop(Exception):
@@ -92,13 +94,12 @@ def _order(model, example: dict[str, Any], names: set[str]) -> list[str]:
     return list(dict.fromkeys(seen))
 
 
-def _normal_equations(teacher, student, name: str, layer, idx, calib):
-    """(A^T A, A^T T, ||T||^2, rows) over the calibration batches: A = the student's layer input rows plus a
-    ones column, T = the teacher's layer output rows (kept output channels `idx`); None if not reached."""
+def _normal_equations(teacher, student, name: str, layer, idx, calib) -> list[tuple] | None:
+    """Per calibration batch (A^T A, A^T T, ||T||^2): A = the student's layer input rows plus a ones
+    column, T = the teacher's layer output rows (kept output channels `idx`); None if the layer is not reached."""
     import torch
 
-    gram = xty = None
-    yy, rows = 0.0, 0
+    stats = []
     for feed in calib:
         y = _capture(teacher, name, feed, "out")
         x = _capture(student, name, feed, "in")
@@ -109,11 +110,38 @@ def _normal_equations(teacher, student, name: str, layer, idx, calib):
         a = _rows(layer, x).double()
         a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)
         t = _out_rows(layer, y).double()
-        gram = a.T @ a if gram is None else gram + a.T @ a
-        xty = a.T @ t if xty is None else xty + a.T @ t
-        yy += float((t * t).sum())
-        rows += len(a)
-    return None if gram is None else (gram, xty, yy, rows)
+        stats.append((a.T @ a, a.T @ t, float((t * t).sum())))
+    return stats or None
+
+
+def _solve(gram, xty, w_old, lam_rel: float):
+    """Ridge solution shrunk toward the current weights: (G + lam I) W = A^T T + lam W_old."""
+    import torch
+
+    lam = lam_rel * float(gram.diagonal().mean())
+    eye = torch.eye(len(gram), dtype=gram.dtype)
+    return torch.linalg.solve(gram + lam * eye, xty + lam * w_old)
+
+
+def _pick_ridge(stats: list[tuple], w_old) -> float | None:
+    """Ridge strength with the lowest error on held-out calibration batches (k-fold over batches), or None
+    when keeping the current weights does at least as well."""
+    k = min(FOLDS, len(stats))
+    if k < 2:
+        return RIDGES[len(RIDGES) // 2]
+    folds = [[s for i, s in enumerate(stats) if i % k == f] for f in range(k)]
+    sums = [tuple(sum(x[j] for x in fold) for j in range(3)) for fold in folds]
+    total = tuple(sum(x[j] for x in sums) for j in range(3))
+    keep_err = sum(_sse(w_old, *sums[f]) for f in range(k))
+    best, best_err = None, keep_err
+    for lam in RIDGES:
+        err = 0.0
+        for f in range(k):
+            w = _solve(total[0] - sums[f][0], total[1] - sums[f][1], w_old, lam)
+            err += _sse(w, *sums[f])
+        if err < best_err * (1 - 1e-9):
+            best, best_err = lam, err
+    return best
 
 
 def _sse(w, gram, xty, yy: float) -> float:
@@ -135,25 +163,25 @@ def reconstruct(teacher, student, keep_out: dict[str, Any], calib: list[dict[str
     was = (teacher.training, student.training)
     teacher.eval()
     student.eval()
-    done, skipped, errs = 0, [], []
+    done, skipped, errs, ridges = 0, [], [], []
     try:
         for name in order[first:]:
             layer = student.get_submodule(name)
-            d = layer.weight[0].numel() + 1
             stats = _normal_equations(teacher, student, name, layer, keep_out.get(name), calib)
-            if stats is None or stats[3] < 2 * d:
+            if stats is None:
                 skipped.append(name)
                 continue
-            gram, xty, yy, _ = stats
             w_old = torch.cat([layer.weight.detach().reshape(len(layer.weight), -1).double(),
                                (layer.bias.detach().double() if layer.bias is not None
                                 else torch.zeros(len(layer.weight), dtype=torch.float64))[:, None]], 1).T
-            lam = RIDGE * float(gram.diagonal().mean())
-            w_new = torch.linalg.solve(gram + lam * torch.eye(d, dtype=gram.dtype), xty)
-            before, after = _sse(w_old, gram, xty, yy), _sse(w_new, gram, xty, yy)
-            if not after < before:
+            lam = _pick_ridge(stats, w_old)
+            if lam is None:
                 skipped.append(name)
                 continue
+            gram, xty, yy = (sum(x[j] for x in stats) for j in range(3))
+            w_new = _solve(gram, xty, w_old, lam)
+            before, after = _sse(w_old, gram, xty, yy), _sse(w_new, gram, xty, yy)
+            ridges.append(lam)
             errs.append((before / max(yy, 1e-30), after / max(yy, 1e-30)))
             with torch.no_grad():
                 w = w_new.T.to(layer.weight.dtype)
@@ -166,7 +194,7 @@ def reconstruct(teacher, student, keep_out: dict[str, Any], calib: list[dict[str
     finally:
         teacher.train(was[0])
         student.train(was[1])
-    rep = {"layers": done, "skipped": skipped,
+    rep = {"layers": done, "skipped": skipped, "ridge_median": float(sorted(ridges)[len(ridges) // 2]) if ridges else None,
            "error_before": round(sum(e[0] for e in errs) / max(len(errs), 1), 4),
            "error_after": round(sum(e[1] for e in errs) / max(len(errs), 1), 4)}
     log(f"reconstructed {done} layers by least squares: mean relative error {rep['error_before']:.3g} -> "
