@@ -1,6 +1,7 @@
 """Post-training int8 benchmark: edgekit vs the peers' defaults, per model and runtime, in one run.
 
     PYTHONPATH=. python benchmarks/quantize.py [--models mobilenet_v2,minilm,mnist_cnn] [--calib 128] [--runs 30]
+        [--finetune STEPS] [--max-drop X]
 
 For each model: fp32 hub -> edgekit int8 (quantize_model, the target's scheme and method) lowered to ONNX
 Runtime and OpenVINO (and TFLite when its backend lowers the graph), next to
@@ -97,7 +98,8 @@ def nncf_ov(fp32: Path, out_xml: Path, calib: SampleSet) -> list[Path]:
     return [out_xml, out_xml.with_suffix(".bin")]
 
 
-def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float | None = None) -> list[dict]:
+def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float | None = None,
+                finetune: int = 0) -> list[dict]:
     from edgekit.export import export_onnx
 
     entry = get_entry(name)
@@ -123,6 +125,14 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
     report = quantize_model(fp32, ours, get_target("onnxruntime"), calib, held_out=held if labels is None else None,
                             task=entry.task, eval_set=held if labels is not None else None)
     quant_s = time.perf_counter() - t0
+    hubs = [("edgekit int8", ours, quant_s)]
+    if finetune:
+        t0 = time.perf_counter()
+        tuned = work / f"{name}.int8-ft.onnx"
+        ft_report = quantize_model(fp32, tuned, get_target("onnxruntime"), calib, task=entry.task,
+                                   held_out=held if labels is None else None,
+                                   eval_set=held if labels is not None else None, finetune_steps=finetune)
+        hubs.append((f"edgekit int8 ft{finetune}", tuned, time.perf_counter() - t0))
     budget = None
     if max_drop is not None and labels is None and entry.task == "classification":
         t0 = time.perf_counter()
@@ -137,9 +147,9 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
     artifacts: list[tuple[str, str, str, list[Path], float | None]] = []
     for tname, mod in (("onnxruntime", ort_mod), ("openvino", ov_mod)):
         target = get_target(tname)
-        for variant, hub in (("fp32", fp32), ("edgekit int8", ours)):
+        for variant, hub, qsec in (("fp32", fp32, None), *hubs):
             files = mod.lower(hub, target, work / f"{name}.{tname}.{variant.split()[-1]}", {})
-            artifacts.append((tname, variant, mod.NAME, files, quant_s if variant != "fp32" else None))
+            artifacts.append((tname, variant, mod.NAME, files, qsec))
         if budget is not None:
             files = mod.lower(budget, target, work / f"{name}.{tname}.budget", {})
             artifacts.append((tname, f"edgekit max-drop {max_drop}", mod.NAME, files, budget_s))
@@ -155,10 +165,10 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
                 print(f"  nncf failed on {name}: {exc}", file=sys.stderr)
     try:
         tfl = get_backend("tflite")
-        for variant, hub in (("fp32", fp32), ("edgekit int8", ours)):
+        for variant, hub, qsec in (("fp32", fp32, None), *hubs):
             files = tfl.lower(hub, get_target("tflite"), work / f"{name}.tflite.{variant.split()[-1]}",
                               {"precision": "int8" if "int8" in variant else "fp32"})
-            artifacts.append(("tflite", variant, "tflite", files, None))
+            artifacts.append(("tflite", variant, "tflite", files, qsec))
     except Exception as exc:  # noqa: BLE001
         print(f"  tflite skipped for {name}: {type(exc).__name__}: {str(exc)[:160]}", file=sys.stderr)
 
@@ -193,6 +203,8 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
     summary["op_policy"] = report["scheme"]["op_policy"]
     summary["calibration_samples"] = report["calibration"]["samples"]
     summary["held_out"] = report["accuracy"]
+    if finetune:
+        summary["finetune"] = {**ft_report["finetune"], "held_out": ft_report["accuracy"]}
     if budget is not None:
         summary["max_drop"] = {"max_drop": max_drop, "float_layers": budget_report["float_layers"],
                                "seconds": round(budget_s, 1),
@@ -224,6 +236,8 @@ def main() -> None:
     ap.add_argument("--models", default="mobilenet_v2,minilm,mnist_cnn")
     ap.add_argument("--calib", type=int, default=128, help="calibration samples (all methods get the same ones)")
     ap.add_argument("--runs", type=int, default=30, help="timed runs per latency figure")
+    ap.add_argument("--finetune", type=int, default=0, metavar="STEPS",
+                    help="also build an --int8-finetune STEPS variant (end-to-end fine-tuned int8)")
     ap.add_argument("--max-drop", type=float, default=0.03,
                     help="also build a --max-drop variant for classifiers judged on held-out agreement")
     args = ap.parse_args()
@@ -231,13 +245,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-q-") as tmp:
         for name in args.models.split(","):
             print(f"== {name}", file=sys.stderr)
-            rows += bench_model(name, args.calib, args.runs, Path(tmp), args.max_drop)
+            rows += bench_model(name, args.calib, args.runs, Path(tmp), args.max_drop, args.finetune)
     print(table(rows))
     for r in rows:
         if "report" in r:
             print(f"{r['model']}: edgekit {r['report']['scheme']}, {r['report']['method']}, op policy "
                   f"{r['report']['op_policy']}, {r['report']['quantized_nodes']} int8 nodes, "
                   f"{r['report']['bias_corrected_layers']} bias-corrected")
+            if "finetune" in r["report"]:
+                ft = r["report"]["finetune"]
+                print(f"  --int8-finetune {ft['steps']}: loss {ft['loss_before']} -> {ft['loss_after']} in "
+                      f"{ft['seconds']} s, {ft['layers']} layers, {ft['activation_scales']} activation ranges; "
+                      f"held out {ft['held_out']}")
             if "max_drop" in r["report"]:
                 md = r["report"]["max_drop"]
                 print(f"  --max-drop {md['max_drop']}: {len(md['float_layers'])} layers float "
