@@ -150,3 +150,22 @@ def test_unsupported_op_skips_finetuning(tmp_path: Path) -> None:
     before = path.read_bytes()
     assert finetune(path, onnx.load(str(path)), path, samples, steps=2, task="classification") is None
     assert path.read_bytes() == before
+
+
+def test_convert_with_int8_finetune(invoke, tmp_path: Path) -> None:
+    """`--int8-finetune N` through the CLI: a verified int8 artifact per target from one fine-tuned graph,
+    the fine-tuning figures in the JSON, and a negative step count refused with a usage error."""
+    pytest.importorskip("safetensors")
+    res = invoke("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "-t", "tflite", "--precision", "int8",
+                 "--int8-finetune", "10", "--calibration-size", "64", "-o", str(tmp_path / "out"), "--json")
+    assert res.returncode == 0, res.stderr
+    arts = res.json()["artifacts"]
+    assert len(arts) == 2
+    for art in arts:
+        ft = art["quantization"]["finetune"]
+        assert ft["steps"] == 10 and ft["layers"] >= 5 and ft["loss_after"] <= ft["loss_before"] * 1.5
+        assert art["verification"]["passed"]
+    bad = invoke("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "--precision", "int8", "--int8-finetune", "-3",
+                 "-o", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "--int8-finetune" in bad.stderr
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
