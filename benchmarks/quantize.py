@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+# benchmarks/profile.py would shadow the stdlib `profile` (torch imports cProfile): drop the script folder
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 sys.path.insert(0, str(ROOT))
 
 from edgekit.backends import get_backend  # noqa: E402
