@@ -169,3 +169,45 @@ def test_convert_with_int8_finetune(invoke, tmp_path: Path) -> None:
                  "-o", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "--int8-finetune" in bad.stderr
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+
+
+def test_torch_kernels_match_onnxruntime() -> None:
+    """The evaluator's ops on a graph of shape/indexing/normalisation ops a transformer exports."""
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.quantize.torch_graph import TorchGraph
+
+    def const(name: str, v) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.asarray(v), name)
+
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shp"]),
+        helper.make_node("Gather", ["shp", "one"], ["seq"], axis=0),  # scalar index
+        helper.make_node("Unsqueeze", ["seq", "zero1"], ["seq1"]),
+        helper.make_node("Concat", ["two1", "seq1", "eight1"], ["shape3"], axis=0),
+        helper.make_node("Expand", ["bias", "shape3"], ["bias3"]),
+        helper.make_node("Add", ["x", "bias3"], ["h"]),
+        helper.make_node("LayerNormalization", ["h", "gamma", "beta"], ["ln"], axis=-1, epsilon=1e-5),
+        helper.make_node("Erf", ["ln"], ["e"]),
+        helper.make_node("Slice", ["e", "s0", "s1", "s2"], ["sl"]),
+        helper.make_node("Softmax", ["sl"], ["sm"], axis=-1),
+        helper.make_node("ReduceL2", ["sm", "ax"], ["l2"], keepdims=1),
+        helper.make_node("Div", ["sm", "l2"], ["nrm"]),
+        helper.make_node("Transpose", ["nrm"], ["t"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["nrm", "t"], ["y"]),
+    ]
+    inits = [const("one", np.int64(1)), const("zero1", np.array([0], np.int64)),
+             const("two1", np.array([2], np.int64)), const("eight1", np.array([8], np.int64)),
+             const("bias", np.linspace(-1, 1, 8, dtype=np.float32)), const("gamma", np.full(8, 1.5, np.float32)),
+             const("beta", np.full(8, 0.1, np.float32)), const("s0", np.array([1], np.int64)),
+             const("s1", np.array([-1], np.int64)), const("s2", np.array([2], np.int64)),
+             const("ax", np.array([-1], np.int64))]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])  # ReduceL2 axes as an input
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype(np.float32)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    out = TorchGraph(model, [])({"x": torch.as_tensor(x)})[0].numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)

@@ -152,8 +152,8 @@ def _batches(teacher: Any, names: list[str], graph: TorchGraph, items: list[dict
     """Whether the graph runs two samples at once (a graph exported with a fixed batch of 1 does not)."""
     import torch
 
-    if len(items) < 2:
-        return False
+    if len(items) < 2 or len({tuple((k, v.shape) for k, v in sorted(i.items())) for i in items}) > 1:
+        return False  # a single sample, or samples of different shapes (sentences of their own length)
     batch = {k: np.concatenate([items[0][k], items[1][k]]) for k in items[0]}
     try:
         teacher.run(names, batch)
@@ -189,6 +189,14 @@ def finetune(qdq_path: Path, fp32: Any, reference: Path, samples: SampleSet, *, 
     teacher = session(reference)
     names = [o.name for o in teacher.get_outputs()]
     items = list(samples)
+    try:  # one sample through the differentiable graph before committing to it
+        with torch.no_grad():
+            probe = graph({k: torch.as_tensor(v) for k, v in items[0].items()})
+        float(_loss(probe, teacher.run(names, items[0]), task))
+    except Exception as exc:  # noqa: BLE001 - an op variant the evaluator does not cover
+        warn(f"int8 fine-tuning skipped: the graph does not run in its torch evaluator ({type(exc).__name__}: "
+             f"{str(exc).splitlines()[0][:120] if str(exc) else ''})")
+        return None
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     groups = [{"params": graph.params(), "lr": lr}]

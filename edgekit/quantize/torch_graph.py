@@ -161,6 +161,16 @@ def _slice(x, a):
     return y[tuple(idx)]
 
 
+def _gather(x, a):
+    import torch
+
+    axis = a.get("axis", 0) % x[0].dim()
+    idx = x[1].long()
+    idx = torch.where(idx < 0, idx + x[0].shape[axis], idx)
+    out = x[0].index_select(axis, idx.reshape(-1))
+    return out.reshape((*x[0].shape[:axis], *idx.shape, *x[0].shape[axis + 1:]))
+
+
 def _cast(x, a):
     import torch
 
@@ -228,10 +238,20 @@ OPS: dict[str, Any] = {
     "ReduceSum": _reduce(lambda t, dim, keepdim: t.sum(dim=dim, keepdim=keepdim)),
     "Identity": lambda x, a: x[0], "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Slice": _slice, "Cast": _cast,
     "Shape": lambda x, a: __import__("torch").tensor(list(x[0].shape), dtype=__import__("torch").int64),
-    "Gather": lambda x, a: x[0].index_select(a.get("axis", 0) % x[0].dim(), x[1].reshape(-1).long()).reshape(
-        *x[0].shape[:a.get("axis", 0) % x[0].dim()], *x[1].shape, *x[0].shape[a.get("axis", 0) % x[0].dim() + 1:]),
+    "Gather": _gather,
     "Where": lambda x, a: __import__("torch").where(x[0].bool(), x[1], x[2]),
     "Equal": lambda x, a: x[0] == x[1],
+    "Expand": lambda x, a: x[0].broadcast_to(__import__("torch").broadcast_shapes(
+        x[0].shape, tuple(int(v) for v in x[1].tolist()))),
+    "ReduceL2": _reduce(lambda t, dim, keepdim: (t * t).sum(dim=dim, keepdim=keepdim).sqrt()),
+    "ReduceMax": _reduce(lambda t, dim, keepdim: t.amax(dim=dim, keepdim=keepdim)),
+    "Max": lambda x, a: __import__("functools").reduce(__import__("torch").maximum, x),
+    "Min": lambda x, a: __import__("functools").reduce(__import__("torch").minimum, x),
+    "Abs": lambda x, a: x[0].abs(), "Log": lambda x, a: x[0].log(), "Reciprocal": lambda x, a: 1 / x[0],
+    "Not": lambda x, a: ~x[0], "Less": lambda x, a: x[0] < x[1], "Greater": lambda x, a: x[0] > x[1],
+    "ConstantOfShape": lambda x, a: __import__("torch").full(
+        tuple(int(v) for v in x[0].tolist()), float(np.array(__import__("onnx").numpy_helper.to_array(a["value"])).
+                                                   reshape(-1)[0]) if "value" in a else 0.0),
     "LayerNormalization": _layernorm, "BatchNormalization": _batchnorm,
     "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize,
 }
