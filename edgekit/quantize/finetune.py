@@ -24,6 +24,7 @@ from edgekit.data import SampleSet
 from edgekit.progress import Progress, log, warn
 from edgekit.quantize.torch_graph import WEIGHTED, QLayer, TorchGraph, _attrs
 
+EVAL_SAMPLES = 32  # fixed calibration samples the loss is reported on, before and after
 BIAS_UNIT = 64  # the learned bias offset moves in steps of 64 int32 bias LSBs (one weight LSB x ~1/4 input range)
 
 
@@ -164,6 +165,20 @@ def _batches(teacher: Any, names: list[str], graph: TorchGraph, items: list[dict
     return True
 
 
+def _eval_loss(graph: TorchGraph, teacher: Any, names: list[str], items: list[dict[str, np.ndarray]], task: str,
+               per_call: int) -> float:
+    """The loss on a fixed set of samples (no augmentation), for the before/after figures of the report."""
+    import torch
+
+    total = 0.0
+    with torch.no_grad():
+        for j in range(0, len(items), per_call):
+            batch = {k: np.concatenate([c[k] for c in items[j:j + per_call]]) for k in items[0]}
+            out = graph({k: torch.as_tensor(v) for k, v in batch.items()})
+            total += float(_loss(out, teacher.run(names, batch), task)) * min(per_call, len(items) - j)
+    return total / len(items)
+
+
 def finetune(qdq_path: Path, fp32: Any, reference: Path, samples: SampleSet, *, steps: int, task: str,
              batch_size: int = 16, lr: float = 5e-3, range_lr: float = 1e-3, learn_ranges: bool = True,
              seed: int = 0) -> Finetuned | None:
@@ -205,9 +220,10 @@ def finetune(qdq_path: Path, fp32: Any, reference: Path, samples: SampleSet, *, 
     opt = torch.optim.Adam(groups)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + np.cos(np.pi * min(k / steps, 1.0))))
     per_call = batch_size if _batches(teacher, names, graph, items) else 1
-    first = last = float("nan")
+    fixed = items[:EVAL_SAMPLES]
+    first = _eval_loss(graph, teacher, names, fixed, task, per_call)
     with Progress(f"int8 fine-tuning ({len(layers)} layers, {len(items)} samples)", steps) as bar:
-        for step in range(steps):
+        for _ in range(steps):
             idx = rng.choice(len(items), size=min(batch_size, len(items)), replace=False)
             flips = rng.random(len(idx)) < 0.5
             feeds = [{k: np.ascontiguousarray(v[..., ::-1]) if f and _is_image(v) else v for k, v in items[i].items()}
@@ -222,9 +238,9 @@ def finetune(qdq_path: Path, fp32: Any, reference: Path, samples: SampleSet, *, 
                 total += float(loss.detach())
             opt.step()
             sched.step()
-            first = total if step == 0 else first
-            last = total
+            graph.project()
             bar.update(loss=total)
+    last = _eval_loss(graph, teacher, names, fixed, task, per_call)
     learned, scales = graph.learned(), graph.scales()
     done = _write(qdq_path, learned, scales)
     seconds = time.perf_counter() - t0

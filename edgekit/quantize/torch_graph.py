@@ -332,6 +332,14 @@ class TorchGraph:
     def params(self) -> list[Any]:
         return [*self.delta.values(), *self.beta.values()]
 
+    def project(self) -> None:
+        """Keep every weight offset within one int8 level of the fp32 value (after each optimizer step)."""
+        import torch
+
+        with torch.no_grad():
+            for d in self.delta.values():
+                d.clamp_(-1.0, 1.0)
+
     def scales(self) -> dict[str, float]:
         """Activation tensor -> its learned scale (empty unless learn_ranges)."""
         import math
