@@ -244,6 +244,7 @@ def main() -> None:
     ap.add_argument("--models", default="mobilenet_v2,minilm,mnist_cnn")
     ap.add_argument("--calib", type=int, default=128, help="calibration samples (all methods get the same ones)")
     ap.add_argument("--runs", type=int, default=30, help="timed runs per latency figure")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quantize.json"), help="JSON results file")
     ap.add_argument("--finetune", type=int, default=0, metavar="STEPS",
                     help="also build an --int8-finetune STEPS variant (end-to-end fine-tuned int8)")
     ap.add_argument("--max-drop", type=float, default=0.03,
@@ -270,16 +271,16 @@ def main() -> None:
                 print(f"  --max-drop {md['max_drop']}: {len(md['float_layers'])} layers float "
                       f"({md['held_out']['held_out']}, {md['seconds']} s), search "
                       f"{[(t['kept_float'], round(t['drop'], 4)) for t in md['search']]}")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     import onnxruntime
     import openvino
 
     meta = {"host": platform.processor() or platform.machine(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__, "calibration_samples": args.calib,
             "runs": args.runs}
-    (out / "quantize.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
-    print(f"wrote {out / 'quantize.json'}", file=sys.stderr)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
+    print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
