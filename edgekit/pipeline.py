@@ -44,6 +44,7 @@ class Job:
     prune_exclude: tuple[str, ...] = ()
     round_to: int = 8
     importance: str = "l2"
+    allocation: str = "uniform"
     distill_steps: int = 0
     max_drop: float | None = None
     int8_finetune: int | None = None

@@ -201,3 +201,15 @@ def test_least_squares_reconstruction():
     assert r["layers"] == 2 and r["error_after"] < r["error_before"]  # b.0 (24 kept inputs) and fc
     assert r["skipped"] == ["a.0"]  # inputs untouched: the original weights are already the best fit
     assert prune_model(m, X, ratio=0.5, reconstruct=True)[1]["reconstruction"] is None  # needs calib
+
+
+def test_convert_passes_importance_and_allocation(invoke, tmp_path) -> None:
+    """`convert --importance variance --allocation global` reaches the pruner (the report names both), and
+    variance importance without real data is refused with a usage error naming --calibration."""
+    pytest.importorskip("safetensors")
+    res = invoke("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "--prune-macs", "0.4", "--importance", "variance",
+                 "--allocation", "global", "--calibration", "mnist", "--calibration-size", "32",
+                 "-o", str(tmp_path / "a"), "--json")
+    assert res.returncode == 0, res.stderr
+    prune = res.json()["prune"]["prune"]
+    assert prune["importance"] == "variance" and prune["allocation"] == "global" and prune["macs_removed"] >= 0.4

@@ -18,12 +18,12 @@ def prune_and_distill(st, work: Path) -> dict[str, Any]:
     if job.distill_steps and (samples is None or samples.synthetic):
         raise DataError("distillation needs real unlabeled samples, not synthetic random inputs",
                         hint="pass --calibration DATA (.npz/.npy, image folder, text file or a shipped set)")
-    if samples is not None and samples.synthetic and job.importance == "taylor":
-        samples = None  # taylor then reports that it needs calibration data
+    if samples is not None and samples.synthetic and job.importance in ("taylor", "variance"):
+        samples = None  # the criterion then reports that it needs calibration data
     teacher = lm.module
     student, report = prune_and_distill_loaded(
         lm, samples, prune=job.prune, prune_macs=job.prune_macs, exclude=tuple(job.prune_exclude),
-        round_to=job.round_to, importance=job.importance, distill_steps=job.distill_steps, seed=job.seed)
+        round_to=job.round_to, importance=job.importance, allocation=job.allocation, distill_steps=job.distill_steps, seed=job.seed)
     lm.meta["unpruned_module"] = teacher
     lm.module = student
     return report
