@@ -11,10 +11,15 @@ An op outside OPS raises NotImplementedError naming it; callers fall back to no 
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch  # this module is imported only when fine-tuning runs (finetune.py is imported lazily)
+import torch.nn.functional as F
+from onnx import helper, numpy_helper
 
 WEIGHTED = ("Conv", "Gemm", "MatMul")
 _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
@@ -22,20 +27,14 @@ _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int6
 
 
 def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _ste_round(x: Any) -> Any:
-    import torch
-
     return x + (torch.round(x) - x).detach()
 
 
 def _qrange(zp: Any) -> tuple[int, int]:
-    import torch
-
     if zp is None or zp.dtype == torch.uint8:
         return 0, 255
     if zp.dtype == torch.int8:
@@ -57,8 +56,6 @@ def _per_axis(t: Any, rank: int, axis: int) -> Any:
 
 # ---- ops: f(inputs: list[Tensor | None], attrs) -> Tensor | list[Tensor]
 def _conv(x, a):
-    import torch.nn.functional as F
-
     inp, w = x[0], x[1]
     b = x[2] if len(x) > 2 else None
     nd = w.dim() - 2
@@ -83,8 +80,6 @@ def _gemm(x, a):
 
 
 def _clip(x, a):
-    import torch
-
     lo = x[1] if len(x) > 1 and x[1] is not None else a.get("min")
     hi = x[2] if len(x) > 2 and x[2] is not None else a.get("max")
     return torch.clamp(x[0], min=None if lo is None else float(lo), max=None if hi is None else float(hi))
@@ -92,8 +87,6 @@ def _clip(x, a):
 
 def _pool(kind):
     def f(x, a):
-        import torch.nn.functional as F
-
         k = a["kernel_shape"]
         nd = len(k)
         pads = list(a.get("pads", [0] * (2 * nd)))
@@ -162,8 +155,6 @@ def _slice(x, a):
 
 
 def _gather(x, a):
-    import torch
-
     axis = a.get("axis", 0) % x[0].dim()
     idx = x[1].long()
     idx = torch.where(idx < 0, idx + x[0].shape[axis], idx)
@@ -172,14 +163,10 @@ def _gather(x, a):
 
 
 def _cast(x, a):
-    import torch
-
     return x[0].to(getattr(torch, _DTYPES[a["to"]]))
 
 
 def _layernorm(x, a):
-    import torch.nn.functional as F
-
     axis = a.get("axis", -1) % x[0].dim()
     shape = x[0].shape[axis:]
     return F.layer_norm(x[0], shape, x[1] if len(x) > 1 else None, x[2] if len(x) > 2 else None,
@@ -187,14 +174,10 @@ def _layernorm(x, a):
 
 
 def _batchnorm(x, a):
-    import torch.nn.functional as F
-
     return F.batch_norm(x[0], x[3], x[4], x[1], x[2], False, 0.0, a.get("epsilon", 1e-5))
 
 
 def _quantize(x, a):
-    import torch
-
     zp = x[2] if len(x) > 2 and x[2] is not None else None
     lo, hi = _qrange(zp)
     rank, axis = x[0].dim(), a.get("axis", 1)
@@ -211,18 +194,12 @@ def _dequantize(x, a):
     return (x[0].float() - z) * _per_axis(x[1], rank, axis)
 
 
-def _simple(name):
-    import torch
-
-    return getattr(torch, name)
-
-
 OPS: dict[str, Any] = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": lambda x, a: x[0] @ x[1],
     "Add": lambda x, a: x[0] + x[1], "Sub": lambda x, a: x[0] - x[1], "Mul": lambda x, a: x[0] * x[1],
     "Div": lambda x, a: x[0] / x[1], "Pow": lambda x, a: x[0] ** x[1],
     "Relu": lambda x, a: x[0].clamp(min=0), "Clip": _clip,
-    "LeakyRelu": lambda x, a: __import__("torch").nn.functional.leaky_relu(x[0], a.get("alpha", 0.01)),
+    "LeakyRelu": lambda x, a: torch.nn.functional.leaky_relu(x[0], a.get("alpha", 0.01)),
     "Sigmoid": lambda x, a: x[0].sigmoid(), "Tanh": lambda x, a: x[0].tanh(), "Erf": lambda x, a: x[0].erf(),
     "Sqrt": lambda x, a: x[0].sqrt(), "Exp": lambda x, a: x[0].exp(), "Neg": lambda x, a: -x[0],
     "HardSigmoid": lambda x, a: (a.get("alpha", 0.2) * x[0] + a.get("beta", 0.5)).clamp(0, 1),
@@ -233,24 +210,24 @@ OPS: dict[str, Any] = {
     "AveragePool": _pool("Average"), "MaxPool": _pool("Max"),
     "Flatten": lambda x, a: x[0].reshape(int(np.prod(x[0].shape[:a.get("axis", 1)])), -1),
     "Reshape": _reshape, "Transpose": lambda x, a: x[0].permute(*a.get("perm", range(x[0].dim() - 1, -1, -1))),
-    "Concat": lambda x, a: __import__("torch").cat(x, a["axis"]),
+    "Concat": lambda x, a: torch.cat(x, a["axis"]),
     "ReduceMean": _reduce(lambda t, dim, keepdim: t.mean(dim=dim, keepdim=keepdim)),
     "ReduceSum": _reduce(lambda t, dim, keepdim: t.sum(dim=dim, keepdim=keepdim)),
     "Identity": lambda x, a: x[0], "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Slice": _slice, "Cast": _cast,
-    "Shape": lambda x, a: __import__("torch").tensor(list(x[0].shape), dtype=__import__("torch").int64),
+    "Shape": lambda x, a: torch.tensor(list(x[0].shape), dtype=torch.int64),
     "Gather": _gather,
-    "Where": lambda x, a: __import__("torch").where(x[0].bool(), x[1], x[2]),
+    "Where": lambda x, a: torch.where(x[0].bool(), x[1], x[2]),
     "Equal": lambda x, a: x[0] == x[1],
-    "Expand": lambda x, a: x[0].broadcast_to(__import__("torch").broadcast_shapes(
+    "Expand": lambda x, a: x[0].broadcast_to(torch.broadcast_shapes(
         x[0].shape, tuple(int(v) for v in x[1].tolist()))),
     "ReduceL2": _reduce(lambda t, dim, keepdim: (t * t).sum(dim=dim, keepdim=keepdim).sqrt()),
     "ReduceMax": _reduce(lambda t, dim, keepdim: t.amax(dim=dim, keepdim=keepdim)),
-    "Max": lambda x, a: __import__("functools").reduce(__import__("torch").maximum, x),
-    "Min": lambda x, a: __import__("functools").reduce(__import__("torch").minimum, x),
+    "Max": lambda x, a: functools.reduce(torch.maximum, x),
+    "Min": lambda x, a: functools.reduce(torch.minimum, x),
     "Abs": lambda x, a: x[0].abs(), "Log": lambda x, a: x[0].log(), "Reciprocal": lambda x, a: 1 / x[0],
     "Not": lambda x, a: ~x[0], "Less": lambda x, a: x[0] < x[1], "Greater": lambda x, a: x[0] > x[1],
-    "ConstantOfShape": lambda x, a: __import__("torch").full(
-        tuple(int(v) for v in x[0].tolist()), float(np.array(__import__("onnx").numpy_helper.to_array(a["value"])).
+    "ConstantOfShape": lambda x, a: torch.full(
+        tuple(int(v) for v in x[0].tolist()), float(np.array(numpy_helper.to_array(a["value"])).
                                                    reshape(-1)[0]) if "value" in a else 0.0),
     "LayerNormalization": _layernorm, "BatchNormalization": _batchnorm,
     "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize,
@@ -280,9 +257,6 @@ class TorchGraph:
     """Evaluate an ONNX graph with torch; `params()` are the learned offsets of the trainable layers."""
 
     def __init__(self, model: Any, layers: list[QLayer], learn_ranges: bool = False) -> None:
-        import torch
-        from onnx import numpy_helper
-
         self.nodes = [(n.op_type, list(n.input), list(n.output), _attrs(n)) for n in model.graph.node]
         missing = sorted({op for op, *_ in self.nodes if op not in OPS} - {"Constant"})
         if missing:
@@ -334,37 +308,25 @@ class TorchGraph:
 
     def project(self) -> None:
         """Keep every weight offset within one int8 level of the fp32 value (after each optimizer step)."""
-        import torch
-
         with torch.no_grad():
             for d in self.delta.values():
                 d.clamp_(-1.0, 1.0)
 
     def scales(self) -> dict[str, float]:
         """Activation tensor -> its learned scale (empty unless learn_ranges)."""
-        import math
-
         return {self._act[o]: v[0] * math.exp(float(self.rho[self._act[o]].detach())) for o, v in self.fused.items()
                 if self._act[o] in self.rho}
 
     def weight(self, la: QLayer) -> Any:
-        import torch
-
         base, s, z = self._t[la.dq_out]
         q = torch.clamp(_ste_round(base + self.delta[la.dq_out].clamp(-1, 1)), la.qmin, la.qmax)
         return (q - z) * s
 
     def bias(self, la: QLayer) -> Any:
-        import torch
-
         return torch.as_tensor(la.bias_base, dtype=torch.float32) + self.beta[la.bias_out] * torch.as_tensor(
             la.bias_unit, dtype=torch.float32)
 
     def __call__(self, feeds: dict[str, Any]) -> list[Any]:
-        import math
-
-        import torch
-
         env: dict[str, Any] = dict(self.consts)
         env.update(feeds)
         for op, ins, outs, a in self.nodes:
@@ -399,8 +361,6 @@ class TorchGraph:
 
     def learned(self) -> dict[str, tuple[QLayer, np.ndarray, np.ndarray | None]]:
         """node -> (layer, int8 weights, float bias) at the current offsets."""
-        import torch
-
         out = {}
         with torch.no_grad():
             for la in self.layers:
