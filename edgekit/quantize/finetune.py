@@ -181,7 +181,7 @@ def _eval_loss(graph: TorchGraph, teacher: Any, names: list[str], items: list[di
 
 def finetune(qdq_path: Path, fp32: Any, reference: Path, samples: SampleSet, *, steps: int, task: str,
              batch_size: int = 16, lr: float = 5e-3, range_lr: float = 1e-3, learn_ranges: bool = True,
-             seed: int = 0) -> Finetuned | None:
+             levels: float = 1.0, seed: int = 0) -> Finetuned | None:
     """Learn the int8 values of `qdq_path` (rewritten in place) against `reference` (fp32 .onnx) on `samples`.
 
     fp32: the fp32 graph the QDQ graph was written from (continuous weights). Returns None (and warns) when
@@ -196,7 +196,7 @@ def finetune(qdq_path: Path, fp32: Any, reference: Path, samples: SampleSet, *, 
     qdq = onnx.load(str(qdq_path))
     layers = find_layers(qdq, fp32)
     try:
-        graph = TorchGraph(qdq, layers, learn_ranges=learn_ranges)
+        graph = TorchGraph(qdq, layers, learn_ranges=learn_ranges, levels=levels)
     except NotImplementedError as exc:
         warn(f"int8 fine-tuning skipped: {exc}")
         return None

@@ -256,7 +256,8 @@ class QLayer:
 class TorchGraph:
     """Evaluate an ONNX graph with torch; `params()` are the learned offsets of the trainable layers."""
 
-    def __init__(self, model: Any, layers: list[QLayer], learn_ranges: bool = False) -> None:
+    def __init__(self, model: Any, layers: list[QLayer], learn_ranges: bool = False, levels: float = 1.0) -> None:
+        self.levels = float(levels)  # how far (in int8 levels) a weight may move from its fp32 value
         self.nodes = [(n.op_type, list(n.input), list(n.output), _attrs(n)) for n in model.graph.node]
         missing = sorted({op for op, *_ in self.nodes if op not in OPS} - {"Constant"})
         if missing:
@@ -310,7 +311,7 @@ class TorchGraph:
         """Keep every weight offset within one int8 level of the fp32 value (after each optimizer step)."""
         with torch.no_grad():
             for d in self.delta.values():
-                d.clamp_(-1.0, 1.0)
+                d.clamp_(-self.levels, self.levels)
 
     def scales(self) -> dict[str, float]:
         """Activation tensor -> its learned scale (empty unless learn_ranges)."""
@@ -319,7 +320,7 @@ class TorchGraph:
 
     def weight(self, la: QLayer) -> Any:
         base, s, z = self._t[la.dq_out]
-        q = torch.clamp(_ste_round(base + self.delta[la.dq_out].clamp(-1, 1)), la.qmin, la.qmax)
+        q = torch.clamp(_ste_round(base + self.delta[la.dq_out].clamp(-self.levels, self.levels)), la.qmin, la.qmax)
         return (q - z) * s
 
     def bias(self, la: QLayer) -> Any:
@@ -365,7 +366,7 @@ class TorchGraph:
         with torch.no_grad():
             for la in self.layers:
                 base, _, _ = self._t[la.dq_out]
-                q = torch.clamp(torch.round(base + self.delta[la.dq_out].clamp(-1, 1)), la.qmin, la.qmax)
+                q = torch.clamp(torch.round(base + self.delta[la.dq_out].clamp(-self.levels, self.levels)), la.qmin, la.qmax)
                 b = self.bias(la).numpy().astype(np.float64) if la.bias_out is not None else None
                 out[la.node] = (la, q.numpy(), b)
         return out
