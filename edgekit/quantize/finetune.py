@@ -24,6 +24,7 @@ from edgekit.data import SampleSet
 from edgekit.progress import Progress, log, warn
 from edgekit.quantize.torch_graph import WEIGHTED, QLayer, TorchGraph, _attrs
 
+MAX_SAMPLES = 512  # samples held in memory for fine-tuning (a seeded pick of a larger calibration set)
 EVAL_SAMPLES = 32  # fixed calibration samples the loss is reported on, before and after
 BIAS_UNIT = 64  # the learned bias offset moves in steps of 64 int32 bias LSBs (one weight LSB x ~1/4 input range)
 
@@ -203,7 +204,7 @@ def finetune(qdq_path: Path, fp32: Any, reference: Path, samples: SampleSet, *, 
     del qdq
     teacher = session(reference)
     names = [o.name for o in teacher.get_outputs()]
-    items = list(samples)
+    items = list(samples.select(MAX_SAMPLES, seed=seed) if len(samples) > MAX_SAMPLES else samples)
     try:  # one sample through the differentiable graph before committing to it
         with torch.no_grad():
             probe = graph({k: torch.as_tensor(v) for k, v in items[0].items()})
