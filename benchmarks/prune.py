@@ -108,6 +108,9 @@ def quality(name: str, teacher, student, held, labels) -> float:
     return float(torch.nn.functional.cosine_similarity(s, t).mean())
 
 
+THREADS: int | None = None  # --threads: runtime threads for the latency figures (None: the runtime's default)
+
+
 def runtime_numbers(module, lm, feed: dict, tmp: Path, tag: str, runs: int) -> dict:
     """ONNX size and callables that run the model once in ONNX Runtime / LiteRT (timed by `timed`)."""
     from edgekit.backends import onnxruntime as ortb
@@ -116,14 +119,16 @@ def runtime_numbers(module, lm, feed: dict, tmp: Path, tag: str, runs: int) -> d
     out: dict = {"_run": {}}
     onnx_path = export_onnx(module, lm.inputs, lm.output_names, tmp / f"{tag}.onnx")
     out["onnx_mb"] = onnx_path.stat().st_size / 1e6
-    sess = ortb.load(onnx_path)
+    from edgekit.backends.base import LoadOptions
+
+    sess = ortb.load(onnx_path, LoadOptions(threads=THREADS))
     out["_run"]["ort_ms"] = lambda: sess.run(feed)
     try:
         from edgekit.backends import tflite
 
         shapes = {k: list(v.shape) for k, v in feed.items()}
         tfl = tflite.lower(onnx_path, None, tmp / tag, {"input_shapes": shapes})[0]
-        tsess = tflite.load(tfl)
+        tsess = tflite.load(tfl, LoadOptions(threads=THREADS))
         out["_run"]["litert_ms"] = lambda: tsess.run(feed)
     except Exception as exc:  # noqa: BLE001
         out["litert_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
@@ -229,8 +234,11 @@ def main() -> None:
     ap.add_argument("--shipped-crops", action="store_true",
                     help="mobilenet_v2: distil on the shipped 1,000 crops instead of new ones (one per training image)")
     ap.add_argument("--distill", default="", help="distill() overrides, e.g. lr=1e-3,freeze_bn=1,temperature=2")
+    ap.add_argument("--threads", type=int, help="runtime threads for latency (default: each runtime's own)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/prune.json"))
     args = ap.parse_args()
+    global THREADS
+    THREADS = args.threads
     rows = []
     for name in args.models.split(","):
         for spec in (args.targets or "").split(";"):
