@@ -154,13 +154,17 @@ def test_unsupported_op_skips_finetuning(tmp_path: Path) -> None:
 
 def test_convert_with_int8_finetune(invoke, tmp_path: Path) -> None:
     """`--int8-finetune N` through the CLI: a verified int8 artifact per target from one fine-tuned graph,
-    the fine-tuning figures in the JSON, and a negative step count refused with a usage error."""
+    the fine-tuning figures in the JSON, byte-identical on a rerun, and a negative step count refused with a
+    usage error."""
     pytest.importorskip("safetensors")
     res = invoke("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "-t", "tflite", "--precision", "int8",
                  "--int8-finetune", "10", "--calibration-size", "64", "-o", str(tmp_path / "out"), "--json")
     assert res.returncode == 0, res.stderr
     arts = res.json()["artifacts"]
     assert len(arts) == 2
+    again = invoke("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "-t", "tflite", "--precision", "int8",
+                   "--int8-finetune", "10", "--calibration-size", "64", "-o", str(tmp_path / "again"), "--json")
+    assert [a["sha256"] for a in again.json()["artifacts"]] == [a["sha256"] for a in arts]  # seeded: same bytes
     for art in arts:
         ft = art["quantization"]["finetune"]
         assert ft["steps"] == 10 and ft["layers"] >= 5 and ft["loss_after"] <= ft["loss_before"] * 1.5

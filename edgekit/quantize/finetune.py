@@ -3,12 +3,15 @@
 Per-layer methods (bias correction, GPTQ rounding) fix each layer's own weight error, but on a deep
 network the int8 activations of every layer add up: on mobilenet_v2 the all-int8 graph ends at ~12 dB
 SQNR although each weight alone is near-lossless. This pass learns, for every int8 Conv/Gemm/MatMul, the
-rounding of each weight (one int8 level up or down from the fp32 value) and an offset of its int32 bias,
-by gradient descent through the whole fake-quantized graph (torch_graph.py; straight-through estimator),
-so that the int8 graph reproduces the fp32 graph's outputs: KL divergence on the logits of a classifier,
-normalised MSE otherwise. The activation ranges, the graph and the int8 kernels stay as they are; only
-int8 values and biases change, written back like rounding.py does (layers kept float are left alone).
+rounding of each weight (within `levels` int8 levels of the fp32 value, default one) and an offset of its
+int32 bias, and for every activation quantizer its scale (LSQ, Esser et al. 2020), by gradient descent
+through the whole fake-quantized graph (torch_graph.py; straight-through estimator), so that the int8 graph
+reproduces the fp32 graph's outputs: KL divergence on the logits of a classifier, normalised MSE otherwise.
+The graph and the int8 kernels stay as they are; only int8 values, biases (requantized at the new input
+scale) and activation scales change, written back like rounding.py does (layers kept float are left alone).
 Images get random horizontal flips (the teacher is rerun on the flipped input). Seeded, deterministic.
+Measured on mobilenet_v2 (150 held-out natural crops, 300 steps): top-1 agreement with fp32 84.7% -> 89.3%
+on ONNX Runtime, 84.0% -> 89.3% on OpenVINO, same size and latency (benchmarks/quantize.py --finetune 300).
 """
 
 from __future__ import annotations
