@@ -109,6 +109,7 @@ def quality(name: str, teacher, student, held, labels) -> float:
 
 
 THREADS: int | None = None  # --threads: runtime threads for the latency figures (None: the runtime's default)
+LAYOUT_TARGET: str | None = None  # --layout-latency TARGET: time candidate channel layouts on this target
 
 
 def runtime_numbers(module, lm, feed: dict, tmp: Path, tag: str, runs: int) -> dict:
@@ -185,9 +186,16 @@ def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "
             t0 = time.perf_counter()
             idx = list(train._idx())[:calib_n]
             calib = [_stack([train.make(j) for j in idx[i:i + 16]]) for i in range(0, len(idx), 16)]
+            layout_latency = None
+            if LAYOUT_TARGET:
+                from edgekit.prune.latency import runtime_latency
+                from edgekit.targets import get_target
+
+                layout_latency = runtime_latency(get_target(LAYOUT_TARGET), list(lm.inputs), list(lm.output_names),
+                                                 example)
             student, rep = prune_model(teacher, example, macs_ratio=target, task=lm.task, calib=calib,
                                        importance=importance, allocation=allocation, reconstruct=reconstruct,
-                                       round_to=rt)
+                                       round_to=rt, layout_latency=layout_latency)
             row = {"model": name, "target": target, "importance": importance, "allocation": allocation,
                    "reconstruct": reconstruct, "round_to": rt, "calib": len(idx), "fresh_crops": bool(fresh and name in FRESH),
                    "distill_kw": dkw, "macs": rep["macs_after"], "params": rep["params_after"],
@@ -234,11 +242,13 @@ def main() -> None:
     ap.add_argument("--shipped-crops", action="store_true",
                     help="mobilenet_v2: distil on the shipped 1,000 crops instead of new ones (one per training image)")
     ap.add_argument("--distill", default="", help="distill() overrides, e.g. lr=1e-3,freeze_bn=1,temperature=2")
+    ap.add_argument("--layout-latency", metavar="TARGET",
+                    help="choose among channel layouts near the MAC target by latency measured on TARGET")
     ap.add_argument("--threads", type=int, help="runtime threads for latency (default: each runtime's own)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/prune.json"))
     args = ap.parse_args()
-    global THREADS
-    THREADS = args.threads
+    global THREADS, LAYOUT_TARGET
+    THREADS, LAYOUT_TARGET = args.threads, args.layout_latency
     rows = []
     for name in args.models.split(","):
         for spec in (args.targets or "").split(";"):

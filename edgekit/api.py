@@ -14,7 +14,7 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
             calibration_method: str | None = None, verify: bool = True, io_layout: str = "nchw",
             io_dtype: str = "float", prune: float | None = None, prune_macs: float | None = None,
             prune_exclude: tuple[str, ...] = (), round_to: int = 8, importance: str = "l2",
-            allocation: str = "uniform",
+            allocation: str = "uniform", layout_by_latency: bool = False,
             distill_steps: int = 0, max_drop: float | None = None, eval_data: str | None = None,
             int8_finetune: int | None = None, profile: str | None = None, name: str | None = None, seed: int = 0) -> dict[str, Any]:
     """Convert `model` into verified artifacts for each target; returns the JSON-able result.
@@ -51,6 +51,7 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
               calibration_size=calibration_size, calibration_method=calibration_method, verify=verify,
               io_layout=io_layout, io_dtype=io_dtype, prune=prune, prune_macs=prune_macs,
               prune_exclude=tuple(prune_exclude), round_to=round_to, importance=importance, allocation=allocation,
+              layout_by_latency=layout_by_latency,
               distill_steps=distill_steps, max_drop=max_drop, eval_data=eval_data, profile=profile,
               int8_finetune=int8_finetune, name=name, seed=seed)
     return run(job)

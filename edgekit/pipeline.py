@@ -45,6 +45,7 @@ class Job:
     round_to: int = 8
     importance: str = "l2"
     allocation: str = "uniform"
+    layout_by_latency: bool = False
     distill_steps: int = 0
     max_drop: float | None = None
     int8_finetune: int | None = None

@@ -227,3 +227,17 @@ def test_convert_passes_importance_and_allocation(invoke, tmp_path) -> None:
     assert res.returncode == 0, res.stderr
     prune = res.json()["prune"]["prune"]
     assert prune["importance"] == "variance" and prune["allocation"] == "global" and prune["macs_removed"] >= 0.4
+
+
+def test_layout_chosen_by_measured_latency(invoke, tmp_path) -> None:
+    """`--layout-by-latency`: candidate channel layouts near the MAC target are timed on the target's runtime;
+    the kept one still meets the target with multiples of --round-to, and the artifact verifies."""
+    pytest.importorskip("safetensors")
+    res = invoke("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "--prune-macs", "0.5", "--round-to", "16",
+                 "--allocation", "global", "--layout-by-latency", "--calibration", "mnist", "--calibration-size", "32",
+                 "-o", str(tmp_path / "a"), "--json")
+    assert res.returncode == 0, res.stderr
+    out = res.json()
+    prune = out["prune"]["prune"]
+    assert prune["layout_by_latency"] and 0.5 <= prune["macs_removed"] <= 0.51
+    assert out["artifacts"][0]["verification"]["passed"]

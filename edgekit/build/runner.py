@@ -91,7 +91,7 @@ def _convert(model: ModelConfig, targets: list[str], outdir: Path) -> dict[str, 
         io_layout=o.get("io_layout", "nchw"), io_dtype=o.get("io_dtype", "float"), prune=o.get("prune"),
         prune_macs=o.get("prune_macs"), prune_exclude=tuple(o.get("prune_exclude", ())),
         round_to=o.get("round_to", 8), importance=o.get("importance", "l2"),
-        allocation=o.get("allocation", "uniform"),
+        allocation=o.get("allocation", "uniform"), layout_by_latency=o.get("layout_by_latency", False),
         distill_steps=o.get("distill_steps", 0), max_drop=o.get("max_accuracy_drop"),
         int8_finetune=o.get("int8_finetune"), eval_data=o.get("eval_data"), name=model.name, seed=o.get("seed", 0))
 

@@ -34,6 +34,9 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
               show_default=True, help="Channel importance criterion for pruning.")
 @click.option("--allocation", type=click.Choice(["uniform", "global"]), default="uniform", show_default=True,
               help="Pruning allocation: the same fraction per layer, or one threshold across layers.")
+@click.option("--layout-by-latency", is_flag=True,
+              help="With --prune-macs: among channel layouts near the MAC target, keep the one the first "
+                   "target's runtime runs fastest on this machine (measured).")
 @click.option("--distill-steps", type=int, default=0, help="Knowledge-distillation steps after pruning.")
 @click.option("--io-layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True,
               help="TFLite model I/O layout.")
@@ -49,7 +52,7 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 def convert(model: str, targets: tuple[str, ...], outdir: str, precision: str | None, input_shapes: tuple[str, ...],
             weights: str | None, calibration: str | None, calibration_size: int | None,
             calibration_method: str | None, max_drop: float | None, int8_finetune: int | None, eval_data: str | None, prune: float | None,
-            prune_macs: float | None, prune_exclude: tuple[str, ...], round_to: int, importance: str, allocation: str,
+            prune_macs: float | None, prune_exclude: tuple[str, ...], round_to: int, importance: str, allocation: str, layout_by_latency: bool,
             distill_steps: int, io_layout: str, io_dtype: str, profile_device: str | None, name: str | None,
             seed: int, no_verify: bool, verbose: bool, as_json: bool) -> None:
     """Convert MODEL into verified artifacts for each --target.
@@ -71,6 +74,7 @@ def convert(model: str, targets: tuple[str, ...], outdir: str, precision: str | 
         weights=weights, calibration=calibration, calibration_size=calibration_size,
         calibration_method=calibration_method, verify=not no_verify, io_layout=io_layout, io_dtype=io_dtype,
         prune=prune, prune_macs=prune_macs, prune_exclude=prune_exclude, round_to=round_to, importance=importance, allocation=allocation,
+        layout_by_latency=layout_by_latency,
         distill_steps=distill_steps, max_drop=max_drop, eval_data=eval_data, int8_finetune=int8_finetune, profile=profile_device, name=name,
         seed=seed,
     )

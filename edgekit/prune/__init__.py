@@ -45,7 +45,7 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
                 round_to: int = 8, exclude: tuple[str, ...] | list[str] = (), calib: list[dict[str, Any]] | None = None,
                 calib_labels: list | None = None, task: str = "classification",
                 keep_first_last: bool = True, compensate: bool = True,
-                reconstruct: bool = False) -> tuple[Any, dict[str, Any]]:
+                reconstruct: bool = False, layout_latency=None) -> tuple[Any, dict[str, Any]]:
     """Remove whole channels. Returns (pruned module, report). The input module is not modified.
 
     ratio: fraction of each prunable group's channels removed; macs_ratio: target fraction of MACs
@@ -55,7 +55,9 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
     are kept when keep_first_last. With `calib` and compensate, removed channels' mean contributions
     are folded into the consumers' biases (compensate.py); with `calib` and reconstruct, the conv/linear
     layers from the first pruned one on are refitted to the original's outputs by least squares
-    (reconstruct.py). The result is the same class as `module` when only layer shapes
+    (reconstruct.py). layout_latency: optional callable(module) -> seconds on the target's runtime
+    (latency.py); when the MAC target admits few rounded layouts, the fastest of the most important ones
+    within a point of the target is kept. The result is the same class as `module` when only layer shapes
     change, else a torch.fx GraphModule with the same forward signature (e.g. attention head counts)."""
     from edgekit.prune.apply import build_pruned
     from edgekit.prune.graph import analyze
@@ -109,7 +111,11 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
         ratio = _search_ratio(lambda r: macs_removed(allocate(groups, scores, r, allocation, round_to)), macs_ratio)
         counts = _give_back(groups, scores, allocate(groups, scores, ratio, allocation, round_to), round_to,
                             lambda c: macs_removed(c) >= macs_ratio)
-        counts = _tighten(groups, scores, counts, round_to, macs_removed, macs_ratio)
+        measure = None
+        if layout_latency is not None:
+            def measure(c: list[int]) -> float:
+                return layout_latency(build_pruned(an, removed_by(c), example_inputs, original=module)[0])
+        counts = _tighten(groups, scores, counts, round_to, macs_removed, macs_ratio, measure=measure)
     else:
         counts = allocate(groups, scores, float(ratio), allocation, round_to)
     removed = removed_by(counts)
@@ -127,7 +133,7 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
     macs_after = count_macs(model, example_inputs)
     report = {
         "ratio": round(float(ratio), 4), "macs_ratio_target": macs_ratio, "importance": crit.name,
-        "allocation": allocation, "round_to": round_to, "excluded": sorted(excluded),
+        "allocation": allocation, "round_to": round_to, "layout_by_latency": layout_latency is not None, "excluded": sorted(excluded),
         "params_before": count_params(module), "params_after": count_params(model),
         "macs_before": macs_before, "macs_after": macs_after,
         "macs_removed": round(1 - macs_after / max(macs_before, 1), 4),
@@ -158,17 +164,18 @@ def _give_back(groups, scores, counts: list[int], round_to: int, ok) -> list[int
 
 
 def _tighten(groups, scores, counts: list[int], round_to: int, removed_at, target: float, tolerance: float = 0.01,
-             max_rounds: int = 8, exhaustive: int = 4096) -> list[int]:
+             max_rounds: int = 8, exhaustive: int = 4096, measure=None, measured: int = 8) -> list[int]:
     """Coarse rounding (e.g. to 16 on AVX-512) can leave the MAC reduction well past the target even after
     give-back (mnist_cnn at 50% with multiples of 16: 55.5%). When the rounded layouts are few (at most
     `exhaustive`), take the one closest to the target that reaches it (ties within 0.1%: most importance
     kept); otherwise move one rounding step from one group to another (the pair landing closest to the
-    target) until within `tolerance` of it or no move helps."""
+    target) until within `tolerance` of it or no move helps. With `measure` (layout -> seconds), the
+    `measured` most important layouts within `tolerance` of the closest one are timed and the fastest wins."""
     import itertools
 
     counts = list(counts)
     best = removed_at(counts)
-    if best - target <= tolerance:
+    if best - target <= tolerance and measure is None:
         return counts
     options = [list(range(step_of(g, round_to), len(g.units) + 1, step_of(g, round_to))) or [len(g.units)]
                for g in groups]
@@ -178,8 +185,17 @@ def _tighten(groups, scores, counts: list[int], round_to: int, removed_at, targe
         reach = [(v, c) for v, c in found if v >= target]
         if reach:
             lowest = min(v for v, _ in reach)
-            near = [c for v, c in reach if v <= lowest + 0.001]
-            return list(max(near, key=lambda c: sum(float(n[:k].sum()) for n, k in zip(norm, c))))
+
+            def kept(c: tuple[int, ...]) -> float:
+                return sum(float(n[:k].sum()) for n, k in zip(norm, c))
+
+            if measure is not None:
+                close = sorted((c for v, c in reach if v <= lowest + tolerance), key=kept, reverse=True)[:measured]
+                log(f"timing {len(close)} channel layouts within {100 * tolerance:.0f}% of the MAC target")
+                return list(min(close, key=lambda c: measure(list(c))))
+            return list(max((c for v, c in reach if v <= lowest + 0.001), key=kept))
+        return counts
+    if measure is not None and best - target <= tolerance:
         return counts
     for _ in range(max_rounds):
         if best - target <= tolerance:

@@ -31,7 +31,8 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
                              exclude=(), round_to: int = 8, importance: str = "l2", allocation: str = "uniform",
                              distill_steps: int = 0, batch_size: int = 32, lr: float = 1e-3,
                              temperature: float = 4.0, feature_layers: list[str] | None = None,
-                             augment: bool = True, seed: int = 0, reconstruct: bool = True) -> tuple[Any, dict[str, Any]]:
+                             augment: bool = True, seed: int = 0, reconstruct: bool = True,
+                             layout_target: Any = None) -> tuple[Any, dict[str, Any]]:
     """-> (student module, report). `lm` is a LoadedModel with a torch module (the teacher, unchanged);
     `samples` a SampleSet (needed for distillation, taylor/variance importance and reconstruction:
     with real samples, the layers after the pruned channels are refitted by least squares)."""
@@ -51,9 +52,15 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
     report: dict[str, Any] = {"model": lm.name, "task": lm.task}
     if prune is not None or prune_macs is not None:
         calib = _calib_batches(samples) if samples is not None and not getattr(samples, "synthetic", False) else None
+        layout_latency = None
+        if layout_target is not None:  # time candidate channel layouts on this target's runtime (latency.py)
+            from edgekit.prune.latency import runtime_latency
+
+            layout_latency = runtime_latency(layout_target, list(lm.inputs), list(lm.output_names), example)
         student, report["prune"] = prune_model(
             teacher, example, ratio=prune, macs_ratio=prune_macs, importance=importance, allocation=allocation,
-            round_to=round_to, exclude=tuple(exclude), calib=calib, task=lm.task, reconstruct=reconstruct)
+            round_to=round_to, exclude=tuple(exclude), calib=calib, task=lm.task, reconstruct=reconstruct,
+            layout_latency=layout_latency)
     else:
         student = copy.deepcopy(teacher)
     if distill_steps:
