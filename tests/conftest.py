@@ -84,3 +84,37 @@ def invoke():
         return Invoked(CliRunner().invoke(group, list(args), catch_exceptions=True))
 
     return _invoke
+
+
+@pytest.fixture(scope="session")
+def cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small residual CNN (conv-bn-relu, depthwise residual block with ReLU6, pool, linear) as ONNX, fixed
+    seed: the int8 tests' model (test_quantize.py, test_quantize_finetune.py)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
+            self.block = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.ReLU6(), nn.Conv2d(16, 16, 1))
+            self.head = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU())
+            self.fc = nn.Linear(32, 10)
+
+        def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+            x = self.stem(input)
+            x = x + self.block(x)
+            return self.fc(self.head(x).mean(dim=(2, 3)))
+
+    net = Net().eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2)
+    path = tmp_path_factory.mktemp("cnn") / "cnn.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}})
+    return path

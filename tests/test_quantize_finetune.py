@@ -20,39 +20,6 @@ INPUTS = [InputSpec("input", ("batch", 3, 32, 32))]
 
 
 @pytest.fixture(scope="module")
-def cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Residual CNN with a depthwise conv, ReLU6, avg-pool and linear head (fixed seed)."""
-    import torch
-    from torch import nn
-
-    torch.manual_seed(1)
-
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU6())
-            self.block = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.ReLU6(), nn.Conv2d(16, 16, 1))
-            self.head = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU())
-            self.fc = nn.Linear(32, 10)
-
-        def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
-            x = self.stem(input)
-            x = x + self.block(x)
-            return self.fc(self.head(x).mean(dim=(2, 3)))
-
-    net = Net().eval()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.05, 2)
-    path = tmp_path_factory.mktemp("cnn") / "cnn.onnx"
-    torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}})
-    return path
-
-
-@pytest.fixture(scope="module")
 def data() -> tuple[SampleSet, SampleSet]:
     return load_samples("natural_images", INPUTS).select(160, seed=0).split(held_out=0.25, seed=0)
 
