@@ -34,6 +34,9 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
             raise UsageError(f"{label} must be a fraction between 0 and 1, got {value}")
     if max_drop is not None and not 0.0 <= max_drop < 1.0:
         raise UsageError(f"--max-drop must be a fraction between 0 and 1, got {max_drop}")
+    if layout_by_latency and prune_macs is None:
+        raise UsageError("--layout-by-latency chooses among channel layouts near a MAC target",
+                         hint="add --prune-macs R (e.g. 0.5)")
     if int8_finetune is not None and int8_finetune < 0:
         raise UsageError(f"--int8-finetune must be 0 or more steps, got {int8_finetune}")
     if io_layout not in ("nchw", "nhwc"):

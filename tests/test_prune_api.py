@@ -241,3 +241,6 @@ def test_layout_chosen_by_measured_latency(invoke, tmp_path) -> None:
     prune = out["prune"]["prune"]
     assert prune["layout_by_latency"] and 0.5 <= prune["macs_removed"] <= 0.51
     assert out["artifacts"][0]["verification"]["passed"]
+    bad = invoke("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "--prune", "0.3", "--layout-by-latency",
+                 "-o", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "--prune-macs" in bad.stderr and not (tmp_path / "bad").exists()

@@ -108,8 +108,6 @@ def tighten(groups, scores, counts: list[int], round_to: int, removed_at, target
                 return list(min(close, key=lambda c: measure(list(c))))
             return list(max((c for v, c in reach if v <= lowest + 0.001), key=kept))
         return counts
-    if measure is not None and best - target <= tolerance:
-        return counts
     for _ in range(max_rounds):
         if best - target <= tolerance:
             break
