@@ -1,7 +1,7 @@
 """Post-training int8 benchmark: edgekit vs the peers' defaults, per model and runtime, in one run.
 
     PYTHONPATH=. python benchmarks/quantize.py [--models mobilenet_v2,minilm,mnist_cnn] [--calib 128] [--runs 30]
-        [--finetune STEPS] [--max-drop X]
+        [--finetune STEPS] [--max-drop X] [--fallback e2e|e2e-cost|layer]
 
 For each model: fp32 hub -> edgekit int8 (quantize_model, the target's scheme and method) lowered to ONNX
 Runtime and OpenVINO (and TFLite when its backend lowers the graph), next to
@@ -106,7 +106,7 @@ def nncf_ov(fp32: Path, out_xml: Path, calib: SampleSet) -> list[Path]:
 
 
 def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float | None = None,
-                finetune: int = 0) -> list[dict]:
+                finetune: int = 0, fallback: str = "e2e") -> list[dict]:
     from edgekit.export import export_onnx
 
     entry = get_entry(name)
@@ -145,7 +145,7 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
         t0 = time.perf_counter()
         budget = work / f"{name}.int8-budget.onnx"
         budget_report = quantize_model(fp32, budget, get_target("onnxruntime"), calib, held_out=held, task=entry.task,
-                                       max_drop=max_drop)
+                                       max_drop=max_drop, fallback=fallback)
         budget_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     peer_ort = ort_default(fp32, work / f"{name}.ortdefault.onnx", calib)
@@ -214,6 +214,7 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
         summary["finetune"] = {**ft_report["finetune"], "held_out": ft_report["accuracy"]}
     if budget is not None:
         summary["max_drop"] = {"max_drop": max_drop, "float_layers": budget_report["float_layers"],
+                               "fallback_order": budget_report["fallback_order"],
                                "seconds": round(budget_s, 1),
                                "held_out": budget_report["accuracy"], "search": budget_report["search"]}
     rows.append({"model": name, "runtime": "-", "variant": "edgekit report", "report": summary})
@@ -249,12 +250,14 @@ def main() -> None:
                     help="also build an --int8-finetune STEPS variant (end-to-end fine-tuned int8)")
     ap.add_argument("--max-drop", type=float, default=0.03,
                     help="also build a --max-drop variant for classifiers judged on held-out agreement")
+    ap.add_argument("--fallback", default="e2e", choices=("e2e", "e2e-cost", "layer"),
+                    help="--max-drop fallback order: end-to-end gain (default), gain per float MAC, per-layer error")
     args = ap.parse_args()
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-q-") as tmp:
         for name in args.models.split(","):
             print(f"== {name}", file=sys.stderr)
-            rows += bench_model(name, args.calib, args.runs, Path(tmp), args.max_drop, args.finetune)
+            rows += bench_model(name, args.calib, args.runs, Path(tmp), args.max_drop, args.finetune, args.fallback)
     print(table(rows))
     for r in rows:
         if "report" in r:
@@ -268,8 +271,8 @@ def main() -> None:
                       f"held out {ft['held_out']}")
             if "max_drop" in r["report"]:
                 md = r["report"]["max_drop"]
-                print(f"  --max-drop {md['max_drop']}: {len(md['float_layers'])} layers float "
-                      f"({md['held_out']['held_out']}, {md['seconds']} s), search "
+                print(f"  --max-drop {md['max_drop']} ({md['fallback_order']} order): {len(md['float_layers'])} "
+                      f"layers float ({md['held_out']['held_out']}, {md['seconds']} s), search "
                       f"{[(t['kept_float'], round(t['drop'], 4)) for t in md['search']]}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

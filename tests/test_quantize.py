@@ -95,8 +95,9 @@ def test_accuracy_control_moves_layers_to_float(cnn: Path, crops: SampleSet, tmp
                for n in loose_model.graph.node if n.op_type in ("Conv", "Gemm"))  # int8 (DQ) weights otherwise
     layers = tight["float_layers"]
     assert {r["node"] for r in tight["per_layer"] if r["float"]} == set(layers) and set(layers) <= set(kept)
-    # the most sensitive layer (largest added error) is the first one kept
-    worst = max(tight["per_layer"], key=lambda r: r["added_error"])["node"]
+    # the most sensitive layer (largest end-to-end gain, e2e_sensitivity.py) is the first one kept
+    assert tight["fallback_order"] == "e2e"
+    worst = max(tight["per_layer"], key=lambda r: r["e2e_gain"])["node"]
     assert layers[0] == worst
 
 

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from edgekit.data import SampleSet
-from edgekit.errors import BudgetExceededError, DataError, ModelLoadError
+from edgekit.errors import BudgetExceededError, DataError, ModelLoadError, UsageError
 from edgekit.progress import log, warn
-from edgekit.quantize import bias_correction, control, equalize, ops, qdq, sensitivity
+from edgekit.quantize import bias_correction, control, e2e_sensitivity, equalize, ops, qdq, sensitivity
 from edgekit.quantize.collect import collect
 from edgekit.quantize.methods import NEEDS_HISTOGRAM, compute_ranges
 from edgekit.quantize.scheme import Scheme, scheme_for
@@ -167,15 +167,20 @@ def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: in
 
 def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSet, *, method: str | None = None,
                    held_out: SampleSet | None = None, task: str = "classification", max_drop: float | None = None,
-                   eval_set: SampleSet | None = None, seed: int = 0, finetune_steps: int | None = None) -> dict[str, Any]:
+                   eval_set: SampleSet | None = None, seed: int = 0, finetune_steps: int | None = None,
+                   fallback: str = "e2e") -> dict[str, Any]:
     """Quantize `fp32_onnx` to a QDQ int8 ONNX at `out_path` with `target`'s scheme; returns the report.
 
     calib: calibration samples (streamed). held_out: samples never used for calibration, for the
     fp32-vs-int8 figures (top-1 agreement or cosine). eval_set: a labelled set (accuracy). max_drop:
     accuracy budget (fraction; labelled accuracy drop if eval_set has labels, else 1 - agreement/cosine);
     the most sensitive layers stay float until it holds. finetune_steps: end-to-end int8 fine-tuning steps
-    (default: the scheme's). Nothing is written on failure.
+    (default: the scheme's). fallback: the --max-drop order, "e2e" (each layer group's effect on the model
+    output, e2e_sensitivity.py), "e2e-cost" (that effect per float MAC) or "layer" (per-layer added error).
+    Nothing is written on failure.
     """
+    if fallback not in e2e_sensitivity.ORDERS:
+        raise UsageError(f"unknown fallback order '{fallback}'", hint=f"use one of {', '.join(e2e_sensitivity.ORDERS)}")
     import onnx
 
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
@@ -206,7 +211,19 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         candidate = tmp / "int8.onnx"
         tries: list[dict] = []
         k = 0
+        fallback_used = None
         if max_drop is not None and judge.active:
+            fallback_used = "layer"
+            if fallback != "layer":
+                measured = e2e_sensitivity.measure(cal, tmp / "e2e.onnx", tmp, calib.select(
+                    e2e_sensitivity.E2E_SAMPLES, seed=seed), set(order), task)
+                if measured is None:
+                    warn("--max-drop falls back to the per-layer order (keeps more layers float)")
+                else:
+                    order, fallback_used = measured.order(set(order), fallback), fallback
+                    e2e_rows = measured.rows()
+                    for r in rows:
+                        r.update(e2e_rows.get(r["node"], {}))
 
             def score(layers: list[str]) -> float:
                 cal.write(candidate, layers)
@@ -247,6 +264,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
             "loss_before": round(cal.finetuned.loss_before, 5), "loss_after": round(cal.finetuned.loss_after, 5),
             "layers": len(cal.finetuned.layers), "activation_scales": len(cal.finetuned.scales)},
         "float_layers": float_layers,
+        "fallback_order": fallback_used,
         "kept_float": kept,
         "max_drop": max_drop,
         "within_budget": None if max_drop is None or accuracy is None else bool(accuracy["drop"] <= max_drop + 1e-12),
