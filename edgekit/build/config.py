@@ -168,7 +168,7 @@ MODEL_KEYS: dict[str, Key] = {
     "round_to": Key(_int(1), "pruned channel counts are multiples of this (default 8)"),
     "importance": Key(_choice("l1", "l2", "bn", "taylor", "variance"),
                       "pruning importance: l1 | l2 | bn | taylor | variance"),
-    "allocation": Key(_choice("uniform", "global"), "pruning allocation: uniform | global"),
+    "allocation": Key(_choice("uniform", "global", "sensitivity"), "pruning allocation: uniform | global | sensitivity"),
     "layout_by_latency": Key(_bool, "choose the pruned channel layout by latency measured on the first target"),
     "distill_steps": Key(_int(0), "distillation steps after pruning"),
     "int8_finetune": Key(_int(0), "end-to-end int8 fine-tuning steps (default: the target's, 0)"),

@@ -32,8 +32,9 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--round-to", type=int, default=8, show_default=True, help="Round kept channel counts to a multiple.")
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor", "variance"]), default="l2",
               show_default=True, help="Channel importance criterion for pruning.")
-@click.option("--allocation", type=click.Choice(["uniform", "global"]), default="uniform", show_default=True,
-              help="Pruning allocation: the same fraction per layer, or one threshold across layers.")
+@click.option("--allocation", type=click.Choice(["uniform", "global", "sensitivity"]), default="uniform", show_default=True,
+              help="Pruning allocation: the same fraction per layer, one threshold across layers, or per layer from "
+                   "its measured output loss on the calibration data (sensitivity).")
 @click.option("--layout-by-latency", is_flag=True,
               help="With --prune-macs: among channel layouts near the MAC target, keep the one the first "
                    "target's runtime runs fastest on this machine (measured).")

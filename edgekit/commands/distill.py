@@ -16,7 +16,8 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--round-to", type=int, default=8, show_default=True, help="Kept channel counts are multiples of this.")
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn", "bn_scale", "taylor", "variance"]), default="l2",
               show_default=True, help="Channel importance criterion.")
-@click.option("--allocation", type=click.Choice(["uniform", "global"]), default="uniform", show_default=True)
+@click.option("--allocation", type=click.Choice(["uniform", "global", "sensitivity"]), default="uniform", show_default=True,
+              help="uniform | global | sensitivity (per layer from its measured output loss on the data)")
 @click.option("--no-reconstruct", is_flag=True,
               help="Skip the least-squares refit of the layers after the pruned channels (needs data; on by default).")
 @click.option("--distill-steps", type=int, default=0, show_default=True, help="Distillation steps (0 = none).")

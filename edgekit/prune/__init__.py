@@ -11,6 +11,8 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+import numpy as np
+
 from edgekit.errors import UsageError
 from edgekit.progress import log
 from edgekit.prune.allocate import ALLOCATIONS, allocate, give_back, search_ratio, select, tighten
@@ -38,6 +40,53 @@ def _to_tensors(feed: dict[str, Any]) -> dict[str, Any]:
     return {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(v) for k, v in feed.items()}
 
 
+def _by_sensitivity(an, groups, removed_by, module, example_inputs, calib, task, means, round_to: int,
+                    macs_removed, target: float) -> list[int]:
+    """Counts per group from each group's measured output loss (sensitivity.py) on up to 64 calibration
+    samples; the target is a MAC fraction (macs_removed given) or a fraction of prunable channels."""
+    import torch
+
+    from edgekit.prune.apply import build_pruned
+    from edgekit.prune.sensitivity import allocate_by_sensitivity, curves, output_loss, predicted_loss
+
+    if not calib:
+        raise UsageError("sensitivity allocation needs calibration data", hint="pass --calibration DATA")
+    batches, n = [], 0
+    for c in calib:
+        if n >= 64:
+            break
+        batches.append(_to_tensors(c))
+        n += int(next(iter(batches[-1].values())).shape[0])
+    loss = output_loss(task)
+    with torch.no_grad():
+        ref = [_first(module(**b)) for b in batches]
+
+    def loss_at(counts: list[int]) -> float:
+        model = build_pruned(an, removed_by(counts), example_inputs, original=module, means=means)[0].eval()
+        with torch.no_grad():
+            return float(np.mean([loss(_first(model(**b)), r) for b, r in zip(batches, ref)]))
+
+    full = [len(g.units) for g in groups]
+    total = sum(full)
+    measure = macs_removed or (lambda c: 1 - sum(c) / max(total, 1))
+    measured = curves(groups, full, round_to, loss_at)
+    counts = allocate_by_sensitivity(groups, measured, round_to, measure, target)
+    return counts, lambda c: predicted_loss(measured, c)
+
+
+def _measure(layout_latency, an, removed_by, example_inputs, module):
+    """layout -> seconds on the target runtime (None without layout_latency)."""
+    if layout_latency is None:
+        return None
+    from edgekit.prune.apply import build_pruned
+
+    return lambda c: layout_latency(build_pruned(an, removed_by(c), example_inputs, original=module)[0])
+
+
+def _first(out):
+    return out[0] if isinstance(out, (tuple, list)) else next(iter(out.values())) if isinstance(out, dict) else out
+
+
 def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None = None,
                 macs_ratio: float | None = None, importance: str = "l2", allocation: str = "uniform",
                 round_to: int = 8, exclude: tuple[str, ...] | list[str] = (), calib: list[dict[str, Any]] | None = None,
@@ -48,7 +97,8 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
 
     ratio: fraction of each prunable group's channels removed; macs_ratio: target fraction of MACs
     removed (the ratio is searched). importance: l1 | l2 | bn_scale | taylor (taylor needs `calib`,
-    a list of input dicts). allocation: uniform | global. round_to: kept channel counts are multiples
+    a list of input dicts). allocation: uniform | global | sensitivity (measured output loss per
+    group, needs `calib`). round_to: kept channel counts are multiples
     of it. exclude: layer names / globs whose output channels are kept. First and last layers' outputs
     are kept when keep_first_last. With `calib` and compensate, removed channels' mean contributions
     are folded into the consumers' biases (compensate.py); with `calib` and reconstruct, the conv/linear
@@ -105,15 +155,19 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
             macs_before, 1)
 
     macs_before = graph_macs(an.gm, lambda n: an.shapes.get(n.name) if hasattr(n, "name") else None)
-    if macs_ratio is not None:
+    if allocation == "sensitivity":
+        counts, sens = _by_sensitivity(an, groups, removed_by, module, example_inputs, calib, task, means, round_to,
+                                       macs_removed if macs_ratio is not None else None, float(target))
+        if macs_ratio is not None:
+            counts = tighten(groups, scores, counts, round_to, macs_removed, macs_ratio, cost=sens,
+                             measure=_measure(layout_latency, an, removed_by, example_inputs, module))
+        ratio = 1 - sum(counts) / max(sum(len(g.units) for g in groups), 1)
+    elif macs_ratio is not None:
         ratio = search_ratio(lambda r: macs_removed(allocate(groups, scores, r, allocation, round_to)), macs_ratio)
         counts = give_back(groups, scores, allocate(groups, scores, ratio, allocation, round_to), round_to,
                             lambda c: macs_removed(c) >= macs_ratio)
-        measure = None
-        if layout_latency is not None:
-            def measure(c: list[int]) -> float:
-                return layout_latency(build_pruned(an, removed_by(c), example_inputs, original=module)[0])
-        counts = tighten(groups, scores, counts, round_to, macs_removed, macs_ratio, measure=measure)
+        counts = tighten(groups, scores, counts, round_to, macs_removed, macs_ratio,
+                         measure=_measure(layout_latency, an, removed_by, example_inputs, module))
     else:
         counts = allocate(groups, scores, float(ratio), allocation, round_to)
     removed = removed_by(counts)

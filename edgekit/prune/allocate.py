@@ -11,7 +11,7 @@ from edgekit.errors import UsageError
 from edgekit.progress import log, warn
 from edgekit.prune.graph import Group
 
-ALLOCATIONS = ("uniform", "global")
+ALLOCATIONS = ("uniform", "global", "sensitivity")  # sensitivity: measured output loss (sensitivity.py)
 MAX_GROUP_RATIO = 0.9  # global allocation never removes more than this fraction of one group
 
 
@@ -43,6 +43,8 @@ def allocate(groups: list[Group], scores: list[np.ndarray], ratio: float, alloca
     if not 0.0 <= ratio < 1.0:
         raise UsageError(f"pruning ratio must be in [0, 1), got {ratio}", hint="e.g. --prune 0.5 removes half the channels")
     targets: list[float] = []
+    if allocation == "sensitivity":
+        raise UsageError("sensitivity allocation is chosen by prune_model from calibration data, not by allocate()")
     if allocation == "uniform":
         targets = [len(g.units) * (1.0 - ratio) for g in groups]
     else:
@@ -77,13 +79,14 @@ def give_back(groups, scores, counts: list[int], round_to: int, ok) -> list[int]
 
 
 def tighten(groups, scores, counts: list[int], round_to: int, removed_at, target: float, tolerance: float = 0.01,
-             max_rounds: int = 8, exhaustive: int = 4096, measure=None, measured: int = 8) -> list[int]:
+             max_rounds: int = 8, exhaustive: int = 4096, measure=None, measured: int = 8, cost=None) -> list[int]:
     """Coarse rounding (e.g. to 16 on AVX-512) can leave the MAC reduction well past the target even after
     give-back (mnist_cnn at 50% with multiples of 16: 55.5%). When the rounded layouts are few (at most
     `exhaustive`), take the one closest to the target that reaches it (ties within 0.1%: most importance
     kept); otherwise move one rounding step from one group to another (the pair landing closest to the
     target) until within `tolerance` of it or no move helps. With `measure` (layout -> seconds), the
-    `measured` most important layouts within `tolerance` of the closest one are timed and the fastest wins."""
+    `measured` most important layouts within `tolerance` of the closest one are timed and the fastest wins.
+    `cost` (layout -> predicted loss) ranks layouts instead of the importance they keep."""
     import itertools
 
     counts = list(counts)
@@ -100,6 +103,8 @@ def tighten(groups, scores, counts: list[int], round_to: int, removed_at, target
             lowest = min(v for v, _ in reach)
 
             def kept(c: tuple[int, ...]) -> float:
+                if cost is not None:
+                    return -cost(list(c))
                 return sum(float(n[:k].sum()) for n, k in zip(norm, c))
 
             if measure is not None:
