@@ -201,7 +201,8 @@ def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "
                    "distill_kw": dkw, "macs": rep["macs_after"], "params": rep["params_after"],
                    "macs_removed": rep["macs_removed"], "prune_s": round(time.perf_counter() - t0, 1),
                    "quality_pruned": quality(name, teacher, student, held, labels),
-                   "reconstruction": rep.get("reconstruction")}
+                   "reconstruction": rep.get("reconstruction"),
+                   "widths": [[g["modules"][0], g["channels_before"], g["channels_after"]] for g in rep["groups"]]}
             if steps:
                 d_rep = distill(teacher, student, train, steps=steps, task=lm.task, seed=seed, **dkw)
                 row.update(quality_distilled=quality(name, teacher, student, held, labels),
@@ -222,6 +223,9 @@ def _overrides(spec: str) -> dict:
     out: dict = {}
     for item in filter(None, spec.split(",")):
         k, _, v = item.partition("=")
+        if k == "feature_layers":  # feature_layers=features.6+features.13
+            out[k] = v.split("+")
+            continue
         out[k] = bool(int(v)) if k in ("freeze_bn", "augment", "recalibrate") else (int(v) if k == "batch_size" else float(v))
     return out
 
