@@ -1,7 +1,7 @@
 """Post-training int8 benchmark: edgekit vs the peers' defaults, per model and runtime, in one run.
 
     PYTHONPATH=. python benchmarks/quantize.py [--models mobilenet_v2,minilm,mnist_cnn] [--calib 128] [--runs 30]
-        [--finetune STEPS] [--max-drop X] [--fallback e2e|e2e-cost|layer]
+        [--finetune STEPS] [--max-drop X] [--fallback e2e|e2e-cost|e2e-greedy|layer]
 
 For each model: fp32 hub -> edgekit int8 (quantize_model, the target's scheme and method) lowered to ONNX
 Runtime and OpenVINO (and TFLite when its backend lowers the graph), next to
@@ -250,7 +250,7 @@ def main() -> None:
                     help="also build an --int8-finetune STEPS variant (end-to-end fine-tuned int8)")
     ap.add_argument("--max-drop", type=float, default=0.03,
                     help="also build a --max-drop variant for classifiers judged on held-out agreement")
-    ap.add_argument("--fallback", default="e2e", choices=("e2e", "e2e-cost", "layer"),
+    ap.add_argument("--fallback", default="e2e", choices=("e2e", "e2e-cost", "e2e-greedy", "layer"),
                     help="--max-drop fallback order: end-to-end gain (default), gain per float MAC, per-layer error")
     args = ap.parse_args()
     rows: list[dict] = []

@@ -76,11 +76,13 @@ def test_gains_match_the_written_graphs_and_a_broken_layer_ranks_first(cnn: Path
     assert broken.gain[cheap] > 0.8 * broken.base_loss and broken.cost(cheap) <= broken.cost(victim.name)
 
 
-def test_max_drop_with_the_e2e_order_meets_its_budget(cnn: Path, crops: SampleSet, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fallback", ["e2e", "e2e-greedy"])
+def test_max_drop_with_the_e2e_order_meets_its_budget(cnn: Path, crops: SampleSet, tmp_path: Path,
+                                                      fallback: str) -> None:
     calib, held = crops.select(64, seed=0).split(held_out=0.25, seed=0)
     report = quantize_model(cnn, tmp_path / "e2e.onnx", get_target("onnxruntime"), calib, held_out=held,
-                            task="embedding", method="minmax", max_drop=3e-6)
-    assert report["fallback_order"] == "e2e" and report["within_budget"]
+                            task="embedding", method="minmax", max_drop=3e-6, fallback=fallback)
+    assert report["fallback_order"] == fallback and report["within_budget"]
     assert report["search"][0]["kept_float"] == 0 and report["search"][0]["drop"] > 3e-6  # the budget bites
     assert report["float_layers"] and report["accuracy"]["drop"] <= 3e-6
     gains = {r["node"]: r["e2e_gain"] for r in report["per_layer"] if "e2e_gain" in r}

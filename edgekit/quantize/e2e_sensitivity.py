@@ -11,7 +11,8 @@ compared with the fp32 graph's: KL divergence of the softmax for classifiers, no
   cost       float_macs + the elements per sample the group's float nodes write (element-wise work) + the
              median group's such work (a fixed overhead per float group: Q/DQ at its borders)
 Orders: "e2e" sorts by e2e_gain; "e2e-cost" by e2e_gain / cost, so that cheap layers (a residual Add, a
-depthwise conv) go float before an expensive conv that buys the same output error.
+depthwise conv) go float before an expensive conv that buys the same output error; "e2e-greedy" (`refine`)
+re-measures every group after floating the best 2, 4, 8 (forward selection; ~1 full pass per round).
 Reuse: the all-int8 graph runs once per sample chunk; each variant graph recomputes only the nodes that
 differ from it (same op, inputs, attributes and initializer bytes = same tensor) and what depends on them,
 reading every other tensor from the all-int8 run. Nodes are compared by output name: ORT names Q/DQ
@@ -36,7 +37,8 @@ from edgekit.progress import Progress, log
 
 E2E_SAMPLES = 32  # calibration samples each variant graph is scored on
 CHUNK = 8  # samples per evaluator call (memory: the all-int8 run's tensors of one chunk are kept)
-ORDERS = ("e2e", "e2e-cost", "layer")
+REFINE_SAMPLES = 16  # samples per greedy refinement round (e2e-greedy)
+ORDERS = ("e2e", "e2e-cost", "e2e-greedy", "layer")
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 

@@ -176,7 +176,8 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
     accuracy budget (fraction; labelled accuracy drop if eval_set has labels, else 1 - agreement/cosine);
     the most sensitive layers stay float until it holds. finetune_steps: end-to-end int8 fine-tuning steps
     (default: the scheme's). fallback: the --max-drop order, "e2e" (each layer group's effect on the model
-    output, e2e_sensitivity.py), "e2e-cost" (that effect per float MAC) or "layer" (per-layer added error).
+    output, e2e_sensitivity.py), "e2e-cost" (that effect per float MAC), "e2e-greedy" (re-measured after
+    floating the best few, several rounds: slower) or "layer" (per-layer added error).
     Nothing is written on failure.
     """
     if fallback not in e2e_sensitivity.ORDERS:
@@ -220,10 +221,13 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
                 if measured is None:
                     warn("--max-drop falls back to the per-layer order (keeps more layers float)")
                 else:
-                    order, fallback_used = measured.order(set(order), fallback), fallback
                     e2e_rows = measured.rows()
                     for r in rows:
                         r.update(e2e_rows.get(r["node"], {}))
+                    fallback_used = fallback
+                    order = measured.order(set(order), fallback) if fallback != "e2e-greedy" else \
+                        e2e_sensitivity.refine(cal, tmp, calib.select(e2e_sensitivity.REFINE_SAMPLES, seed=seed),
+                                               set(order), task, measured)[0]
 
             def score(layers: list[str]) -> float:
                 cal.write(candidate, layers)
