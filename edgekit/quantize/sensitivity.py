@@ -9,7 +9,8 @@ name:
   added_error  the relative noise power N adds itself: e_out^2 - max(e_in^2) over its activation inputs
                as N sees them (e = ||int8 - fp32|| / ||fp32||): its int8 weights plus the rounding of its
                output. This is exactly what keeping N float removes (its inputs stay rounded by their
-               producers), so the fallback order sorts by it.
+               producers), so the per-layer fallback order sorts by it (the default --max-drop order
+               is end-to-end: e2e_sensitivity.py; this one serves when the torch evaluator cannot run the graph).
 Keeping N float (`float_groups`) = excluding N, the Relu/Clip folded into it, and the consumers of the
 (folded) output, so that neither N's weights nor its output are rounded. Excluding a folded Relu/Clip
 without its producer would leave the producer quantizing the pre-activation tensor, whose range (after
