@@ -16,7 +16,8 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
             prune_exclude: tuple[str, ...] = (), round_to: int = 8, importance: str = "l2",
             allocation: str = "uniform", layout_by_latency: bool = False,
             distill_steps: int = 0, max_drop: float | None = None, eval_data: str | None = None,
-            int8_finetune: int | None = None, profile: str | None = None, name: str | None = None, seed: int = 0) -> dict[str, Any]:
+            int8_finetune: int | None = None, fallback_order: str = "e2e", profile: str | None = None,
+            name: str | None = None, seed: int = 0) -> dict[str, Any]:
     """Convert `model` into verified artifacts for each target; returns the JSON-able result.
 
     Raises an EdgekitError subclass (each carries its exit code) on bad input, failed verification,
@@ -37,6 +38,10 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
     if layout_by_latency and prune_macs is None:
         raise UsageError("--layout-by-latency chooses among channel layouts near a MAC target",
                          hint="add --prune-macs R (e.g. 0.5)")
+    from edgekit.quantize.e2e_sensitivity import ORDERS
+
+    if fallback_order not in ORDERS:
+        raise UsageError(f"unknown --fallback-order '{fallback_order}'", hint=f"use one of {', '.join(ORDERS)}")
     if int8_finetune is not None and int8_finetune < 0:
         raise UsageError(f"--int8-finetune must be 0 or more steps, got {int8_finetune}")
     if io_layout not in ("nchw", "nhwc"):
@@ -56,7 +61,7 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
               prune_exclude=tuple(prune_exclude), round_to=round_to, importance=importance, allocation=allocation,
               layout_by_latency=layout_by_latency,
               distill_steps=distill_steps, max_drop=max_drop, eval_data=eval_data, profile=profile,
-              int8_finetune=int8_finetune, name=name, seed=seed)
+              int8_finetune=int8_finetune, fallback_order=fallback_order, name=name, seed=seed)
     return run(job)
 
 

@@ -48,6 +48,7 @@ class Job:
     layout_by_latency: bool = False
     distill_steps: int = 0
     max_drop: float | None = None
+    fallback_order: str = "e2e"
     int8_finetune: int | None = None
     eval_data: str | None = None
     profile: str | None = None
@@ -221,7 +222,8 @@ def quantized_hub(st: State, target: Target) -> tuple[Path, dict]:
             f"{scheme.get('calibration_method', 'minmax')} calibration, {len(st.calib)} samples)")
         report = quantize_model(st.hub, out, target, st.calib, method=st.job.calibration_method,
                                 held_out=st.held_out, task=st.model.task, max_drop=st.job.max_drop,
-                                eval_set=eval_set, finetune_steps=st.job.int8_finetune)
+                                eval_set=eval_set, finetune_steps=st.job.int8_finetune,
+                                fallback=st.job.fallback_order)
         st.quantized[key] = (out, report)
     return st.quantized[key]
 

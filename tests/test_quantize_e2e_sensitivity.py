@@ -102,3 +102,17 @@ def test_unsupported_graph_falls_back_to_the_per_layer_order(cnn: Path, crops: S
     assert report["fallback_order"] == "layer" and report["within_budget"] and report["float_layers"]
     assert "per-layer order" in capsys.readouterr().err
     assert not any("e2e_gain" in r for r in report["per_layer"])
+
+
+def test_convert_fallback_order_option(invoke, tmp_path: Path) -> None:
+    """`convert --max-drop X --fallback-order layer` reaches the quantizer (the JSON names the order used);
+    an unknown order is a usage error (exit 2) with nothing written."""
+    pytest.importorskip("safetensors")
+    res = invoke("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "--precision", "int8", "--max-drop", "0.5",
+                 "--fallback-order", "layer", "--calibration-size", "64", "-o", str(tmp_path / "out"), "--json")
+    assert res.returncode == 0, res.stderr
+    q = res.json()["artifacts"][0]["quantization"]
+    assert q["fallback_order"] == "layer" and q["max_drop"] == 0.5
+    bad = invoke("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "--precision", "int8", "--max-drop", "0.5",
+                 "--fallback-order", "random", "-o", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "--fallback-order" in bad.stderr and not (tmp_path / "bad").exists()

@@ -183,6 +183,8 @@ MODEL_KEYS: dict[str, Key] = {
     "latency_device": Key(_str, "device for the latency budget: a device profile, 'local' or 'estimate'",
                           affects_artifact=False),
     "max_accuracy_drop": Key(_number(0.0, 0.99), "accuracy budget: allowed drop (0..1) vs the source model"),
+    "fallback_order": Key(_choice("e2e", "e2e-cost", "e2e-greedy", "layer"),
+                          "order in which the budget keeps layers float: e2e | e2e-cost | e2e-greedy | layer"),
 }
 REQUIRED_MODEL_KEYS = ("name", "source")
 BUILD_KEYS: dict[str, Key] = {

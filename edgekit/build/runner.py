@@ -93,6 +93,7 @@ def _convert(model: ModelConfig, targets: list[str], outdir: Path) -> dict[str, 
         round_to=o.get("round_to", 8), importance=o.get("importance", "l2"),
         allocation=o.get("allocation", "uniform"), layout_by_latency=o.get("layout_by_latency", False),
         distill_steps=o.get("distill_steps", 0), max_drop=o.get("max_accuracy_drop"),
+        fallback_order=o.get("fallback_order", "e2e"),
         int8_finetune=o.get("int8_finetune"), eval_data=o.get("eval_data"), name=model.name, seed=o.get("seed", 0))
 
 

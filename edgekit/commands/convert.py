@@ -22,6 +22,11 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--calibration-method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]),
               help="Range calibration method (default: the target's).")
 @click.option("--max-drop", type=float, help="Accuracy budget for int8: keep sensitive layers in float until met.")
+@click.option("--fallback-order", type=click.Choice(["e2e", "e2e-cost", "e2e-greedy", "layer"]), default="e2e",
+              show_default=True,
+              help="Order in which --max-drop keeps layers float: by each layer's measured effect on the model "
+                   "output (e2e; e2e-cost per float MAC; e2e-greedy re-measured after each pick) or by its "
+                   "local error (layer).")
 @click.option("--int8-finetune", type=int, metavar="STEPS",
               help="End-to-end int8 fine-tuning steps against the fp32 model on the calibration data "
                    "(learns weight rounding, biases and activation ranges; default: the target's, 0).")
@@ -52,7 +57,7 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @handle_errors
 def convert(model: str, targets: tuple[str, ...], outdir: str, precision: str | None, input_shapes: tuple[str, ...],
             weights: str | None, calibration: str | None, calibration_size: int | None,
-            calibration_method: str | None, max_drop: float | None, int8_finetune: int | None, eval_data: str | None, prune: float | None,
+            calibration_method: str | None, max_drop: float | None, fallback_order: str, int8_finetune: int | None, eval_data: str | None, prune: float | None,
             prune_macs: float | None, prune_exclude: tuple[str, ...], round_to: int, importance: str, allocation: str, layout_by_latency: bool,
             distill_steps: int, io_layout: str, io_dtype: str, profile_device: str | None, name: str | None,
             seed: int, no_verify: bool, verbose: bool, as_json: bool) -> None:
@@ -76,7 +81,8 @@ def convert(model: str, targets: tuple[str, ...], outdir: str, precision: str | 
         calibration_method=calibration_method, verify=not no_verify, io_layout=io_layout, io_dtype=io_dtype,
         prune=prune, prune_macs=prune_macs, prune_exclude=prune_exclude, round_to=round_to, importance=importance, allocation=allocation,
         layout_by_latency=layout_by_latency,
-        distill_steps=distill_steps, max_drop=max_drop, eval_data=eval_data, int8_finetune=int8_finetune, profile=profile_device, name=name,
+        distill_steps=distill_steps, max_drop=max_drop, eval_data=eval_data, int8_finetune=int8_finetune,
+        fallback_order=fallback_order, profile=profile_device, name=name,
         seed=seed,
     )
     if as_json:
