@@ -145,7 +145,7 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
         t0 = time.perf_counter()
         budget = work / f"{name}.int8-budget.onnx"
         budget_report = quantize_model(fp32, budget, get_target("onnxruntime"), calib, held_out=held, task=entry.task,
-                                       max_drop=max_drop, fallback=fallback)
+                                       max_drop=max_drop, fallback=fallback, finetune_steps=finetune or None)
         budget_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     peer_ort = ort_default(fp32, work / f"{name}.ortdefault.onnx", calib)
@@ -249,7 +249,8 @@ def main() -> None:
     ap.add_argument("--finetune", type=int, default=0, metavar="STEPS",
                     help="also build an --int8-finetune STEPS variant (end-to-end fine-tuned int8)")
     ap.add_argument("--max-drop", type=float, default=0.03,
-                    help="also build a --max-drop variant for classifiers judged on held-out agreement")
+                    help="also build a --max-drop variant for classifiers judged on held-out agreement "
+                         "(fine-tuned first when --finetune is given)")
     ap.add_argument("--fallback", default="e2e", choices=("e2e", "e2e-cost", "e2e-greedy", "layer"),
                     help="--max-drop fallback order: end-to-end gain (default), gain per float MAC, per-layer error")
     args = ap.parse_args()

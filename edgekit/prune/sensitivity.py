@@ -21,7 +21,7 @@ import numpy as np
 from edgekit.progress import Progress
 from edgekit.prune.allocate import step_of
 
-LEVELS = (0.75, 0.5, 0.25)  # keep fractions measured per group (1.0 = no loss)
+LEVELS = (0.75, 0.5, 0.25, 0.0)  # keep fractions measured per group (1.0 = no loss; 0.0 = the floor)
 MAX_REMOVE = 0.9  # a group never loses more than this fraction of its units
 
 
@@ -39,16 +39,22 @@ def output_loss(task: str) -> Callable:
     return loss
 
 
+def _floor(n: int, step: int) -> int:
+    """Fewest units a group may keep: MAX_REMOVE of it gone at most, rounded up to a step (at least one)."""
+    return min(n, max(step, -(-(n - int(MAX_REMOVE * n)) // step) * step))
+
+
 def curves(groups: Sequence, counts_full: list[int], round_to: int,
            loss_at: Callable[[list[int]], float], levels: Sequence[float] = LEVELS) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per group, (kept units, loss) measured with only that group pruned (kept = all -> loss 0)."""
+    """Per group, (kept units, loss) measured with only that group pruned (kept = all -> loss 0), down to
+    the fewest units the allocation may keep, so that no step is priced by extrapolation."""
     out = []
     with Progress("pruning sensitivity", total=len(groups) * len(levels)) as prog:
         for i, g in enumerate(groups):
             n, step = len(g.units), step_of(g, round_to)
             ks, ls = [n], [0.0]
             for f in levels:
-                k = max(step, int(round(n * f / step)) * step, n - int(MAX_REMOVE * n))
+                k = max(step, int(round(n * f / step)) * step, _floor(n, step))
                 if k < ks[-1]:
                     trial = list(counts_full)
                     trial[i] = k
@@ -66,7 +72,7 @@ def allocate_by_sensitivity(groups: Sequence, curves_: list[tuple[np.ndarray, np
     narrows, so cached gains are upper bounds: the best candidate is re-measured before it is taken
     (lazy greedy), which keeps the MAC counter calls near one per step on a deep network."""
     counts = [len(g.units) for g in groups]
-    floor = [max(step_of(g, round_to), len(g.units) - int(MAX_REMOVE * len(g.units))) for g in groups]
+    floor = [_floor(len(g.units), step_of(g, round_to)) for g in groups]
     current = macs_removed(counts)
     gains: dict[int, float] = {}
     fresh: set[int] = set()
