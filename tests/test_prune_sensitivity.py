@@ -14,7 +14,7 @@ from test_prune_api import X, small_cnn  # noqa: E402
 
 from edgekit.errors import UsageError  # noqa: E402
 from edgekit.prune import count_macs, prune_model  # noqa: E402
-from edgekit.prune.sensitivity import allocate_by_sensitivity  # noqa: E402
+from edgekit.prune.sensitivity import allocate_by_sensitivity, curves  # noqa: E402
 
 
 def _group(n: int):
@@ -34,6 +34,21 @@ def test_greedy_takes_channels_where_the_measured_loss_is_flat():
     counts = allocate_by_sensitivity(groups, [steep, flat], 8, removed, 0.3)
     assert counts[1] < counts[0] and counts[0] == 64
     assert 0.3 <= removed(counts) < 0.3 + 8 / 128
+
+
+def test_curves_reach_the_floor_so_no_step_is_free():
+    """The measured widths go down to the fewest units a group may keep (10%, rounded up to a step): a
+    step below the lowest measured width would otherwise be priced at zero loss (np.interp clamps)."""
+    groups = [_group(384), _group(20)]
+    seen: list[list[int]] = []
+
+    def loss_at(c: list[int]) -> float:
+        seen.append(list(c))
+        return float(sum(n - k for n, k in zip((384, 20), c)))
+
+    (ks, ls), (ks2, _) = curves(groups, [384, 20], 8, loss_at)
+    assert ks.min() == 40 and ls[0] == 344 and list(ks) == sorted(ks)
+    assert ks2.min() == 8 and all(c[0] == 384 or c[1] == 20 for c in seen)  # one group at a time
 
 
 def test_sensitivity_allocation_beats_global_and_uniform_on_mnist_cnn():
