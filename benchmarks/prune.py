@@ -44,7 +44,8 @@ CONFIGS = {  # model -> (MAC-reduction targets, distill steps, distill kwargs); 
     # with augmentation, 0.988 without, at 0.5@16)
     "mnist_cnn": (("0.5", "0.5@16", "0.6"), 250, {"batch_size": 64, "lr": 5e-4, "augment": False}),
     # fresh un-augmented crops, frozen BatchNorm, lr 1e-4: measured best after least-squares reconstruction
-    # (150 steps: 0.734 -> 0.785; heavy augmentation + shipped crops: no gain; lr 1e-3: worse)
+    # (150 steps: 0.734 -> 0.785; heavy augmentation + shipped crops: no gain; lr 1e-3: worse; with
+    # --allocation sensitivity, feature loss on features.6/13/18 + temperature 2: 0.852 vs 0.855 without)
     "mobilenet_v2": (("0.3",), 600, {"batch_size": 32, "lr": 1e-4, "freeze_bn": True, "augment": False}),
     "minilm": (("0.25", "0.5"), 120, {"batch_size": 16, "lr": 2e-4}),
 }
