@@ -195,8 +195,11 @@ def _recalibrate_if_better(model, batches, evaluate, current: float) -> int:
     return n
 
 
-def _first(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
+def first_output(out):
+    """A model's first output: the tensor itself, the first of a tuple/list, or the first value of a dict."""
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    return next(iter(out.values())) if isinstance(out, dict) else out
 
 
 def _loss_fn(task: str, temperature: float):
@@ -231,8 +234,8 @@ class _Features:
             except AttributeError as exc:
                 raise UsageError(f"feature layer '{name}' is not a layer of both teacher and student",
                                  hint="give names from model.named_modules()") from exc
-            self.hooks.append(tm.register_forward_hook(lambda m, i, o, n=name: self.t.__setitem__(n, _first(o))))
-            self.hooks.append(sm.register_forward_hook(lambda m, i, o, n=name: self.s.__setitem__(n, _first(o))))
+            self.hooks.append(tm.register_forward_hook(lambda m, i, o, n=name: self.t.__setitem__(n, first_output(o))))
+            self.hooks.append(sm.register_forward_hook(lambda m, i, o, n=name: self.s.__setitem__(n, first_output(o))))
 
     def loss(self):
         import torch
@@ -292,13 +295,13 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     feats = _Features(teacher, student, feature_layers or []) if feature_layers else None
 
     with torch.no_grad():
-        held_t = _first(teacher(**held))
+        held_t = first_output(teacher(**held))
 
     def evaluate() -> tuple[float, float]:
         """(held-out distillation loss, agreement with the teacher: top-1 or cosine)."""
         student.eval()
         with torch.no_grad():
-            s = _first(student(**held))
+            s = first_output(student(**held))
             loss = float(loss_fn(s, held_t))
         if task == "classification":
             agree = float((s.argmax(-1) == held_t.argmax(-1)).float().mean())
@@ -344,8 +347,8 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
                         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                             m.eval()
                 with torch.no_grad():
-                    t_out = _first(teacher(**feed))
-                s_out = _first(student(**feed))
+                    t_out = first_output(teacher(**feed))
+                s_out = first_output(student(**feed))
                 y = torch.as_tensor(labels[idx]).long() if labels is not None and task == "classification" else None
                 loss = loss_fn(s_out, t_out, y)
                 if feats is not None:
@@ -387,7 +390,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     accuracy = None
     if held_y is not None and task == "classification":
         with torch.no_grad():
-            accuracy = float((_first(student(**held)).argmax(-1) == held_y).float().mean())
+            accuracy = float((first_output(student(**held)).argmax(-1) == held_y).float().mean())
     report = {
         "task": task, "steps": step, "steps_requested": steps, "early_stopped": stopped,
         "samples_train": int(len(train_idx)), "samples_held_out": int(n_held), "batch_size": batch_size,

@@ -41,11 +41,13 @@ def _to_tensors(feed: dict[str, Any]) -> dict[str, Any]:
 
 
 def _by_sensitivity(an, groups, removed_by, module, example_inputs, calib, task, means, round_to: int,
-                    macs_removed, target: float) -> list[int]:
-    """Counts per group from each group's measured output loss (sensitivity.py) on up to 64 calibration
-    samples; the target is a MAC fraction (macs_removed given) or a fraction of prunable channels."""
+                    macs_removed, target: float) -> tuple[list[int], Any]:
+    """(counts per group, layout -> predicted loss) from each group's measured output loss (sensitivity.py)
+    on up to 64 calibration samples; the target is a MAC fraction (macs_removed given) or a fraction of
+    prunable channels."""
     import torch
 
+    from edgekit.distill import first_output
     from edgekit.prune.apply import build_pruned
     from edgekit.prune.sensitivity import allocate_by_sensitivity, curves, output_loss, predicted_loss
 
@@ -59,12 +61,12 @@ def _by_sensitivity(an, groups, removed_by, module, example_inputs, calib, task,
         n += int(next(iter(batches[-1].values())).shape[0])
     loss = output_loss(task)
     with torch.no_grad():
-        ref = [_first(module(**b)) for b in batches]
+        ref = [first_output(module(**b)) for b in batches]
 
     def loss_at(counts: list[int]) -> float:
         model = build_pruned(an, removed_by(counts), example_inputs, original=module, means=means)[0].eval()
         with torch.no_grad():
-            return float(np.mean([loss(_first(model(**b)), r) for b, r in zip(batches, ref)]))
+            return float(np.mean([loss(first_output(model(**b)), r) for b, r in zip(batches, ref)]))
 
     full = [len(g.units) for g in groups]
     total = sum(full)
@@ -81,10 +83,6 @@ def _measure(layout_latency, an, removed_by, example_inputs, module):
     from edgekit.prune.apply import build_pruned
 
     return lambda c: layout_latency(build_pruned(an, removed_by(c), example_inputs, original=module)[0])
-
-
-def _first(out):
-    return out[0] if isinstance(out, (tuple, list)) else next(iter(out.values())) if isinstance(out, dict) else out
 
 
 def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None = None,

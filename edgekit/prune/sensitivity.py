@@ -75,10 +75,14 @@ def allocate_by_sensitivity(groups: Sequence, curves_: list[tuple[np.ndarray, np
     floor = [_floor(len(g.units), step_of(g, round_to)) for g in groups]
     current = macs_removed(counts)
     gains: dict[int, float] = {}
-    fresh: set[int] = set()
+    fresh: set[int] = set()  # groups whose gain was measured at the current counts
 
     def trial(i: int) -> list[int]:
         return counts[:i] + [counts[i] - step_of(groups[i], round_to)] + counts[i + 1:]
+
+    def remeasure(i: int) -> None:
+        gains[i] = macs_removed(trial(i)) - current
+        fresh.add(i)
 
     def score(i: int) -> float:
         ks, ls = curves_[i]
@@ -89,13 +93,13 @@ def allocate_by_sensitivity(groups: Sequence, curves_: list[tuple[np.ndarray, np
         live = [i for i in range(len(groups)) if counts[i] - step_of(groups[i], round_to) >= floor[i]]
         for i in live:
             if i not in gains:
-                gains[i], _ = macs_removed(trial(i)) - current, fresh.add(i)
+                remeasure(i)
         live = [i for i in live if gains[i] > 0]
         if not live:
             break
         best = min(live, key=score)
         if best not in fresh:  # stale upper bound: re-measure, then choose again
-            gains[best], _ = macs_removed(trial(best)) - current, fresh.add(best)
+            remeasure(best)
             continue
         counts = trial(best)
         current = macs_removed(counts)
@@ -114,13 +118,13 @@ def give_back(groups: Sequence, curves_: list[tuple[np.ndarray, np.ndarray]], co
     """Coarse steps overshoot the target: restore the step that saves the most loss while `ok` holds."""
     counts = list(counts)
     while True:
-        best = None
+        best, now = None, predicted_loss(curves_, counts)
         for i, g in enumerate(groups):
             step = step_of(g, round_to)
             if counts[i] + step > len(g.units):
                 continue
             trial = counts[:i] + [counts[i] + step] + counts[i + 1:]
-            saved = predicted_loss(curves_, counts) - predicted_loss(curves_, trial)
+            saved = now - predicted_loss(curves_, trial)
             if (best is None or saved > best[0]) and ok(trial):
                 best = (saved, trial)
         if best is None:

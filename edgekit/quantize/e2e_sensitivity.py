@@ -216,23 +216,14 @@ def measure(cal: Any, base_path: Path, work: Path, samples: SampleSet, quantized
     ref_sess = session(cal.prepared)
     ref_names = [o.name for o in ref_sess.get_outputs()]
     batches = _chunks(samples)
-    try:
-        with torch.no_grad():
-            _base_env(base, batches[0], set())
-    except Exception as exc:  # noqa: BLE001 - an op variant the evaluator does not cover
-        if len(batches[0][next(iter(batches[0]))]) > 1:  # a graph exported for batch 1: one sample per call
-            batches = [{k: v[j:j + 1] for k, v in b.items()} for b in batches for j in range(len(b[next(iter(b))]))]
-            try:
-                with torch.no_grad():
-                    _base_env(base, batches[0], set())
-            except Exception as exc2:  # noqa: BLE001
-                warn(f"end-to-end fallback order unavailable: the graph does not run in the torch evaluator "
-                     f"({type(exc2).__name__}: {str(exc2).splitlines()[0][:120] if str(exc2) else ''})")
-                return None
-        else:
-            warn(f"end-to-end fallback order unavailable: the graph does not run in the torch evaluator "
-                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})")
-            return None
+    exc = _fails(base, batches[0])
+    if exc is not None and len(batches[0][next(iter(batches[0]))]) > 1:  # a graph exported for batch 1
+        batches = [{k: v[j:j + 1] for k, v in b.items()} for b in batches for j in range(len(b[next(iter(b))]))]
+        exc = _fails(base, batches[0])
+    if exc is not None:
+        warn(f"end-to-end fallback order unavailable: the graph does not run in the torch evaluator "
+             f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})")
+        return None
     refs = [ref_sess.run(ref_names, b) for b in batches]
 
     todo = sorted(quantized if layers is None else set(layers) & quantized)
@@ -269,6 +260,18 @@ def measure(cal: Any, base_path: Path, work: Path, samples: SampleSet, quantized
         f"(all-int8 loss {base_loss:.4g})")
     return Measured(base_loss, gain, {v.layer: v.macs for v in variants}, {v.layer: v.elements for v in variants},
                     n, seconds)
+
+
+def _fails(base: _Graph, feed: dict[str, np.ndarray]) -> Exception | None:
+    """The error the evaluator raises on the all-int8 graph for `feed`, or None when it runs."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            _base_env(base, feed, set())
+    except Exception as exc:  # noqa: BLE001 - an op variant the evaluator does not cover
+        return exc
+    return None
 
 
 def _base_env(base: _Graph, feed: dict[str, np.ndarray], keep: set[str]) -> tuple[dict[str, Any], list[Any]]:
