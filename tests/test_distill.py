@@ -88,10 +88,11 @@ def test_cli_distill_mnist(tmp_path):
 
     out = tmp_path / "mnist_small.pt2"
     res = CliRunner().invoke(cli, ["distill", "zoo:mnist_cnn", "--prune-macs", "0.5", "--distill-steps", "8",
-                                   "--batch-size", "16", "-o", str(out), "--json"])
+                                   "--batch-size", "16", "--train-precision", "fp32", "-o", str(out), "--json"])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     assert rep["macs_after"] <= 0.5 * rep["macs_before"] and rep["distill"]["steps"] == 8
+    assert rep["distill"]["precision"] == "fp32"
     lm = load_model(str(out))
     x = np.load(__import__("edgekit.resources", fromlist=["x"]).__file__.rsplit("/edgekit/", 1)[0]
                 + "/calibration/mnist/test.npz")["input"][:4]
@@ -175,3 +176,22 @@ def test_bn_statistics_kept_when_recalibration_hurts_and_large_sets_read_lazily(
     rep = distill(teacher, Wrap(teacher_cnn()), big, steps=3, batch_size=8, lr=1e-4, augment=False)
     assert rep["steps"] == 3 and rep["samples_held_out"] == 128
     assert 0 < len(built) < 1000 and min(built) >= 5000  # only what was used
+
+
+def test_training_precision_choice_and_bf16_steps_restore_the_models():
+    from edgekit.distill import train_precision
+
+    dense = nn.Sequential(nn.Linear(4, 4))
+    assert train_precision("auto", dense) == "fp32"  # no convolutions: fp32 whatever the CPU
+    assert train_precision("fp32", teacher_cnn()) == "fp32"
+    with pytest.raises(UsageError, match="training precision"):
+        train_precision("fp16", dense)
+    teacher = Wrap(teacher_cnn())
+    student, _ = prune_model(teacher, {"x": torch.randn(1, 3, 12, 12)}, ratio=0.5, keep_first_last=False)
+    rep = distill(teacher, student, image_samples(), steps=60, batch_size=16, lr=3e-3, seed=3, augment=False,
+                  precision="bf16")
+    assert rep["precision"] == "bf16"
+    assert rep["held_out_loss_after"] < 0.8 * rep["held_out_loss_before"]  # the held-out check is fp32
+    for m in (teacher, student):  # channels-last was for the training steps only
+        assert all(p.is_contiguous() for p in m.parameters())
+    assert all(p.dtype == torch.float32 for p in student.parameters())

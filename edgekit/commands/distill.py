@@ -28,6 +28,9 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--temperature", type=float, default=4.0, show_default=True, help="Softmax temperature (classifiers).")
 @click.option("--feature-layer", "feature_layers", multiple=True, help="Also match this layer's output (repeatable).")
 @click.option("--no-augment", is_flag=True, help="No image augmentation during distillation.")
+@click.option("--train-precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="Training-step precision; auto = bf16 autocast for convolutional models on CPUs with bfloat16 "
+              "instructions (about 2-3x faster steps), else fp32. Held-out checks are always fp32.")
 @click.option("--input-shape", "input_shapes", multiple=True, help="name=1x3x224x224 (repeatable).")
 @click.option("--weights", type=click.Path(), help="state_dict for a factory pkg.module:fn model.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -36,7 +39,7 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 def distill(model: str, output: str, prune: float | None, prune_macs: float | None, prune_exclude: tuple[str, ...],
             round_to: int, importance: str, allocation: str, no_reconstruct: bool, distill_steps: int, calibration: str | None,
             train_data: str | None, batch_size: int, lr: float, temperature: float, feature_layers: tuple[str, ...],
-            no_augment: bool, input_shapes: tuple[str, ...], weights: str | None, seed: int, as_json: bool) -> None:
+            no_augment: bool, train_precision: str, input_shapes: tuple[str, ...], weights: str | None, seed: int, as_json: bool) -> None:
     """Prune MODEL (a torch model: .pt2, TorchScript-free factory pkg.module:fn, or zoo:NAME) and recover it
     by distilling from the original on unlabeled data. Writes a torch.export program (-o OUT.pt2).
 
@@ -54,7 +57,7 @@ def distill(model: str, output: str, prune: float | None, prune_macs: float | No
         model, Path(output), prune=prune, prune_macs=prune_macs, exclude=prune_exclude, round_to=round_to,
         importance=importance, allocation=allocation, distill_steps=distill_steps, data=train_data or calibration,
         batch_size=batch_size, lr=lr, temperature=temperature, feature_layers=list(feature_layers),
-        augment=not no_augment, reconstruct=not no_reconstruct, input_shapes=parse_input_shapes(input_shapes), weights=weights, seed=seed)
+        augment=not no_augment, train_precision=train_precision, reconstruct=not no_reconstruct, input_shapes=parse_input_shapes(input_shapes), weights=weights, seed=seed)
     if as_json:
         emit_json(result)
         return

@@ -32,7 +32,7 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
                              distill_steps: int = 0, batch_size: int = 32, lr: float = 1e-3,
                              temperature: float = 4.0, feature_layers: list[str] | None = None,
                              augment: bool = True, seed: int = 0, reconstruct: bool = True,
-                             layout_target: Any = None) -> tuple[Any, dict[str, Any]]:
+                             layout_target: Any = None, train_precision: str = "auto") -> tuple[Any, dict[str, Any]]:
     """-> (student module, report). `lm` is a LoadedModel with a torch module (the teacher, unchanged);
     `samples` a SampleSet (needed for distillation, taylor/variance importance and reconstruction:
     with real samples, the layers after the pruned channels are refitted by least squares)."""
@@ -67,7 +67,7 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
         report["distill"] = distill(
             teacher, student, samples, steps=distill_steps, task=lm.task if lm.task in ("classification", "embedding")
             else "generic", lr=lr, temperature=temperature, batch_size=batch_size, seed=seed,
-            feature_layers=feature_layers or None, augment=augment)
+            feature_layers=feature_layers or None, augment=augment, precision=train_precision)
     student.eval()
     report.update(params_before=count_params(teacher), params_after=count_params(student),
                   macs_before=count_macs(teacher, example), macs_after=count_macs(student, example))
