@@ -86,12 +86,7 @@ def search(order: list[str], score: Callable[[list[str]], float], max_drop: floa
     Doubling (1, 2, 4, ...) until the budget holds, then bisection; returns (k, tries).
     """
     tries: list[dict] = []
-
-    def ok(k: int) -> bool:
-        d = score(order[:k])
-        tries.append({"kept_float": k, "drop": d})
-        return d <= max_drop + 1e-12
-
+    ok = _checker(order, score, max_drop, tries)
     if ok(0):
         return 0, tries
     good, bad, k = None, 0, 1
@@ -104,10 +99,36 @@ def search(order: list[str], score: Callable[[list[str]], float], max_drop: floa
         if not order or not ok(len(order)):
             return -1, tries
         good = len(order)
+    return _bisect(ok, good, bad), tries
+
+
+def _checker(order: list[str], score: Callable[[list[str]], float], max_drop: float,
+             tries: list[dict]) -> Callable[[int], bool]:
+    """ok(k): whether the graph with the first k nodes of `order` float meets the budget (logged in `tries`)."""
+    def ok(k: int) -> bool:
+        d = score(order[:k])
+        tries.append({"kept_float": k, "drop": d})
+        return d <= max_drop + 1e-12
+    return ok
+
+
+def _bisect(ok: Callable[[int], bool], good: int, bad: int) -> int:
+    """The smallest k in (bad, good] with ok(k), assuming ok is monotone and ok(good) holds."""
     while good - bad > 1:
         mid = (good + bad) // 2
         if ok(mid):
             good = mid
         else:
             bad = mid
-    return good, tries
+    return good
+
+
+def fewest(order: list[str], score: Callable[[list[str]], float], max_drop: float, k: int) -> tuple[int, list[dict]]:
+    """Fewest j <= k of the first nodes of `order` to keep float so that score(order[:j]) <= max_drop, for a
+    graph that changed since `search` found k (bisection over [0, k]); returns (j, tries), j = -1 when k itself
+    misses the budget now."""
+    tries: list[dict] = []
+    ok = _checker(order, score, max_drop, tries)
+    if not ok(k):
+        return -1, tries
+    return _bisect(ok, k, -1), tries

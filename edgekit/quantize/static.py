@@ -5,6 +5,8 @@ Stages: prepare (name nodes, infer shapes) -> check data -> cross-layer equaliza
 data-aware weight rounding -> per-layer
 error -> held-out / labelled accuracy (against the unequalized fp32 graph) -> (--max-drop) keep the most
 sensitive layers float until the drop fits -> compact -> atomic write.
+--int8-finetune fine-tunes the all-int8 graph after calibration; with --max-drop it waits for the search
+instead and fine-tunes around the float layers it chose, then floats fewer (fallback_first.py).
 """
 
 from __future__ import annotations
@@ -80,6 +82,16 @@ def _sizes(a: Path, b: Path) -> dict[str, Any]:
     return {"fp32_bytes": sa, "int8_bytes": sb, "ratio": round(sb / sa, 4) if sa else None}
 
 
+def _finetune_figures(ft: Any, budget: dict[str, Any]) -> dict[str, Any] | None:
+    """The report's fine-tuning block: finetune.Finetuned's figures (when kept) and fallback_first.py's."""
+    if ft is None and not budget:
+        return None
+    out = {} if ft is None else {
+        "steps": ft.steps, "seconds": round(ft.seconds, 1), "loss_before": round(ft.loss_before, 5),
+        "loss_after": round(ft.loss_after, 5), "layers": len(ft.layers), "activation_scales": len(ft.scales)}
+    return out | budget
+
+
 @dataclass
 class Calibrated:
     """A calibrated model, ready to be written as QDQ with any set of layers kept in float.
@@ -118,6 +130,15 @@ class Calibrated:
         if self.finetuned is not None:
             self.finetuned.apply(path)
 
+    def tune(self, path: Path, samples: SampleSet, steps: int, task: str, seed: int = 0,
+             float_layers: list[str] = ()) -> None:
+        """Fine-tune the int8 graph written with `float_layers` float (from the plain values) into `finetuned`."""
+        from edgekit.quantize import finetune
+
+        self.finetuned = None
+        self.write(path, float_layers)
+        self.finetuned = finetune.finetune(path, self.model, self.prepared, samples, steps=steps, task=task, seed=seed)
+
     def analyse(self, path: Path, samples: SampleSet) -> tuple[list[dict[str, Any]], list[str]]:
         """Per-layer error rows of the all-int8 graph (written to `path`) and the fallback order."""
         import onnx
@@ -130,8 +151,9 @@ class Calibrated:
 
 
 def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: int = 0,
-              task: str = "classification") -> Calibrated:
-    """Equalize (when the scheme says so), collect statistics on `calib` and compute the ranges."""
+              task: str = "classification", finetune: bool = True) -> Calibrated:
+    """Equalize (when the scheme says so), collect statistics on `calib` and compute the ranges; fine-tune the
+    all-int8 graph when the scheme says so and `finetune`."""
     import onnx
 
     op_types, _ = ops.op_types_for(model, scheme.op_types)
@@ -155,12 +177,8 @@ def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: in
         cal.write(work / "rounding.onnx")
         cal.rounding = rounding.learn(model, work / "rounding.onnx", calib.select(ROUNDING_SAMPLES, seed=seed), seed=seed)
         log(f"weight rounding (gptq): {len(cal.rounding.layers)} layers in {cal.rounding.seconds:.1f} s")
-    if scheme.finetune_steps:
-        from edgekit.quantize import finetune
-
-        cal.write(work / "finetune.onnx")
-        cal.finetuned = finetune.finetune(work / "finetune.onnx", model, prepared, calib,
-                                          steps=scheme.finetune_steps, task=task, seed=seed)
+    if scheme.finetune_steps and finetune:
+        cal.tune(work / "finetune.onnx", calib, scheme.finetune_steps, task, seed)
     cal.seconds = time.perf_counter() - t0
     return cal
 
@@ -205,13 +223,15 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         tmp = Path(tmp_dir)
         reference = tmp / "fp32.onnx"
         onnx.save(model, str(reference))
-        cal = calibrate(model, scheme, calib, tmp, seed=seed, task=task)
+        judge = control.Judge(reference, task, held_out, eval_set)
+        later = bool(scheme.finetune_steps) and max_drop is not None and judge.active  # fallback_first.py
+        cal = calibrate(model, scheme, calib, tmp, seed=seed, task=task, finetune=not later)
         rows, order = cal.analyse(tmp / "analysis.onnx", calib.select(ANALYSIS_SAMPLES, seed=seed))
 
-        judge = control.Judge(reference, task, held_out, eval_set)
         candidate = tmp / "int8.onnx"
         tries: list[dict] = []
         k = 0
+        ft_budget: dict[str, Any] = {}
         fallback_used = None
         if max_drop is not None and judge.active:
             fallback_used = "layer"
@@ -240,6 +260,11 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
                     hint="raise --max-drop or use fp32")
             if k:
                 log(f"accuracy control: {k} layer(s) kept in float to meet --max-drop {max_drop}")
+            if later:
+                from edgekit.quantize import fallback_first
+
+                k, ft_budget = fallback_first.finetune_within_budget(cal, order, k, score, max_drop, tmp, calib,
+                                                                     scheme.finetune_steps, task, seed)
         float_layers = order[:k]
         kept = cal.float_nodes(float_layers)
         cal.write(candidate, float_layers)
@@ -263,10 +288,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         "weight_rounding": {"method": scheme.weight_rounding, "layers": cal.rounded,
                             "seconds": round(cal.rounding.seconds, 2) if cal.rounding else 0.0},
         "equalized_pairs": cal.equalized,
-        "finetune": None if cal.finetuned is None else {
-            "steps": cal.finetuned.steps, "seconds": round(cal.finetuned.seconds, 1),
-            "loss_before": round(cal.finetuned.loss_before, 5), "loss_after": round(cal.finetuned.loss_after, 5),
-            "layers": len(cal.finetuned.layers), "activation_scales": len(cal.finetuned.scales)},
+        "finetune": _finetune_figures(cal.finetuned, ft_budget),
         "float_layers": float_layers,
         "fallback_order": fallback_used,
         "kept_float": kept,
