@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekit.progress import log
+from edgekit.progress import Progress, log
 
 RIDGES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # ridge strengths tried, relative to the Gram matrix's mean diagonal
 FOLDS = 4  # calibration batches are split into this many folds to pick the ridge strength
@@ -165,32 +165,34 @@ def reconstruct(teacher, student, keep_out: dict[str, Any], calib: list[dict[str
     student.eval()
     done, skipped, errs, ridges = 0, [], [], []
     try:
-        for name in order[first:]:
-            layer = student.get_submodule(name)
-            stats = _normal_equations(teacher, student, name, layer, keep_out.get(name), calib)
-            if stats is None:
-                skipped.append(name)
-                continue
-            w_old = torch.cat([layer.weight.detach().reshape(len(layer.weight), -1).double(),
-                               (layer.bias.detach().double() if layer.bias is not None
-                                else torch.zeros(len(layer.weight), dtype=torch.float64))[:, None]], 1).T
-            lam = _pick_ridge(stats, w_old)
-            if lam is None:
-                skipped.append(name)
-                continue
-            gram, xty, yy = (sum(x[j] for x in stats) for j in range(3))
-            w_new = _solve(gram, xty, w_old, lam)
-            before, after = _sse(w_old, gram, xty, yy), _sse(w_new, gram, xty, yy)
-            ridges.append(lam)
-            errs.append((before / max(yy, 1e-30), after / max(yy, 1e-30)))
-            with torch.no_grad():
-                w = w_new.T.to(layer.weight.dtype)
-                layer.weight.copy_(w[:, :-1].reshape(layer.weight.shape))
-                if layer.bias is None:
-                    layer.bias = torch.nn.Parameter(w[:, -1].clone())
-                else:
-                    layer.bias.copy_(w[:, -1])
-            done += 1
+        with Progress("least-squares refit", total=len(order) - first) as bar:
+            for name in order[first:]:
+                bar.update(1)
+                layer = student.get_submodule(name)
+                stats = _normal_equations(teacher, student, name, layer, keep_out.get(name), calib)
+                if stats is None:
+                    skipped.append(name)
+                    continue
+                w_old = torch.cat([layer.weight.detach().reshape(len(layer.weight), -1).double(),
+                                   (layer.bias.detach().double() if layer.bias is not None
+                                    else torch.zeros(len(layer.weight), dtype=torch.float64))[:, None]], 1).T
+                lam = _pick_ridge(stats, w_old)
+                if lam is None:
+                    skipped.append(name)
+                    continue
+                gram, xty, yy = (sum(x[j] for x in stats) for j in range(3))
+                w_new = _solve(gram, xty, w_old, lam)
+                before, after = _sse(w_old, gram, xty, yy), _sse(w_new, gram, xty, yy)
+                ridges.append(lam)
+                errs.append((before / max(yy, 1e-30), after / max(yy, 1e-30)))
+                with torch.no_grad():
+                    w = w_new.T.to(layer.weight.dtype)
+                    layer.weight.copy_(w[:, :-1].reshape(layer.weight.shape))
+                    if layer.bias is None:
+                        layer.bias = torch.nn.Parameter(w[:, -1].clone())
+                    else:
+                        layer.bias.copy_(w[:, -1])
+                done += 1
     finally:
         teacher.train(was[0])
         student.train(was[1])
