@@ -203,7 +203,9 @@ def test_finetune_with_max_drop_never_keeps_more_layers_float(mnist: tuple[Path,
     assert ft["fallback_first"] and ft["float_before"] == len(plain["float_layers"])
     assert ft["float_after"] == len(tuned["float_layers"]) <= len(plain["float_layers"])
     assert tuned["float_layers"] == plain["float_layers"][:ft["float_after"]]  # a prefix of the same order
-    assert ft["tries"][0]["kept_float"] == ft["float_before"] and ft["outcome"] == "fine-tuned"
+    first = ft["rounds"][0]
+    assert first["tuned_with_float"] == ft["float_before"] and first["tries"][0]["kept_float"] == ft["float_before"]
+    assert ft["outcome"] == "fine-tuned" and [r["float"] for r in ft["rounds"] if r["kept"]][-1] == ft["float_after"]
     assert ft["steps"] == 40 and ft["layers"] >= 1
     assert tuned["within_budget"] and tuned["accuracy"]["drop"] <= 0.0
     # the shipped file itself agrees with fp32 on every held-out digit

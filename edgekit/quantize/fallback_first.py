@@ -9,8 +9,11 @@ make its output worse (mobilenet_v2, --max-drop 0.03: 28 layers float without fi
      fp32 output next to the float ones;
   3. with the learned values, the fewest j <= k first layers of the same order that still meet the budget
      (control.fewest: bisection over [0, k]); layers int8 again get their plain (not fine-tuned) values;
-  4. when j < k, the graph with j layers float is fine-tuned again (from the plain values) and kept when its
-     held-out drop is lower; otherwise the values learned at k stay.
+  4. up to RETUNES more rounds: fine-tune again from the plain values with j layers float when the last
+     round found j < its own count (the layers given back learn too), else with j - 1; search again (3.);
+     a round is kept when it floats fewer layers, or as many with no higher held-out drop; else stop.
+Measured on mobilenet_v2, --max-drop 0.08, --int8-finetune 100: k = 25; fine-tuned with 25 float, 13 of
+them suffice (drop 8.0%); fine-tuned again with 13 float, the drop is 4.7%.
 When the fine-tuned graph at k misses the budget on the held-out set, fine-tuning is dropped (k layers float,
 plain values), so the result never keeps more layers float than the search without fine-tuning.
 """
@@ -26,6 +29,8 @@ from edgekit.data import SampleSet
 from edgekit.progress import log, warn
 from edgekit.quantize import control
 
+RETUNES = 2  # fine-tuning runs after the first, each with fewer layers float (or the same, from the plain values)
+
 
 def finetune_within_budget(cal: Any, order: list[str], k: int, score: Callable[[list[str]], float],
                            max_drop: float, work: Path, samples: SampleSet, steps: int, task: str,
@@ -35,37 +40,38 @@ def finetune_within_budget(cal: Any, order: list[str], k: int, score: Callable[[
 
     score(layers): held-out drop of `cal` written with `layers` float (with whatever `cal.finetuned` holds).
     """
-    info: dict[str, Any] = {"fallback_first": True, "float_before": k, "float_after": k, "tries": []}
-    cal.tune(work / "finetune.onnx", samples, steps, task, seed, order[:k])
-    if cal.finetuned is None:
-        info["outcome"] = "skipped (the graph does not run in the torch evaluator)"
-        return k, info
-    j, info["tries"] = control.fewest(order, score, max_drop, k)
-    if j < 0:
-        warn(f"int8 fine-tuning with {k} layer(s) float misses --max-drop {max_drop} on the held-out set "
-             f"(drop {info['tries'][0]['drop']}): shipping without fine-tuning")
-        cal.finetuned = None
-        info["outcome"] = "dropped: the fine-tuned graph misses the budget"
-        return k, info
+    info: dict[str, Any] = {"fallback_first": True, "float_before": k, "float_after": k, "rounds": []}
+    j, tuned_at = k, None
+    for _ in range(1 + RETUNES):
+        if tuned_at is not None and j == 0:
+            break
+        at = k if tuned_at is None else j if j < tuned_at else j - 1
+        prev = cal.finetuned
+        t0 = time.perf_counter()
+        cal.tune(work / "finetune.onnx", samples, steps, task, seed, order[:at])
+        if cal.finetuned is None:  # the graph does not run in the torch evaluator
+            cal.finetuned = prev
+            break
+        got, tries = control.fewest(order, score, max_drop, at)
+        kept = got >= 0 and (got < j or tuned_at is None or _drop(tries, got) <= _drop(info["rounds"][-1]["tries"], j))
+        info["rounds"].append({"tuned_with_float": at, "float": got, "tries": tries, "kept": kept,
+                               "seconds": round(time.perf_counter() - t0, 1)})
+        if not kept:
+            cal.finetuned = prev
+            break
+        j, tuned_at = got, at
     info["float_after"] = j
+    if tuned_at is None:
+        info["outcome"] = "dropped: the fine-tuned graph misses the budget" if info["rounds"] else \
+            "skipped (the graph does not run in the torch evaluator)"
+        if info["rounds"]:
+            warn(f"int8 fine-tuning with {k} layer(s) float misses --max-drop {max_drop} on the held-out set "
+                 f"(drop {info['rounds'][0]['tries'][0]['drop']}): shipping without fine-tuning")
+        return k, info
     info["outcome"] = "fine-tuned"
-    if j < k:
-        info["refinetune"] = _refinetune(cal, order[:j], score, work, samples, steps, task, seed,
-                                         drop=next(t["drop"] for t in info["tries"] if t["kept_float"] == j))
     log(f"int8 fine-tuning around the float layers: {k} -> {j} layer(s) kept float within --max-drop {max_drop}")
     return j, info
 
 
-def _refinetune(cal: Any, layers: list[str], score: Callable[[list[str]], float], work: Path, samples: SampleSet,
-                steps: int, task: str, seed: int, drop: float) -> dict[str, Any]:
-    """Fine-tune again with only `layers` float; keep it when its held-out drop beats `drop` (the values
-    learned with more layers float)."""
-    t0 = time.perf_counter()
-    first = cal.finetuned
-    cal.tune(work / "refinetune.onnx", samples, steps, task, seed, layers)
-    again = score(layers) if cal.finetuned is not None else None
-    kept = again is not None and again < drop
-    if not kept:
-        cal.finetuned = first
-    return {"float": len(layers), "drop_before": drop, "drop": again, "kept": kept,
-            "seconds": round(time.perf_counter() - t0, 1)}
+def _drop(tries: list[dict], j: int) -> float:
+    return next(t["drop"] for t in tries if t["kept_float"] == j)
