@@ -279,8 +279,11 @@ def main() -> None:
                 if (md.get("finetune") or {}).get("fallback_first"):
                     bf = md["finetune"]
                     print(f"  --max-drop with --int8-finetune: {bf['float_before']} -> {bf['float_after']} layers float "
-                          f"({bf['outcome']}), tries {[(t['kept_float'], t['drop']) for t in bf['tries']]}, "
-                          f"re-fine-tune {bf.get('refinetune')}")
+                          f"({bf['outcome']})")
+                    for rd in bf["rounds"]:
+                        print(f"    fine-tuned with {rd['tuned_with_float']} float -> {rd['float']} "
+                              f"({'kept' if rd['kept'] else 'not kept'}, {rd['seconds']} s), tries "
+                              f"{[(t['kept_float'], t['drop']) for t in rd['tries']]}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     import onnxruntime
