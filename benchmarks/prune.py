@@ -3,6 +3,7 @@
     PYTHONPATH=. python benchmarks/prune.py [--models mnist_cnn,mobilenet_v2,minilm] [--steps 300] [--runs 30]
         [--importance l2|variance|taylor|...] [--allocation uniform|global] [--round-to 8] [--calib 128]
         [--no-reconstruct] [--shipped-crops] [--distill lr=1e-4,freeze_bn=1,...] [--targets "mnist_cnn=0.5,0.5@16"]
+        [--cache DIR]
 
 For each model and MAC-reduction target: prune (default L2, uniform, kept channels rounded to 8; "R@16"
 rounds to 16), refit the following layers by least squares on --calib samples (reconstruct.py), measure
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import _prune_cache as pcache  # noqa: E402
 from benchmarks._timing import median_ms, table  # noqa: E402
 
 CONFIGS = {  # model -> (MAC-reduction targets, distill steps, distill kwargs); --steps overrides the steps.
@@ -111,6 +113,7 @@ def quality(name: str, teacher, student, held, labels) -> float:
 
 THREADS: int | None = None  # --threads: runtime threads for the latency figures (None: the runtime's default)
 LAYOUT_TARGET: str | None = None  # --layout-latency TARGET: time candidate channel layouts on this target
+CACHE: Path | None = None  # --cache DIR: pruned students (see _prune_cache.py)
 
 
 def runtime_numbers(module, lm, feed: dict, tmp: Path, tag: str, runs: int) -> dict:
@@ -194,13 +197,25 @@ def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "
 
                 layout_latency = runtime_latency(get_target(LAYOUT_TARGET), list(lm.inputs), list(lm.output_names),
                                                  example)
-            student, rep = prune_model(teacher, example, macs_ratio=target, task=lm.task, calib=calib,
-                                       importance=importance, allocation=allocation, reconstruct=reconstruct,
-                                       round_to=rt, layout_latency=layout_latency)
+            ck = pcache.key(model=name, target=target, round_to=rt, importance=importance, allocation=allocation,
+                            reconstruct=reconstruct, calib=len(idx), fresh=bool(fresh and name in FRESH),
+                            seed=seed, layout=LAYOUT_TARGET)
+            hit = pcache.load(CACHE, ck, teacher, example) if CACHE else None
+            if hit:
+                (student, rep), cached = hit, True
+            else:
+                student, rep = prune_model(teacher, example, macs_ratio=target, task=lm.task, calib=calib,
+                                           importance=importance, allocation=allocation, reconstruct=reconstruct,
+                                           round_to=rt, layout_latency=layout_latency)
+                cached = False
+                if CACHE:
+                    pcache.save(CACHE, ck, student, {k: rep[k] for k in ("macs_after", "params_after", "macs_removed",
+                                                                         "reconstruction", "groups") if k in rep})
             row = {"model": name, "target": target, "importance": importance, "allocation": allocation,
                    "reconstruct": reconstruct, "round_to": rt, "calib": len(idx), "fresh_crops": bool(fresh and name in FRESH),
                    "distill_kw": dkw, "macs": rep["macs_after"], "params": rep["params_after"],
                    "macs_removed": rep["macs_removed"], "prune_s": round(time.perf_counter() - t0, 1),
+                   "pruned_from_cache": cached,
                    "quality_pruned": quality(name, teacher, student, held, labels),
                    "reconstruction": rep.get("reconstruction"),
                    "widths": [[g["modules"][0], g["channels_before"], g["channels_after"]] for g in rep["groups"]]}
@@ -250,10 +265,11 @@ def main() -> None:
     ap.add_argument("--layout-latency", metavar="TARGET",
                     help="choose among channel layouts near the MAC target by latency measured on TARGET")
     ap.add_argument("--threads", type=int, help="runtime threads for latency (default: each runtime's own)")
+    ap.add_argument("--cache", help="reuse pruned students from this folder (same model and pruning arguments)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/prune.json"))
     args = ap.parse_args()
-    global THREADS, LAYOUT_TARGET
-    THREADS, LAYOUT_TARGET = args.threads, args.layout_latency
+    global THREADS, LAYOUT_TARGET, CACHE
+    THREADS, LAYOUT_TARGET, CACHE = args.threads, args.layout_latency, Path(args.cache) if args.cache else None
     rows = []
     for name in args.models.split(","):
         for spec in (args.targets or "").split(";"):
