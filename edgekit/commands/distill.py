@@ -29,8 +29,8 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--feature-layer", "feature_layers", multiple=True, help="Also match this layer's output (repeatable).")
 @click.option("--no-augment", is_flag=True, help="No image augmentation during distillation.")
 @click.option("--train-precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="Training-step precision; auto = bf16 autocast for convolutional models on CPUs with bfloat16 "
-              "instructions (about 2-3x faster steps), else fp32. Held-out checks are always fp32.")
+              help="Training-step precision: fp32 (auto), or bf16 autocast on CPUs with bfloat16 instructions "
+              "(2-3x faster steps for convolutional models, less exact). Held-out checks are always fp32.")
 @click.option("--input-shape", "input_shapes", multiple=True, help="name=1x3x224x224 (repeatable).")
 @click.option("--weights", type=click.Path(), help="state_dict for a factory pkg.module:fn model.")
 @click.option("--seed", type=int, default=0, show_default=True)
