@@ -196,3 +196,14 @@ def test_training_precision_choice_and_bf16_steps_restore_the_models():
     for m in (teacher, student):  # channels-last was for the training steps only
         assert all(p.is_contiguous() for p in m.parameters())
     assert all(p.dtype == torch.float32 for p in student.parameters())
+
+
+def test_student_dropout_is_off_while_training_unless_asked():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10)).eval()
+    teacher, student = Wrap(net), Wrap(__import__("copy").deepcopy(net))
+    off = distill(teacher, student, image_samples(), steps=2, batch_size=16, lr=1e-9, augment=False, seed=0)
+    assert off["dropout"] is False and off["train_loss_first"] == pytest.approx(0.0, abs=1e-6)  # same function
+    on = distill(teacher, student, image_samples(), steps=2, batch_size=16, lr=1e-9, augment=False, seed=0,
+                 dropout=True)
+    assert on["train_loss_first"] > 0.01  # dropout noise: the student no longer matches its own teacher
