@@ -202,7 +202,7 @@ def first_output(out):
     return next(iter(out.values())) if isinstance(out, dict) else out
 
 
-def train_precision(precision: str, model) -> str:
+def train_precision(precision: str) -> str:
     """"fp32" or "bf16" for the training steps. bf16 (autocast, channels-last) makes a step of mobilenet_v2 at
     batch 32 2.9x faster on an AVX-512 BF16 host (1.51 s -> 0.52 s), and its rounding adds ~10-20% to the
     distillation loss of a close student (KL x T^2 on 32 crops: 0.129 fp32, 0.139 bf16). On a 30% pruned
@@ -335,8 +335,8 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     inference mode while training (default: when batch_size < 8). dropout: keep the student's dropout
     layers active while training; off by default, because the teacher's outputs on fresh inputs are
     exact targets, not labels to regularise against (30%-pruned mobilenet_v2, 600 bf16 steps: 0.832 ->
-    0.832 top-1 agreement with dropout, 0.832 -> 0.859 without; the training loss starts at 0.12
-    instead of 0.39). precision: "fp32" (default), or "bf16"
+    0.832 top-1 agreement with dropout, 0.832 -> 0.859 without; 600 fp32 steps without dropout: held-out
+    loss 0.117 -> 0.094, the largest drop measured, but agreement 0.848 against 0.871 with dropout). precision: "fp32" (default), or "bf16"
     (training steps under bfloat16 autocast, channels-last weights and inputs; the held-out checks stay
     fp32): faster, less exact (see `train_precision`)."""
     import torch
@@ -354,7 +354,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    precision = train_precision(precision, student)
+    precision = train_precision(precision)
     perm = rng.permutation(len(items))
     n_held = min(max(1, int(round(len(items) * held_out))), 128)
     held_idx, train_idx = perm[:n_held], perm[n_held:]
