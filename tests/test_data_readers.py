@@ -155,3 +155,14 @@ def test_unknown_source_and_bad_array(tmp_path: Path) -> None:
     np.save(bad, np.zeros((4, 3, 16, 16), np.float32))
     with pytest.raises(DataError, match="axis 2"):
         load_samples(str(bad), IMG)
+
+
+def test_npz_key_named_like_a_label_is_data_when_the_model_has_that_input(tmp_path: Path) -> None:
+    """"y" is a label key only when no model input is called "y" (a two-input model f(x, y))."""
+    inputs = [InputSpec("x", ("batch", 8)), InputSpec("y", ("batch", 4))]
+    np.savez(tmp_path / "d.npz", x=np.ones((5, 8), np.float32), y=np.zeros((5, 4), np.float32))
+    s = load_samples(str(tmp_path / "d.npz"), inputs)
+    assert len(s) == 5 and s.label_array() is None
+    assert s.make(2)["y"].shape == (1, 4) and s.make(2)["x"].shape == (1, 8)
+    np.savez(tmp_path / "l.npz", x=np.ones((5, 8), np.float32), labels=np.arange(5))
+    assert load_samples(str(tmp_path / "l.npz"), inputs[:1]).label_array().tolist() == [0, 1, 2, 3, 4]

@@ -50,7 +50,8 @@ def read(spec: str, inputs: list[InputSpec], **_: object) -> SampleSet:
         arrays = {inputs[0].name: _check("array", loaded, inputs[0], spec)}
     else:
         keys = list(loaded.keys())
-        label_key = next((k for k in LABEL_KEYS if k in keys), None)
+        input_names = {i.name for i in inputs}  # a model input named "y" or "label" is data, not labels
+        label_key = next((k for k in LABEL_KEYS if k in keys and k not in input_names), None)
         data_keys = [k for k in keys if k != label_key]
         if label_key:
             labels = np.asarray(loaded[label_key])
