@@ -108,3 +108,28 @@ def test_argmax(tmp_path, rng, op, axis, keep):
 
     x = rng.standard_normal((2, 5, 7)).astype(np.float32)
     check(one_node(op, {"x": x}, out_dtype=TensorProto.INT64, axis=axis, keepdims=keep), {"x": x}, tmp_path)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("k,s,pads,ceil", [(3, 2, [0, 0], 0), (3, 2, [1, 1], 0), (2, 2, [0, 0], 1), (4, 3, [1, 2], 0)])
+@pytest.mark.parametrize("include", [0, 1])
+def test_pool_1d(tmp_path, rng, op, k, s, pads, ceil, include):
+    """1-D pooling (N, C, L): lowered as 2-D pooling over (N, 1, L, C) and reshaped back."""
+    x = rng.standard_normal((2, 5, 23)).astype(np.float32)
+    attrs = dict(kernel_shape=[k], strides=[s], pads=pads, ceil_mode=ceil)
+    if op == "AveragePool":
+        attrs["count_include_pad"] = include
+    elif include:
+        pytest.skip("count_include_pad is an AveragePool attribute")
+    check(one_node(op, {"x": x}, **attrs), {"x": x}, tmp_path, rtol=1e-5, atol=1e-6)
+
+
+def test_pool_1d_int8(tmp_path, rng):
+    from conftest import check_int8
+
+    x = rng.standard_normal((1, 4, 31)).astype(np.float32)
+    w = {"w": rng.standard_normal((6, 4, 3)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("MaxPool", ["c"], ["m"], kernel_shape=[3], strides=[2]),
+             helper.make_node("AveragePool", ["m"], ["y"], kernel_shape=[2], strides=[2], ceil_mode=1)]
+    check_int8(make_model(nodes, {"x": x}, ["y"], w), {"x": x}, tmp_path, steps=2.0)

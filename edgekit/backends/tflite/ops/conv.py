@@ -9,8 +9,8 @@ from edgekit.backends.tflite.ops.common import explicit_pads, pad_nhwc, sattr, t
 from edgekit.backends.tflite.ops.registry import register
 
 
-def _as_2d(ctx, node, x: Val, rank: int) -> Val:
-    """A 1-D conv input (N, L, C) viewed as (N, 1, L, C)."""
+def as_2d(ctx, node, x: Val, rank: int) -> Val:
+    """A 1-D conv or pooling input (N, L, C) viewed as (N, 1, L, C)."""
     if rank == 4:
         return x
     n, length, c = ctx.w.shape_of(x.idx)
@@ -40,7 +40,7 @@ def conv(ctx, node) -> None:
     rank = w.ndim
     if rank not in (3, 4):
         raise unsupported(node, f"{rank - 2}-D convolution (only 1-D and 2-D)")
-    x = _as_2d(ctx, node, ctx.x(xname, channels_last(rank)), rank)
+    x = as_2d(ctx, node, ctx.x(xname, channels_last(rank)), rank)
     in_shape = ctx.w.shape_of(x.idx)
     a, kernel, strides, dil, pads, in_sp = _geometry(ctx, node, w.shape, list(ctx.shape(xname)[2:]))
     w4 = w if rank == 4 else w[:, :, None, :]
