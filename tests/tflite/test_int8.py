@@ -125,3 +125,59 @@ def test_float_model_cannot_be_int8(tmp_path, rng):
     x = _x(rng)
     with pytest.raises(UsageError, match="QDQ"):
         tflite_convert(one_node("Relu", {"x": x}), tmp_path, precision="int8")
+
+
+def _qdq(name: str, scale: float, zp: int, dtype=np.uint8) -> tuple[list, dict]:
+    """Q -> DQ nodes on `name` (output `name`_dq) and their initializers."""
+    inits = {f"{name}_s": np.asarray(scale, np.float32), f"{name}_z": np.asarray(zp, dtype)}
+    return [helper.make_node("QuantizeLinear", [name, f"{name}_s", f"{name}_z"], [f"{name}_q"]),
+            helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [f"{name}_dq"])], inits
+
+
+def test_softmax_with_a_fine_output_step_runs_float(tmp_path, rng):
+    """Attention-like softmax over 200 positions whose QDQ output step (calibrated on its own range, as edgekit
+    does) is far finer than the int8 SOFTMAX kernel's fixed 1/256: lowered in float, then quantized to the
+    graph's step for the next int8 MatMul, it matches ORT's QDQ run within 2 output steps. The int8 kernel
+    would round most probabilities to 0 or 1/256 (error ~25 steps here)."""
+    from conftest import ort_run, tflite_run
+
+    from edgekit.backends import tflite
+
+    x = (rng.standard_normal((1, 8, 200)) * 1.5).astype(np.float32)
+    p = np.exp(x - x.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    v = rng.standard_normal((200, 8)).astype(np.float32)
+    sv = float(np.abs(v).max() / 127)
+    y = p @ (np.round(v / sv) * sv)
+    nodes, inits = [], {"v_q": np.round(v / sv).astype(np.int8), "v_s": np.asarray(sv, np.float32)}
+    for name, scale, zp in (("x", 12 / 255, 128), ("p", float(p.max()) / 255, 0), ("y", 2 * float(np.abs(y).max()) / 255, 128)):
+        qn, qi = _qdq(name, scale, zp)
+        inits.update(qi)
+        nodes.append((name, qn))
+    q = dict(nodes)
+    graph = [*q["x"], helper.make_node("Softmax", ["x_dq"], ["p"], axis=-1), *q["p"],
+             helper.make_node("DequantizeLinear", ["v_q", "v_s"], ["v_dq"]),
+             helper.make_node("MatMul", ["p_dq", "v_dq"], ["y"]), *q["y"]]
+    model = make_model(graph, {"x": x}, ["y_dq"], inits)
+    src = tmp_path / "qdq.onnx"
+    import onnx
+
+    onnx.save(model, str(src))
+    ref = ort_run(model, {"x": x})[0]
+    path = tflite.lower(src, None, tmp_path / "int8", {"precision": "int8"})[0]
+    got = tflite_run(path, {"x": x})[0]
+    step = 2 * float(np.abs(y).max()) / 255
+    assert float(np.abs(got - ref).max()) <= 2 * step + 1e-6
+    d = tflite.describe(path)
+    assert d["float_op_types"].get("SOFTMAX") == 1 and d["int8_ops"] >= 1
+
+
+def test_softmax_with_the_kernels_step_stays_int8(tmp_path, rng):
+    """ORT's quantizer gives a softmax output the 1/255 step of [0, 1]: the int8 SOFTMAX kernel fits."""
+    from edgekit.backends.tflite import describe
+
+    small = rng.standard_normal((1, 4, 3, 3)).astype(np.float32)
+    conv = {"k": rng.standard_normal((4, 4, 1, 1)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "k"], ["c"]), helper.make_node("Softmax", ["c"], ["y"], axis=1)]
+    path = check_int8(make_model(nodes, {"x": small}, ["y"], conv), {"x": small}, tmp_path)
+    assert "SOFTMAX" not in describe(path)["float_op_types"]
