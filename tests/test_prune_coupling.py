@@ -298,7 +298,7 @@ def _zeroed_equivalent(m, feeds, frac=0.4, seed=0):
     rm = np.fromiter(removed, dtype=np.int64)
     for (mod, pname, dim), atoms in an.slices.items():
         layer = zeroed.get_submodule(mod)
-        if dim == 1 and isinstance(layer, (nn.Conv2d, nn.Linear)) and layer.weight.shape[1] > 1:
+        if dim == 1 and isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and layer.weight.shape[1] > 1:
             idx = torch.as_tensor(np.nonzero(np.isin(an.uf.roots(atoms), rm))[0])
             with torch.no_grad():
                 getattr(layer, pname).index_fill_(1, idx, 0.0)
@@ -327,3 +327,57 @@ def test_mobilenet_v2_inverted_residuals_equivalence():
 def test_attention_equivalence():
     torch.manual_seed(0)
     _zeroed_equivalent(Attention(), {"x": torch.randn(2, 5, 16)}, frac=0.5)
+
+
+class NormsAndActivations(nn.Module):
+    """GroupNorm (4 groups), per-channel PReLU, InstanceNorm and activations/pools outside the common set."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 16)
+        self.a = nn.Conv2d(16, 32, 3, padding=1)
+        self.gn = nn.GroupNorm(4, 32)
+        self.act = nn.PReLU(32)
+        self.b = nn.Conv2d(32, 32, 3, padding=1)
+        self.inorm = nn.InstanceNorm2d(32, affine=True)
+        self.tail = nn.Sequential(nn.Hardtanh(), nn.LPPool2d(2, 2), nn.Softplus(), nn.AlphaDropout(0.1))
+        self.head = nn.Conv2d(32, 8, 1)
+
+    def forward(self, x):
+        return self.head(self.tail(self.inorm(self.b(self.act(self.gn(self.a(self.stem(x))))))))
+
+
+class Audio1d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv1d(2, 16, 5, padding=2), nn.BatchNorm1d(16), nn.SELU(), nn.MaxPool1d(2))
+        self.b = nn.Sequential(nn.Conv1d(16, 32, 5, padding=2, groups=2), nn.InstanceNorm1d(32, affine=True),
+                               nn.CELU(), nn.AdaptiveMaxPool1d(1), nn.Flatten())
+        self.fc = nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.fc(self.b(self.a(x)))
+
+
+def test_groupnorm_prelu_instancenorm_and_other_activations_are_pruned():
+    torch.manual_seed(0)
+    m = NormsAndActivations().eval()
+    p, _ = _prune(m, IMG)
+    assert p.a.out_channels == p.gn.num_channels == p.act.num_parameters == p.b.in_channels == 16
+    assert p.gn.num_groups == 4  # every group keeps the same width: 8 -> 4 channels
+    keep = _kept_rows(m.a.weight, p.a.weight)
+    assert all(sorted(i % 8 for i in keep[j * 4:(j + 1) * 4]) == sorted(i % 8 for i in keep[:4]) for j in range(4))
+    assert p.b.out_channels == p.inorm.num_features == p.head.in_channels == 16
+    torch.testing.assert_close(p.act.weight, m.act.weight[keep])
+    _onnx_matches(p, IMG)
+
+
+def test_1d_pools_and_norms():
+    torch.manual_seed(0)
+    m = Audio1d().eval()
+    x = {"x": torch.randn(2, 2, 40)}
+    p, _ = _prune(m, x)
+    assert p.a[0].out_channels == 16  # the first layer stays whole
+    assert p.b[0].out_channels == p.b[1].num_features == p.fc.in_features == 16 and p.b[0].groups == 2
+    _zeroed_equivalent(Audio1d(), x)  # InstanceNorm is per channel: removing one changes no other
+    _onnx_matches(p, x)

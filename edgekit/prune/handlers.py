@@ -10,6 +10,8 @@ Modules not in the table are opaque: every channel they touch is blocked.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from edgekit.prune.labels import block_const
@@ -154,13 +156,14 @@ class EmbeddingHandler(Handler):
 
 
 class BatchNormHandler(Handler):
-    """BatchNorm: per-channel parameters and running statistics follow channel axis 1."""
+    """BatchNorm and InstanceNorm: per-channel parameters and running statistics follow channel axis 1
+    (instance statistics are per channel too, so removing a channel changes no other)."""
 
     @property
     def types(self):
         from torch import nn
 
-        return (nn.modules.batchnorm._BatchNorm,)
+        return (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
     def propagate(self, ctx, name, m, node):
         x = node.args[0]
@@ -208,19 +211,86 @@ class LayerNormHandler(Handler):
         return new
 
 
-class PerChannelHandler(Handler):
-    """Activations, dropout, identity, pooling: channel axis 1 (or all axes when the shape is kept)."""
+class GroupNormHandler(Handler):
+    """GroupNorm: position c of every group is one unit (as in a grouped convolution), so every group keeps
+    the same width and num_groups stays; weight and bias follow the channels."""
 
     @property
     def types(self):
         from torch import nn
 
-        return (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
-                nn.LeakyReLU, nn.ELU, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout2d,
-                nn.Softmax, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
-                nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+        return (nn.GroupNorm,)
 
     def propagate(self, ctx, name, m, node):
+        x = node.args[0]
+        atoms = ctx.channel_atoms(ctx.lab(x), ctx.shape(x), 1)
+        cpg = m.num_channels // m.num_groups
+        for c in range(cpg):
+            ctx.uf.union_all(atoms[c::cpg])
+        for p in ("weight", "bias"):
+            if getattr(m, p, None) is not None:
+                ctx.record(name, p, 0, atoms, out_dim=True)
+        return ctx.lab(x)
+
+    def rebuild(self, m, keep):
+        n = len(_idx(keep, "weight", 0, m.num_channels)) if m.affine else m.num_channels
+        ref = m.weight if m.affine else None
+        new = type(m)(m.num_groups, n, m.eps, m.affine,
+                      **({"device": ref.device, "dtype": ref.dtype} if ref is not None else {}))
+        _copy_params(m, new, keep)
+        return new
+
+
+class PReLUHandler(Handler):
+    """PReLU: one slope per channel (axis 1) follows the channels; a single shared slope stays."""
+
+    @property
+    def types(self):
+        from torch import nn
+
+        return (nn.PReLU,)
+
+    def propagate(self, ctx, name, m, node):
+        x = node.args[0]
+        if m.num_parameters > 1:
+            ctx.record(name, "weight", 0, ctx.channel_atoms(ctx.lab(x), ctx.shape(x), 1), out_dim=True)
+        return ctx.lab(x)
+
+    def rebuild(self, m, keep):
+        if m.num_parameters == 1:
+            return m
+        n = len(_idx(keep, "weight", 0, m.num_parameters))
+        new = type(m)(n, device=m.weight.device, dtype=m.weight.dtype)
+        _copy_params(m, new, keep)
+        return new
+
+
+@functools.lru_cache(maxsize=1)
+def _elementwise_modules() -> tuple:
+    """Every parameter-free torch.nn activation, dropout and pooling module: outputs keep channel axis 1."""
+    from torch import nn
+
+    kinds = []
+    for mod in (nn.modules.activation, nn.modules.dropout, nn.modules.pooling):
+        for attr in getattr(mod, "__all__", []):
+            cls = getattr(mod, attr, None)
+            if isinstance(cls, type) and issubclass(cls, nn.Module):
+                kinds.append(cls)
+    skip = (nn.MultiheadAttention, nn.PReLU, nn.GLU, nn.MaxUnpool1d, nn.MaxUnpool2d, nn.MaxUnpool3d)
+    return tuple(k for k in kinds if not issubclass(k, skip)) + (nn.Identity,)
+
+
+class PerChannelHandler(Handler):
+    """Activations, dropout, identity, pooling (1-, 2- and 3-D): channel axis 1 (or all axes when the shape
+    is kept)."""
+
+    @property
+    def types(self):
+        return _elementwise_modules()
+
+    def propagate(self, ctx, name, m, node):
+        if getattr(m, "return_indices", False):  # (values, indices): not a plain per-channel map
+            return OpaqueHandler().propagate(ctx, name, m, node)
         x = node.args[0]
         return ctx.per_channel(ctx.lab(x), ctx.shape(x), ctx.shape(node), axis=1)
 
@@ -272,7 +342,8 @@ class OpaqueHandler(Handler):
 
 
 HANDLERS: list[Handler] = [ConvHandler(), LinearHandler(), EmbeddingHandler(), BatchNormHandler(),
-                           LayerNormHandler(), PerChannelHandler(), FlattenHandler()]
+                           LayerNormHandler(), GroupNormHandler(), PReLUHandler(), PerChannelHandler(),
+                           FlattenHandler()]
 
 
 def handler_for(module) -> Handler:

@@ -204,7 +204,9 @@ def _table() -> dict[object, Callable]:
     for f in (F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.sigmoid, F.tanh, F.leaky_relu,
               F.elu, F.softmax, F.log_softmax, F.dropout, F.normalize, torch.relu, torch.sigmoid, torch.tanh,
               torch.softmax, torch.log_softmax, torch.exp, torch.sqrt, torch.rsqrt, torch.abs, torch.neg,
-              torch.clamp, torch.erf, torch.nn.functional.mish, operator.neg,
+              torch.clamp, torch.erf, torch.nn.functional.mish, operator.neg, F.hardtanh, F.relu6, F.softplus,
+              F.selu, F.celu, F.logsigmoid, F.softsign, F.hardshrink, F.softshrink, F.tanhshrink, F.softmin,
+              F.threshold, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
               "relu", "sigmoid", "tanh", "softmax", "log_softmax", "exp", "sqrt", "rsqrt", "abs", "neg", "clamp",
               "clamp_min", "clamp_max", "to", "float", "half", "double", "contiguous", "clone", "detach", "relu_",
               "erf", "type"):
@@ -219,7 +221,9 @@ def _table() -> dict[object, Callable]:
     t[operator.getitem] = getitem
     for f in (torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"):
         t[f] = reduce
-    for f in (F.adaptive_avg_pool2d, F.adaptive_avg_pool1d, F.avg_pool2d, F.max_pool2d, F.adaptive_max_pool2d):
+    for f in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.avg_pool1d, F.avg_pool2d,
+              F.avg_pool3d, F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+              F.adaptive_max_pool3d, F.lp_pool1d, F.lp_pool2d):
         t[f] = pool_fn
     for f in (torch.matmul, torch.bmm, operator.matmul, "matmul", "bmm"):
         t[f] = matmul
@@ -234,6 +238,8 @@ def _table() -> dict[object, Callable]:
 
 def pool_fn(ctx, node):
     """Functional pooling: channel axis 1 passes through; spatial axes change size."""
+    if isinstance(ctx.shape(node), list):  # return_indices=True: (values, indices)
+        return unknown(ctx, node)
     x = node.args[0]
     return ctx.per_channel(ctx.lab(x), ctx.shape(x), ctx.shape(node), axis=1)
 
