@@ -381,3 +381,32 @@ def test_1d_pools_and_norms():
     assert p.b[0].out_channels == p.b[1].num_features == p.fc.in_features == 16 and p.b[0].groups == 2
     _zeroed_equivalent(Audio1d(), x)  # InstanceNorm is per channel: removing one changes no other
     _onnx_matches(p, x)
+
+
+class TorchEncoder(nn.Module):
+    """torch.nn.TransformerEncoder (an untraceable leaf with fused fast paths) between two linear layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(12, 16)
+        layer = nn.TransformerEncoderLayer(16, 2, 64, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.out(self.enc(self.inp(x)).mean(1))
+
+
+def test_torch_transformer_encoder_prunes_ffn_channels_only():
+    torch.manual_seed(0)
+    m = TorchEncoder().eval()
+    x = {"x": torch.randn(2, 5, 12)}
+    p, rep = _prune(m, x, round_to=8)
+    assert rep["macs_after"] < rep["macs_before"]  # the FFN inside the untraced leaf is counted
+    for i in range(2):
+        layer = p.enc.layers[i]
+        assert layer.linear1.out_features == layer.linear2.in_features == 32
+        assert layer.self_attn.embed_dim == 16 and layer.linear2.out_features == 16  # model width kept
+    assert p.inp.out_features == 16
+    _zeroed_equivalent(TorchEncoder(), x)
+    _onnx_matches(p, x)

@@ -149,8 +149,13 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
 
     def macs_removed(counts: list[int]) -> float:
         rm = removed_by(counts)
-        return 1 - graph_macs(an.gm, lambda n: an.expected_shape(n.name, rm) if hasattr(n, "name") else None) / max(
-            macs_before, 1)
+
+        def width_of(mod: str, full: int) -> int:  # kept channels inside an untraced leaf
+            atoms = an.slices.get((mod, "weight", 0))
+            return full if atoms is None else int(sum(r not in rm for r in an.uf.roots(atoms)))
+
+        return 1 - graph_macs(an.gm, lambda n: an.expected_shape(n.name, rm) if hasattr(n, "name") else None,
+                              width_of) / max(macs_before, 1)
 
     macs_before = graph_macs(an.gm, lambda n: an.shapes.get(n.name) if hasattr(n, "name") else None)
     if allocation == "sensitivity":

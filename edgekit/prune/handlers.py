@@ -323,6 +323,37 @@ class FlattenHandler(Handler):
         return m
 
 
+class TorchTransformerHandler(Handler):
+    """torch.nn's own Transformer / TransformerEncoder(Layer) / TransformerDecoder(Layer): a leaf whose forward
+    cannot be traced (fused fast paths, nested-tensor checks). Each layer's FFN intermediate channels
+    (linear1 out, linear2 in) are internal to it and are pruned; the model width is not (nn.MultiheadAttention
+    ties its projections, and so its heads, to it): inputs and outputs keep their channels."""
+
+    @property
+    def types(self):
+        from torch import nn
+
+        return (nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder, nn.TransformerEncoderLayer,
+                nn.TransformerDecoderLayer)
+
+    def propagate(self, ctx, name, m, node):
+        from torch import nn
+
+        out = OpaqueHandler().propagate(ctx, name, m, node)
+        for sub_name, sub in m.named_modules():
+            if isinstance(sub, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+                prefix = ".".join(p for p in (name, sub_name) if p)
+                ffn = ctx.uf.new(sub.linear1.out_features)
+                ctx.record(f"{prefix}.linear1", "weight", 0, ffn, out_dim=True)
+                if sub.linear1.bias is not None:
+                    ctx.record(f"{prefix}.linear1", "bias", 0, ffn, out_dim=True)
+                ctx.record(f"{prefix}.linear2", "weight", 1, ffn)
+        return out
+
+    def rebuild(self, m, keep):
+        return m  # its linear1 / linear2 are rebuilt by name
+
+
 class OpaqueHandler(Handler):
     """A layer the analysis does not understand: its inputs' channels are blocked, outputs are fixed."""
 
@@ -343,7 +374,7 @@ class OpaqueHandler(Handler):
 
 HANDLERS: list[Handler] = [ConvHandler(), LinearHandler(), EmbeddingHandler(), BatchNormHandler(),
                            LayerNormHandler(), GroupNormHandler(), PReLUHandler(), PerChannelHandler(),
-                           FlattenHandler()]
+                           FlattenHandler(), TorchTransformerHandler()]
 
 
 def handler_for(module) -> Handler:

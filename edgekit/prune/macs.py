@@ -12,8 +12,32 @@ def _prod(s) -> int:
     return int(np.prod(s)) if s else 1
 
 
-def graph_macs(gm, shape_of: Callable[[Any], tuple | None]) -> int:
-    """Sum over the graph's nodes; `shape_of(node)` gives a node's (possibly predicted) output shape."""
+def torch_transformer_macs(name: str, m, inp: tuple, width_of: Callable[[str, int], int] | None = None) -> int:
+    """MACs of torch.nn's Transformer leaves (untraced): per encoder/decoder layer and token, the q/k/v/out
+    projections (4 E^2), the FFN (2 E F, F = `width_of(layer.linear1, F)` kept channels) and the attention
+    products (2 L E; a decoder layer's cross-attention counted at the same length)."""
+    from torch import nn
+
+    tokens, total = _prod(inp[:-1]), 0
+    for sub_name, sub in m.named_modules():
+        if not isinstance(sub, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+            continue
+        prefix = ".".join(p for p in (name, sub_name) if p)
+        e, f = sub.linear1.in_features, sub.linear1.out_features
+        f = width_of(f"{prefix}.linear1", f) if width_of else f
+        length = inp[1] if sub.self_attn.batch_first and len(inp) > 2 else inp[0]
+        blocks = 2 if isinstance(sub, nn.TransformerDecoderLayer) else 1
+        total += tokens * (blocks * (4 * e * e + 2 * length * e) + 2 * e * f)
+    return total
+
+
+TORCH_TRANSFORMER_LEAVES = ("Transformer", "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer",
+                            "TransformerDecoderLayer")
+
+
+def graph_macs(gm, shape_of: Callable[[Any], tuple | None], width_of: Callable[[str, int], int] | None = None) -> int:
+    """Sum over the graph's nodes; `shape_of(node)` gives a node's (possibly predicted) output shape and
+    `width_of(module, full)` the kept channels inside an untraced leaf (torch.nn Transformer layers)."""
     import operator
 
     import torch
@@ -34,6 +58,8 @@ def graph_macs(gm, shape_of: Callable[[Any], tuple | None]) -> int:
                 total += _prod(out) * per_group * _prod(m.kernel_size)
             elif isinstance(m, nn.Linear):
                 total += _prod(out) * inp[-1]
+            elif type(m).__name__ in TORCH_TRANSFORMER_LEAVES and type(m).__module__.startswith("torch.nn"):
+                total += torch_transformer_macs(node.target, m, inp, width_of)
         elif node.target in (torch.matmul, torch.bmm, operator.matmul, "matmul", "bmm"):
             a = shape_of(node.args[0])
             if isinstance(a, tuple):
