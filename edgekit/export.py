@@ -9,6 +9,7 @@ exporter's graph if onnxslim fails; onnx shape inference stamps value_info eithe
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
     except NotImplementedError:  # torch.export's unlifted module is already in inference form
         pass
     try:
-        with warnings.catch_warnings(), torch.no_grad(), _quiet():
+        with warnings.catch_warnings(), torch.no_grad(), _quiet(), _no_mha_fastpath():
             warnings.simplefilter("ignore")
             if exported is not None:  # a torch.export program: the dynamo exporter takes it as is
                 torch.onnx.export(exported, (), str(out_path), dynamo=True, external_data=False,
@@ -62,6 +63,24 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
     model.producer_name, model.producer_version = "edgekit", ""
     onnx.save(model, str(out_path))
     return out_path
+
+
+@contextlib.contextmanager
+def _no_mha_fastpath():
+    """nn.TransformerEncoderLayer / nn.MultiheadAttention take a fused kernel (aten::_transformer_encoder_layer_fwd)
+    under no_grad in eval mode, which has no ONNX export: trace the plain ops instead."""
+    import torch
+
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
 
 
 def clean_onnx(model):

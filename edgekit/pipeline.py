@@ -110,7 +110,12 @@ def stage_samples(st: State) -> None:
             raise UsageError("int8 needs calibration data", hint="give --calibration DATA (.npz/.npy, image folder, "
                              "text file, or a shipped set such as natural_images)")
         warn("no --calibration given: verifying on synthetic random inputs (give real samples for a meaningful check)")
-        samples = synthetic_samples(m.inputs, count=8, seed=job.seed)
+        import numpy as np
+
+        from edgekit.data.id_bounds import id_bounds
+
+        high = id_bounds(m.module, m.onnx_path, [i.name for i in m.inputs if np.dtype(i.dtype).kind in "iu"])
+        samples = synthetic_samples(m.inputs, count=8, seed=job.seed, id_high=high)
     st.samples = samples.select(job.calibration_size, seed=job.seed)
     st.verify_fp32 = st.samples.select(VERIFY_SAMPLES, seed=job.seed + 1)
     if any(t == "int8" for t in _precisions(job)):

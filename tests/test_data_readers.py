@@ -166,3 +166,27 @@ def test_npz_key_named_like_a_label_is_data_when_the_model_has_that_input(tmp_pa
     assert s.make(2)["y"].shape == (1, 4) and s.make(2)["x"].shape == (1, 8)
     np.savez(tmp_path / "l.npz", x=np.ones((5, 8), np.float32), labels=np.arange(5))
     assert load_samples(str(tmp_path / "l.npz"), inputs[:1]).label_array().tolist() == [0, 1, 2, 3, 4]
+
+
+def test_synthetic_ids_stay_inside_the_embedding_table(tmp_path: Path) -> None:
+    """Verification without data draws token ids below the smallest embedding table the model has (torch) or
+    the rows of the initializer its id input gathers (ONNX)."""
+    import onnx
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.data import synthetic_samples
+    from edgekit.data.id_bounds import id_bounds
+
+    spec = [InputSpec("ids", ("batch", 64), "int64"), InputSpec("attention_mask", ("batch", 64), "int64")]
+    module = torch.nn.Sequential(torch.nn.Embedding(7, 4))
+    high = id_bounds(module, names=["ids", "attention_mask"])
+    assert high == {"ids": 7}
+    ids = np.concatenate([s["ids"] for s in synthetic_samples(spec, count=8, id_high=high)])
+    assert ids.max() < 7 and ids.min() >= 1
+    table = numpy_helper.from_array(np.zeros((5, 3), np.float32), "table")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"])], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 3])], [table])
+    onnx.save(helper.make_model(graph), str(tmp_path / "m.onnx"))
+    assert id_bounds(onnx_path=tmp_path / "m.onnx", names=["ids"]) == {"ids": 5}

@@ -72,3 +72,25 @@ def test_factory_errors(invoke, tmp_path):
     assert res.returncode == 2 and "cannot import" in res.stderr
     res = invoke("convert", "tinymodels:tiny_cnn", "-t", "ort", "-o", str(tmp_path))
     assert res.returncode == 2 and "--input-shape" in res.stderr
+
+
+def test_factory_integer_input_dtype_and_torch_transformer_layer(invoke, tmp_path):
+    """Token ids need `:int64` (torch forward() states no dtype); nn.TransformerEncoderLayer exports although
+    it takes a fused kernel under no_grad."""
+    res = invoke("convert", "tinymodels:token_encoder", "-t", "ort", "-o", str(tmp_path / "a"),
+                 "--input-shape", "ids=1x7:int64", "--json")
+    assert res.returncode == 0, res.stderr
+    out = res.json()
+    assert out["model"]["inputs"][0]["dtype"] == "int64" and out["artifacts"][0]["verification"]["passed"]
+    res = invoke("convert", "tinymodels:token_encoder", "-t", "ort", "-o", str(tmp_path / "b"), "--input-shape", "ids=1x7")
+    assert res.returncode == 2 and "ids=1x128:int64" in res.stderr.replace("NAME", "ids")
+    assert not (tmp_path / "b").exists()
+    res = invoke("convert", "tinymodels:token_encoder", "-t", "ort", "-o", str(tmp_path / "c"),
+                 "--input-shape", "ids=1x7:int65")
+    assert res.returncode == 2 and "unknown dtype 'int65'" in res.stderr
+
+
+def test_onnx_input_dtype_contradiction_is_refused(model_files, invoke, tmp_path):
+    res = invoke("convert", str(model_files["onnx"]), "-t", "ort", "-o", str(tmp_path / "o"),
+                 "--input-shape", "image=1x3x16x16:int64")
+    assert res.returncode == 2 and "--input-shape says int64" in res.stderr

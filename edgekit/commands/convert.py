@@ -15,7 +15,8 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
               help="Output folder for the artifacts.")
 @click.option("--precision", type=click.Choice(["fp32", "int8"]), help="Override the target's default precision.")
 @click.option("--input-shape", "input_shapes", multiple=True,
-              help="name=1x3x224x224 (repeatable), or 1x3x224x224 for a single-input model.")
+              help="name=1x3x224x224 (repeatable), or 1x3x224x224 for a single-input model; "
+                   "a :int64 suffix gives a torch model's input dtype (input_ids=1x128:int64).")
 @click.option("--weights", type=click.Path(), help="state_dict (.safetensors or a weights-only .pt) for a factory.")
 @click.option("--calibration", help="Calibration/verification data: .npz/.npy, image folder, text file or shipped set.")
 @click.option("--calibration-size", type=int, help="Use N samples, picked reproducibly (seeded).")

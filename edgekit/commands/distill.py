@@ -31,7 +31,7 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--train-precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="Training-step precision: fp32 (auto), or bf16 autocast on CPUs with bfloat16 instructions "
               "(2-3x faster steps for convolutional models, less exact). Held-out checks are always fp32.")
-@click.option("--input-shape", "input_shapes", multiple=True, help="name=1x3x224x224 (repeatable).")
+@click.option("--input-shape", "input_shapes", multiple=True, help="name=1x3x224x224 (repeatable); name=1x128:int64 for integer inputs.")
 @click.option("--weights", type=click.Path(), help="state_dict for a factory pkg.module:fn model.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @json_option

@@ -119,8 +119,10 @@ def load_samples(spec: str, inputs: list[InputSpec], **opts: Any) -> SampleSet:
 
 
 def synthetic_samples(inputs: list[InputSpec], count: int = 8, seed: int = 0,
-                      dims: dict[str, int] | None = None) -> SampleSet:
-    """Random inputs of the right shape and dtype (integer inputs get small non-negative ids)."""
+                      dims: dict[str, int] | None = None, id_high: dict[str, int] | None = None) -> SampleSet:
+    """Random inputs of the right shape and dtype (integer inputs get small non-negative ids, below
+    `id_high[name]` when given: the size of the embedding table the input indexes, see id_bounds.py)."""
+    id_high = id_high or {}
 
     def make(i: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed * 100003 + i)
@@ -128,7 +130,8 @@ def synthetic_samples(inputs: list[InputSpec], count: int = 8, seed: int = 0,
         for spec in inputs:
             shape = spec.concrete_shape(dims)
             if np.dtype(spec.dtype).kind in "iu":
-                arr = rng.integers(1, 100, size=shape).astype(spec.dtype)
+                high = max(2, min(100, id_high.get(spec.name, 100)))
+                arr = rng.integers(1, high, size=shape).astype(spec.dtype)
                 if "mask" in spec.name:
                     arr = np.ones(shape, dtype=spec.dtype)
             else:

@@ -86,7 +86,12 @@ def make_samples(path: Path, samples: str | SampleSet | None, max_samples: int =
     synthetic ones of the artifact's input shapes and dtypes."""
     specs = artifact_inputs(path)
     if samples is None:
-        return synthetic_samples(specs, count=1), specs
+        high = {}
+        if Path(path).suffix == ".onnx":  # ids inside the embedding table (the other formats: small ids)
+            from edgekit.data.id_bounds import id_bounds
+
+            high = id_bounds(onnx_path=path, names=[s.name for s in specs if np.dtype(s.dtype).kind in "iu"])
+        return synthetic_samples(specs, count=1, id_high=high), specs
     if isinstance(samples, SampleSet):
         return samples.select(max_samples), specs
     return load_samples(str(samples), specs).select(max_samples), specs

@@ -11,12 +11,16 @@ import numpy as np
 from edgekit.errors import DataError, UsageError
 
 
-def _example(samples, inputs) -> dict[str, Any]:
+def _example(samples, inputs, module=None) -> dict[str, Any]:
     import torch
 
     from edgekit.data import synthetic_samples
+    from edgekit.data.id_bounds import id_bounds
 
-    feed = next(iter(samples)) if samples is not None else next(iter(synthetic_samples(inputs, count=1)))
+    if samples is None:
+        high = id_bounds(module, names=[i.name for i in inputs if np.dtype(i.dtype).kind in "iu"])
+        samples = synthetic_samples(inputs, count=1, id_high=high)
+    feed = next(iter(samples))
     return {k: torch.as_tensor(np.asarray(v)) for k, v in feed.items()}
 
 
@@ -48,7 +52,7 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
         raise DataError("distillation needs unlabeled samples", hint="pass --calibration DATA (or --train-data)")
     torch.manual_seed(seed)
     teacher = lm.module.eval()
-    example = _example(samples, lm.inputs)
+    example = _example(samples, lm.inputs, lm.module)
     report: dict[str, Any] = {"model": lm.name, "task": lm.task}
     if prune is not None or prune_macs is not None:
         calib = _calib_batches(samples) if samples is not None and not getattr(samples, "synthetic", False) else None
@@ -91,7 +95,7 @@ def prune_and_distill(spec: str, output: Path, *, data: str | None = None, input
     data = data or lm.calibration
     samples = load_samples(data, lm.inputs) if data else None
     student, report = prune_and_distill_loaded(lm, samples, **kw)
-    example = _example(samples, lm.inputs)
+    example = _example(samples, lm.inputs, lm.module)
     save_pruned(student, example, output, dynamic_axes=lm.dynamic_axes)
     report.update(output=str(output), size_bytes=output.stat().st_size, data=data)
     return report

@@ -73,11 +73,31 @@ def load_model(spec: str, *, weights: Path | None = None,
     )
 
 
+class Shape(tuple):
+    """An --input-shape: the dims, and the dtype when the user gave one (`ids=1x128:int64`)."""
+
+    dtype: str | None = None
+
+    def __new__(cls, dims, dtype: str | None = None):
+        obj = super().__new__(cls, dims)
+        obj.dtype = dtype
+        return obj
+
+
+INPUT_DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
+
+
 def parse_input_shapes(values: tuple[str, ...] | list[str]) -> dict[str, tuple[int, ...]]:
-    """`name=1x3x224x224` (repeatable) or a bare `1x3x224x224` (key "" = the single input)."""
+    """`name=1x3x224x224` (repeatable) or a bare `1x3x224x224` (key "" = the single input); a `:int64`
+    suffix states the dtype (token ids of a torch model, whose inputs state none)."""
     shapes: dict[str, tuple[int, ...]] = {}
     for value in values:
-        name, _, dims = value.rpartition("=")
+        name, _, rest = value.rpartition("=")
+        dims, _, dtype = rest.partition(":")
+        dtype = dtype.strip().lower() or None
+        if dtype is not None and dtype not in INPUT_DTYPES:
+            raise UsageError(f"bad --input-shape '{value}': unknown dtype '{dtype}'",
+                             hint=f"use one of {', '.join(INPUT_DTYPES)}, e.g. input_ids=1x128:int64")
         try:
             shape = tuple(int(d) for d in dims.lower().replace(",", "x").split("x"))
             if any(d <= 0 for d in shape):
@@ -85,5 +105,5 @@ def parse_input_shapes(values: tuple[str, ...] | list[str]) -> dict[str, tuple[i
         except ValueError:
             raise UsageError(f"bad --input-shape '{value}'",
                              hint="write name=1x3x224x224, or 1x3x224x224 for a single-input model") from None
-        shapes[name.strip()] = shape
+        shapes[name.strip()] = Shape(shape, dtype)
     return shapes

@@ -39,7 +39,11 @@ def apply_overrides(inputs: list[InputSpec], overrides: dict[str, tuple[int, ...
                                          f"--input-shape gives {want}")
                 elif not (ax == 0 and isinstance(have, str)):  # a named batch axis stays dynamic
                     shape[ax] = want
-        out.append(InputSpec(spec.name, tuple(shape), spec.dtype))
+        dtype = getattr(overrides.get(spec.name), "dtype", None)
+        if dtype and spec.shape and dtype != spec.dtype:  # the model states its dtype (ONNX, .pt2)
+            raise UsageError(f"{source}: input '{spec.name}' is {spec.dtype}, --input-shape says {dtype}",
+                             hint=f"drop ':{dtype}' (the model's own dtype is used)")
+        out.append(InputSpec(spec.name, tuple(shape), dtype or spec.dtype))
     return out
 
 

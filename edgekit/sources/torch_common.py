@@ -48,9 +48,12 @@ def probe(module, inputs: list[InputSpec], source: str) -> tuple[list[str], str]
         with torch.no_grad():
             out = module(*args)
     except Exception as exc:  # noqa: BLE001
-        shapes = ", ".join(f"{s.name}={'x'.join(map(str, s.concrete_shape()))}" for s in inputs)
-        raise UsageError(f"{source}: the model does not run on inputs {shapes}: {str(exc).splitlines()[0]}",
-                         hint="check --input-shape against what the model expects") from exc
+        shapes = ", ".join(f"{s.name}={'x'.join(map(str, s.concrete_shape()))}:{s.dtype}" for s in inputs)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        hint = "check --input-shape against what the model expects"
+        if "Long" in first or "indices" in first:  # e.g. an embedding fed float zeros
+            hint += "; integer inputs (token ids) need a dtype: --input-shape NAME=1x128:int64"
+        raise UsageError(f"{source}: the model does not run on inputs {shapes}: {first}", hint=hint) from exc
     outs = out if isinstance(out, (tuple, list)) else [out]
     names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
     task = "classification" if len(outs) == 1 and outs[0].ndim == 2 and outs[0].shape[1] > 1 else "generic"
