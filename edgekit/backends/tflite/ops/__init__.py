@@ -8,6 +8,7 @@ from edgekit.backends.tflite.ops import (  # noqa: F401 - imported for their reg
     norm,
     pooling,
     reduce,
+    rnn,
     shape_ops,
 )
 from edgekit.backends.tflite.ops.registry import OPS, OpRule, register
