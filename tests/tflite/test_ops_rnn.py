@@ -7,7 +7,8 @@ import io
 import numpy as np
 import onnx
 import pytest
-from conftest import check
+from conftest import check, make_model
+from onnx import helper
 
 torch = pytest.importorskip("torch")
 
@@ -45,10 +46,6 @@ def test_rnn(tmp_path, rng, kind, layers, bidirectional, with_h0):
 
 def test_rnn_outputs_of_the_node_itself(tmp_path, rng):
     """Y, Y_h and Y_c of one reverse LSTM node, straight from ONNX (not through torch's export)."""
-    from onnx import helper
-
-    from conftest import make_model
-
     hid, inp, seq, batch = 4, 3, 5, 2
     w = rng.standard_normal((1, 4 * hid, inp)).astype(np.float32) * 0.5
     r = rng.standard_normal((1, 4 * hid, hid)).astype(np.float32) * 0.5
@@ -62,10 +59,6 @@ def test_rnn_outputs_of_the_node_itself(tmp_path, rng):
 @pytest.mark.parametrize("lbr", [0, 1])
 def test_gru_node_linear_before_reset_and_state_input(tmp_path, rng, lbr):
     """A bidirectional GRU node with both reset placements and the initial state as a graph input."""
-    from onnx import helper
-
-    from conftest import make_model
-
     hid, inp, seq, batch = 4, 3, 6, 2
     w = rng.standard_normal((2, 3 * hid, inp)).astype(np.float32) * 0.5
     r = rng.standard_normal((2, 3 * hid, hid)).astype(np.float32) * 0.5
