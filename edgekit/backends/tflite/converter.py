@@ -17,7 +17,9 @@ from edgekit.errors import UnsupportedModelError, UsageError
 
 
 def supported_ops() -> list[str]:
-    return sorted(k for k in OPS if "." not in k)
+    from edgekit.backends.tflite.decompose import RULES
+
+    return sorted({k for k in OPS if "." not in k} | set(RULES))
 
 
 def _rule_key(node) -> str:

@@ -59,6 +59,11 @@ def load_graph(onnx_path: Path, input_shapes: dict | None = None) -> Graph:
             break
     g = fuse_gelu(g)
     g = infer_shapes(g)
+    from edgekit.backends.tflite.decompose import decompose
+
+    g, changed = decompose(g)
+    if changed:
+        g = infer_shapes(g)
     _check_static(g)
     from edgekit.backends.tflite.fuse_graph import fuse_matmul_bias, propagate_through_moves
 
