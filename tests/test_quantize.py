@@ -236,3 +236,23 @@ def test_gptq_weight_rounding(cnn: Path, crops: SampleSet, tmp_path: Path) -> No
     cal.write(tmp_path / "f.onnx", [first])
     weighted = {n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm")}
     assert cal.rounded == 5 - len(weighted & set(cal.float_nodes([first]))) < 5
+
+
+def test_an_opset_11_model_is_raised_to_opset_13_for_per_channel_qdq(crops: SampleSet, tmp_path: Path) -> None:
+    """Per-channel QuantizeLinear/DequantizeLinear need opset 13: an older model is converted first (it used to
+    end in an internal error from ONNX Runtime, 'invalid model')."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU6(), nn.Conv2d(8, 8, 3, 1, 1, groups=8),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+    src = tmp_path / "cnn_op11.onnx"
+    torch.onnx.export(net, (torch.randn(1, 3, 32, 32),), str(src), input_names=["input"], dynamo=False,
+                      opset_version=11, dynamic_axes={"input": {0: "batch"}})
+    out = tmp_path / "cnn.int8.onnx"
+    report = _quantize(src, out, crops)
+    q = onnx.load(str(out))
+    assert next(o.version for o in q.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    assert any(n.op_type == "DequantizeLinear" for n in q.graph.node)
+    assert report["accuracy"]["held_out"]["top1_agreement"] >= 0.8

@@ -17,10 +17,27 @@ import numpy as np
 
 from edgekit.quantize.scheme import Scheme
 
+MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (their `axis`) needs opset 13
+
 
 def prepare(model: Any) -> Any:
-    """Name every node (nodes_to_exclude needs names) and stamp shapes/types on every tensor."""
+    """Raise the opset to 13 when older (per-channel QDQ), name every node (nodes_to_exclude needs names) and
+    stamp shapes/types on every tensor."""
     import onnx
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    if opset < MIN_OPSET:
+        from onnx import version_converter
+
+        from edgekit.errors import UnsupportedModelError
+
+        try:
+            model = version_converter.convert_version(model, MIN_OPSET)
+        except Exception as exc:  # noqa: BLE001
+            raise UnsupportedModelError(
+                f"int8 needs ONNX opset {MIN_OPSET}+ (per-channel quantization); this model is opset {opset} and "
+                f"the ONNX version converter failed ({str(exc).splitlines()[0][:160]})",
+                hint=f"re-export the model with opset {MIN_OPSET} or newer") from exc
 
     seen: set[str] = set()
     for i, node in enumerate(model.graph.node):
