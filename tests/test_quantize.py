@@ -144,8 +144,9 @@ def test_labelled_eval_on_mnist(tmp_path: Path) -> None:
     ev = load_samples("mnist:eval", list(entry.inputs)).select(300, seed=0)
     report = quantize_model(fp32, tmp_path / "mnist.int8.onnx", get_target("openvino"), calib, eval_set=ev,
                             task="classification", max_drop=0.01)
-    acc = report["accuracy"]["eval"]
-    assert acc["samples"] == 300 and acc["fp32_accuracy"] > 0.95 and acc["drop"] <= 0.01
+    acc, check = report["accuracy"]["eval"], report["confirmation"]["eval"]
+    assert acc["samples"] == 200 and acc["fp32_accuracy"] > 0.95 and acc["drop"] <= 0.01
+    assert check["samples"] == 100 and check["fp32_accuracy"] > 0.95  # a third kept back to confirm the choice
 
 
 def test_bad_calibration_data(cnn: Path, tmp_path: Path) -> None:
@@ -256,3 +257,18 @@ def test_an_opset_11_model_is_raised_to_opset_13_for_per_channel_qdq(crops: Samp
     assert next(o.version for o in q.opset_import if o.domain in ("", "ai.onnx")) >= 13
     assert any(n.op_type == "DequantizeLinear" for n in q.graph.node)
     assert report["accuracy"]["held_out"]["top1_agreement"] >= 0.8
+
+
+def test_max_drop_is_confirmed_on_samples_the_choice_never_saw(cnn: Path, crops: SampleSet, tmp_path: Path) -> None:
+    """--max-drop picks float layers by their drop on two thirds of the judging samples; the last third only
+    scores the shipped graph (report `confirmation`), since the drop that chose them is optimistic."""
+    calib, held = crops.select(200, seed=0).split(held_out=0.45, seed=0)
+    rep = quantize_model(cnn, tmp_path / "q.onnx", get_target("onnxruntime"), calib, held_out=held,
+                         task="classification", method="minmax", max_drop=0.02)
+    judged, confirmed = rep["accuracy"]["held_out"]["samples"], rep["confirmation"]["held_out"]["samples"]
+    assert judged + confirmed == len(held) and confirmed == round(len(held) / 3)
+    assert {"top1_agreement", "drop", "cosine"} <= set(rep["confirmation"]["held_out"])
+    assert all(t["drop"] is not None for t in rep["search"])
+    plain = quantize_model(cnn, tmp_path / "p.onnx", get_target("onnxruntime"), calib, held_out=held,
+                           task="classification", method="minmax")
+    assert plain["confirmation"] is None and plain["accuracy"]["held_out"]["samples"] == len(held)

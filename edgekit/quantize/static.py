@@ -183,6 +183,26 @@ def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: in
     return cal
 
 
+CONFIRM_SHARE = 1 / 3  # of the --max-drop judging samples, kept back to confirm the chosen graph
+CONFIRM_MIN = 60  # fewer judging samples than this: no confirmation split (each half would be too noisy)
+
+
+def _confirmation_split(held_out: SampleSet | None, eval_set: SampleSet | None, max_drop: float | None,
+                        seed: int) -> tuple[SampleSet | None, SampleSet | None, tuple | None]:
+    """With --max-drop, the float layers are chosen (and fine-tuning rounds kept) by their drop on the judging
+    samples, so that drop is optimistic for the shipped graph. A third of those samples is held back and
+    only scores the final graph (report `confirmation`). Returns (held_out, eval_set, (held, eval) to
+    confirm on, or None)."""
+    if max_drop is None:
+        return held_out, eval_set, None
+    labelled = eval_set is not None and eval_set.labels is not None
+    judged = eval_set if labelled else held_out
+    if judged is None or len(judged) < CONFIRM_MIN:
+        return held_out, eval_set, None
+    kept, back = judged.split(held_out=CONFIRM_SHARE, seed=seed + 1)
+    return (held_out, kept, (None, back)) if labelled else (kept, eval_set, (back, None))
+
+
 def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSet, *, method: str | None = None,
                    held_out: SampleSet | None = None, task: str = "classification", max_drop: float | None = None,
                    eval_set: SampleSet | None = None, seed: int = 0, finetune_steps: int | None = None,
@@ -217,6 +237,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
     if max_drop is not None and held_out is None and (eval_set is None or eval_set.labels is None):
         calib, held_out = calib.split(held_out=0.25, seed=seed)
         warn(f"no held-out set given: holding out {len(held_out)} of the calibration samples for --max-drop")
+    held_out, eval_set, confirm = _confirmation_split(held_out, eval_set, max_drop, seed)
     _, policy = ops.op_types_for(model, scheme.op_types)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".edgekit-quant-", dir=out_path.parent) as tmp_dir:
@@ -224,6 +245,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         reference = tmp / "fp32.onnx"
         onnx.save(model, str(reference))
         judge = control.Judge(reference, task, held_out, eval_set)
+        checker = control.Judge(reference, task, *confirm) if confirm else None
         later = bool(scheme.finetune_steps) and max_drop is not None and judge.active  # fallback_first.py
         cal = calibrate(model, scheme, calib, tmp, seed=seed, task=task, finetune=not later)
         rows, order = cal.analyse(tmp / "analysis.onnx", calib.select(ANALYSIS_SAMPLES, seed=seed))
@@ -269,6 +291,11 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         kept = cal.float_nodes(float_layers)
         cal.write(candidate, float_layers)
         accuracy = judge.figures(candidate) if judge.active else None
+        confirmation = checker.figures(candidate) if checker is not None else None
+        if confirmation and accuracy and confirmation["drop"] is not None and confirmation["drop"] > max_drop:
+            n = (confirmation.get("eval") or confirmation.get("held_out") or {}).get("samples")
+            warn(f"--max-drop {max_drop}: drop {confirmation['drop']} on {n} samples kept out of the choice of float "
+                 f"layers ({accuracy['drop']} on those that chose them): new data may see more than the budget")
         qdq.compact(candidate, cal.model)
         final = onnx.load(str(candidate))
         n_quant = len(qdq.quantized_nodes(final))
@@ -295,6 +322,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         "max_drop": max_drop,
         "within_budget": None if max_drop is None or accuracy is None else bool(accuracy["drop"] <= max_drop + 1e-12),
         "accuracy": accuracy,
+        "confirmation": confirmation,
         "search": tries,
         "size": sizes,
         "per_layer": rows,
