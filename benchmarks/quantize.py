@@ -216,7 +216,8 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
         summary["max_drop"] = {"max_drop": max_drop, "float_layers": budget_report["float_layers"],
                                "fallback_order": budget_report["fallback_order"],
                                "seconds": round(budget_s, 1),
-                               "held_out": budget_report["accuracy"], "search": budget_report["search"],
+                               "held_out": budget_report["accuracy"], "confirmation": budget_report["confirmation"],
+                               "search": budget_report["search"],
                                "finetune": budget_report["finetune"]}
     rows.append({"model": name, "runtime": "-", "variant": "edgekit report", "report": summary})
     return rows
@@ -276,6 +277,8 @@ def main() -> None:
                 print(f"  --max-drop {md['max_drop']} ({md['fallback_order']} order): {len(md['float_layers'])} "
                       f"layers float ({md['held_out']['held_out']}, {md['seconds']} s), search "
                       f"{[(t['kept_float'], round(t['drop'], 4)) for t in md['search']]}")
+                if md.get("confirmation"):
+                    print(f"    confirmed on samples the choice never saw: {md['confirmation']['held_out']}")
                 if (md.get("finetune") or {}).get("fallback_first"):
                     bf = md["finetune"]
                     print(f"  --max-drop with --int8-finetune: {bf['float_before']} -> {bf['float_after']} layers float "
