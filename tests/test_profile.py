@@ -73,7 +73,7 @@ def test_litert_runner_xnnpack_on_off(art):
     on = profile_artifact(art["tflite"], runs=5, warmup=1, threads=2, per_layer=True)
     _check_schema(on, 5)
     assert on["backend"] == "litert" and on["runtime"]["options"]["xnnpack"] is True
-    assert "not exposed" in on["layers"]["note"]
+    assert set(on["layers"]["by_op_type"]) == {"FULLY_CONNECTED", "RELU"}  # each op timed alone
     off = profile_artifact(art["tflite"], runs=5, warmup=1, options={"xnnpack": False})
     assert off["runtime"]["options"]["xnnpack"] is False
 
@@ -156,3 +156,20 @@ def test_cli_profile_json(art):
     assert res["runs"] == 4 and res["device"].startswith("local")
     bad = CliRunner().invoke(cli, ["profile", str(art["xml"]), "--unit", "NPU", "--json"])
     assert bad.exit_code == 6 and json.loads(bad.stdout)["error"]["type"] == "DeviceError"
+
+
+def test_litert_per_layer_times_every_operator_alone(art, tmp_path):
+    """The LiteRT Python API has no op profiler: every operator of the model is rebuilt as a one-op model,
+    fed the values it saw in the whole model, and timed; one row per operator, in model order."""
+    from edgekit.backends import tflite
+
+    path = tflite.lower(art["onnx"], None, tmp_path / "cnn", {})[0]
+    ops = tflite.describe(path)["ops"]
+    for xnnpack in (True, False):
+        res = profile_artifact(path, runs=4, warmup=1, threads=1, per_layer=True, options={"xnnpack": xnnpack})
+        layers = res["layers"]
+        assert layers["source"].startswith("LiteRT, each operator timed alone")
+        assert {k: round(v["count"]) for k, v in layers["by_op_type"].items()} == ops  # every op, once
+        assert [r["order"] for r in layers["all"]] == list(range(sum(ops.values())))
+        assert all(r["ms"] > 0 for r in layers["all"]) and layers["total_ms"] > 0
+        assert set(layers["by_unit"]) == {"XNNPACK" if xnnpack else "CPU"}

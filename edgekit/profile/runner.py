@@ -427,9 +427,109 @@ class TfliteRunner:
         self.interp.invoke()
 
     def layers(self, feeds: list, runs: int) -> dict:
-        return {"rows": [], "runs": 0, "source": None,
-                "note": "per-op timing is not exposed by the LiteRT Python API; use benchmark_model "
-                        "--enable_op_profiling=true (edgekit does this for adb devices)"}
+        """The LiteRT Python API has no op profiler: each operator is rebuilt as a one-op model fed the
+        values it saw in the whole model, and timed alone (same threads and XNNPACK setting). Fusion across
+        ops and cache effects are absent, so the sum differs from the whole model's time (both reported)."""
+        if self.args.delegate:
+            return {"rows": [], "runs": 0, "source": None,
+                    "note": "per-op timing through a delegate needs benchmark_model --enable_op_profiling=true"}
+        try:
+            rows = _isolated_ops(self, feeds, max(1, min(runs, 20)))
+        except Exception as exc:  # noqa: BLE001 - a model this cannot take apart keeps its whole-model figures
+            return {"rows": [], "runs": 0, "source": None,
+                    "note": f"per-op timing unavailable ({type(exc).__name__}: {str(exc)[:160]}); use benchmark_model "
+                            "--enable_op_profiling=true (edgekit does this for adb devices)"}
+        return {"rows": rows, "runs": max(1, min(runs, 20)),
+                "source": "LiteRT, each operator timed alone as a one-op model on its recorded inputs"}
+
+
+def _one_op_model(fb, flatbuffers, model, sg, op, code) -> tuple[bytes, list[int]]:
+    """A .tflite holding only `op` (its constant operands copied, its other inputs as model inputs); returns
+    the bytes and the original tensor indices to feed, in input order."""
+    import copy
+
+    def const(ti: int) -> bool:
+        buf = model.buffers[sg.tensors[ti].buffer]
+        return buf.data is not None and len(buf.data) > 0
+
+    sub, tensors, remap = fb.ModelT(), [], {}
+    sub.version, sub.operatorCodes, sub.buffers = model.version, [code], [fb.BufferT()]
+
+    def add(ti: int) -> int:
+        if ti < 0:
+            return ti
+        if ti not in remap:
+            t = copy.copy(sg.tensors[ti])
+            if const(ti):
+                sub.buffers.append(model.buffers[t.buffer])
+                t.buffer = len(sub.buffers) - 1
+            else:
+                t.buffer = 0
+            remap[ti] = len(tensors)
+            tensors.append(t)
+        return remap[ti]
+
+    one = copy.copy(op)
+    one.opcodeIndex = 0
+    one.inputs, one.outputs, one.intermediates = [add(t) for t in op.inputs], [add(t) for t in op.outputs], []
+    fed = [t for t in op.inputs if t >= 0 and not const(t)]
+    g = fb.SubGraphT()
+    g.tensors, g.operators, g.inputs, g.outputs = tensors, [one], [remap[t] for t in fed], list(one.outputs)
+    sub.subgraphs = [g]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(sub.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), fed
+
+
+_SKIP_OPS = ("WHILE", "IF", "CALL_ONCE", "CUSTOM", "DELEGATE", "PLACEHOLDER_FOR_GREATER_OP_CODES")
+
+
+def _isolated_ops(runner: TfliteRunner, feeds: list, runs: int) -> list[dict]:
+    import flatbuffers
+
+    try:
+        from ai_edge_litert import schema_py_generated as fb
+    except ImportError:
+        from tflite_runtime import schema_py_generated as fb  # type: ignore[no-redef]
+    with open(runner.args.model, "rb") as f:
+        model = fb.ModelT.InitFromPackedBuf(bytearray(f.read()), 0)
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    sg = model.subgraphs[0]
+    kwargs: dict = {"experimental_preserve_all_tensors": True}
+    if runner.args.threads:
+        kwargs["num_threads"] = int(runner.args.threads)
+    if not runner.args.xnnpack:
+        kwargs["experimental_op_resolver_type"] = runner.mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    full = runner.mod.Interpreter(model_path=runner.args.model, **kwargs)
+    full.allocate_tensors()
+    for d in full.get_input_details():
+        full.set_tensor(d["index"], feeds[0][d["name"]])
+    full.invoke()
+
+    rows = []
+    for k, op in enumerate(sg.operators):
+        code = model.operatorCodes[op.opcodeIndex]
+        op_type = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+        if op_type in _SKIP_OPS or any(t >= 0 and sg.tensors[t].isVariable for t in op.inputs):
+            continue
+        content, fed = _one_op_model(fb, flatbuffers, model, sg, op, code)
+        kw = {key: v for key, v in kwargs.items() if key != "experimental_preserve_all_tensors"}
+        interp = runner.mod.Interpreter(model_content=content, **kw)
+        interp.allocate_tensors()
+        for d, ti in zip(interp.get_input_details(), fed):
+            interp.set_tensor(d["index"], full.get_tensor(ti))
+        interp.invoke()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            interp.invoke()
+            times.append((time.perf_counter() - t0) * 1000.0)
+        times.sort()
+        out_name = sg.tensors[op.outputs[0]].name
+        rows.append({"name": out_name.decode() if isinstance(out_name, bytes) else str(out_name), "op_type": op_type,
+                     "unit": "XNNPACK" if runner.args.xnnpack else "CPU", "ms": times[len(times) // 2],
+                     "order": k})
+    return rows
 
 
 class LitertCompiledRunner:
