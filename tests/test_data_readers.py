@@ -190,3 +190,18 @@ def test_synthetic_ids_stay_inside_the_embedding_table(tmp_path: Path) -> None:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 3])], [table])
     onnx.save(helper.make_model(graph), str(tmp_path / "m.onnx"))
     assert id_bounds(onnx_path=tmp_path / "m.onnx", names=["ids"]) == {"ids": 5}
+
+
+def test_integer_image_input_gets_raw_pixels(tmp_path: Path) -> None:
+    """A model that normalizes inside takes uint8 pixels (or int8 = pixel - 128): resize, crop, layout and
+    channel order apply, scale/mean/std do not (and naming them is an error)."""
+    _solid(tmp_path / "a.png", (200, 10, 0))
+    u8 = load_samples(str(tmp_path), [InputSpec("image", (1, 32, 32, 3), "uint8")]).make(0)["image"]
+    assert u8.dtype == np.uint8 and u8.shape == (1, 32, 32, 3) and u8[0, 4, 4].tolist() == [200, 10, 0]
+    i8 = load_samples(str(tmp_path), [InputSpec("image", (1, 3, 32, 32), "int8")],
+                      preprocess={"channel_order": "bgr"}).make(0)["image"]
+    assert i8.dtype == np.int8 and i8[0, :, 4, 4].tolist() == [-128, 10 - 128, 200 - 128]
+    with pytest.raises(DataError, match="raw pixels"):
+        load_samples(str(tmp_path), [InputSpec("image", (1, 32, 32, 3), "uint8")], preprocess={"mean": [0.5]})
+    shipped = load_samples("natural_images", [InputSpec("image", (1, 24, 24, 3), "uint8")]).make(3)["image"]
+    assert shipped.dtype == np.uint8 and shipped.max() > 1

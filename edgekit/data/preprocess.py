@@ -73,6 +73,9 @@ class ImagePreprocess:
         x = (x * np.float32(self.scale) - mean) / std
         if self.layout == "nchw":
             x = x.transpose(2, 0, 1)
+        if np.dtype(self.dtype).kind in "iu":  # raw pixels for an integer image input
+            info = np.iinfo(self.dtype)
+            x = np.clip(np.round(x), info.min, info.max)
         return np.ascontiguousarray(x[None]).astype(self.dtype, copy=False)
 
     def apply(self, image: Any) -> np.ndarray:
@@ -168,6 +171,15 @@ def make_preprocess(spec: dict[str, Any] | str | None, model_input: InputSpec, w
         mean, std = mean[:1], std[:1]
     if len(mean) not in (1, channels) or len(std) not in (1, channels) or min(std) <= 0:
         raise DataError(f"{where}: mean/std need 1 or {channels} values (std > 0), got {mean} / {std}")
+    if np.dtype(model_input.dtype) in (np.dtype(np.uint8), np.dtype(np.int8)):
+        # the model normalizes inside: it takes pixels 0..255 (uint8) or pixel - 128 (int8)
+        explicit = sorted({"scale", "mean", "std"} & set(spec))
+        if explicit:
+            raise DataError(f"{where}: model input {model_input.name} is {model_input.dtype}: it takes raw pixels, so "
+                            f"{', '.join(explicit)} do not apply", hint="remove them from the preprocessing spec")
+        offset = 128.0 if np.dtype(model_input.dtype) == np.dtype(np.int8) else 0.0
+        return ImagePreprocess(ch, cw, channels, layout, int(resize), 1.0, (offset,), (1.0,), order,
+                               np.dtype(model_input.dtype).name)
     dtype = model_input.dtype if np.dtype(model_input.dtype).kind == "f" else "float32"
     return ImagePreprocess(ch, cw, channels, layout, int(resize), float(merged.get("scale", 1 / 255)),
                            mean, std, order, dtype)
