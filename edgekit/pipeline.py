@@ -149,7 +149,10 @@ def stage_export(st: State) -> None:
     else:
         import onnx
 
+        from edgekit.sources.onnx_file import topo_sort
+
         model = onnx.load(str(m.onnx_path), load_external_data=True)
+        topo_sort(model)
         onnx.save(model, str(st.hub))  # one self-contained file (weights inline) when under 2 GB
     st.info["model"]["onnx_size_bytes"] = st.hub.stat().st_size
 

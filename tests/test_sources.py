@@ -94,3 +94,21 @@ def test_onnx_input_dtype_contradiction_is_refused(model_files, invoke, tmp_path
     res = invoke("convert", str(model_files["onnx"]), "-t", "ort", "-o", str(tmp_path / "o"),
                  "--input-shape", "image=1x3x16x16:int64")
     assert res.returncode == 2 and "--input-shape says int64" in res.stderr
+
+
+def test_float16_model_with_float32_io_converts_to_every_target(model_files, invoke, tmp_path):
+    """A float16 conversion that keeps float32 inputs writes its input Cast after the nodes that read it
+    (ONNX Runtime accepts it, the ONNX checker does not) and OpenVINO then names the input port after that
+    Cast: the graph is put in order, the port found under the model's input name."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    src = tmp_path / "half.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(str(model_files["onnx"])), keep_io_types=True), str(src))
+    with pytest.raises(onnx.checker.ValidationError, match="topologically sorted"):
+        onnx.checker.check_model(onnx.load(str(src)))
+    res = invoke("convert", str(src), "-t", "onnxruntime", "-t", "openvino", "-t", "tflite", "-o",
+                 str(tmp_path / "o"), "--json")
+    assert res.returncode == 0, res.stderr
+    arts = res.json()["artifacts"]
+    assert len(arts) == 3 and all(a["verification"]["passed"] for a in arts)

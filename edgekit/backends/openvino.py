@@ -69,16 +69,32 @@ class OvSession:
         self.model = core.read_model(str(path))
         self.compiled = core.compile_model(self.model, device, config)
         self.request = self.compiled.create_infer_request()
-        self.inputs = [TensorInfo(p.get_any_name(), _shape(p), p.get_element_type().to_dtype().name)
+        self.inputs = [TensorInfo(_port_name(p), _shape(p), p.get_element_type().to_dtype().name)
                        for p in self.compiled.inputs]
+        self._aliases = [sorted(p.get_names()) for p in self.compiled.inputs]
         self.outputs = [TensorInfo(p.get_any_name(), _shape(p), p.get_element_type().to_dtype().name)
                         for p in self.compiled.outputs]
         self.runtime = "openvino"
         self.device = device
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        res = self.request.infer({i.name: np.asarray(feeds[i.name], dtype=i.dtype) for i in self.inputs})
+        data = {}
+        for k, (info, names) in enumerate(zip(self.inputs, self._aliases)):
+            key = info.name if info.name in feeds else next((n for n in names if n in feeds), info.name)
+            data[k] = np.asarray(feeds[key], dtype=info.dtype)
+        res = self.request.infer(data)
         return [np.array(res[o]) for o in self.compiled.outputs]
+
+
+def _port_name(port) -> str:
+    """The ONNX input's own name: a port can carry several tensor names (an input Cast folded into it adds
+    the Cast's output name), and get_any_name() may return that one."""
+    names = port.get_names()
+    try:
+        own = port.get_node().get_friendly_name()
+    except Exception:  # noqa: BLE001 - compiled-model ports of some plugins have no node
+        own = None
+    return own if own in names else port.get_any_name()
 
 
 def _shape(port) -> list[int | str | None]:

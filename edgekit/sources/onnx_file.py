@@ -33,12 +33,43 @@ def read_onnx(path: Path):
     if not model.graph.node:
         raise ModelLoadError(f"{path}: not a valid ONNX model (the graph has no nodes)",
                              hint="the file is corrupt, truncated or not ONNX; re-export it")
+    topo_sort(model)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"{path}: invalid ONNX model: {str(exc).splitlines()[0]}",
                              hint="re-export the model") from exc
     return model
+
+
+def topo_sort(model) -> bool:
+    """Reorder the graph's nodes so that each follows the producers of its inputs (some converters, e.g. a
+    float16 conversion that keeps float32 inputs, write them out of order; ONNX Runtime accepts that, the
+    ONNX checker does not). Returns whether anything moved; nodes whose inputs never appear keep their order
+    at the end (the checker then names them)."""
+    g = model.graph
+    ready = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    pending, ordered = list(g.node), []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in ready for i in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            ordered.extend(rest)
+            break
+        pending = rest
+    if [id(n) for n in ordered] == [id(n) for n in g.node]:
+        return False
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del g.node[:]
+    g.node.extend(copies)
+    return True
 
 
 def graph_inputs(model) -> list[InputSpec]:
