@@ -272,3 +272,29 @@ def test_max_drop_is_confirmed_on_samples_the_choice_never_saw(cnn: Path, crops:
     plain = quantize_model(cnn, tmp_path / "p.onnx", get_target("onnxruntime"), calib, held_out=held,
                            task="classification", method="minmax")
     assert plain["confirmation"] is None and plain["accuracy"]["held_out"]["samples"] == len(held)
+
+
+@pytest.mark.parametrize("keep_io", [False, True])
+def test_a_float16_model_is_quantized_from_its_float32_equivalent(cnn: Path, crops: SampleSet, tmp_path: Path,
+                                                                 keep_io: bool) -> None:
+    """float16 weights and activations are computed in float32 for calibration and int8; the graph's float16
+    inputs/outputs stay float16 through Casts, so the int8 artifact has the model's interface (it used to end
+    in an ONNX Runtime type error, 'bound to different types')."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from edgekit.sources.onnx_file import topo_sort
+
+    half = convert_float_to_float16(onnx.load(str(cnn)), keep_io_types=keep_io)
+    topo_sort(half)
+    src = tmp_path / "half.onnx"
+    onnx.save(half, str(src))
+    out = tmp_path / "half.int8.onnx"
+    if not keep_io:  # samples of the model's own input type
+        crops = load_samples("natural_images", [InputSpec("input", ("batch", 3, 32, 32), "float16")])
+    report = _quantize(src, out, crops)
+    q = onnx.load(str(out))
+    want = onnx.TensorProto.FLOAT if keep_io else onnx.TensorProto.FLOAT16
+    assert q.graph.input[0].type.tensor_type.elem_type == want == q.graph.output[0].type.tensor_type.elem_type
+    assert not any(t.data_type == onnx.TensorProto.FLOAT16 for t in q.graph.initializer)
+    assert sum(n.op_type == "DequantizeLinear" for n in q.graph.node) >= 8
+    assert report["accuracy"]["held_out"]["top1_agreement"] >= 0.8

@@ -21,7 +21,7 @@ MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (their `axis`) nee
 
 
 def prepare(model: Any) -> Any:
-    """Raise the opset to 13 when older (per-channel QDQ), name every node (nodes_to_exclude needs names) and
+    """Raise the opset to 13 when older (per-channel QDQ), compute float16 models in float32, name every node (nodes_to_exclude needs names) and
     stamp shapes/types on every tensor."""
     import onnx
 
@@ -39,6 +39,9 @@ def prepare(model: Any) -> Any:
                 f"the ONNX version converter failed ({str(exc).splitlines()[0][:160]})",
                 hint=f"re-export the model with opset {MIN_OPSET} or newer") from exc
 
+    from edgekit.quantize.float16 import to_float32
+
+    model, _ = to_float32(model)  # float16 weights/activations: quantize the float32 equivalent
     seen: set[str] = set()
     for i, node in enumerate(model.graph.node):
         if not node.name or node.name in seen:
