@@ -68,6 +68,7 @@ def test_config_found_in_folder_and_pyproject(tmp_path):
     ('calibration = "missing/data.npz"', r"'calibration' not found: .*missing/data.npz"),
     ('latency_device = "local"', r"'latency_device' without 'max_latency_ms'"),
     ('input_shapes = { input = [1, 0, 28] }', r"'input_shapes'.*positive integer"),
+    ('input_shapes = { ids = "1x12:int65" }', r"'input_shapes'.*unknown dtype 'int65'"),
 ])
 def test_bad_model_keys(tmp_path, body, pattern):
     path = write(tmp_path, f'[[models]]\nname = "digits"\nsource = "zoo:mnist_cnn"\n{body}\n')
@@ -163,3 +164,23 @@ def test_fingerprint_memo_notices_edits(tmp_path):
     os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     assert cache_key(key_parts(m, "onnxruntime", memo)) != k0
     assert cache_key(key_parts(m, "onnxruntime")) == cache_key(key_parts(m, "onnxruntime", memo))
+
+
+def test_input_shapes_with_a_dtype_reach_the_model(tmp_path):
+    """`input_shapes = {ids = "1x7:int64"}` (a token-id input of a torch factory) is what --input-shape
+    ids=1x7:int64 is on the command line."""
+    import sys
+
+    from edgekit.build.runner import _convert
+
+    fixtures = str(Path(__file__).parent / "fixtures")
+    sys.path.insert(0, fixtures)
+    try:
+        path = write(tmp_path, '[[models]]\nname = "tok"\nsource = "tinymodels:token_encoder"\n'
+                               'targets = ["onnxruntime"]\ninput_shapes = { ids = "1x7:int64" }\n')
+        model = load_config(path).models[0]
+        assert model.options["input_shapes"] == {"ids": "1x7:int64"}
+        out = _convert(model, ["onnxruntime"], tmp_path / "out")
+        assert out["model"]["inputs"][0]["dtype"] == "int64" and out["artifacts"][0]["verification"]["passed"]
+    finally:
+        sys.path.remove(fixtures)

@@ -117,15 +117,24 @@ def _str_list(v: Any) -> list[str]:
     return list(v)
 
 
-def _shapes(v: Any) -> dict[str, list[int]]:
-    msg = "a table {input_name = [1, 3, 224, 224]} of positive integer shapes"
+def _shapes(v: Any) -> dict[str, list[int] | str]:
+    msg = 'a table {input_name = [1, 3, 224, 224]} of positive integer shapes (or "1x128:int64" with a dtype)'
     if not isinstance(v, dict):
         raise ValueError(msg)
     for k, dims in v.items():
+        if isinstance(dims, str):
+            from edgekit.errors import UsageError
+            from edgekit.sources import parse_input_shapes
+
+            try:
+                parse_input_shapes([f"{k}={dims}"])
+            except UsageError as exc:
+                raise ValueError(f"{msg} (input '{k}': {exc})") from None
+            continue
         if not isinstance(dims, list) or not dims or not all(
                 isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
             raise ValueError(f"{msg} (input '{k}')")
-    return {k: list(d) for k, d in sorted(v.items())}
+    return {k: d if isinstance(d, str) else list(d) for k, d in sorted(v.items())}
 
 
 TOLERANCE_KEYS = ("max_abs_error", "mean_abs_error", "cosine", "top1_agreement")

@@ -83,7 +83,12 @@ def _convert(model: ModelConfig, targets: list[str], outdir: Path) -> dict[str, 
     from edgekit import api
 
     o = model.options
-    shapes = {k: tuple(v) for k, v in o["input_shapes"].items()} if "input_shapes" in o else None
+    shapes = None
+    if "input_shapes" in o:
+        from edgekit.sources import parse_input_shapes
+
+        shapes = {k: parse_input_shapes([f"{k}={v}"])[k] if isinstance(v, str) else tuple(v)
+                  for k, v in o["input_shapes"].items()}
     return api.convert(
         model.source, targets, outdir, precision=o.get("precision"), input_shapes=shapes,
         weights=o.get("weights"), calibration=o.get("calibration"), calibration_size=o.get("calibration_size"),
