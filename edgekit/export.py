@@ -48,6 +48,7 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
                                   opset_version=max(opset, 18), input_names=[s.name for s in inputs],
                                   output_names=list(output_names), verbose=False)
             else:
+                module = _positional(module, len(args))
                 torch.onnx.export(module, args, str(out_path), dynamo=False, opset_version=opset,
                                   input_names=[s.name for s in inputs], output_names=list(output_names),
                                   dynamic_axes=dynamic_axes or None, do_constant_folding=True)
@@ -63,6 +64,33 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
     model.producer_name, model.producer_version = "edgekit", ""
     onnx.save(model, str(out_path))
     return out_path
+
+
+def _positional(module, n: int):
+    """forward(x, scale=2.0): the TorchScript exporter turns parameters left at their defaults into extra graph
+    inputs. A module whose forward takes more parameters than the model's inputs is wrapped so that exactly
+    the inputs are traced and the defaults stay constants."""
+    import inspect
+
+    import torch
+
+    try:
+        params = [p for p in inspect.signature(module.forward).parameters.values()
+                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    except (TypeError, ValueError):
+        return module
+    if len(params) <= n:
+        return module
+
+    class Positional(torch.nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *xs):
+            return self.inner(*xs)
+
+    return Positional(module)
 
 
 @contextlib.contextmanager

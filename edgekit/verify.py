@@ -28,12 +28,13 @@ def reference_outputs(model: LoadedModel, samples: Iterable[dict[str, np.ndarray
     if model.module is not None:
         import torch
 
+        from edgekit.sources.torch_common import flat_outputs
+
         outs = []
         with torch.no_grad():
             for feed in samples:
                 res = model.module(*[torch.from_numpy(np.ascontiguousarray(feed[s.name])) for s in model.inputs])
-                res = res if isinstance(res, (tuple, list)) else [res]
-                outs.append([r.detach().float().numpy() for r in res])
+                outs.append([r.detach().float().numpy() for r in flat_outputs(res)])
         return outs
     from edgekit.backends.base import LoadOptions
     from edgekit.backends.onnxruntime import load

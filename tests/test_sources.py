@@ -112,3 +112,19 @@ def test_float16_model_with_float32_io_converts_to_every_target(model_files, inv
     assert res.returncode == 0, res.stderr
     arts = res.json()["artifacts"]
     assert len(arts) == 3 and all(a["verification"]["passed"] for a in arts)
+
+
+def test_factory_dict_outputs_and_defaulted_parameters(invoke, tmp_path):
+    """A dict result becomes one named output per key; a parameter left at its default stays a constant
+    (the TorchScript exporter used to make it a graph input that nothing feeds)."""
+    res = invoke("convert", "tinymodels:dict_heads", "-t", "ort", "-t", "tflite", "-o", str(tmp_path), *SHAPE, "--json")
+    assert res.returncode == 0, res.stderr
+    out = res.json()
+    assert out["model"]["outputs"] == ["logits", "embedding"]
+    assert [i["name"] for i in out["model"]["inputs"]] == ["image"]
+    assert all(a["verification"]["passed"] for a in out["artifacts"])
+    import onnx
+
+    onnx_art = next(a for a in out["artifacts"] if a["target"] == "onnxruntime")
+    graph = onnx.load(str(tmp_path / onnx_art["path"].split("/")[-1])).graph
+    assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["logits", "embedding"]

@@ -38,6 +38,24 @@ def specs_from_overrides(names: list[str], overrides: dict[str, tuple[int, ...]]
     return specs
 
 
+def flat_outputs(out) -> list:
+    """A forward()'s result as a list of tensors: a tensor, a (nested) tuple/list, or a dict (its values, in
+    order: the ONNX exporter flattens it the same way)."""
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in flat_outputs(v)]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in flat_outputs(v)]
+    return [out]
+
+
+def output_names(out) -> list[str]:
+    """Names for the flattened outputs: a dict's keys (when each holds one tensor), else output / output_i."""
+    flat = flat_outputs(out)
+    if isinstance(out, dict) and len(out) == len(flat):
+        return [str(k) for k in out]
+    return ["output"] if len(flat) == 1 else [f"output_{i}" for i in range(len(flat))]
+
+
 def probe(module, inputs: list[InputSpec], source: str) -> tuple[list[str], str]:
     """Run the module once on zeros of the stated shapes: output names and task. Bad shapes fail here."""
     import numpy as np
@@ -54,7 +72,6 @@ def probe(module, inputs: list[InputSpec], source: str) -> tuple[list[str], str]
         if "Long" in first or "indices" in first:  # e.g. an embedding fed float zeros
             hint += "; integer inputs (token ids) need a dtype: --input-shape NAME=1x128:int64"
         raise UsageError(f"{source}: the model does not run on inputs {shapes}: {first}", hint=hint) from exc
-    outs = out if isinstance(out, (tuple, list)) else [out]
-    names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
+    outs, names = flat_outputs(out), output_names(out)
     task = "classification" if len(outs) == 1 and outs[0].ndim == 2 and outs[0].shape[1] > 1 else "generic"
     return names, task
