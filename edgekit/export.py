@@ -48,7 +48,7 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
                                   opset_version=max(opset, 18), input_names=[s.name for s in inputs],
                                   output_names=list(output_names), verbose=False)
             else:
-                module = _positional(module, len(args))
+                module = _traceable(module, args)
                 torch.onnx.export(module, args, str(out_path), dynamo=False, opset_version=opset,
                                   input_names=[s.name for s in inputs], output_names=list(output_names),
                                   dynamic_axes=dynamic_axes or None, do_constant_folding=True)
@@ -66,31 +66,40 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
     return out_path
 
 
-def _positional(module, n: int):
-    """forward(x, scale=2.0): the TorchScript exporter turns parameters left at their defaults into extra graph
-    inputs. A module whose forward takes more parameters than the model's inputs is wrapped so that exactly
-    the inputs are traced and the defaults stay constants."""
+def _traceable(module, args: tuple):
+    """The module as the TorchScript exporter can take it. Wrapped (so node names gain an `inner` scope) only
+    when needed: forward() has parameters beyond the model's inputs (left at their defaults, the exporter
+    would make them graph inputs nothing feeds), or it returns a dict / nested sequence: then exactly the
+    inputs are traced and the result is one flat tuple, in the order sources.torch_common.flat_outputs
+    gives. TorchScript modules are left as they are (a dict result there stays an export error)."""
     import inspect
 
     import torch
 
+    from edgekit.sources.torch_common import flat_outputs
+
     try:
         params = [p for p in inspect.signature(module.forward).parameters.values()
                   if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        extra = len(params) > len(args)
     except (TypeError, ValueError):
-        return module
-    if len(params) <= n:
-        return module
+        extra = False
+    with torch.no_grad():
+        out = module(*args)
+    nested = isinstance(out, dict) or (isinstance(out, (tuple, list)) and
+                                       any(isinstance(o, (dict, tuple, list)) for o in out))
+    if not (extra or nested) or isinstance(module, torch.jit.ScriptModule):
+        return module  # a TorchScript module cannot be traced from inside a Python wrapper
 
-    class Positional(torch.nn.Module):
+    class Traceable(torch.nn.Module):
         def __init__(self, inner) -> None:
             super().__init__()
             self.inner = inner
 
         def forward(self, *xs):
-            return self.inner(*xs)
+            return tuple(flat_outputs(self.inner(*xs)))
 
-    return Positional(module)
+    return Traceable(module)
 
 
 @contextlib.contextmanager
