@@ -130,8 +130,8 @@ def synthetic_samples(inputs: list[InputSpec], count: int = 8, seed: int = 0,
         for spec in inputs:
             shape = spec.concrete_shape(dims)
             if np.dtype(spec.dtype).kind in "iu":
-                high = max(2, min(100, id_high.get(spec.name, 100)))
-                arr = rng.integers(1, high, size=shape).astype(spec.dtype)
+                high = max(1, min(100, id_high.get(spec.name, 100)))
+                arr = rng.integers(1 if high > 1 else 0, high, size=shape).astype(spec.dtype)
                 if "mask" in spec.name:
                     arr = np.ones(shape, dtype=spec.dtype)
             else:
