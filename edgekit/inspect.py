@@ -309,7 +309,9 @@ def _read_openvino(path: Path) -> dict[str, Any]:
     try:
         for key in ("framework",):
             if model.has_rt_info(key):
-                rt[key] = str(model.get_rt_info(key))
+                v = model.get_rt_info(key)
+                v = getattr(v, "value", v)  # OVAny -> its Python value (a dict of framework facts)
+                rt[key] = {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else str(v)
     except Exception:  # noqa: BLE001
         pass
     return {"format": "openvino", "backend": "openvino", "files": [path, bin_path], "precision": precision,

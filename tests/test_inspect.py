@@ -126,6 +126,17 @@ def test_openvino_ir(artifacts):
     assert info["outputs"][0]["name"] == "out" and info["ops"]["Convolution"] == 1
 
 
+
+def test_openvino_rt_info_is_plain_values(artifacts, tmp_path):
+    """rt_info (e.g. framework facts an IR carries from its converter) comes out as values, not an OVAny repr."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(artifacts["xml"]))
+    model.set_rt_info("onnxruntime.quant", ["framework", "onnx.infer"])
+    ov.save_model(model, str(tmp_path / "rt.xml"), compress_to_fp16=False)
+    assert inspect_artifact(tmp_path / "rt.xml")["metadata"]["framework"] == {"onnx.infer": "onnxruntime.quant"}
+
+
 def test_tflite_int8_input(artifacts):
     from ai_edge_litert.interpreter import Interpreter
 
