@@ -3,15 +3,16 @@
     PYTHONPATH=. python benchmarks/prune.py [--models mnist_cnn,mobilenet_v2,minilm] [--steps 300] [--runs 30]
         [--importance l2|variance|taylor|...] [--allocation uniform|global] [--round-to 8] [--calib 128]
         [--no-reconstruct] [--shipped-crops] [--distill lr=1e-4,freeze_bn=1,...] [--targets "mnist_cnn=0.5,0.5@16"]
-        [--cache DIR]
+        [--cache DIR] [--held-out N]
 
 For each model and MAC-reduction target: prune (default L2, uniform, kept channels rounded to 8; "R@16"
 rounds to 16), refit the following layers by least squares on --calib samples (reconstruct.py), measure
 the quality before and after distillation from the unpruned model, export to ONNX, and time it (batch 1):
   mnist_cnn     accuracy on the 1,000 labelled held-out digits (calibration/mnist/test.npz); distilled
                 on the 256 unlabeled training digits (calibration/mnist/train_sample.npz)
-  mobilenet_v2  top-1 agreement with the unpruned model on 256 held-out natural crops (new random crops,
-                indices 1000-1255 of the natural_images generator, never used for pruning or distillation;
+  mobilenet_v2  top-1 agreement with the unpruned model on 256 held-out natural crops (--held-out N: up to
+                1,000; new random crops, indices 1000 on of the natural_images generator, never used for
+                pruning or distillation;
                 distilled on fresh crops of the same 16 photos, indices 2000 on, one per training image;
                 --shipped-crops: the shipped 1,000)
   minilm        mean cosine with the unpruned embeddings on held-out sentences (last 20% of
@@ -60,7 +61,8 @@ def _stack(items):
     return stack(items)
 
 
-FRESH_START = 2000  # --fresh-crops draws natural crops from this index on (held-out: 1000-1255)
+FRESH_START = 2000  # --fresh-crops draws natural crops from this index on (held-out: 1000 on)
+HELD_OUT_CROPS = 256  # --held-out N: mobilenet_v2's judging crops, indices 1000 .. 1000 + N - 1 (N <= 1000)
 
 
 def data_for(name: str, lm, fresh: int = 0):
@@ -76,7 +78,7 @@ def data_for(name: str, lm, fresh: int = 0):
         return train, {"input": torch.as_tensor(test["input"])}, test["labels"]
     if name == "mobilenet_v2":
         train = load_samples("natural_images", lm.inputs)
-        held = _stack([train.make(i) for i in range(1000, 1256)])
+        held = _stack([train.make(i) for i in range(1000, 1000 + HELD_OUT_CROPS)])
         if fresh:
             train = SampleSet(f"{fresh} fresh natural crops", train.count, train.make, meta=dict(train.meta),
                               indices=range(FRESH_START, FRESH_START + fresh))
@@ -213,6 +215,7 @@ def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "
                                                                          "reconstruction", "groups") if k in rep})
             row = {"model": name, "target": target, "importance": importance, "allocation": allocation,
                    "reconstruct": reconstruct, "round_to": rt, "calib": len(idx), "fresh_crops": bool(fresh and name in FRESH),
+                   "held_out_crops": HELD_OUT_CROPS if name == "mobilenet_v2" else None,
                    "distill_kw": dkw, "macs": rep["macs_after"], "params": rep["params_after"],
                    "macs_removed": rep["macs_removed"], "prune_s": round(time.perf_counter() - t0, 1),
                    "pruned_from_cache": cached,
@@ -266,9 +269,15 @@ def main() -> None:
                     help="choose among channel layouts near the MAC target by latency measured on TARGET")
     ap.add_argument("--threads", type=int, help="runtime threads for latency (default: each runtime's own)")
     ap.add_argument("--cache", help="reuse pruned students from this folder (same model and pruning arguments)")
+    ap.add_argument("--held-out", type=int, default=256,
+                    help="mobilenet_v2 held-out crops (<= 1000; 256 gives one standard error of ~2 points at 0.87, "
+                         "1000 ~1 point)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/prune.json"))
     args = ap.parse_args()
-    global THREADS, LAYOUT_TARGET, CACHE
+    global THREADS, LAYOUT_TARGET, CACHE, HELD_OUT_CROPS
+    if not 1 <= args.held_out <= FRESH_START - 1000:
+        ap.error(f"--held-out must be 1..{FRESH_START - 1000} (training crops start at index {FRESH_START})")
+    HELD_OUT_CROPS = args.held_out
     THREADS, LAYOUT_TARGET, CACHE = args.threads, args.layout_latency, Path(args.cache) if args.cache else None
     rows = []
     for name in args.models.split(","):
