@@ -36,6 +36,18 @@ def _copy_params(old, new, keep: dict) -> None:
     new.train(old.training)
 
 
+def _record_affine(ctx, name: str, m, atoms) -> None:
+    """A norm layer's per-channel weight and bias (when it has them) follow `atoms`."""
+    for p in ("weight", "bias"):
+        if getattr(m, p, None) is not None:
+            ctx.record(name, p, 0, atoms, out_dim=True)
+
+
+def _like(ref) -> dict:
+    """device/dtype keyword arguments of a rebuilt layer (none for a layer without parameters)."""
+    return {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
+
+
 class Handler:
     types: tuple = ()
     produces = False  # creates new channels (Conv/Linear/Embedding): counts as a "layer" for first/last
@@ -196,9 +208,7 @@ class LayerNormHandler(Handler):
         if len(m.normalized_shape) != 1:
             return OpaqueHandler().propagate(ctx, name, m, node)
         atoms = ctx.channel_atoms(ctx.lab(x), shp, len(shp) - 1)
-        for p in ("weight", "bias"):
-            if getattr(m, p, None) is not None:
-                ctx.record(name, p, 0, atoms, out_dim=True)
+        _record_affine(ctx, name, m, atoms)
         return ctx.lab(x)
 
     def rebuild(self, m, keep):
@@ -206,7 +216,7 @@ class LayerNormHandler(Handler):
         kw = {"bias": m.bias is not None} if m.elementwise_affine else {}
         ref = m.weight if m.weight is not None else None
         new = type(m)(n, m.eps, m.elementwise_affine, **kw,
-                      **({"device": ref.device, "dtype": ref.dtype} if ref is not None else {}))
+                      **_like(ref))
         _copy_params(m, new, keep)
         return new
 
@@ -227,16 +237,14 @@ class GroupNormHandler(Handler):
         cpg = m.num_channels // m.num_groups
         for c in range(cpg):
             ctx.uf.union_all(atoms[c::cpg])
-        for p in ("weight", "bias"):
-            if getattr(m, p, None) is not None:
-                ctx.record(name, p, 0, atoms, out_dim=True)
+        _record_affine(ctx, name, m, atoms)
         return ctx.lab(x)
 
     def rebuild(self, m, keep):
         n = len(_idx(keep, "weight", 0, m.num_channels)) if m.affine else m.num_channels
         ref = m.weight if m.affine else None
         new = type(m)(m.num_groups, n, m.eps, m.affine,
-                      **({"device": ref.device, "dtype": ref.dtype} if ref is not None else {}))
+                      **_like(ref))
         _copy_params(m, new, keep)
         return new
 
