@@ -410,3 +410,41 @@ def test_torch_transformer_encoder_prunes_ffn_channels_only():
     assert p.inp.out_features == 16
     _zeroed_equivalent(TorchEncoder(), x)
     _onnx_matches(p, x)
+
+
+class LayerScaleBlock(nn.Module):
+    """ConvNeXt block: depthwise 7x7, channels-last LayerNorm + Linear pointwise layers, layer-scale gamma (a
+    parameter of the block itself, not of a layer), residual."""
+
+    def __init__(self, dim=32):
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1, self.pw2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.gamma = nn.Parameter(torch.linspace(0.1, 1.0, dim))
+
+    def forward(self, x):
+        y = self.pw2(torch.nn.functional.gelu(self.pw1(self.norm(self.dw(x).permute(0, 2, 3, 1)))))
+        return x + (self.gamma * y).permute(0, 3, 1, 2)
+
+
+class LayerScaleNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.a = cbr(3, 16), nn.Conv2d(16, 32, 1)
+        self.block = LayerScaleBlock()
+        self.head = nn.Conv2d(32, 8, 1)
+
+    def forward(self, x):
+        return self.head(self.block(self.a(self.stem(x))))
+
+
+def test_layer_scale_gamma_of_a_block_follows_the_channels():
+    m = LayerScaleNet().eval()
+    p, rep = _prune(m, IMG)
+    assert type(p) is LayerScaleNet and type(p.block) is LayerScaleBlock  # the block is kept, its gamma sliced
+    assert p.a.out_channels == p.block.dw.out_channels == p.block.pw2.out_features == p.head.in_channels == 16
+    assert p.block.norm.normalized_shape == (16,) and p.block.pw1.out_features == 32
+    keep = _kept_rows(m.a.weight, p.a.weight)
+    torch.testing.assert_close(p.block.gamma.detach(), m.block.gamma.detach()[keep])
+    _onnx_matches(p, IMG)

@@ -77,13 +77,14 @@ def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
     gm = copy.deepcopy(an.gm)
     keep = keep_indices(an, removed)
     new_modules = {}
+    sliced: dict[str, dict[str, dict[int, np.ndarray]]] = {}  # parameters of non-layer modules, sliced in place
     for mod_name, params in keep.items():
         owner = gm.get_submodule(mod_name) if mod_name else gm
         h = handler_for(owner)
         if isinstance(h, OpaqueHandler) or not mod_name:
             for pname, dims in params.items():
                 _slice_param(owner, pname, dims)
-            new_modules[mod_name] = owner
+            sliced[mod_name] = params
             continue
         new = h.rebuild(owner, params)
         _set_module(gm, mod_name, new)
@@ -112,8 +113,11 @@ def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
         return gm, rewritten
     model = copy.deepcopy(original)
     for name, m in new_modules.items():
-        if name:
-            _set_module(model, name, m)
+        _set_module(model, name, m)
+    for name, params in sliced.items():  # e.g. a layer-scale gamma of a block: the block itself stays
+        owner = model.get_submodule(name) if name else model
+        for pname, dims in params.items():
+            _slice_param(owner, pname, dims)
     return model, False
 
 
