@@ -448,3 +448,37 @@ def test_layer_scale_gamma_of_a_block_follows_the_channels():
     keep = _kept_rows(m.a.weight, p.a.weight)
     torch.testing.assert_close(p.block.gamma.detach(), m.block.gamma.detach()[keep])
     _onnx_matches(p, IMG)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """The ConvNeXt / torchvision channels-first LayerNorm: permute, F.layer_norm over the last axis, permute."""
+
+    def forward(self, x):
+        y = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                                           self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+class Downsample(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.a = cbr(3, 16), nn.Conv2d(16, 32, 1)
+        self.norm = LayerNorm2d(32)
+        self.down = nn.Conv2d(32, 48, 2, 2)
+        self.head = nn.Conv2d(48, 8, 1)
+
+    def forward(self, x):
+        return self.head(self.down(self.norm(self.a(self.stem(x)))))
+
+
+def test_functional_layer_norm_over_channels_last_is_pruned():
+    m = Downsample().eval()
+    with torch.no_grad():
+        m.norm.weight.uniform_(0.5, 1.5)
+    p, rep = _prune(m, IMG)
+    mods = dict(p.named_modules())
+    assert mods["a"].out_channels == mods["down"].in_channels == 16 and mods["down"].out_channels == 24
+    assert rep["graph_rewritten"]  # the normalized size constant (32) follows the channels
+    keep = _kept_rows(m.a.weight, mods["a"].weight)
+    torch.testing.assert_close(mods["norm"].weight.detach(), m.norm.weight.detach()[keep])
+    _onnx_matches(p, IMG)

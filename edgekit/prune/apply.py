@@ -65,6 +65,25 @@ def _rewrite_shape_args(node, old: tuple, new: tuple) -> bool:
     return changed
 
 
+def _last_axis_norms() -> tuple:
+    import torch.nn.functional as F
+
+    return tuple(f for f in (F.layer_norm, getattr(F, "rms_norm", None)) if f is not None)
+
+
+def _rewrite_normalized_shape(an: Analysis, node, removed: set[int]) -> bool:
+    """F.layer_norm(x, (C,), w, b): the normalized size constant follows x's pruned last axis."""
+    x = node.args[0]
+    old, new = an.shapes.get(x.name), an.expected_shape(x.name, removed)
+    if not isinstance(old, tuple) or old[-1] == new[-1]:
+        return False
+    if len(node.args) > 1:
+        node.args = (x, (new[-1],), *node.args[2:])
+    else:
+        node.kwargs = {**node.kwargs, "normalized_shape": (new[-1],)}
+    return True
+
+
 def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any], original=None,
                  means: dict[str, Any] | None = None):
     """-> (model, graph_rewritten). Returns a copy of `original` (same class) with smaller layers when no
@@ -107,6 +126,8 @@ def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
                 dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
                 node.args = (node.args[0], [s[dim] for s in new], *node.args[2:])
                 rewritten = True
+        elif node.op == "call_function" and node.target in _last_axis_norms():
+            rewritten |= _rewrite_normalized_shape(an, node, removed)
     gm.recompile()
     check_shapes(an, gm, removed, example_inputs)
     if rewritten or original is None:

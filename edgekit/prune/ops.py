@@ -170,6 +170,26 @@ def sdpa(ctx, node):
     return _batched_union(ctx, labs, out_shape[:-2], out_shape)
 
 
+def last_axis_norm(ctx, node):
+    """F.layer_norm / F.rms_norm over the last axis (a custom channels-last LayerNorm2d calls it): the affine
+    weight and bias follow that axis's channels; the output keeps the input's labels. Normalizing over
+    several axes fixes their shape (blocked)."""
+    x = node.args[0]
+    norm_shape = node.args[1] if len(node.args) > 1 else node.kwargs.get("normalized_shape")
+    norm_shape = [norm_shape] if isinstance(norm_shape, int) else norm_shape
+    if not ctx.is_tensor(x) or not isinstance(norm_shape, (list, tuple)) or len(norm_shape) != 1:
+        return unknown(ctx, node)
+    shp = tuple(ctx.shape(x))
+    affine = _tensor_args(ctx, node)[1:]
+    if any(tuple(ctx.shape(a)) != (shp[-1],) for a in affine):
+        return unknown(ctx, node)
+    atoms = ctx.channel_atoms(ctx.lab(x), shp, len(shp) - 1)
+    for a in affine:
+        for p, q in zip(ctx.channel_atoms(ctx.lab(a), ctx.shape(a), 0), atoms):
+            ctx.uf.union(p, q)
+    return ctx.lab(x)
+
+
 def meta(ctx, node):
     """size(), shape, dim(): no tensor result."""
     return None
@@ -228,6 +248,9 @@ def _table() -> dict[object, Callable]:
     for f in (torch.matmul, torch.bmm, operator.matmul, "matmul", "bmm"):
         t[f] = matmul
     t[F.scaled_dot_product_attention] = sdpa
+    for f in (F.layer_norm, getattr(F, "rms_norm", None)):
+        if f is not None:
+            t[f] = last_axis_norm
     for f in ("size", "dim", "numel", getattr):
         t[f] = meta
     for f in (torch.zeros, torch.ones, torch.arange, torch.full, torch.empty, torch.tensor, torch.zeros_like,
