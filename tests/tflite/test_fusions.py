@@ -140,3 +140,12 @@ def test_moves_between_int8_ops_stay_int8(tmp_path, rng):
     assert d["float_ops"] == 0, d["float_op_types"]
     got = tflite_run(path, {"a": a})[0]
     assert np.abs(got - ref).max() <= 2 * float(inits["y_s"]) + 1e-6
+
+
+def test_relu_after_concat_is_not_fused(tmp_path, rng):
+    """LiteRT's CONCATENATION kernel refuses a fused activation at prepare time (a grouped conv lowered as
+    split -> convs -> concat, then ReLU: RegNet/ResNeXt blocks could not be loaded)."""
+    a, b = (rng.standard_normal((1, 4, 5, 5)).astype(np.float32) for _ in range(2))
+    nodes = [helper.make_node("Concat", ["a", "b"], ["c"], axis=1), helper.make_node("Relu", ["c"], ["y"])]
+    path = check(make_model(nodes, {"a": a, "b": b}, ["y"]), {"a": a, "b": b}, tmp_path, atol=1e-6)
+    assert tflite.describe(path)["ops"].get("RELU") == 1

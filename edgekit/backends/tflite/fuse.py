@@ -6,8 +6,9 @@ from ai_edge_litert import schema_py_generated as fb
 
 from edgekit.backends.tflite.writer import ModelWriter
 
+# not CONCATENATION: LiteRT ignores its fused activation (float) or refuses it at prepare time (XNNPACK path)
 _FUSABLE = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "AVERAGE_POOL_2D",
-            "MAX_POOL_2D", "CONCATENATION"}
+            "MAX_POOL_2D"}
 _ACT = {"RELU": fb.ActivationFunctionType.RELU, "RELU6": fb.ActivationFunctionType.RELU6,
         "RELU_N1_TO_1": fb.ActivationFunctionType.RELU_N1_TO_1}
 
