@@ -482,3 +482,23 @@ def test_functional_layer_norm_over_channels_last_is_pruned():
     keep = _kept_rows(m.a.weight, mods["a"].weight)
     torch.testing.assert_close(mods["norm"].weight.detach(), m.norm.weight.detach()[keep])
     _onnx_matches(p, IMG)
+
+
+class PositionTable(nn.Module):
+    """A buffer sliced by the traced input length (HF BERT: position_ids[:, :seq_length])."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.ff1, self.ff2 = nn.Linear(16, 32), nn.Linear(32, 64), nn.Linear(64, 8)
+        self.register_buffer("pos", torch.randn(1, 40, 32))
+
+    def forward(self, x):
+        h = self.proj(x) + self.pos[:, : x.shape[1]]
+        return self.ff2(torch.relu(self.ff1(h)))
+
+
+def test_buffer_sliced_by_input_length_traces():
+    x = {"x": torch.randn(2, 5, 16)}
+    p, _ = _prune(PositionTable().eval(), x)
+    assert p.ff1.out_features == p.ff2.in_features == 32
+    _onnx_matches(p, x)

@@ -53,7 +53,10 @@ def trace(module):
     import torch.fx
 
     try:
-        return torch.fx.symbolic_trace(module)
+        tracer = torch.fx.Tracer()
+        tracer.proxy_buffer_attributes = True  # a buffer sliced by a traced size: position_ids[:, :seq_len]
+        graph = tracer.trace(module)
+        return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
     except Exception as exc:  # noqa: BLE001
         raise UnsupportedModelError(
             f"cannot trace {type(module).__name__} with torch.fx for pruning: {type(exc).__name__}: {exc}",
