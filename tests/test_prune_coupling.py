@@ -502,3 +502,39 @@ def test_buffer_sliced_by_input_length_traces():
     p, _ = _prune(PositionTable().eval(), x)
     assert p.ff1.out_features == p.ff2.in_features == 32
     _onnx_matches(p, x)
+
+
+class HFAttention(nn.Module):
+    """HF BERT's self-attention: x.size()[:-1] + (heads, head_size) as the view shape, .contiguous().view() back."""
+
+    def __init__(self, dim=32, heads=4):
+        super().__init__()
+        self.heads, self.head_size = heads, dim // heads
+        self.embed = nn.Linear(16, dim)
+        self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
+
+    def _scores(self, t):
+        return t.view(t.size()[:-1] + (self.heads, self.head_size)).permute(0, 2, 1, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        q, k, v = self._scores(self.query(h)), self._scores(self.key(h)), self._scores(self.value(h))
+        probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) / self.head_size ** 0.5, dim=-1)
+        ctx = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
+        return h + self.out(ctx.view(ctx.size()[:-2] + (self.heads * self.head_size,)))
+
+
+def test_hf_style_attention_prunes_whole_heads():
+    x = {"x": torch.randn(2, 5, 16)}
+    m = HFAttention().eval()
+    p, rep = _prune(m, x)
+    mods = dict(p.named_modules())
+    assert rep["graph_rewritten"] and mods["query"].out_features == mods["out"].in_features == 16
+    rows = _kept_rows(m.query.weight, mods["query"].weight)
+    heads = sorted({r // 8 for r in rows})
+    assert len(heads) == 2 and sorted(rows) == [h * 8 + d for h in heads for d in range(8)]  # whole heads
+    assert _kept_rows(m.key.weight, mods["key"].weight) == _kept_rows(m.value.weight, mods["value"].weight) == rows
+    _zeroed_equivalent(HFAttention(), x, frac=0.5)
+    p2, _ = _prune(m, {"x": torch.randn(3, 7, 16)})  # batch and length stay computed from the input
+    assert p2(torch.randn(5, 9, 16)).shape == (5, 9, 32)
+    _onnx_matches(p, x)

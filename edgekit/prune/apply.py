@@ -47,12 +47,45 @@ def _slice_param(owner, pname: str, dims: dict[int, np.ndarray]) -> None:
     setattr(owner, pname, torch.nn.Parameter(t.clone(), requires_grad=getattr(owner, pname).requires_grad))
 
 
-def _rewrite_shape_args(node, old: tuple, new: tuple) -> bool:
-    """Replace integer size constants of a view/reshape/expand whose axis changed size."""
+def _shape_items(arg, values: dict[str, Any]) -> list | None:
+    """The per-axis entries of a size argument: int literals, scalar size nodes, or (node, i) for element i of a
+    computed size tuple; a tuple built by `+` (HF: `x.size()[:-1] + (heads, head_dim)`) is opened up so its
+    literal part can be rewritten. None when the structure is not known."""
+    import operator
+
+    if isinstance(arg, int):
+        return [arg]
+    if isinstance(arg, (list, tuple)):
+        items: list = []
+        for a in arg:
+            sub = _shape_items(a, values)
+            if sub is None:
+                return None
+            items += sub
+        return items
+    if not hasattr(arg, "op"):
+        return None
+    value = values.get(arg.name)
+    if isinstance(value, int):
+        return [arg]
+    if not isinstance(value, tuple):
+        return None
+    if arg.op == "call_function" and arg.target is operator.add and len(arg.args) == 2:
+        parts = [_shape_items(a, values) for a in arg.args]
+        if all(p is not None for p in parts):
+            return parts[0] + parts[1]
+    return [(arg, i) for i in range(len(value))]
+
+
+def _rewrite_shape_args(gm, node, old: tuple, new: tuple, values: dict[str, Any]) -> bool:
+    """Replace integer size constants of a view/reshape/expand whose axis changed size (literals inside a computed
+    size tuple too: the tuple is rebuilt from its elements, computed ones staying computed)."""
+    import operator
+
     rest = list(node.args[1:])
-    packed = len(rest) == 1 and isinstance(rest[0], (list, tuple))
-    dims = list(rest[0]) if packed else rest
-    if len(dims) != len(old):
+    packed = len(rest) == 1 and not isinstance(rest[0], int)
+    dims = _shape_items(rest[0] if packed else rest, values)
+    if dims is None or len(dims) != len(old):
         return False
     changed = False
     for ax, d in enumerate(dims):
@@ -60,8 +93,9 @@ def _rewrite_shape_args(node, old: tuple, new: tuple) -> bool:
             dims[ax] = new[ax]
             changed = True
     if changed:
-        rest = [type(rest[0])(dims)] if packed else dims
-        node.args = (node.args[0], *rest)
+        with gm.graph.inserting_before(node):
+            dims = [gm.graph.call_function(operator.getitem, d) if isinstance(d, tuple) else d for d in dims]
+        node.args = (node.args[0], *([list(dims)] if packed else dims))
     return changed
 
 
@@ -118,7 +152,7 @@ def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
             old = an.shapes.get(node.name)
             new = an.expected_shape(node.name, removed)
             if isinstance(old, tuple) and old != new:
-                rewritten |= _rewrite_shape_args(node, old, new)
+                rewritten |= _rewrite_shape_args(gm, node, old, new, an.values)
         elif node.target in ("split", torch.split) and len(node.args) > 1 and isinstance(node.args[1], (list, tuple)):
             old = an.shapes.get(node.name)
             new = an.expected_shape(node.name, removed)

@@ -173,8 +173,9 @@ class Analysis:
 
     def call_on_labels(self, node):
         args, kwargs = self._concrete(node.args), self._concrete(node.kwargs)
-        if node.op == "call_method":
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        if node.op == "call_method":  # labels are expanded/permuted views: view() becomes reshape()
+            method = {"view": "reshape", "view_as": "reshape_as"}.get(node.target, node.target)
+            return getattr(args[0], method)(*args[1:], **kwargs)
         return node.target(*args, **kwargs)
 
     def channel_atoms(self, lab, shape, axis: int) -> np.ndarray:
