@@ -39,6 +39,7 @@ def prepare(model: Any) -> Any:
                 f"the ONNX version converter failed ({str(exc).splitlines()[0][:160]})",
                 hint=f"re-export the model with opset {MIN_OPSET} or newer") from exc
 
+    constants_to_initializers(model)
     from edgekit.quantize.float16 import to_float32
 
     model, _ = to_float32(model)  # float16 weights/activations: quantize the float32 equivalent
@@ -52,6 +53,37 @@ def prepare(model: Any) -> Any:
     except Exception:  # noqa: BLE001 - shape inference is best effort; ORT infers what it needs
         pass
     return model
+
+
+def constants_to_initializers(model: Any) -> int:
+    """Move the main graph's numeric Constant nodes into initializers, in place; returns how many.
+
+    ONNX Runtime's quantizer reads constant operands (Pad's value, Clip's bounds, Resize's roi...) only from
+    initializers; a Constant node's output looks like an activation without a calibrated range and the quantizer
+    stops ('Quantization parameters are not specified'). The version converter writes exactly such nodes when it
+    raises an opset 7-12 model (attributes become inputs), and so do many exporters."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    keep, moved = [], 0
+    for node in graph.node:
+        attr = node.attribute[0] if len(node.attribute) == 1 else None
+        if (node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or attr is None
+                or node.output[0] in outputs or attr.name in ("sparse_value", "value_string", "value_strings")):
+            keep.append(node)
+            continue
+        value = helper.get_attribute_value(attr)
+        if attr.name == "value":
+            arr = numpy_helper.to_array(value)
+        else:
+            arr = np.asarray(value, dtype=np.float32 if attr.name.startswith("value_float") else np.int64)
+        graph.initializer.append(numpy_helper.from_array(arr, node.output[0]))
+        moved += 1
+    if moved:
+        del graph.node[:]
+        graph.node.extend(keep)
+    return moved
 
 
 def _cache(ranges: dict[str, tuple[float, float]], path: Path) -> None:
