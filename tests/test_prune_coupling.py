@@ -538,3 +538,29 @@ def test_hf_style_attention_prunes_whole_heads():
     p2, _ = _prune(m, {"x": torch.randn(3, 7, 16)})  # batch and length stay computed from the input
     assert p2(torch.randn(5, 9, 16)).shape == (5, 9, 32)
     _onnx_matches(p, x)
+
+
+class SubPixel(nn.Module):
+    """ESPCN-style upsampling: conv to c*r*r channels, PixelShuffle(r) (module and functional), more convs."""
+
+    def __init__(self, r=2):
+        super().__init__()
+        self.stem, self.up = cbr(3, 16), nn.Conv2d(16, 32 * r * r, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(r)
+        self.post, self.up2, self.head = nn.Conv2d(32, 16 * r * r, 3, padding=1), nn.Conv2d(16, 16, 1), nn.Conv2d(16, 3, 1)
+        self.r = r
+
+    def forward(self, x):
+        y = torch.relu(self.post(torch.relu(self.shuffle(self.up(self.stem(x))))))
+        y = torch.nn.functional.pixel_unshuffle(torch.nn.functional.pixel_shuffle(y, self.r), self.r)
+        return self.head(torch.relu(self.up2(y[:, ::4])))
+
+
+def test_pixel_shuffle_prunes_whole_groups_of_r_squared():
+    m = SubPixel().eval()
+    p, _ = _prune(m, IMG)
+    assert p.up.out_channels == 64 and p.post.in_channels == 16  # 16 of 32 shuffled channels, 4 rows each
+    rows = _kept_rows(m.up.weight, p.up.weight)
+    assert sorted(rows) == [c * 4 + s for c in sorted({r // 4 for r in rows}) for s in range(4)]  # whole groups
+    _zeroed_equivalent(SubPixel(), IMG)
+    _onnx_matches(p, IMG)

@@ -331,6 +331,30 @@ class FlattenHandler(Handler):
         return m
 
 
+class PixelShuffleHandler(Handler):
+    """PixelShuffle / PixelUnshuffle move channels to space and back: the module runs on the labels, so a
+    shuffled channel's r*r source channels become one unit (whole groups pruned) and an unshuffled
+    channel's r*r outputs follow it."""
+
+    @property
+    def types(self):
+        from torch import nn
+
+        return (nn.PixelShuffle, nn.PixelUnshuffle)
+
+    def propagate(self, ctx, name, m, node):
+        from edgekit.prune.labels import align
+        from edgekit.prune.ops import rectangular
+
+        x = node.args[0]
+        shp = ctx.shape(x)
+        lab = ctx.lab(x)
+        return rectangular(ctx, m(align(lab, len(shp)).expand(*shp).contiguous()), [lab])
+
+    def rebuild(self, m, keep):
+        return m
+
+
 class TorchTransformerHandler(Handler):
     """torch.nn's own Transformer / TransformerEncoder(Layer) / TransformerDecoder(Layer): a leaf whose forward
     cannot be traced (fused fast paths, nested-tensor checks). Each layer's FFN intermediate channels
@@ -382,7 +406,7 @@ class OpaqueHandler(Handler):
 
 HANDLERS: list[Handler] = [ConvHandler(), LinearHandler(), EmbeddingHandler(), BatchNormHandler(),
                            LayerNormHandler(), GroupNormHandler(), PReLUHandler(), PerChannelHandler(),
-                           FlattenHandler(), TorchTransformerHandler()]
+                           FlattenHandler(), PixelShuffleHandler(), TorchTransformerHandler()]
 
 
 def handler_for(module) -> Handler:

@@ -74,8 +74,14 @@ def movement(ctx, node):
     out = ctx.call_on_labels(node)
     if isinstance(out, (tuple, list)):
         return tuple(compress(ctx.canon(o)) for o in out)
+    return rectangular(ctx, out, [ctx.lab(a) for a in _tensor_args(ctx, node)])
+
+
+def rectangular(ctx, out, sources: list):
+    """Labels `out` moved from `sources`: where channels of one axis now vary along several axes (heads x
+    head_dim; PixelShuffle's r*r sub-pixels), each slice along the first of them becomes one unit."""
     out = compress(ctx.canon(out))
-    src_axes = max((len(varying_axes(ctx.canon(ctx.lab(a)))) for a in _tensor_args(ctx, node)), default=0)
+    src_axes = max((len(varying_axes(ctx.canon(lab))) for lab in sources), default=0)
     vary = sorted(varying_axes(out))
     if len(vary) >= 2 and len(vary) > src_axes:
         lead = vary[0]
@@ -239,6 +245,8 @@ def _table() -> dict[object, Callable]:
               "repeat", "select"):
         t[f] = movement
     t[operator.getitem] = getitem
+    for f in (F.pixel_shuffle, F.pixel_unshuffle, torch.pixel_shuffle, torch.pixel_unshuffle):
+        t[f] = movement
     for f in (torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"):
         t[f] = reduce
     for f in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.avg_pool1d, F.avg_pool2d,
