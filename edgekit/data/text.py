@@ -55,12 +55,12 @@ def load_tokenizer(path: Path) -> Any:
                         hint="give the tokenizer.json the model was trained with") from exc
 
 
-def _role(spec: InputSpec) -> str | None:
-    name = spec.name.lower()
-    for role, names in ROLES.items():
-        if any(n == name or name.endswith(n) for n in names):
-            return role
-    return None
+def input_role(name: str) -> str | None:
+    """The role a model input plays by its name: an exact alias wins, else the longest alias the name ends
+    with ('token_type_ids' ends with 'ids' too, and BERT exporters list it after input_ids)."""
+    name = name.lower()
+    matches = [(n == name, len(n), role) for role, names in ROLES.items() for n in names if name.endswith(n)]
+    return max(matches)[2] if matches else None
 
 
 def text_lines(path: Path) -> list[str]:
@@ -79,7 +79,7 @@ def text_lines(path: Path) -> list[str]:
 def tokenized_samples(lines: list[str], tokenizer_path: Path, inputs: list[InputSpec], *,
                       max_length: int = DEFAULT_MAX_LENGTH, where: str, vocab_size: int | None = None,
                       description: str | None = None) -> SampleSet:
-    roles = {spec.name: _role(spec) for spec in inputs}
+    roles = {spec.name: input_role(spec.name) for spec in inputs}
     unknown = [n for n, r in roles.items() if r is None]
     if unknown or "input_ids" not in roles.values():
         raise DataError(f"{where}: text feeds inputs named input_ids / attention_mask / token_type_ids; "

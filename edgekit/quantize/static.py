@@ -62,11 +62,11 @@ def _check_tokenizer(model: Any, samples: SampleSet, what: str) -> None:
         return
     tok = samples.meta.get("tokenizer")
     if tok:
-        from edgekit.data.text import load_tokenizer
+        from edgekit.data.text import input_role, load_tokenizer
 
         n = load_tokenizer(Path(tok)).get_vocab_size(with_added_tokens=True)
-        for name, rows in sizes.items():
-            if name in {i.name for i in model.graph.input} and "ids" in name and n > rows:
+        for name, rows in sizes.items():  # token_type_ids index a 2-row table: only input_ids hold token ids
+            if name in {i.name for i in model.graph.input} and input_role(name) == "input_ids" and n > rows:
                 raise DataError(f"{what}: tokenizer {Path(tok).name} has {n} tokens but the model's embedding "
                                 f"table for '{name}' has {rows} rows: wrong tokenizer for this model",
                                 hint="use the tokenizer.json the model was trained with")
