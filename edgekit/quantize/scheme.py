@@ -13,6 +13,8 @@
     equalization = true            (optional) cross-layer equalization of activation channels (equalize.py)
     weight_rounding = "nearest"    (optional) nearest | gptq: data-aware int8 weight rounding (rounding.py)
     finetune_steps = 0             (optional) end-to-end int8 fine-tuning steps (finetune.py; --int8-finetune)
+    float_outputs = true           (optional) graph outputs a Gemm/MatMul computes stay float (qdq.float_outputs):
+                                   for runtimes whose int8 matmul kernels write float results
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Scheme:
     equalization: bool = True
     weight_rounding: str = "nearest"
     finetune_steps: int = 0
+    float_outputs: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -100,4 +103,5 @@ def scheme_for(target: Any, method: str | None = None, finetune_steps: int | Non
         equalization=bool(q.get("equalization", True)),
         weight_rounding=rounding,
         finetune_steps=steps,
+        float_outputs=bool(q.get("float_outputs", False)),
     )

@@ -123,6 +123,8 @@ class Calibrated:
     def write(self, path: Path, float_layers: list[str] = ()) -> None:
         qdq.write_qdq(self.prepared, path, self.ranges, self.scheme, self.op_types,
                       exclude=self.float_nodes(list(float_layers)))
+        if self.scheme.float_outputs:
+            qdq.float_outputs(path)
         if self.means:
             self.corrected = bias_correction.correct(path, self.model, self.means)
         if self.rounding is not None:
