@@ -104,3 +104,17 @@ def test_int8_bert_with_token_type_ids_calibrated_on_shipped_sentences(tmp_path:
     result = api.convert(str(_bert_like(tmp_path)), ["onnxruntime"], tmp_path / "out", precision="int8",
                          calibration="sentences", calibration_size=16)
     _passed(result, ["onnxruntime"])
+
+
+def test_int8_grouped_conv_transpose_with_bias(tmp_path: Path) -> None:
+    """A grouped ConvTranspose (output_padding too) with a bias: ONNX Runtime's per-channel weight scales
+    (C_out/group of them) did not match the bias's C_out ('operands could not be broadcast', internal error)."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("ConvTranspose", ["c", "wt", "bt"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1],
+                              output_padding=[1, 1], group=2, kernel_shape=[3, 3])]
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 16, 16])
+    model, npz = _save(tmp_path, "deconv", nodes, [X], [y], {"w": _w(8, 3, 3, 3), "b": _w(8), "wt": _w(8, 3, 3, 3),
+                                                             "bt": _w(6)}, 13)
+    result = api.convert(str(model), ["onnxruntime", "openvino"], tmp_path / "out", precision="int8",
+                         calibration=str(npz))
+    _passed(result, ["onnxruntime", "openvino"])

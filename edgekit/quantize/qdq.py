@@ -114,6 +114,10 @@ def write_qdq(prepared: Path, out_path: Path, ranges: dict[str, tuple[float, flo
         "WeightSymmetric": scheme.weight_symmetric,
         "QDQKeepRemovableActivations": keep_activations,
     }
+    if scheme.per_channel:
+        per_tensor = grouped_deconv_weights(prepared)
+        if per_tensor:
+            extra["TensorQuantOverrides"] = {w: [{"symmetric": scheme.weight_symmetric}] for w in per_tensor}
     root = logging.getLogger()
     level = root.level
     with tempfile.TemporaryDirectory(prefix="edgekit-qdq-") as tmp:
@@ -128,6 +132,23 @@ def write_qdq(prepared: Path, out_path: Path, ranges: dict[str, tuple[float, flo
                             extra_options=extra)
         finally:
             root.setLevel(level)
+
+
+def grouped_deconv_weights(prepared: Path) -> list[str]:
+    """Weights of grouped ConvTranspose nodes, to be quantized per tensor. ONNX Runtime's per-channel axis for a
+    ConvTranspose weight (C_in, C_out/group, ...) is 1: C_out/group scales, while the bias has C_out entries, and
+    its bias quantization stops on the shape mismatch (an internal error on every int8 target)."""
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    inits = {t.name for t in graph.initializer}
+    out = []
+    for node in graph.node:
+        group = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
+        if node.op_type == "ConvTranspose" and group > 1 and len(node.input) > 1 and node.input[1] in inits:
+            out.append(node.input[1])
+    return out
 
 
 def quantized_nodes(qdq_model: Any) -> set[str]:
