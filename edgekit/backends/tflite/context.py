@@ -87,7 +87,10 @@ class Context:
         return len(self.g.shapes[name])
 
     def dtype(self, name: str) -> np.dtype:
-        return np.dtype(self.g.dtypes.get(name, np.float32))
+        """The tensor's type in the TFLite graph: ONNX's, except that float64 (a Cast to double, e.g. around a
+        numpy-exported constant) is computed in float32, as its constants already are: TFLite kernels have no float64."""
+        dt = np.dtype(self.g.dtypes.get(name, np.float32))
+        return np.dtype(np.float32) if dt == np.float64 else dt
 
     def is_const(self, name: str) -> bool:
         return name in self.g.consts
