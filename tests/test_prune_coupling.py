@@ -564,3 +564,33 @@ def test_pixel_shuffle_prunes_whole_groups_of_r_squared():
     assert sorted(rows) == [c * 4 + s for c in sorted({r // 4 for r in rows}) for s in range(4)]  # whole groups
     _zeroed_equivalent(SubPixel(), IMG)
     _onnx_matches(p, IMG)
+
+
+class SizeReadAttention(nn.Module):
+    """timm/MobileViT style: `b, n, d = x.shape`, heads by reshape(b, n, heads, d // heads), back by
+    reshape(b, n, d): the computed sizes do not follow pruned channels, so width and heads stay; the FFN prunes."""
+
+    def __init__(self, dim=32, heads=4):
+        super().__init__()
+        self.heads = heads
+        self.embed, self.mix = nn.Linear(16, 32), nn.Linear(32, dim)
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.ff1, self.ff2 = nn.Linear(dim, 64), nn.Linear(64, dim)
+
+    def forward(self, x):
+        x = self.mix(torch.relu(self.embed(x)))
+        b, n, d = x.shape
+        q, k, v = (f(x).reshape(b, n, self.heads, d // self.heads).transpose(1, 2) for f in (self.q, self.k, self.v))
+        y = (torch.softmax(q @ k.transpose(-2, -1), -1) @ v).transpose(1, 2).reshape(b, n, d)
+        x = x + self.o(y)
+        return x + self.ff2(torch.relu(self.ff1(x)))
+
+
+def test_sizes_read_from_channel_axes_keep_them_whole():
+    x = {"x": torch.randn(2, 5, 16)}
+    p, _ = _prune(SizeReadAttention().eval(), x)
+    mods = dict(p.named_modules())
+    assert mods["mix"].out_features == mods["q"].out_features == 32  # d is read from the shape: kept
+    assert mods["ff1"].out_features == mods["ff2"].in_features == 32
+    _zeroed_equivalent(SizeReadAttention(), x)
+    _onnx_matches(p, x)

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgekit.errors import UnsupportedModelError
 from edgekit.prune.graph import Analysis, record_run
+from edgekit.prune.ops import shape_items
 
 RESHAPES = ("view", "reshape", "expand")
 
@@ -47,36 +48,6 @@ def _slice_param(owner, pname: str, dims: dict[int, np.ndarray]) -> None:
     setattr(owner, pname, torch.nn.Parameter(t.clone(), requires_grad=getattr(owner, pname).requires_grad))
 
 
-def _shape_items(arg, values: dict[str, Any]) -> list | None:
-    """The per-axis entries of a size argument: int literals, scalar size nodes, or (node, i) for element i of a
-    computed size tuple; a tuple built by `+` (HF: `x.size()[:-1] + (heads, head_dim)`) is opened up so its
-    literal part can be rewritten. None when the structure is not known."""
-    import operator
-
-    if isinstance(arg, int):
-        return [arg]
-    if isinstance(arg, (list, tuple)):
-        items: list = []
-        for a in arg:
-            sub = _shape_items(a, values)
-            if sub is None:
-                return None
-            items += sub
-        return items
-    if not hasattr(arg, "op"):
-        return None
-    value = values.get(arg.name)
-    if isinstance(value, int):
-        return [arg]
-    if not isinstance(value, tuple):
-        return None
-    if arg.op == "call_function" and arg.target is operator.add and len(arg.args) == 2:
-        parts = [_shape_items(a, values) for a in arg.args]
-        if all(p is not None for p in parts):
-            return parts[0] + parts[1]
-    return [(arg, i) for i in range(len(value))]
-
-
 def _rewrite_shape_args(gm, node, old: tuple, new: tuple, values: dict[str, Any]) -> bool:
     """Replace integer size constants of a view/reshape/expand whose axis changed size (literals inside a computed
     size tuple too: the tuple is rebuilt from its elements, computed ones staying computed)."""
@@ -84,7 +55,7 @@ def _rewrite_shape_args(gm, node, old: tuple, new: tuple, values: dict[str, Any]
 
     rest = list(node.args[1:])
     packed = len(rest) == 1 and not isinstance(rest[0], int)
-    dims = _shape_items(rest[0] if packed else rest, values)
+    dims = shape_items(rest[0] if packed else rest, values)
     if dims is None or len(dims) != len(old):
         return False
     changed = False

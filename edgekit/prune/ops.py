@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,63 @@ def movement(ctx, node):
     out = ctx.call_on_labels(node)
     if isinstance(out, (tuple, list)):
         return tuple(compress(ctx.canon(o)) for o in out)
-    return rectangular(ctx, out, [ctx.lab(a) for a in _tensor_args(ctx, node)])
+    out = rectangular(ctx, out, [ctx.lab(a) for a in _tensor_args(ctx, node)])
+    if node.target in ("view", "reshape", torch_reshape()):
+        out = _computed_sizes(ctx, node, out)
+    return out
+
+
+def torch_reshape():
+    import torch
+
+    return torch.reshape
+
+
+def shape_items(arg, values: dict[str, Any]) -> list | None:
+    """The per-axis entries of a size argument: int literals, scalar size nodes, or (node, i) for element i of a
+    computed size tuple; a tuple built by `+` (HF: `x.size()[:-1] + (heads, head_dim)`) is opened up so its
+    literal part can be rewritten. None when the structure is not known."""
+    import operator
+
+    if isinstance(arg, int):
+        return [arg]
+    if isinstance(arg, (list, tuple)):
+        items: list = []
+        for a in arg:
+            sub = shape_items(a, values)
+            if sub is None:
+                return None
+            items += sub
+        return items
+    if not hasattr(arg, "op"):
+        return None
+    value = values.get(arg.name)
+    if isinstance(value, int):
+        return [arg]
+    if not isinstance(value, tuple):
+        return None
+    if arg.op == "call_function" and arg.target is operator.add and len(arg.args) == 2:
+        parts = [shape_items(a, values) for a in arg.args]
+        if all(p is not None for p in parts):
+            return parts[0] + parts[1]
+    return [(arg, i) for i in range(len(value))]
+
+
+def _computed_sizes(ctx, node, out):
+    """A reshape whose size for a channel axis is computed (not a literal the pruner can rewrite) keeps that
+    axis whole: the computed number would not follow the pruned channels."""
+    rest = list(node.args[1:]) or [node.kwargs.get("shape")]
+    items = shape_items(rest[0] if len(rest) == 1 and not isinstance(rest[0], int) else rest, ctx.values)
+    vary = varying_axes(out)
+    if items is None or len(items) != out.dim():
+        if vary:
+            ctx.block(out)
+            return block_const(out.dim())
+        return out
+    if any(not isinstance(d, int) and ax in vary for ax, d in enumerate(items)):
+        ctx.block(out)
+        return compress(ctx.canon(out))
+    return out
 
 
 def rectangular(ctx, out, sources: list):
@@ -98,6 +155,10 @@ def getitem(ctx, node):
     lab = ctx.labels.get(src.name) if hasattr(src, "name") else None
     if isinstance(lab, tuple):  # an element of a split/chunk result
         return lab[node.args[1]]
+    x = _size_source(src)
+    if x is not None and ctx.is_tensor(x):  # sizes taken out of x.shape / x.size()
+        idx = node.args[1]
+        _block_axes(ctx, x, [idx] if isinstance(idx, int) else list(range(len(ctx.shape(x))))[idx])
     return None
 
 
@@ -197,7 +258,29 @@ def last_axis_norm(ctx, node):
 
 
 def meta(ctx, node):
-    """size(), shape, dim(): no tensor result."""
+    """size(), shape, dim(): no tensor result. A size read from an axis whose channels can be pruned is blocked
+    (the model computes with that number: `b, n, d = x.shape; ... reshape(b, n, heads, d // heads)`); reading
+    the whole size tuple blocks only the axes later taken out of it (getitem)."""
+    if node.target == "size" and ctx.is_tensor(node.args[0]):
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        if isinstance(dim, int):
+            _block_axes(ctx, node.args[0], [dim])
+    return None
+
+
+def _block_axes(ctx, x, axes) -> None:
+    nd = len(ctx.shape(x))
+    lab = ctx.canon(align(ctx.lab(x), nd))
+    if varying_axes(lab) & {a % nd for a in axes}:
+        ctx.block(lab)
+
+
+def _size_source(node):
+    """The tensor whose size tuple `node` is (x.size() or x.shape), else None."""
+    if getattr(node, "op", None) == "call_method" and node.target == "size" and len(node.args) == 1:
+        return node.args[0]
+    if getattr(node, "op", None) == "call_function" and node.target is getattr and node.args[1:] == ("shape",):
+        return node.args[0]
     return None
 
 
