@@ -118,3 +118,29 @@ def test_int8_grouped_conv_transpose_with_bias(tmp_path: Path) -> None:
     result = api.convert(str(model), ["onnxruntime", "openvino"], tmp_path / "out", precision="int8",
                          calibration=str(npz))
     _passed(result, ["onnxruntime", "openvino"])
+
+
+def test_int8_of_a_model_with_a_fixed_batch_of_two(tmp_path: Path) -> None:
+    """Input (2, 3, 8, 8): the .npz rows were fed one at a time ('Got invalid dimensions for input: x ... Got: 1
+    Expected: 2', internal error); now two consecutive rows make one sample."""
+    x2 = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 8, 8])
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    model, npz = _save(tmp_path, "batch2", nodes, [x2], [y], {"w": _w(4, 3, 3, 3), "b": _w(4)}, 13)
+    result = api.convert(str(model), ["onnxruntime", "tflite"], tmp_path / "out", precision="int8",
+                         calibration=str(npz))
+    _passed(result, ["onnxruntime", "tflite"])
+
+
+def test_rows_are_grouped_into_the_fixed_batch(tmp_path: Path) -> None:
+    from edgekit.data import InputSpec, load_samples
+    from edgekit.errors import DataError
+
+    rows = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
+    np.save(tmp_path / "rows.npy", rows)
+    samples = load_samples(str(tmp_path / "rows.npy"), [InputSpec("x", (2, 3))])
+    assert len(samples) == 3
+    np.testing.assert_array_equal(list(samples)[1]["x"], rows[2:4])
+    assert len(load_samples(str(tmp_path / "rows.npy"), [InputSpec("x", ("N", 3))])) == 7
+    with pytest.raises(DataError, match="fixed at 8"):
+        load_samples(str(tmp_path / "rows.npy"), [InputSpec("x", (8, 3))])

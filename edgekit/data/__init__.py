@@ -111,7 +111,9 @@ def load_samples(spec: str, inputs: list[InputSpec], **opts: Any) -> SampleSet:
             samples = mod.read(spec, inputs, **opts)
             if len(samples) == 0:
                 raise DataError(f"{spec}: contains no samples", hint="give at least one sample")
-            return samples
+            from edgekit.data.batching import to_model_batch
+
+            return to_model_batch(samples, inputs, spec)
     raise DataError(
         f"cannot read calibration data '{spec}'",
         hint="give a .npy/.npz of input tensors, an image folder, a text file, or a shipped set name",
