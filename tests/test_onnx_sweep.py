@@ -144,3 +144,15 @@ def test_rows_are_grouped_into_the_fixed_batch(tmp_path: Path) -> None:
     assert len(load_samples(str(tmp_path / "rows.npy"), [InputSpec("x", ("N", 3))])) == 7
     with pytest.raises(DataError, match="fixed at 8"):
         load_samples(str(tmp_path / "rows.npy"), [InputSpec("x", (8, 3))])
+
+
+@pytest.mark.parametrize("weight", [(3, 6, 4), (6,)])
+def test_int8_matmul_output_with_a_batched_or_1d_weight(tmp_path: Path, weight: tuple[int, ...]) -> None:
+    """A graph output computed by MatMul with a (B, K, N) or (K,) constant: left float, ONNX Runtime fused it into
+    MatMulIntegerToFloat, which rejects such per-channel weights ('b zero point is not valid', internal error)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5, 4] if len(weight) == 3 else [1, 5])
+    model, npz = _save(tmp_path, "mm", [helper.make_node("MatMul", ["x", "b"], ["y"])], [x], [y], {"b": _w(*weight)}, 13)
+    result = api.convert(str(model), ["onnxruntime", "openvino"], tmp_path / "out", precision="int8",
+                         calibration=str(npz))
+    _passed(result, ["onnxruntime", "openvino"])

@@ -161,6 +161,21 @@ def quantized_nodes(qdq_model: Any) -> set[str]:
 FLOAT_OUTPUT_OPS = ("Gemm", "MatMul")  # int8 kernels that can write a float result (ORT QGemm, MatMulIntegerToFloat)
 
 
+def _integer_matmul_weight(graph: Any, producer: dict, node: Any) -> bool:
+    """Whether ONNX Runtime's float-output int8 kernel takes the node's second operand: a MatMul's per-channel
+    weight must be 2-D (K, N); a batched (B, K, N) or 1-D per-channel weight fails in MatMulIntegerToFloat
+    ('b zero point is not valid') when nothing requantizes the output."""
+    if node.op_type != "MatMul":
+        return True
+    dq = producer.get(node.input[1])
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return True
+    inits = {t.name: t for t in graph.initializer}
+    scale, weight = inits.get(dq.input[1]), inits.get(dq.input[0])
+    per_channel = scale is not None and int(np.prod(scale.dims)) > 1
+    return not per_channel or weight is None or len(weight.dims) == 2
+
+
 def float_outputs(qdq_path: Path) -> list[str]:
     """Drop the QuantizeLinear/DequantizeLinear pair on each graph output a Gemm/MatMul computes, in place;
     returns the outputs freed. The int8 kernel then writes float directly (ONNX Runtime fuses DQ -> Gemm into
@@ -180,7 +195,7 @@ def float_outputs(qdq_path: Path) -> list[str]:
             continue
         q = producer.get(dq.input[0])
         src = producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
-        if src is None or src.op_type not in FLOAT_OUTPUT_OPS:
+        if src is None or src.op_type not in FLOAT_OUTPUT_OPS or not _integer_matmul_weight(graph, producer, src):
             continue
         if sum(q.output[0] in n.input for n in graph.node) > 1 or sum(q.input[0] in n.input for n in graph.node) > 1:
             continue  # the quantized value (or the float one) feeds other nodes too
