@@ -19,13 +19,16 @@ SUFFIXES = (".xml",)
 def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any]) -> list[Path]:
     import openvino as ov
 
-    try:
-        model = ov.convert_model(str(onnx_path))
-    except Exception as exc:  # noqa: BLE001
-        raise unsupported("OpenVINO", onnx_path, str(exc)) from exc
+    from edgekit.backends.openvino_compat import frontend_input
+
     xml = artifact_path(out_stem, ".xml")
     raw = artifact_path(out_stem, ".raw.xml")
-    ov.save_model(model, str(raw), compress_to_fp16=bool(target.runtime.get("compress_to_fp16", False)))
+    with frontend_input(Path(onnx_path)) as src:  # nodes the ONNX frontend gets wrong, rewritten
+        try:
+            model = ov.convert_model(str(src))
+        except Exception as exc:  # noqa: BLE001
+            raise unsupported("OpenVINO", onnx_path, str(exc)) from exc
+        ov.save_model(model, str(raw), compress_to_fp16=bool(target.runtime.get("compress_to_fp16", False)))
     final = ov.Core().read_model(str(raw))  # as saved: constants folded, weights compressed if asked
     _stable_names(final)
     ov.serialize(final, str(xml), str(artifact_path(out_stem, ".bin")))
