@@ -244,7 +244,11 @@ def verify_artifact(st: State, backend, path: Path, target: Target, precision: s
     refs = st.refs[role]
     session = backend.load(path, options)
     outputs = run_all(session, samples)
-    figures = compare(refs, outputs, st.model.task)
+    try:
+        figures = compare(refs, outputs, st.model.task)
+    except ValueError as exc:  # the artifact's outputs differ in count or shape from the source model's
+        raise VerificationError(f"{target.name} {precision} artifact failed verification: {exc}",
+                                hint="nothing was written; the backend lowered the model wrongly") from exc
     if precision == "int8":
         figures["quantized_graph"] = compare(refs, quantized_refs(st, target), st.model.task)
     if f"unpruned:{role}" in st.refs:

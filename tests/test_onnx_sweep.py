@@ -180,3 +180,17 @@ def test_openvino_computes_ops_its_frontend_got_wrong(tmp_path: Path, case: str)
     model, npz = _ov_case(tmp_path, case)
     result = api.convert(str(model), ["openvino"], tmp_path / "out", precision="fp32", calibration=str(npz))
     _passed(result, ["openvino"])
+
+
+def test_an_artifact_with_a_wrong_output_shape_fails_verification(tmp_path: Path, monkeypatch) -> None:
+    """An artifact whose output shape differs from the source's (here OpenVINO's own ReduceL1 reduction, the
+    rewrite turned off) is a verification failure (exit 3), not an internal ValueError from the comparison."""
+    from edgekit.backends import openvino_compat
+    from edgekit.errors import VerificationError
+
+    monkeypatch.setattr(openvino_compat, "needs_rewrite", lambda model: False)
+    model, npz = _ov_case(tmp_path, "reduce_l1")
+    with pytest.raises(VerificationError, match="differs from the source model") as info:
+        api.convert(str(model), ["openvino"], tmp_path / "out", precision="fp32", calibration=str(npz))
+    assert info.value.exit_code == 3
+    assert not (tmp_path / "out" / "reduce_l1.openvino.xml").exists()
