@@ -194,3 +194,18 @@ def test_an_artifact_with_a_wrong_output_shape_fails_verification(tmp_path: Path
         api.convert(str(model), ["openvino"], tmp_path / "out", precision="fp32", calibration=str(npz))
     assert info.value.exit_code == 3
     assert not (tmp_path / "out" / "reduce_l1.openvino.xml").exists()
+
+
+def test_a_node_onnx_runtime_refuses_at_load_is_an_unsupported_model(tmp_path: Path) -> None:
+    """LRN with an even size is valid ONNX but ONNX Runtime's kernel refuses it at session creation ('Exception
+    during initialization'): exit 4 naming the node, not an internal error."""
+    from edgekit.errors import UnsupportedModelError
+
+    model, _ = _ov_case(tmp_path, "reduce_l1")
+    m = onnx.load(str(model))
+    m.graph.node[2].CopyFrom(helper.make_node("LRN", ["a"], ["y"], name="lrn4", size=4))
+    m.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 4
+    onnx.save(m, str(model))
+    with pytest.raises(UnsupportedModelError, match=r"LRN \(node 'lrn4'\)") as info:
+        api.convert(str(model), ["onnxruntime"], tmp_path / "out")
+    assert info.value.exit_code == 4

@@ -46,7 +46,8 @@ def _session(path: Path, options: LoadOptions, level: str = "all", save_to: Path
         return ort.InferenceSession(str(path), so, providers=providers)
     except Exception as exc:  # noqa: BLE001
         msg = str(exc)
-        if any(k in msg for k in ("NOT_IMPLEMENTED", "Could not find an implementation", "not a registered")):
+        if any(k in msg for k in ("NOT_IMPLEMENTED", "Could not find an implementation", "not a registered",
+                                  "Exception during initialization")):  # a kernel refused the node's attributes
             raise unsupported("ONNX Runtime", path, msg) from exc
         raise
 
