@@ -47,6 +47,17 @@ def run_all(session: Any, samples: Iterable[dict[str, np.ndarray]]) -> list[Outp
     return [[np.asarray(o, dtype=np.float32) for o in session.run(feed)] for feed in samples]
 
 
+def _finite(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(r, c, |r - c|) where the same non-finite value on both sides (a masked -inf log-probability, a NaN the
+    source computes too) is a match, counted as 0 in both; a non-finite value on one side only is an infinite error."""
+    if np.isfinite(r).all() and np.isfinite(c).all():
+        return r, c, np.abs(r - c)
+    same = (r == c) | (np.isnan(r) & np.isnan(c))
+    both = np.isfinite(r) & np.isfinite(c)
+    d = np.where(both, np.abs(np.where(both, r, 0.0) - np.where(both, c, 0.0)), np.where(same, 0.0, np.inf))
+    return np.where(both, r, 0.0), np.where(both, c, 0.0), d
+
+
 def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, Any]:
     if len(refs) != len(cands) or not refs:
         raise ValueError("reference and candidate must have the same, non-zero number of samples")
@@ -62,7 +73,7 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
                 if r.size != c.size:
                     raise ValueError(f"output shape {c.shape} differs from the source model's {r.shape}")
                 c = c.reshape(r.shape)
-            d = np.abs(r - c)
+            r, c, d = _finite(r, c)
             max_abs = max(max_abs, float(d.max(initial=0.0)))
             abs_sum += float(d.sum())
             count += d.size

@@ -209,3 +209,32 @@ def test_a_node_onnx_runtime_refuses_at_load_is_an_unsupported_model(tmp_path: P
     with pytest.raises(UnsupportedModelError, match=r"LRN \(node 'lrn4'\)") as info:
         api.convert(str(model), ["onnxruntime"], tmp_path / "out")
     assert info.value.exit_code == 4
+
+
+def _masked_log_softmax(tmp: Path) -> tuple[Path, Path]:
+    """Classes 2 and 5 masked with -inf before LogSoftmax: their log-probabilities are -inf."""
+    mask = np.zeros((1, 10), np.float32)
+    mask[0, [2, 5]] = -np.inf
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fw"], ["l"], transB=1), helper.make_node("Add", ["l", "mask"], ["lm"]),
+             helper.make_node("LogSoftmax", ["lm"], ["y"], axis=1)]
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])
+    return _save(tmp, "masked", nodes, [X], [y], {"w": _w(4, 3, 3, 3), "fw": _w(10, 4), "mask": mask}, 13)
+
+
+def test_outputs_with_the_same_infinities_as_the_source_verify(tmp_path: Path) -> None:
+    """-inf where the source has -inf is a match: the cosine was NaN and every fp32 artifact failed verification."""
+    model, npz = _masked_log_softmax(tmp_path)
+    result = api.convert(str(model), ["onnxruntime", "tflite"], tmp_path / "out", calibration=str(npz))
+    _passed(result, ["onnxruntime", "tflite"])
+    assert result["artifacts"][0]["verification"]["cosine"] > 0.9999
+
+
+def test_infinity_on_one_side_only_is_an_infinite_error() -> None:
+    from edgekit.verify import compare
+
+    ref = [[np.array([[0.0, -np.inf, 1.0]])]]
+    assert compare(ref, [[np.array([[0.0, -np.inf, 1.0]])]], "generic")["max_abs_error"] == 0.0
+    assert compare(ref, [[np.array([[0.0, -5.0, 1.0]])]], "generic")["max_abs_error"] == np.inf
+    assert compare(ref, [[np.array([[0.0, np.inf, 1.0]])]], "generic")["max_abs_error"] == np.inf
