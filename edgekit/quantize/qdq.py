@@ -114,10 +114,14 @@ def write_qdq(prepared: Path, out_path: Path, ranges: dict[str, tuple[float, flo
         "WeightSymmetric": scheme.weight_symmetric,
         "QDQKeepRemovableActivations": keep_activations,
     }
+    import onnx
+
+    graph = onnx.load(str(prepared), load_external_data=False).graph
     if scheme.per_channel:
-        per_tensor = grouped_deconv_weights(prepared)
+        per_tensor = grouped_deconv_weights(graph)
         if per_tensor:
             extra["TensorQuantOverrides"] = {w: [{"symmetric": scheme.weight_symmetric}] for w in per_tensor}
+    exclude = list(exclude) + nonfinite_constant_readers(graph)
     root = logging.getLogger()
     level = root.level
     with tempfile.TemporaryDirectory(prefix="edgekit-qdq-") as tmp:
@@ -134,14 +138,12 @@ def write_qdq(prepared: Path, out_path: Path, ranges: dict[str, tuple[float, flo
             root.setLevel(level)
 
 
-def grouped_deconv_weights(prepared: Path) -> list[str]:
+def grouped_deconv_weights(graph: Any) -> list[str]:
     """Weights of grouped ConvTranspose nodes, to be quantized per tensor. ONNX Runtime's per-channel axis for a
     ConvTranspose weight (C_in, C_out/group, ...) is 1: C_out/group scales, while the bias has C_out entries, and
     its bias quantization stops on the shape mismatch (an internal error on every int8 target)."""
-    import onnx
     from onnx import helper
 
-    graph = onnx.load(str(prepared), load_external_data=False).graph
     inits = {t.name for t in graph.initializer}
     out = []
     for node in graph.node:
@@ -149,6 +151,19 @@ def grouped_deconv_weights(prepared: Path) -> list[str]:
         if node.op_type == "ConvTranspose" and group > 1 and len(node.input) > 1 and node.input[1] in inits:
             out.append(node.input[1])
     return out
+
+
+def nonfinite_constant_readers(graph: Any) -> list[str]:
+    """Nodes reading a float constant with inf/NaN entries (a -inf attention or class mask), kept float: int8 has
+    no infinity, and the quantizer turned such a constant into NaN scales (garbage on every int8 target)."""
+    from onnx import numpy_helper
+
+    bad = set()
+    for t in graph.initializer:
+        if t.data_type in (1, 10, 11, 16) and t.data_location != 1:  # float types stored inline
+            if not np.isfinite(numpy_helper.to_array(t)).all():
+                bad.add(t.name)
+    return [n.name for n in graph.node if n.name and any(i in bad for i in n.input)]
 
 
 def quantized_nodes(qdq_model: Any) -> set[str]:
