@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import check, make_model
 from onnx import TensorProto, helper
 
@@ -17,3 +18,15 @@ def test_float64_arithmetic_runs_in_float32(tmp_path, rng):
              helper.make_node("Cast", ["f"], ["h"], to=TensorProto.FLOAT16),
              helper.make_node("Cast", ["h"], ["y"], to=TensorProto.FLOAT)]
     check(make_model(nodes, {"x": x}, ["y"], {"k": np.array(1.5, np.float64)}), {"x": x}, tmp_path, atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("axis,largest", [(-1, 1), (1, 1), (2, 0)])
+def test_topk_values_and_int64_indices(tmp_path, rng, axis, largest):
+    """TopK (ONNX's top-5 classifier head) had no lowering; TOPK_V2 works on the last axis, int32 indices."""
+    x = rng.standard_normal((1, 3, 6, 7)).astype(np.float32)
+    w = rng.standard_normal((8, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),  # channels-last inside: axis 1 is stored last
+             helper.make_node("TopK", ["c", "k"], ["v", "i"], axis=axis, largest=largest)]
+    m = make_model(nodes, {"x": x}, ["v", "i"], {"w": w, "k": np.array([3], np.int64)})
+    m.graph.output[1].type.tensor_type.elem_type = TensorProto.INT64
+    check(m, {"x": x}, tmp_path)

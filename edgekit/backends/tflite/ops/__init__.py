@@ -10,6 +10,7 @@ from edgekit.backends.tflite.ops import (  # noqa: F401 - imported for their reg
     reduce,
     rnn,
     shape_ops,
+    sort,
 )
 from edgekit.backends.tflite.ops.registry import OPS, OpRule, register
 
