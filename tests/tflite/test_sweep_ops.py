@@ -30,3 +30,16 @@ def test_topk_values_and_int64_indices(tmp_path, rng, axis, largest):
     m = make_model(nodes, {"x": x}, ["v", "i"], {"w": w, "k": np.array([3], np.int64)})
     m.graph.output[1].type.tensor_type.elem_type = TensorProto.INT64
     check(m, {"x": x}, tmp_path)
+
+
+@pytest.mark.parametrize("node,named", [(helper.make_node("Det", ["x"], ["y"], name="det0"), "op Det (node 'det0')"),
+                                        (helper.make_node("MaxPool", ["x"], ["y"], name="mp0", kernel_shape=[2, 2],
+                                                          dilations=[2, 2]), "MaxPool node 'mp0'")])
+def test_a_refusal_names_the_op_and_the_targets_that_take_it(tmp_path, rng, node, named):
+    from edgekit.errors import UnsupportedModelError
+
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    with pytest.raises(UnsupportedModelError) as info:
+        check(make_model([node], {"x": x}, ["y"]), {"x": x}, tmp_path)
+    line = str(info.value) + " " + (info.value.hint or "")
+    assert named in line and "-t onnxruntime or -t openvino" in line and "\n" not in line

@@ -11,6 +11,7 @@ import numpy as np
 from edgekit.backends.tflite.context import Context, Val, channels_last, identity, np_float, permute
 from edgekit.backends.tflite.fuse import fuse_activations
 from edgekit.backends.tflite.ops import OPS
+from edgekit.backends.tflite.ops.common import OTHER_TARGETS
 from edgekit.backends.tflite.prepare import Graph, load_graph
 from edgekit.backends.tflite.versions import assign_versions
 from edgekit.errors import UnsupportedModelError, UsageError
@@ -31,7 +32,7 @@ def _check_supported(g: Graph) -> None:
         if _rule_key(node) not in OPS:
             raise UnsupportedModelError(
                 f"op {node.op_type} (node '{node.name or node.output[0]}') has no TFLite lowering",
-                hint=f"supported ONNX ops: {', '.join(supported_ops())}",
+                hint=f"{OTHER_TARGETS}; edgekit.backends.tflite.supported_ops() lists the ops TFLite takes",
             )
 
 

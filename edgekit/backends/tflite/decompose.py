@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from edgekit.backends.tflite.ops.common import OTHER_TARGETS
 from edgekit.errors import UnsupportedModelError
 
 
@@ -49,7 +50,7 @@ class _Emit:
 
 def _unsupported(node: onnx.NodeProto, what: str) -> UnsupportedModelError:
     return UnsupportedModelError(f"op {node.op_type} (node '{node.name or node.output[0]}'): {what} has no TFLite "
-                                 "lowering in edgekit", hint="change the model or use another target")
+                                 "lowering in edgekit", hint=OTHER_TARGETS)
 
 
 def _attr(node: onnx.NodeProto, key: str, default):

@@ -9,12 +9,12 @@ import onnx
 
 from edgekit.errors import UnsupportedModelError
 
+OTHER_TARGETS = "-t onnxruntime or -t openvino run this model (every ONNX op), or change it in the source model"
+
 
 def unsupported(node: onnx.NodeProto, why: str) -> UnsupportedModelError:
-    return UnsupportedModelError(
-        f"{node.op_type} node '{node.name or node.output[0]}': {why}",
-        hint="this construct has no TFLite lowering in edgekit; change the model or use another target",
-    )
+    return UnsupportedModelError(f"{node.op_type} node '{node.name or node.output[0]}': {why}",
+                                 hint=f"no TFLite lowering in edgekit; {OTHER_TARGETS}")
 
 
 def sattr(a: dict, key: str, default: str) -> str:
