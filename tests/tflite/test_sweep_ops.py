@@ -43,3 +43,15 @@ def test_a_refusal_names_the_op_and_the_targets_that_take_it(tmp_path, rng, node
         check(make_model([node], {"x": x}, ["y"]), {"x": x}, tmp_path)
     line = str(info.value) + " " + (info.value.hint or "")
     assert named in line and "-t onnxruntime or -t openvino" in line and "\n" not in line
+
+
+def test_fused_gelu_in_an_opset_11_graph_whose_shapes_need_a_run():
+    """torch's opset-11 export of gelu then flatten(2) on a dynamic batch: shapes after the fused Gelu (an opset-20
+    op) need a run of the graph, which ONNX Runtime refused ('could not derive static shapes ... invalid model')."""
+    from edgekit.backends.tflite.prepare import _to_graph, infer_shapes
+
+    graph = helper.make_graph([helper.make_node("Gelu", ["x"], ["g"]), helper.make_node("Relu", ["g"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    g = infer_shapes(_to_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), 11))
+    assert g.shapes["g"] == g.shapes["y"] == (1, 3, 4)

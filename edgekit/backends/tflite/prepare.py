@@ -178,6 +178,12 @@ def _run_for_shapes(g: Graph, shapes: dict, dtypes: dict, missing: list[str]) ->
     import onnxruntime as ort
 
     model = to_model(g)
+    if g.opset < 20 and any(n.op_type == "Gelu" and n.domain == "" and not n.attribute for n in model.graph.node):
+        # fuse_gelu's node is ONNX Gelu-20; an older graph runs it as ONNX Runtime's Gelu (the same erf form)
+        for n in model.graph.node:
+            if n.op_type == "Gelu" and n.domain == "" and not n.attribute:
+                n.domain = "com.microsoft"
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     model.graph.ClearField("output")
     for name in list(g.outputs) + missing:
         dt = dtypes.get(name, np.dtype(np.float32))
