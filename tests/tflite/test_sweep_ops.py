@@ -55,3 +55,24 @@ def test_fused_gelu_in_an_opset_11_graph_whose_shapes_need_a_run():
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
     g = infer_shapes(_to_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), 11))
     assert g.shapes["g"] == g.shapes["y"] == (1, 3, 4)
+
+
+@pytest.mark.parametrize("mode", ["CRD", "DCR"])
+def test_depth_to_space_both_modes(tmp_path, rng, mode):
+    """CRD (torch's PixelShuffle export) was refused ('TFLite implements DCR'); its channels are gathered into
+    DCR order first."""
+    x = rng.standard_normal((1, 3, 5, 6)).astype(np.float32)
+    w = rng.standard_normal((12, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("DepthToSpace", ["c"], ["y"], blocksize=2, mode=mode)]
+    check(make_model(nodes, {"x": x}, ["y"], {"w": w}), {"x": x}, tmp_path)
+
+
+def test_depth_to_space_crd_int8(tmp_path, rng):
+    from conftest import check_int8
+
+    x = rng.standard_normal((1, 3, 5, 6)).astype(np.float32)
+    w = rng.standard_normal((12, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("DepthToSpace", ["c"], ["y"], blocksize=2, mode="CRD")]
+    check_int8(make_model(nodes, {"x": x}, ["y"], {"w": w}), {"x": x}, tmp_path)

@@ -234,9 +234,14 @@ def tile(ctx, node) -> None:
 @register("DepthToSpace", "SpaceToDepth", int8=True)
 def depth_to_space(ctx, node) -> None:
     a = ctx.attrs(node)
-    if node.op_type == "DepthToSpace" and sattr(a, "mode", "DCR") != "DCR":
-        raise unsupported(node, "mode CRD (TFLite implements DCR)")
     v = ctx.x(node.input[0], channels_last(4))
+    if node.op_type == "DepthToSpace" and sattr(a, "mode", "DCR") == "CRD":  # torch's PixelShuffle
+        # TFLite implements DCR (input channel (i*b + j)*C + c); CRD reads c*b*b + i*b + j: gather those first
+        b, c_out = int(a["blocksize"]), ctx.shape(node.output[0])[1]
+        order = np.asarray([c * b * b + i * b + j for i in range(b) for j in range(b) for c in range(c_out)], np.int32)
+        dcr = ctx.tensor(node.output[0] + "/dcr", permute(ctx.shape(node.input[0]), v.perm), v.dtype, q=v.q)
+        ctx.op("GATHER", [v.idx, ctx.const_tensor(order, "crd_order")], [dcr], "GatherOptions", axis=3)
+        v = Val(dcr, v.perm, v.dtype, v.q)
     y = ctx.out(node.output[0], channels_last(4), q=v.q)
     tfl, opts = ("DEPTH_TO_SPACE", "DepthToSpaceOptions") if node.op_type == "DepthToSpace" else ("SPACE_TO_DEPTH", "SpaceToDepthOptions")
     ctx.op(tfl, [v.idx], [y], opts, blockSize=int(a["blocksize"]))
