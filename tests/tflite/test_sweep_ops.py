@@ -76,3 +76,13 @@ def test_depth_to_space_crd_int8(tmp_path, rng):
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
              helper.make_node("DepthToSpace", ["c"], ["y"], blocksize=2, mode="CRD")]
     check_int8(make_model(nodes, {"x": x}, ["y"], {"w": w}), {"x": x}, tmp_path)
+
+
+@pytest.mark.parametrize("axis,exclusive,reverse", [(2, 0, 0), (1, 1, 1), (-1, 0, 1)])
+def test_cumsum(tmp_path, rng, axis, exclusive, reverse):
+    """CumSum (position ids, running sums in exported models) had no lowering."""
+    x = rng.standard_normal((1, 3, 5, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),  # channels-last inside: the axis moves
+             helper.make_node("CumSum", ["c", "ax"], ["y"], exclusive=exclusive, reverse=reverse)]
+    check(make_model(nodes, {"x": x}, ["y"], {"w": w, "ax": np.array(axis, np.int64)}), {"x": x}, tmp_path)

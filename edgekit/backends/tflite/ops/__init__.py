@@ -3,6 +3,7 @@
 from edgekit.backends.tflite.ops import (  # noqa: F401 - imported for their registrations
     activations,
     conv,
+    cumsum,
     elementwise,
     matmul,
     norm,
