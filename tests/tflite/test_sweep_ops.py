@@ -86,3 +86,13 @@ def test_cumsum(tmp_path, rng, axis, exclusive, reverse):
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),  # channels-last inside: the axis moves
              helper.make_node("CumSum", ["c", "ax"], ["y"], exclusive=exclusive, reverse=reverse)]
     check(make_model(nodes, {"x": x}, ["y"], {"w": w, "ax": np.array(axis, np.int64)}), {"x": x}, tmp_path)
+
+
+@pytest.mark.parametrize("size,alpha,beta,bias", [(5, 1e-4, 0.75, 1.0), (3, 0.05, 0.5, 2.0)])
+def test_lrn(tmp_path, rng, size, alpha, beta, bias):
+    """LRN (AlexNet/GoogLeNet zoo models) had no lowering."""
+    x = (rng.standard_normal((1, 3, 5, 6)) * 3).astype(np.float32)
+    w = rng.standard_normal((8, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("LRN", ["c"], ["y"], size=size, alpha=alpha, beta=beta, bias=bias)]
+    check(make_model(nodes, {"x": x}, ["y"], {"w": w}), {"x": x}, tmp_path, rtol=1e-4, atol=1e-5)
