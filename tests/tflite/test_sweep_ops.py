@@ -96,3 +96,22 @@ def test_lrn(tmp_path, rng, size, alpha, beta, bias):
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
              helper.make_node("LRN", ["c"], ["y"], size=size, alpha=alpha, beta=beta, bias=bias)]
     check(make_model(nodes, {"x": x}, ["y"], {"w": w}), {"x": x}, tmp_path, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset,pads", [(13, [0, 0, 2, 1, 0, 0, 1, 3]), (10, [0, 1, 0, 1, 0, 0, 2, 0])])
+def test_pad_edge(tmp_path, rng, opset, pads):
+    """Pad mode 'edge' (torch's ReplicationPad2d) was refused ('constant and reflect are supported')."""
+    from conftest import check_int8
+
+    x = rng.standard_normal((1, 3, 5, 6)).astype(np.float32)
+    inits = {"w": rng.standard_normal((4, 3, 1, 1)).astype(np.float32)}
+    if opset >= 11:
+        inits["p"] = np.asarray(pads, np.int64)
+        pad = helper.make_node("Pad", ["c", "p"], ["y"], mode="edge")
+    else:
+        pad = helper.make_node("Pad", ["c"], ["y"], mode="edge", pads=pads)
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["c"]), pad], {"x": x}, ["y"], inits, opset=opset)
+    check(model, {"x": x}, tmp_path)
+    if opset >= 13:
+        (tmp_path / "q").mkdir()
+        check_int8(model, {"x": x}, tmp_path / "q")

@@ -9,6 +9,7 @@ One function per op in RULES: (graph, node) -> replacement nodes (new constants 
   Softsign         x / (1 + |x|)
   ThresholdedRelu  Where(x > alpha, x, 0)
   Mish             x * tanh(softplus(x))
+  Pad (mode edge)  first/last slices tiled and concatenated around the input, per padded axis
 """
 
 from __future__ import annotations
@@ -212,8 +213,48 @@ def mish(g, node):
     return e.nodes
 
 
+def edge_pad(g, node):
+    """Pad mode 'edge' (torch's ReplicationPad): per padded axis, the first/last slice tiled and concatenated
+    around the input. Other modes, and pads TFLite's own lowering refuses (negative, computed), stay as they are."""
+    if _attr(node, "mode", "constant") != "edge":
+        return [node]
+    pads = _attr(node, "pads", None) if g.opset < 11 else (
+        g.consts.get(node.input[1]) if len(node.input) > 1 else None)
+    x = node.input[0]
+    shape = g.shapes.get(x)
+    if pads is None or shape is None or np.min(pads) < 0:
+        return [node]
+    rank = len(shape)
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    axes = list(range(rank)) if g.opset < 18 or len(node.input) < 4 or not node.input[3] else [
+        int(a) % rank for a in np.asarray(g.consts[node.input[3]]).reshape(-1)]
+    e = _Emit(g, node)
+    y = x
+    for k, axis in enumerate(axes):
+        before, after = pads[k], pads[k + len(axes)]
+        if not before and not after:
+            continue
+        parts = []
+        for count, start in ((before, 0), (after, -1)):
+            if not count:
+                continue
+            end = start + 1 if start >= 0 else 2**62
+            if g.opset < 10:
+                edge = e.op("Slice", [y], starts=[start], ends=[end], axes=[axis])
+            else:
+                edge = e.op("Slice", [y, e.const(np.asarray([start], np.int64)), e.const(np.asarray([end], np.int64)),
+                                      e.const(np.asarray([axis], np.int64))])
+            reps = np.ones(rank, np.int64)
+            reps[axis] = count
+            parts.append((start, e.op("Tile", [edge, e.const(reps, "reps")]) if count > 1 else edge))
+        pieces = [p for s0, p in parts if s0 == 0] + [y] + [p for s0, p in parts if s0 == -1]
+        y = e.op("Concat", pieces, axis=axis)
+    e.op("Identity", [y], node.output[0])
+    return e.nodes
+
+
 RULES: dict[str, Callable] = {"Einsum": einsum, "Elu": elu, "Sum": variadic, "Mean": variadic, "Selu": selu, "Celu": celu,
-                              "Softsign": softsign, "ThresholdedRelu": thresholded_relu, "Mish": mish}
+                              "Softsign": softsign, "ThresholdedRelu": thresholded_relu, "Mish": mish, "Pad": edge_pad}
 
 
 def decompose(g):
