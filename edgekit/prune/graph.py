@@ -26,10 +26,14 @@ SliceKey = tuple[str, str, int]  # (module qualname, parameter name, dim)
 class Unit:
     root: int
     touches: dict[SliceKey, np.ndarray]  # parameter slice -> indices along that dim
+    per_group: dict[SliceKey, int] = field(default_factory=dict)  # slices of a grouped conv's per-group dim: groups
 
     @property
     def size(self) -> int:
-        return int(min(len(v) for v in self.touches.values()))
+        """Channels the unit carries in the smallest tensor it touches. A grouped conv's per-group weight dim holds
+        one index per group position, but the tensor has that position in every group (x groups): the rounding
+        (--round-to) is about tensor widths, not group widths (RegNet, group width 8: a position is 8 channels)."""
+        return int(min(len(v) * self.per_group.get(k, 1) for k, v in self.touches.items()))
 
 
 @dataclass
@@ -280,8 +284,18 @@ class Analysis:
                 continue
             if any(k in self.out_dims and k[0] in exclude for k in touches):
                 continue
-            units.append(Unit(root, {k: np.asarray(v) for k, v in touches.items()}))
+            units.append(Unit(root, {k: np.asarray(v) for k, v in touches.items()},
+                              {k: g for k in touches if (g := self._groups_of(k)) > 1}))
         return units
+
+    def _groups_of(self, key: SliceKey) -> int:
+        """The group count when `key` is the per-group dim (1) of a grouped conv's weight, else 1."""
+        import torch
+
+        mod = self.modules.get(key[0])
+        if key[1:] == ("weight", 1) and isinstance(mod, torch.nn.modules.conv._ConvNd):
+            return int(mod.groups)
+        return 1
 
     def groups(self, exclude: set[str] = frozenset()) -> list[Group]:
         by_sig: dict[tuple, Group] = {}
