@@ -99,11 +99,11 @@ class Depthwise(nn.Module):
 
 
 class Grouped(nn.Module):
-    def __init__(self):
+    def __init__(self, groups: int = 4):
         super().__init__()
         self.stem = cbr(3, 16)
         self.expand = cbr(16, 64, k=1)
-        self.grouped = nn.Conv2d(64, 64, 3, padding=1, groups=4)
+        self.grouped = nn.Conv2d(64, 64, 3, padding=1, groups=groups)
         self.project = nn.Conv2d(64, 8, 1)
 
     def forward(self, x):
@@ -218,18 +218,7 @@ def test_grouped_conv_with_group_width_8_is_pruned_at_round_to_8():
     groups), so --round-to 8 can remove positions; sized by the per-group weight dim it counted 1 channel and
     rounding kept every channel (RegNet: --prune 0.5 removed 22.7% of MACs)."""
 
-    class GroupWidth8(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = cbr(3, 16)
-            self.expand = cbr(16, 64, k=1)
-            self.grouped = nn.Conv2d(64, 64, 3, padding=1, groups=8)
-            self.project = nn.Conv2d(64, 8, 1)
-
-        def forward(self, x):
-            return self.project(torch.relu(self.grouped(self.expand(self.stem(x)))))
-
-    m = GroupWidth8()
+    m = Grouped(groups=8)
     p, rep = _prune(m, IMG, round_to=8)
     g = p.grouped
     assert g.groups == 8 and g.in_channels == p.expand[0].out_channels == 32 and g.out_channels == 32
