@@ -32,7 +32,7 @@ def _check_supported(g: Graph) -> None:
         if _rule_key(node) not in OPS:
             raise UnsupportedModelError(
                 f"op {node.op_type} (node '{node.name or node.output[0]}') has no TFLite lowering",
-                hint=f"{OTHER_TARGETS}; edgekit.backends.tflite.supported_ops() lists the ops TFLite takes",
+                hint=f"{OTHER_TARGETS}; the ops edgekit lowers to TFLite: {', '.join(supported_ops())}",
             )
 
 
