@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import DataError, UsageError
+from edgekit.errors import DataError, UnsupportedModelError, UsageError
 
 
 def _example(samples, inputs, module=None) -> dict[str, Any]:
@@ -31,6 +31,9 @@ def _calib_batches(samples, n: int = 64, batch: int = 8) -> list[dict[str, Any]]
     return [_stack(items[i:i + batch]) for i in range(0, len(items), batch)]
 
 
+COMPILED = {"pt2": "torch.export program (.pt2)", "torchscript": "TorchScript archive"}  # kinds without nn layers
+
+
 def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, prune_macs: float | None = None,
                              exclude=(), round_to: int = 8, importance: str = "l2", allocation: str = "uniform",
                              distill_steps: int = 0, batch_size: int = 32, lr: float = 1e-3,
@@ -47,9 +50,16 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
 
     if lm.module is None:
         raise UsageError(f"pruning and distillation need a torch model; {lm.name} is {lm.kind.upper()}",
-                         hint="give the PyTorch source (.pt2, pkg.module:fn or zoo:NAME) instead of the ONNX file")
+                         hint="give the PyTorch source (pkg.module:fn or zoo:NAME) instead of the ONNX file")
     if distill_steps and samples is None:
         raise DataError("distillation needs unlabeled samples", hint="pass --calibration DATA (or --train-data)")
+    pruning = prune is not None or prune_macs is not None
+    if lm.kind in COMPILED:
+        what = "pruning" if pruning else "distillation"
+        raise UnsupportedModelError(
+            f"{what} needs the model's torch.nn layers; {lm.name} is a {COMPILED[lm.kind]}, a compiled graph "
+            "without them", hint="pass the Python factory that builds the model (pkg.module:fn --weights "
+            "state_dict.safetensors), or convert without --prune / --prune-macs / --distill-steps")
     torch.manual_seed(seed)
     teacher = lm.module.eval()
     example = _example(samples, lm.inputs, lm.module)
