@@ -131,7 +131,7 @@ def stage_prune(st: State) -> None:
         return
     if st.model.module is None:
         raise UsageError("pruning and distillation need a torch model; this source is ONNX-only",
-                         hint="pass the torch model (.pt2, TorchScript, pkg.module:fn or zoo:NAME)")
+                         hint="pass the torch model as a Python factory (pkg.module:fn, optionally --weights) or zoo:NAME")
     from edgekit.prune.stage import prune_and_distill
 
     st.info["prune"] = prune_and_distill(st, st.work)
