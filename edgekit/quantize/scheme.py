@@ -15,6 +15,8 @@
     finetune_steps = 0             (optional) end-to-end int8 fine-tuning steps (finetune.py; --int8-finetune)
     float_outputs = true           (optional) graph outputs a Gemm/MatMul computes stay float (qdq.float_outputs):
                                    for runtimes whose int8 matmul kernels write float results
+    transformer_activations = "dynamic"   (optional) static | dynamic: transformer graphs quantize activations
+                                   at run time (dynamic.py), for runtimes with dynamic int8 matmul kernels
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from edgekit.errors import ConfigError, UsageError
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 ROUNDINGS = ("nearest", "gptq")
+ACTIVATION_MODES = ("static", "dynamic")
 DTYPES = ("uint8", "int8")
 
 
@@ -45,6 +48,7 @@ class Scheme:
     weight_rounding: str = "nearest"
     finetune_steps: int = 0
     float_outputs: bool = False
+    transformer_activations: str = "static"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -85,6 +89,9 @@ def scheme_for(target: Any, method: str | None = None, finetune_steps: int | Non
     rounding = q.get("weight_rounding", "nearest")
     if rounding not in ROUNDINGS:
         raise ConfigError(f"{where}: weight_rounding must be one of {', '.join(ROUNDINGS)}, got '{rounding}'")
+    mode = q.get("transformer_activations", "static")
+    if mode not in ACTIVATION_MODES:
+        raise ConfigError(f"{where}: transformer_activations must be one of {', '.join(ACTIVATION_MODES)}, got '{mode}'")
     ops = q.get("op_types")
     steps = q.get("finetune_steps", 0) if finetune_steps is None else finetune_steps
     if not isinstance(steps, int) or steps < 0:
@@ -104,4 +111,5 @@ def scheme_for(target: Any, method: str | None = None, finetune_steps: int | Non
         weight_rounding=rounding,
         finetune_steps=steps,
         float_outputs=bool(q.get("float_outputs", False)),
+        transformer_activations=mode,
     )

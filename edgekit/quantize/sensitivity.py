@@ -121,8 +121,13 @@ def per_layer(fp32: Any, qdq: Any, samples: SampleSet, nodes: set[str]) -> list[
             continue
         ins = [(source[i], i) for i in node.input if i in source and source[i] in fp32_tensors]
         plan.append((node, (ref_out, seen_out), ins))
+    return plan_rows(fp32, qdq, samples, plan)
+
+
+def plan_rows(fp32: Any, graph: Any, samples: SampleSet, plan: list[tuple[Any, tuple[str, str], list]]) -> list[dict]:
+    """The rows of `plan` ((node, (fp32 output, graph output), [(fp32 input, graph input)])), measured on `samples`."""
     pairs = sorted({p for _, o, ins in plan for p in (o, *ins)})
-    errs = _errors(fp32, qdq, samples, pairs)
+    errs = _errors(fp32, graph, samples, pairs)
 
     def rel2(key: tuple[str, str]) -> float:
         s, e = errs.get(key, (0.0, 0.0))

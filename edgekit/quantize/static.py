@@ -23,7 +23,16 @@ import numpy as np
 from edgekit.data import SampleSet
 from edgekit.errors import BudgetExceededError, DataError, ModelLoadError, UsageError
 from edgekit.progress import log, warn
-from edgekit.quantize import bias_correction, control, e2e_sensitivity, equalize, ops, qdq, sensitivity
+from edgekit.quantize import (
+    bias_correction,
+    control,
+    dynamic,
+    e2e_sensitivity,
+    equalize,
+    ops,
+    qdq,
+    sensitivity,
+)
 from edgekit.quantize.collect import collect
 from edgekit.quantize.methods import NEEDS_HISTOGRAM, compute_ranges
 from edgekit.quantize.scheme import Scheme, scheme_for
@@ -112,6 +121,7 @@ class Calibrated:
     rounding: Any = None  # rounding.Rounding when the scheme re-rounds weights (gptq)
     rounded: int = 0
     finetuned: Any = None  # finetune.Finetuned when the scheme fine-tunes the int8 graph
+    dynamic: bool = False  # activations quantized at run time (dynamic.py): no ranges, no QDQ
 
     def float_nodes(self, layers: list[str]) -> list[str]:
         """The nodes to exclude from quantization so that `layers` run in float with float outputs."""
@@ -121,6 +131,9 @@ class Calibrated:
         return list(out)
 
     def write(self, path: Path, float_layers: list[str] = ()) -> None:
+        if self.dynamic:
+            dynamic.write(self.prepared, path, exclude=self.float_nodes(list(float_layers)))
+            return
         qdq.write_qdq(self.prepared, path, self.ranges, self.scheme, self.op_types,
                       exclude=self.float_nodes(list(float_layers)))
         if self.scheme.float_outputs:
@@ -147,9 +160,19 @@ class Calibrated:
 
         self.write(path)
         graph = onnx.load(str(path))
+        if self.dynamic:
+            quantized = dynamic.quantized_nodes(self.model, graph)
+            rows = dynamic.per_layer(self.model, graph, samples, quantized)
+            return rows, sensitivity.fallback_order(rows, quantized)
         quantized = qdq.quantized_nodes(graph)
         rows = sensitivity.per_layer(self.model, graph, samples, quantized)
         return rows, sensitivity.fallback_order(rows, quantized)
+
+
+def is_dynamic(model: Any, scheme: Scheme) -> bool:
+    """Whether `scheme` quantizes this graph's activations at run time: a transformer graph (ops.py), a scheme with
+    transformer_activations = "dynamic" and no pinned op types."""
+    return scheme.transformer_activations == "dynamic" and ops.op_types_for(model, scheme.op_types)[1] == "transformer"
 
 
 def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: int = 0,
@@ -160,6 +183,14 @@ def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: in
 
     op_types, _ = ops.op_types_for(model, scheme.op_types)
     t0 = time.perf_counter()
+    if is_dynamic(model, scheme):  # no ranges to calibrate: activations are quantized at run time
+        prepared = work / "fp32-prepared.onnx"
+        onnx.save(model, str(prepared))
+        if scheme.finetune_steps and finetune:
+            warn("int8 fine-tuning applies to static int8 graphs; this transformer's activations are quantized "
+                 "at run time (dynamic), so it is skipped")
+        return Calibrated(model, prepared, scheme, list(dynamic.OPS), {}, {}, dynamic=True,
+                          seconds=time.perf_counter() - t0)
     equalized = 0
     if scheme.equalization:
         model, equalized = equalize.equalize(model, calib, seed=seed)
@@ -249,6 +280,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         judge = control.Judge(reference, task, held_out, eval_set)
         checker = control.Judge(reference, task, *confirm) if confirm else None
         later = bool(scheme.finetune_steps) and max_drop is not None and judge.active  # fallback_first.py
+        later = later and not is_dynamic(model, scheme)
         cal = calibrate(model, scheme, calib, tmp, seed=seed, task=task, finetune=not later)
         rows, order = cal.analyse(tmp / "analysis.onnx", calib.select(ANALYSIS_SAMPLES, seed=seed))
 
@@ -259,7 +291,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         fallback_used = None
         if max_drop is not None and judge.active:
             fallback_used = "layer"
-            if fallback != "layer":
+            if fallback != "layer" and not cal.dynamic:  # the torch evaluator reads QDQ graphs
                 measured = e2e_sensitivity.measure(cal, tmp / "e2e.onnx", tmp, calib.select(
                     e2e_sensitivity.E2E_SAMPLES, seed=seed), set(order), task)
                 if measured is None:
@@ -300,7 +332,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
                  f"layers ({accuracy['drop']} on those that chose them): new data may see more than the budget")
         qdq.compact(candidate, cal.model)
         final = onnx.load(str(candidate))
-        n_quant = len(qdq.quantized_nodes(final))
+        n_quant = len(dynamic.quantized_nodes(cal.model, final) if cal.dynamic else qdq.quantized_nodes(final))
         del final
         sizes = _sizes(fp32_onnx, candidate)
         os.replace(candidate, out_path)
@@ -308,7 +340,8 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
     for r in rows:
         r["float"] = r["node"] in float_layers
     report: dict[str, Any] = {
-        "scheme": {**scheme.to_dict(), "name": scheme.name, "op_types": cal.op_types, "op_policy": policy},
+        "scheme": {**scheme.to_dict(), "name": dynamic.NAME if cal.dynamic else scheme.name, "op_types": cal.op_types,
+                   "op_policy": policy, "activation_quantization": "dynamic" if cal.dynamic else "static"},
         "method": scheme.method,
         "calibration": {"samples": len(calib), "description": calib.description, "seconds": round(cal.seconds, 2),
                         "tensors": len(cal.ranges)},
