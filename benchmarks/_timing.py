@@ -23,7 +23,7 @@ def median_ms(fn: Callable[[], object], *, warmup: int = 5, runs: int = 30, repe
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
-    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
+    widths = {c: max([len(c), *(len(_fmt(r.get(c))) for r in rows)]) for c in columns}
     head = " | ".join(c.ljust(widths[c]) for c in columns)
     sep = "-|-".join("-" * widths[c] for c in columns)
     body = "\n".join(" | ".join(_fmt(r.get(c)).ljust(widths[c]) for c in columns) for r in rows)

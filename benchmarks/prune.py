@@ -245,7 +245,14 @@ def _overrides(spec: str) -> dict:
         if k == "feature_layers":  # feature_layers=features.6+features.13
             out[k] = v.split("+")
             continue
-        out[k] = bool(int(v)) if k in ("freeze_bn", "augment", "recalibrate") else (int(v) if k == "batch_size" else float(v))
+        if k in ("freeze_bn", "augment", "recalibrate", "dropout"):
+            out[k] = bool(int(v))
+        elif k in ("batch_size", "patience"):
+            out[k] = int(v)
+        elif k == "precision":  # fp32 | bf16 | auto
+            out[k] = v
+        else:
+            out[k] = float(v)
     return out
 
 
