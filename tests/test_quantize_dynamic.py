@@ -87,8 +87,54 @@ def test_max_drop_keeps_dynamic_layers_float(block, tmp_path: Path) -> None:
     assert all(names.get(n) in ("MatMul", "Gemm") for n in rep["float_layers"])  # still the float op, same name
 
 
-def test_openvino_keeps_the_static_scheme_for_transformers(block, tmp_path: Path) -> None:
+def test_openvino_gets_int8_weights_alone_and_runs_int8_kernels(block, tmp_path: Path) -> None:
+    """OpenVINO's scheme ("weights"): DequantizeLinear on the constant weights only; its CPU plugin runs the
+    FullyConnected layers as i8 kernels, quantizing their inputs per run."""
+    import openvino as ov
+
     fp32, calib, held = block
     rep = quantize_model(fp32, tmp_path / "ov.onnx", get_target("openvino"), calib, held_out=held, task="embedding")
-    ops = [n.op_type for n in onnx.load(str(tmp_path / "ov.onnx")).graph.node]
-    assert rep["scheme"]["activation_quantization"] == "static" and "QuantizeLinear" in ops and "MatMulInteger" not in ops
+    model = onnx.load(str(tmp_path / "ov.onnx"))
+    inits = {t.name for t in model.graph.initializer}
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert rep["scheme"]["activation_quantization"] == "weights" and rep["quantized_nodes"] == 4
+    assert len(dq) == 4 and all(n.input[0] in inits for n in dq)  # weights only
+    assert not {"QuantizeLinear", "MatMulInteger", "DynamicQuantizeLinear"} & {n.op_type for n in model.graph.node}
+    compiled = ov.Core().compile_model(str(tmp_path / "ov.onnx"), "CPU")
+    precisions = [op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
+                  if op.get_rt_info()["layerType"].astype(str) == "FullyConnected"]
+    assert len(precisions) == 4 and set(precisions) == {"i8"}, precisions
+    assert _worst_cosine(fp32, tmp_path / "ov.onnx", held) > 0.999
+
+
+def test_weights_only_quantizes_each_weight_on_its_output_channel_axis(tmp_path: Path) -> None:
+    """Gather rows (axis 0), Gemm with transB (axis 0) and without (axis 1); a weight shared by two nodes is
+    converted once; the result stays within int8 rounding of the fp32 graph."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.quantize import weights_only
+
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((50, 16)).astype(np.float32) * np.linspace(0.1, 10, 50, dtype=np.float32)[:, None]
+    w_t = rng.standard_normal((8, 16)).astype(np.float32)  # (N, K), transB = 1
+    w = rng.standard_normal((16, 8)).astype(np.float32)  # (K, N)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], name="emb"),
+             helper.make_node("Gemm", ["e", "w_t"], ["a"], name="g1", transB=1),
+             helper.make_node("Gemm", ["e", "w"], ["b"], name="g2"),
+             helper.make_node("Gemm", ["e", "w"], ["c"], name="g3")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [4])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4, 8]) for n in "abc"],
+                              [numpy_helper.from_array(v, k) for k, v in {"table": table, "w_t": w_t, "w": w}.items()])
+    src = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    weights_only.write(src, tmp_path / "q.onnx", exclude=["g3"])
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    axes = {n.input[0]: n.attribute[0].i for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    assert axes == {"table_w8_0_q": 0, "w_t_w8_0_q": 0, "w_w8_1_q": 1}
+    assert next(n for n in q.graph.node if n.name == "g3").input[1] == "w"  # excluded: float weight
+    ids = {"ids": np.array([0, 7, 25, 49])}
+    ref = ort.InferenceSession(str(src)).run(None, ids)
+    got = ort.InferenceSession(str(tmp_path / "q.onnx")).run(None, ids)
+    for r, g in zip(ref, got):  # all three read the int8 table: close, not equal
+        assert np.abs(r - g).max() <= 0.02 * np.abs(r).max() and not np.array_equal(r, g)

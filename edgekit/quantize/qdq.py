@@ -219,15 +219,19 @@ def float_outputs(qdq_path: Path) -> list[str]:
         freed.append(dq.output[0])
     if not freed:
         return []
-    keep = [n for n in graph.node if all(n is not d for d in drop)]
+    set_nodes(graph, [n for n in graph.node if all(n is not d for d in drop)])
+    onnx.save(model, str(qdq_path))
+    return freed
+
+
+def set_nodes(graph: Any, nodes: list[Any]) -> None:
+    """Make `nodes` the graph's node list and drop the initializers no node reads any more."""
     del graph.node[:]
-    graph.node.extend(keep)
+    graph.node.extend(nodes)
     used = {i for n in graph.node for i in n.input}
     inits = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(inits)
-    onnx.save(model, str(qdq_path))
-    return freed
 
 
 

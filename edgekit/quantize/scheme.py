@@ -15,8 +15,9 @@
     finetune_steps = 0             (optional) end-to-end int8 fine-tuning steps (finetune.py; --int8-finetune)
     float_outputs = true           (optional) graph outputs a Gemm/MatMul computes stay float (qdq.float_outputs):
                                    for runtimes whose int8 matmul kernels write float results
-    transformer_activations = "dynamic"   (optional) static | dynamic: transformer graphs quantize activations
-                                   at run time (dynamic.py), for runtimes with dynamic int8 matmul kernels
+    transformer_activations = "dynamic"   (optional) static | dynamic | weights: transformer graphs quantize
+                                   activations at run time, with quantize ops in the graph (dynamic.py, ONNX
+                                   Runtime) or inside the runtime from int8 weights alone (weights_only.py)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from edgekit.errors import ConfigError, UsageError
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 ROUNDINGS = ("nearest", "gptq")
-ACTIVATION_MODES = ("static", "dynamic")
+ACTIVATION_MODES = ("static", "dynamic", "weights")
 DTYPES = ("uint8", "int8")
 
 

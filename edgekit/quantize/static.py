@@ -132,7 +132,8 @@ class Calibrated:
 
     def write(self, path: Path, float_layers: list[str] = ()) -> None:
         if self.dynamic:
-            dynamic.write(self.prepared, path, exclude=self.float_nodes(list(float_layers)))
+            dynamic.write(self.prepared, path, exclude=self.float_nodes(list(float_layers)),
+                          mode=self.scheme.transformer_activations)
             return
         qdq.write_qdq(self.prepared, path, self.ranges, self.scheme, self.op_types,
                       exclude=self.float_nodes(list(float_layers)))
@@ -171,8 +172,8 @@ class Calibrated:
 
 def is_dynamic(model: Any, scheme: Scheme) -> bool:
     """Whether `scheme` quantizes this graph's activations at run time: a transformer graph (ops.py), a scheme with
-    transformer_activations = "dynamic" and no pinned op types."""
-    return scheme.transformer_activations == "dynamic" and ops.op_types_for(model, scheme.op_types)[1] == "transformer"
+    transformer_activations "dynamic" or "weights" and no pinned op types."""
+    return scheme.transformer_activations != "static" and ops.op_types_for(model, scheme.op_types)[1] == "transformer"
 
 
 def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: int = 0,
@@ -339,9 +340,10 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
 
     for r in rows:
         r["float"] = r["node"] in float_layers
+    mode = scheme.transformer_activations if cal.dynamic else "static"
     report: dict[str, Any] = {
-        "scheme": {**scheme.to_dict(), "name": dynamic.NAME if cal.dynamic else scheme.name, "op_types": cal.op_types,
-                   "op_policy": policy, "activation_quantization": "dynamic" if cal.dynamic else "static"},
+        "scheme": {**scheme.to_dict(), "name": dynamic.NAMES[mode] if cal.dynamic else scheme.name,
+                   "op_types": cal.op_types, "op_policy": policy, "activation_quantization": mode},
         "method": scheme.method,
         "calibration": {"samples": len(calib), "description": calib.description, "seconds": round(cal.seconds, 2),
                         "tensors": len(cal.ranges)},
