@@ -51,9 +51,9 @@ def convert(onnx_path: Path, options: dict[str, Any] | None = None) -> bytes:
         raise UsageError(f"io_dtype '{io_dtype}' is not one of float, int8")
     g = load_graph(Path(onnx_path), options.get("input_shapes"))
     precision = options.get("precision")
-    if precision == "int8" and not g.quantized:
+    if precision == "int8" and not (g.quantized or g.weight_quant):
         raise UsageError(
-            f"{onnx_path}: int8 TFLite needs a QDQ-quantized ONNX model (no QuantizeLinear/DequantizeLinear pairs found)",
+            f"{onnx_path}: int8 TFLite needs a QDQ-quantized ONNX model (no QuantizeLinear/DequantizeLinear found)",
             hint="quantize first (edgekit convert does this for int8 targets)",
         )
     if precision == "fp32":

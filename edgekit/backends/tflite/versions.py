@@ -90,6 +90,13 @@ def fc_without_bias(s: Sig) -> bool:
     return len(s.ins) < 3 or s.ins[2] is None
 
 
+def hybrid_asymmetric(s: Sig) -> bool:
+    """float input and output, int8 weights, inputs quantized per run with a zero point (the hybrid kernel's
+    asymmetric_quantize_inputs, version 9; TFLite's own converter ranks keep_num_dims first and writes 5)."""
+    return (s.type(0) == T.FLOAT32 and s.type(1) == T.INT8 and s.type(0, out=True) == T.FLOAT32
+            and bool(s.opt("asymmetricQuantizeInputs", False)))
+
+
 def depthwise_dilated(s: Sig) -> bool:
     return s.opt("dilationHFactor", 1) != 1 or s.opt("dilationWFactor", 1) != 1
 
@@ -112,7 +119,7 @@ INT8_2 = [(2, int8_in)]
 RULES: dict[str, list[tuple[int, Callable[[Sig], bool]]]] = {
     "CONV_2D": [(6, grouped_conv), (3, int8_io)],
     "DEPTHWISE_CONV_2D": [(3, int8_io), (2, depthwise_dilated)],
-    "FULLY_CONNECTED": [(6, fc_without_bias), (5, option("keepNumDims")), (4, int8_io)],
+    "FULLY_CONNECTED": [(9, hybrid_asymmetric), (6, fc_without_bias), (5, option("keepNumDims")), (4, int8_io)],
     "TRANSPOSE_CONV": [(4, lambda s: s.opt("fusedActivationFunction", 0) != 0),
                        (3, lambda s: len(s.ins) == 4 and s.ins[3] is not None), (2, in_is(T.INT8, 1))],
     "BATCH_MATMUL": INT8_2,

@@ -5,13 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.backends.tflite.context import identity
+from edgekit.backends.tflite.ops import hybrid
 from edgekit.backends.tflite.ops.common import unsupported
 from edgekit.backends.tflite.ops.elementwise import binary
 from edgekit.backends.tflite.ops.registry import register
 
 
 def _fc(ctx, node, a_name: str, w_name: str, w: np.ndarray, onnx_axes: tuple[int, int], bias: np.ndarray | None, out: str) -> None:
-    """y = a @ w.T + bias with w (N, K) constant; a of any rank >= 2 in ONNX layout."""
+    """y = a @ w.T + bias with w (N, K) constant; a of any rank >= 2 in ONNX layout. int8 weights on a float
+    input (the "weights" scheme) take the hybrid kernel (hybrid.py)."""
+    hq = hybrid.takes_fully_connected(ctx, a_name, w_name, w.shape[0], onnx_axes[0])
+    if hq is not None:
+        hybrid.fully_connected(ctx, a_name, w_name, w, hq, bias, out)
+        return
     rank = len(ctx.shape(a_name))
     va = ctx.x(a_name, identity(rank))
     wi, wq = ctx.weight(w_name, w, onnx_axes, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.backends.tflite.context import Val, channels_last, drop_axes, identity, memory_trivial, permute
+from edgekit.backends.tflite.ops import hybrid
 from edgekit.backends.tflite.ops.common import sattr, unsupported
 from edgekit.backends.tflite.ops.registry import register
 
@@ -114,6 +115,8 @@ def gather(ctx, node) -> None:
     rank = len(ctx.shape(data))
     axis = int(ctx.attrs(node).get("axis", 0)) % rank
     out = node.output[0]
+    if hybrid.gather_table(ctx, node):  # an int8 table ("weights" scheme): int8 rows, dequantized
+        return
     if ctx.is_const(ind):
         idx = ctx.const(ind).astype(np.int64)
         idx = np.where(idx < 0, idx + ctx.shape(data)[axis], idx).astype(np.int32)
