@@ -213,6 +213,17 @@ def build_artifact(st: State, target: Target, precision: str) -> dict[str, Any]:
     return entry
 
 
+def _hub_is_transformer(st: State) -> bool:
+    meta = st.model.meta
+    if "hub_is_transformer" not in meta:
+        import onnx
+
+        from edgekit.quantize.ops import is_transformer
+
+        meta["hub_is_transformer"] = is_transformer(onnx.load(str(st.hub), load_external_data=False))
+    return bool(meta["hub_is_transformer"])
+
+
 def quantized_hub(st: State, target: Target) -> tuple[Path, dict]:
     """One calibration per quantization scheme, shared by every target that uses it."""
     scheme = dict(target.quantization)
@@ -220,6 +231,8 @@ def quantized_hub(st: State, target: Target) -> tuple[Path, dict]:
         scheme["calibration_method"] = st.job.calibration_method
     if st.job.int8_finetune is not None:
         scheme["finetune_steps"] = st.job.int8_finetune
+    if "transformer_activations" in scheme and not _hub_is_transformer(st):
+        del scheme["transformer_activations"]  # a CNN quantizes alike under either: one calibration serves both
     key = hashlib.sha256(json.dumps(scheme, sort_keys=True).encode()).hexdigest()[:12]
     if key not in st.quantized:
         from edgekit.quantize import quantize_model
