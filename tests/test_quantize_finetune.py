@@ -217,3 +217,23 @@ def test_finetune_with_max_drop_never_keeps_more_layers_float(mnist: tuple[Path,
     # the shipped file itself agrees with fp32 on every held-out digit
     ref, out = _outputs(fp32, held), _outputs(tmp_path / "tuned.onnx", held)
     assert np.array_equal(ref.argmax(-1), out.argmax(-1))
+
+
+def test_finetuning_is_kept_only_when_the_held_out_samples_agree(mnist: tuple[Path, SampleSet, SampleSet],
+                                                                 tmp_path: Path) -> None:
+    """Fine-tuning fits the calibration samples; the shipped graph is the better of plain and fine-tuned on the
+    held-out samples, and the report says which and why."""
+    from edgekit.quantize import quantize_model
+
+    fp32, calib, held = mnist
+    for steps in (5, 40):
+        out = tmp_path / f"ft{steps}.onnx"
+        rep = quantize_model(fp32, out, get_target("onnxruntime"), calib, held_out=held, task="classification",
+                             finetune_steps=steps)
+        ft = rep["finetune"]
+        plain, tuned = ft["held_out_drop_plain"], ft["held_out_drop_tuned"]
+        assert rep["accuracy"]["drop"] == pytest.approx(min(plain, tuned), abs=1e-6)
+        if tuned <= plain:
+            assert ft["outcome"] == "fine-tuned" and ft["steps"] == steps
+        else:
+            assert ft["outcome"].startswith("reverted") and "steps" not in ft

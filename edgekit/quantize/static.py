@@ -101,6 +101,24 @@ def _finetune_figures(ft: Any, budget: dict[str, Any]) -> dict[str, Any] | None:
     return out | budget
 
 
+def _keep_finetune_if_better(cal: Calibrated, judge: control.Judge, path: Path) -> dict[str, Any]:
+    """Judge the fine-tuned graph against the plain one on the held-out samples; keep the plain one when
+    fine-tuning (fitted to the calibration samples) made them worse. Returns the report's verdict."""
+    tuned = cal.finetuned
+    cal.write(path)
+    after = float(judge.figures(path)["drop"])
+    cal.finetuned = None
+    cal.write(path)
+    before = float(judge.figures(path)["drop"])
+    if after <= before:
+        cal.finetuned = tuned
+        return {"held_out_drop_plain": round(before, 5), "held_out_drop_tuned": round(after, 5), "outcome": "fine-tuned"}
+    warn(f"int8 fine-tuning made the held-out samples worse (drop {after:.4g} against {before:.4g} without): "
+         "the plain int8 graph is kept")
+    return {"held_out_drop_plain": round(before, 5), "held_out_drop_tuned": round(after, 5),
+            "outcome": "reverted: worse on the held-out samples"}
+
+
 @dataclass
 class Calibrated:
     """A calibrated model, ready to be written as QDQ with any set of layers kept in float.
@@ -283,12 +301,14 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         later = bool(scheme.finetune_steps) and max_drop is not None and judge.active  # fallback_first.py
         later = later and not is_dynamic(model, scheme)
         cal = calibrate(model, scheme, calib, tmp, seed=seed, task=task, finetune=not later)
+        ft_budget: dict[str, Any] = {}
+        if cal.finetuned is not None and judge.active:
+            ft_budget = _keep_finetune_if_better(cal, judge, tmp / "judge.onnx")
         rows, order = cal.analyse(tmp / "analysis.onnx", calib.select(ANALYSIS_SAMPLES, seed=seed))
 
         candidate = tmp / "int8.onnx"
         tries: list[dict] = []
         k = 0
-        ft_budget: dict[str, Any] = {}
         fallback_used = None
         if max_drop is not None and judge.active:
             fallback_used = "layer"
