@@ -165,3 +165,25 @@ def test_a_wrong_scale_is_caught(lowered, tmp_path: Path, which: str) -> None:
     onnx.save(model, str(bad))
     art = tflite.lower(bad, None, tmp_path / "bad", {"precision": "int8"})[0]
     assert _worst_cosine(lowered["fp32"], art, lowered["held"]) < 0.999
+
+
+@pytest.mark.parametrize("name", ["tflite", "arm"])
+def test_tflite_targets_take_int8_weights_for_transformers_only(lowered, name: str) -> None:
+    """The shipped TFLite targets lower transformer graphs with int8 weights alone; a CNN keeps full int8."""
+    from onnx import TensorProto, helper
+
+    from edgekit.quantize.scheme import scheme_for
+    from edgekit.quantize.static import is_dynamic
+
+    scheme = scheme_for(get_target(name))
+    assert scheme.transformer_activations == "weights"
+    assert is_dynamic(onnx.load(str(lowered["fp32"])), scheme)
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    fc = numpy_helper.from_array(np.ones((4 * 6 * 6, 10), np.float32), "fc")
+    cnn = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+         helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("MatMul", ["f", "fc"], ["y"])], "cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [w, fc])
+    assert not is_dynamic(helper.make_model(cnn), scheme)
+    assert scheme_for(get_target("intel-npu")).transformer_activations == "static"
