@@ -119,6 +119,10 @@ def test_matmuls_become_hybrid_fully_connected(lowered) -> None:
         assert len(q.scale) == w.shape[0] > 1 and q.quantizedDimension == 0 and not np.any(q.zeroPoint)
         assert len(q.scale) in scales  # the DQ's own per-channel scales
         assert op.builtinOptions.asymmetricQuantizeInputs
+    from edgekit.backends.tflite import describe
+
+    assert describe(lowered["weights"])["hybrid_ops"] == {"FULLY_CONNECTED": 4}
+    assert describe(lowered["static"])["hybrid_ops"] == {}
     names = [name for name, *_ in ops]
     assert "QUANTIZE" not in names  # activations stay float between ops: the kernels quantize them per run
 

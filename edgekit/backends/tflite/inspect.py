@@ -1,4 +1,5 @@
-"""Read a .tflite file back: op counts, TRANSPOSE count, float ops left in an int8 graph."""
+"""Read a .tflite file back: op counts, TRANSPOSE count, float ops left in an int8 graph, hybrid ops (float
+activations, int8 weights)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from edgekit.backends.tflite.versions import model_versions
 from edgekit.backends.tflite.writer import op_name, read_metadata, read_model
 
 _BOUNDARY = {"QUANTIZE", "DEQUANTIZE"}
+_HYBRID = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL"}  # kernels with a dynamic-range path
 
 
 def describe(path: Path) -> dict[str, Any]:
@@ -21,6 +23,7 @@ def describe(path: Path) -> dict[str, Any]:
     codes = [c.builtinCode for c in model.operatorCodes]
     ops = Counter()
     float_ops = Counter()
+    hybrid_ops = Counter()
     int8_ops = 0
     for op in sg.operators:
         name = op_name(codes[op.opcodeIndex])
@@ -30,7 +33,10 @@ def describe(path: Path) -> dict[str, Any]:
         tensors = [sg.tensors[i] for i in list(op.inputs) + list(op.outputs) if i >= 0]
         acts = [t for t in tensors if model.buffers[t.buffer].data is None]
         if any(t.type == fb.TensorType.FLOAT32 for t in acts):
-            float_ops[name] += 1
+            if name in _HYBRID and any(t.type == fb.TensorType.INT8 for t in tensors if t not in acts):
+                hybrid_ops[name] += 1  # int8 weights, activations quantized per run by the kernel
+            else:
+                float_ops[name] += 1
         elif any(t.type == fb.TensorType.INT8 for t in acts):
             int8_ops += 1
     versions: dict[str, set[int]] = {}
@@ -44,6 +50,7 @@ def describe(path: Path) -> dict[str, Any]:
         "float_ops": sum(float_ops.values()),
         "float_op_types": dict(sorted(float_ops.items())),
         "int8_ops": int8_ops,
+        "hybrid_ops": dict(sorted(hybrid_ops.items())),
         "tensors": len(sg.tensors),
         "size_bytes": len(data),
         "metadata": read_metadata(model),
