@@ -17,7 +17,7 @@
                                    for runtimes whose int8 matmul kernels write float results
     transformer_activations = "dynamic"   (optional) static | dynamic | weights: transformer graphs quantize
                                    activations at run time, with quantize ops in the graph (dynamic.py, ONNX
-                                   Runtime) or inside the runtime from int8 weights alone (weights_only.py)
+                                   Runtime) or inside the runtime from int8 weights alone (weights_only.py: OpenVINO, TFLite)
 """
 
 from __future__ import annotations
