@@ -3,8 +3,10 @@
     PYTHONPATH=. python benchmarks/quantize.py [--models mobilenet_v2,minilm,mnist_cnn] [--calib 128] [--runs 30]
         [--finetune STEPS] [--max-drop X] [--fallback e2e|e2e-cost|e2e-greedy|layer]
 
-For each model: fp32 hub -> edgekit int8 (quantize_model, the target's scheme and method) lowered to ONNX
-Runtime and OpenVINO (and TFLite when its backend lowers the graph), next to
+For each model: fp32 hub -> edgekit int8 (quantize_model with each runtime's own target scheme, as
+`edgekit convert` does: a CNN shares one graph between ONNX Runtime and OpenVINO, a transformer gets a
+dynamic graph for ONNX Runtime and int8 weights for OpenVINO) lowered to ONNX Runtime and OpenVINO (and
+TFLite, its target's scheme, when its backend lowers the graph), next to
   ort-default   onnxruntime.quantization.quantize_static with its default arguments (same calibration samples)
   nncf          nncf.quantize on the OpenVINO model (its defaults, same samples), run in OpenVINO
 Columns: artifact size, median latency with 1 and 2 threads (one sample, batch 1), accuracy on held-out
@@ -127,19 +129,35 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
     ref_sess = ort_mod.load(fp32)
     ref = [ref_sess.run(f)[0] for f in held]
 
-    t0 = time.perf_counter()
-    ours = work / f"{name}.int8.onnx"
-    report = quantize_model(fp32, ours, get_target("onnxruntime"), calib, held_out=held if labels is None else None,
-                            task=entry.task, eval_set=held if labels is not None else None)
-    quant_s = time.perf_counter() - t0
-    hubs = [("edgekit int8", ours, quant_s)]
-    if finetune:
-        t0 = time.perf_counter()
-        tuned = work / f"{name}.int8-ft.onnx"
-        ft_report = quantize_model(fp32, tuned, get_target("onnxruntime"), calib, task=entry.task,
-                                   held_out=held if labels is None else None,
-                                   eval_set=held if labels is not None else None, finetune_steps=finetune)
-        hubs.append((f"edgekit int8 ft{finetune}", tuned, time.perf_counter() - t0))
+    import onnx
+
+    from edgekit.quantize.ops import is_transformer
+
+    transformer = is_transformer(onnx.load(str(fp32)))
+    judged = {"held_out": held if labels is None else None, "eval_set": held if labels is not None else None}
+    cache: dict[str, tuple[list, dict, dict | None]] = {}
+
+    def edgekit_hubs(tname: str) -> tuple[list, dict, dict | None]:
+        """Each target's own int8 graph(s), as `edgekit convert` makes them: one per distinct scheme."""
+        scheme = dict(get_target(tname).quantization)
+        if not transformer:
+            scheme.pop("transformer_activations", None)  # a CNN quantizes alike under either
+        key = json.dumps(scheme, sort_keys=True)
+        if key not in cache:
+            tag = f"{name}.{len(cache)}"
+            t0 = time.perf_counter()
+            rep = quantize_model(fp32, work / f"{tag}.int8.onnx", get_target(tname), calib, task=entry.task, **judged)
+            hubs = [("edgekit int8", work / f"{tag}.int8.onnx", time.perf_counter() - t0)]
+            ft_rep = None
+            if finetune:
+                t0 = time.perf_counter()
+                ft_rep = quantize_model(fp32, work / f"{tag}.int8-ft.onnx", get_target(tname), calib, task=entry.task,
+                                        finetune_steps=finetune, **judged)
+                hubs.append((f"edgekit int8 ft{finetune}", work / f"{tag}.int8-ft.onnx", time.perf_counter() - t0))
+            cache[key] = (hubs, rep, ft_rep)
+        return cache[key]
+
+    _, report, ft_report = edgekit_hubs("onnxruntime")
     budget = None
     if max_drop is not None and labels is None and entry.task == "classification":
         t0 = time.perf_counter()
@@ -154,7 +172,7 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
     artifacts: list[tuple[str, str, str, list[Path], float | None]] = []
     for tname, mod in (("onnxruntime", ort_mod), ("openvino", ov_mod)):
         target = get_target(tname)
-        for variant, hub, qsec in (("fp32", fp32, None), *hubs):
+        for variant, hub, qsec in (("fp32", fp32, None), *edgekit_hubs(tname)[0]):
             files = mod.lower(hub, target, work / f"{name}.{tname}.{variant.split()[-1]}", {})
             artifacts.append((tname, variant, mod.NAME, files, qsec))
         if budget is not None:
@@ -172,7 +190,7 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
                 print(f"  nncf failed on {name}: {exc}", file=sys.stderr)
     try:
         tfl = get_backend("tflite")
-        for variant, hub, qsec in (("fp32", fp32, None), *hubs):
+        for variant, hub, qsec in (("fp32", fp32, None), *edgekit_hubs("tflite")[0]):
             files = tfl.lower(hub, get_target("tflite"), work / f"{name}.tflite.{variant.split()[-1]}",
                               {"precision": "int8" if "int8" in variant else "fp32"})
             artifacts.append(("tflite", variant, "tflite", files, qsec))
