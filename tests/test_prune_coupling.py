@@ -583,7 +583,8 @@ def test_pixel_shuffle_prunes_whole_groups_of_r_squared():
 
 class SizeReadAttention(nn.Module):
     """timm/MobileViT style: `b, n, d = x.shape`, heads by reshape(b, n, heads, d // heads), back by
-    reshape(b, n, d): the computed sizes do not follow pruned channels, so width and heads stay; the FFN prunes."""
+    reshape(b, n, d): reading d keeps x's width whole, so d and d // heads are fixed numbers; heads prune (the
+    head count literal and the computed d of the join become the new literals) and so does the FFN."""
 
     def __init__(self, dim=32, heads=4):
         super().__init__()
@@ -601,11 +602,80 @@ class SizeReadAttention(nn.Module):
         return x + self.ff2(torch.relu(self.ff1(x)))
 
 
-def test_sizes_read_from_channel_axes_keep_them_whole():
+def test_sizes_read_from_channel_axes_keep_the_source_whole():
     x = {"x": torch.randn(2, 5, 16)}
-    p, _ = _prune(SizeReadAttention().eval(), x)
+    m = SizeReadAttention().eval()
+    p, _ = _prune(m, x)
     mods = dict(p.named_modules())
-    assert mods["mix"].out_features == mods["q"].out_features == 32  # d is read from the shape: kept
+    assert mods["mix"].out_features == mods["o"].out_features == 32  # d is read from the shape: kept
+    assert mods["q"].out_features == mods["k"].out_features == mods["o"].in_features == 16  # 2 of 4 heads
+    rows = _kept_rows(m.q.weight, mods["q"].weight)
+    assert sorted(rows) == [h * 8 + d for h in sorted({r // 8 for r in rows}) for d in range(8)]
     assert mods["ff1"].out_features == mods["ff2"].in_features == 32
     _zeroed_equivalent(SizeReadAttention(), x)
     _onnx_matches(p, x)
+
+
+class FusedQKVBlock(nn.Module):
+    """timm ViT block: one qkv Linear split by reshape(B, N, 3, heads, head_dim), unbind(0), and the heads joined
+    back by reshape(B, N, C) with C read from the input's shape; then an MLP."""
+
+    def __init__(self, dim=32, heads=4):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.embed, self.norm = nn.Linear(16, dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 64), nn.Linear(64, dim)
+
+    def forward(self, x):
+        x = self.embed(x)
+        y = self.norm(x)
+        B, N, C = y.shape
+        qkv = self.qkv(y).reshape(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        a = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5
+        x = x + self.proj((a.softmax(-1) @ v).transpose(1, 2).reshape(B, N, C))
+        return x + self.fc2(torch.nn.functional.gelu(self.fc1(x)))
+
+
+def _head_rows(rows: list[int], dim: int, head_dim: int) -> list[int]:
+    """The heads of kept qkv rows, checked to be whole heads kept alike in the q, k and v thirds."""
+    thirds = [sorted(r - t * dim for r in rows if t * dim <= r < (t + 1) * dim) for t in range(3)]
+    assert thirds[0] == thirds[1] == thirds[2]  # q, k and v keep the same rows
+    heads = sorted({r // head_dim for r in thirds[0]})
+    assert thirds[0] == [h * head_dim + d for h in heads for d in range(head_dim)]  # whole heads
+    return heads
+
+
+def test_fused_qkv_attention_prunes_whole_heads():
+    x = {"x": torch.randn(2, 5, 16)}
+    m = FusedQKVBlock().eval()
+    p, rep = _prune(m, x, round_to=8)
+    mods = dict(p.named_modules())
+    assert rep["graph_rewritten"] and mods["qkv"].out_features == 48 and mods["proj"].in_features == 16
+    assert mods["proj"].out_features == 32 and mods["fc1"].out_features == 32
+    heads = _head_rows(_kept_rows(m.qkv.weight, mods["qkv"].weight), 32, 8)
+    assert len(heads) == 2
+    assert _kept_rows(m.proj.weight.T, mods["proj"].weight.T) == [h * 8 + d for h in heads for d in range(8)]
+    torch.testing.assert_close(mods["qkv"].bias, m.qkv.bias[[t * 32 + h * 8 + d for t in range(3) for h in heads
+                                                             for d in range(8)]])
+    _zeroed_equivalent(FusedQKVBlock(), x, frac=0.5)
+    p2, _ = _prune(m, {"x": torch.randn(3, 7, 16)})  # batch and length stay computed from the input
+    assert p2(torch.randn(5, 9, 16)).shape == (5, 9, 32)
+    _onnx_matches(p, x)
+
+
+def test_fused_qkv_mismatch_is_caught():
+    """A head whose q rows go but whose k rows stay (a missed coupling) must be refused, not built."""
+    from edgekit.prune.apply import build_pruned
+    from edgekit.prune.graph import analyze
+
+    x = {"x": torch.randn(2, 5, 16)}
+    an = analyze(FusedQKVBlock().eval(), x)
+    head = next(g for g in an.groups() if "qkv" in g.modules()).units[0]
+    rows = an.slices[("qkv", "weight", 0)]
+    k_rows = [i for i in head.touches[("qkv", "weight", 0)] if 32 <= i < 64]
+    assert len(k_rows) == 8
+    rows[k_rows] = an.uf.new(len(k_rows))  # inject: the head's k rows are no longer part of it
+    with pytest.raises(UnsupportedModelError, match="dependency mismatch|does not run"):
+        build_pruned(an, {head.root}, x)

@@ -48,9 +48,11 @@ def _slice_param(owner, pname: str, dims: dict[int, np.ndarray]) -> None:
     setattr(owner, pname, torch.nn.Parameter(t.clone(), requires_grad=getattr(owner, pname).requires_grad))
 
 
-def _rewrite_shape_args(gm, node, old: tuple, new: tuple, values: dict[str, Any]) -> bool:
+def _rewrite_shape_args(gm, node, old: tuple, new: tuple, values: dict[str, Any], static: set[str]) -> bool:
     """Replace integer size constants of a view/reshape/expand whose axis changed size (literals inside a computed
-    size tuple too: the tuple is rebuilt from its elements, computed ones staying computed)."""
+    size tuple too: the tuple is rebuilt from its elements, computed ones staying computed). A computed size the
+    pruning cannot change (`C` of `B, N, C = x.shape` with x's channels kept, ops.is_static) becomes the new
+    literal: it is a fixed number, so the literal is exact."""
     import operator
 
     rest = list(node.args[1:])
@@ -60,7 +62,8 @@ def _rewrite_shape_args(gm, node, old: tuple, new: tuple, values: dict[str, Any]
         return False
     changed = False
     for ax, d in enumerate(dims):
-        if isinstance(d, int) and d not in (-1,) and old[ax] != new[ax] and d == old[ax]:
+        fixed = d if isinstance(d, int) else values.get(d.name) if getattr(d, "name", None) in static else None
+        if fixed is not None and fixed != -1 and old[ax] != new[ax] and fixed == old[ax]:
             dims[ax] = new[ax]
             changed = True
     if changed:
@@ -123,7 +126,7 @@ def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
             old = an.shapes.get(node.name)
             new = an.expected_shape(node.name, removed)
             if isinstance(old, tuple) and old != new:
-                rewritten |= _rewrite_shape_args(gm, node, old, new, an.values)
+                rewritten |= _rewrite_shape_args(gm, node, old, new, an.values, an.static_sizes)
         elif node.target in ("split", torch.split) and len(node.args) > 1 and isinstance(node.args[1], (list, tuple)):
             old = an.shapes.get(node.name)
             new = an.expected_shape(node.name, removed)

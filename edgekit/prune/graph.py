@@ -110,8 +110,12 @@ def _positional(gm, example_inputs: dict[str, Any]) -> list:
 class Analysis:
     """The propagation context handed to op rules and layer handlers."""
 
-    def __init__(self, gm, shapes: dict[str, Any], values: dict[str, Any]) -> None:
+    def __init__(self, gm, shapes: dict[str, Any], values: dict[str, Any],
+                 split_choice: dict[str, int] | None = None) -> None:
         self.gm = gm
+        self.split_choice = dict(split_choice or {})  # reshape node -> index of the split axis sliced into units
+        self.splits: dict[str, tuple] = {}  # reshape node -> (labels before the merge, sliced axis, candidates)
+        self.static_sizes: set[str] = set()  # scalar nodes whose value pruning cannot change (ops.is_static)
         self.shapes, self.values = shapes, values
         self.uf = UnionFind()
         self.labels: dict[str, Any] = {}
@@ -327,9 +331,27 @@ class Analysis:
         return tuple(out)
 
 
+    def collapsed_splits(self) -> dict[str, int]:
+        """Reshape splits whose sliced axis left fewer than two separate units, with the next axis to try."""
+        out = {}
+        for key, (lab, axis, n) in self.splits.items():
+            roots = {int(self.uf.find(int(lab.select(axis, i).reshape(-1)[0]))) for i in range(lab.shape[axis])}
+            choice = self.split_choice.get(key, 0)
+            if len(roots - {BLOCK}) < 2 and choice + 1 < n:
+                out[key] = choice + 1
+        return out
+
+
 def analyze(module, example_inputs: dict[str, Any]) -> Analysis:
     gm = trace(module)
     shapes, values = record_run(gm, example_inputs)
-    an = Analysis(gm, shapes, values)
-    an.float_inputs = {k for k, v in example_inputs.items() if getattr(v, "is_floating_point", lambda: False)()}
-    return an.run()
+    floats = {k for k, v in example_inputs.items() if getattr(v, "is_floating_point", lambda: False)()}
+    choice: dict[str, int] = {}
+    while True:  # at most (axes of a split) rounds: every round moves at least one split to its next axis
+        an = Analysis(gm, shapes, values, choice)
+        an.float_inputs = floats
+        an.run()
+        retry = an.collapsed_splits()
+        if not retry:
+            return an
+        choice.update(retry)

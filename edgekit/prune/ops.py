@@ -27,6 +27,10 @@ def elementwise(ctx, node):
     those channels (a (b, s, 1) mask times (b, s, c) hidden states), so it adds no coupling."""
     out_shape = ctx.shape(node)
     if out_shape is None:
+        args = ctx.flat_args(node)
+        if args and all(isinstance(a, (int, float)) or is_static(ctx, a) for a in args) and any(
+                is_static(ctx, a) for a in args):
+            ctx.static_sizes.add(node.name)  # C // heads
         return None
     nd = len(out_shape)
     ops = [(align(ctx.lab(a), nd), (1,) * (nd - len(ctx.shape(a))) + tuple(ctx.shape(a))) for a in _tensor_args(ctx, node)]
@@ -75,7 +79,7 @@ def movement(ctx, node):
     out = ctx.call_on_labels(node)
     if isinstance(out, (tuple, list)):
         return tuple(compress(ctx.canon(o)) for o in out)
-    out = rectangular(ctx, out, [ctx.lab(a) for a in _tensor_args(ctx, node)])
+    out = rectangular(ctx, out, [ctx.lab(a) for a in _tensor_args(ctx, node)], key=node.name)
     if node.target in ("view", "reshape", torch_reshape()):
         out = _computed_sizes(ctx, node, out)
     return out
@@ -128,20 +132,31 @@ def _computed_sizes(ctx, node, out):
             ctx.block(out)
             return block_const(out.dim())
         return out
-    if any(not isinstance(d, int) and ax in vary for ax, d in enumerate(items)):
+    if any(not isinstance(d, int) and ax in vary and not is_static(ctx, d) for ax, d in enumerate(items)):
         ctx.block(out)
         return compress(ctx.canon(out))
     return out
 
 
-def rectangular(ctx, out, sources: list):
+def is_static(ctx, d) -> bool:
+    """A computed size whose value pruning cannot change: read from a channel axis (which the read keeps whole)
+    or arithmetic on such sizes and constants (`C`, `C // heads` after `B, N, C = x.shape`)."""
+    return hasattr(d, "name") and d.name in ctx.static_sizes
+
+
+def rectangular(ctx, out, sources: list, key: str | None = None):
     """Labels `out` moved from `sources`: where channels of one axis now vary along several axes (heads x
-    head_dim; PixelShuffle's r*r sub-pixels), each slice along the first of them becomes one unit."""
+    head_dim; PixelShuffle's r*r sub-pixels), each slice along one of them becomes one unit, the first by
+    default. With a `key` (a reshape node), a choice that leaves fewer than two separate units (the q/k/v axis
+    of a fused (3, heads, head_dim) split: attention couples the thirds, so slicing them merges everything)
+    is recorded in ctx.splits; the analysis is then rerun with the next axis (the heads)."""
     out = compress(ctx.canon(out))
     src_axes = max((len(varying_axes(ctx.canon(lab))) for lab in sources), default=0)
     vary = sorted(varying_axes(out))
     if len(vary) >= 2 and len(vary) > src_axes:
-        lead = vary[0]
+        lead = vary[min(ctx.split_choice.get(key, 0), len(vary) - 1)] if key else vary[0]
+        if key:
+            ctx.splits[key] = (out.clone(), lead, len(vary))
         for i in range(out.shape[lead]):
             ctx.uf.union_all(out.select(lead, i).numpy())
         out = compress(ctx.canon(out))
@@ -158,7 +173,10 @@ def getitem(ctx, node):
     x = _size_source(src)
     if x is not None and ctx.is_tensor(x):  # sizes taken out of x.shape / x.size()
         idx = node.args[1]
-        _block_axes(ctx, x, [idx] if isinstance(idx, int) else list(range(len(ctx.shape(x))))[idx])
+        if isinstance(idx, int) and _block_axes(ctx, x, [idx]):
+            ctx.static_sizes.add(node.name)
+        elif not isinstance(idx, int):
+            _block_axes(ctx, x, list(range(len(ctx.shape(x))))[idx])
     return None
 
 
@@ -263,16 +281,19 @@ def meta(ctx, node):
     the whole size tuple blocks only the axes later taken out of it (getitem)."""
     if node.target == "size" and ctx.is_tensor(node.args[0]):
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-        if isinstance(dim, int):
-            _block_axes(ctx, node.args[0], [dim])
+        if isinstance(dim, int) and _block_axes(ctx, node.args[0], [dim]):
+            ctx.static_sizes.add(node.name)
     return None
 
 
-def _block_axes(ctx, x, axes) -> None:
+def _block_axes(ctx, x, axes) -> bool:
+    """Keep x's channel axes among `axes` whole; True when one was a channel axis (its size is a fixed number)."""
     nd = len(ctx.shape(x))
     lab = ctx.canon(align(ctx.lab(x), nd))
     if varying_axes(lab) & {a % nd for a in axes}:
         ctx.block(lab)
+        return True
+    return False
 
 
 def _size_source(node):
