@@ -679,3 +679,76 @@ def test_fused_qkv_mismatch_is_caught():
     rows[k_rows] = an.uf.new(len(k_rows))  # inject: the head's k rows are no longer part of it
     with pytest.raises(UnsupportedModelError, match="dependency mismatch|does not run"):
         build_pruned(an, {head.root}, x)
+
+
+class MHABlock(nn.Module):
+    """nn.MultiheadAttention (a leaf) in a pre-norm block; `kdim` set: separate q/k/v_proj_weight."""
+
+    def __init__(self, batch_first=True, kdim=None):
+        super().__init__()
+        self.embed, self.norm = nn.Linear(16, 32), nn.LayerNorm(32)
+        self.mem = nn.Linear(16, kdim or 32)
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=batch_first, kdim=kdim, vdim=kdim)
+        self.fc1, self.fc2 = nn.Linear(32, 64), nn.Linear(64, 32)
+        self.batch_first = batch_first
+
+    def forward(self, x, pad):
+        h = self.embed(x)
+        y, m = self.norm(h), self.mem(x)
+        if not self.batch_first:
+            y, m = y.transpose(0, 1), m.transpose(0, 1)
+        a = self.attn(y, m, m, key_padding_mask=pad, need_weights=False)[0]
+        h = h + (a if self.batch_first else a.transpose(0, 1))
+        return h + self.fc2(torch.relu(self.fc1(h)))
+
+
+@pytest.mark.parametrize("batch_first,kdim", [(True, None), (False, 24)])
+def test_multihead_attention_prunes_whole_heads(batch_first, kdim):
+    import copy
+
+    pad = torch.zeros(2, 5, dtype=torch.bool)
+    pad[1, 3:] = True
+    x = {"x": torch.randn(2, 5, 16), "pad": pad}
+    m = MHABlock(batch_first, kdim).eval()
+    p, rep = _prune(m, x, round_to=8)
+    a = p.attn
+    assert (a.embed_dim, a.num_heads, a.head_dim, a.out_proj.in_features, a.out_proj.out_features) == (32, 2, 8, 16, 32)
+    # linear layers + the attention: 2 x 16 (or 32) channels x (q, k, v, out projections and the two products)
+    attn = 2 * 32 * (5 * 32 + 5 * 2 * (kdim or 32) + 2 * 25 + 5 * 32)
+    assert rep["macs_before"] == 2 * 5 * 16 * (32 + (kdim or 32)) + 2 * 2 * 5 * 32 * 64 + attn
+    assert rep["macs_after"] <= rep["macs_before"] - attn // 2
+    heads = sorted({c // 8 for c in _kept_rows(m.attn.out_proj.weight.T, a.out_proj.weight.T)})
+    assert len(heads) == 2
+    kept = [h * 8 + d for h in heads for d in range(8)]
+    torch.testing.assert_close(a.out_proj.weight, m.attn.out_proj.weight[:, kept])
+    if kdim is None:
+        assert _head_rows(_kept_rows(m.attn.in_proj_weight, a.in_proj_weight), 32, 8) == heads
+    else:
+        for w in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            torch.testing.assert_close(getattr(a, w), getattr(m.attn, w)[kept])
+    torch.testing.assert_close(a.in_proj_bias, m.attn.in_proj_bias[[t * 32 + k for t in range(3) for k in kept]])
+    zeroed = copy.deepcopy(m.attn)
+    q, kv = torch.randn(2, 5, 32), torch.randn(2, 5, kdim or 32)
+    q, kv = (q, kv) if batch_first else (q.transpose(0, 1), kv.transpose(0, 1))
+    with torch.no_grad():
+        zeroed.out_proj.weight[:, [c for c in range(32) if c not in kept]] = 0  # the removed heads contribute 0
+        for mask in (pad, torch.randn(5, 5)):  # a boolean key padding mask; a float attn_mask
+            kw = {"key_padding_mask": mask} if mask.dtype == torch.bool else {"attn_mask": mask}
+            torch.testing.assert_close(a(q, kv, kv, need_weights=False, **kw)[0],
+                                       zeroed(q, kv, kv, need_weights=False, **kw)[0], rtol=1e-4, atol=1e-5)
+    _onnx_matches(p, x)
+
+
+def test_multihead_attention_weights_used_keep_heads():
+    class Weights(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.attn = nn.Linear(16, 32), nn.MultiheadAttention(32, 4, batch_first=True)
+
+        def forward(self, x):
+            h = self.embed(x)
+            y, w = self.attn(h, h, h)
+            return y.mean(1) + w.sum()  # the head-averaged weights would change with fewer heads
+
+    p, _ = _prune(Weights(), {"x": torch.randn(2, 5, 16)})
+    assert isinstance(p.attn, nn.MultiheadAttention) and p.attn.num_heads == 4

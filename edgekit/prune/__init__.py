@@ -150,8 +150,8 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
     def macs_removed(counts: list[int]) -> float:
         rm = removed_by(counts)
 
-        def width_of(mod: str, full: int) -> int:  # kept channels inside an untraced leaf
-            atoms = an.slices.get((mod, "weight", 0))
+        def width_of(mod: str, full: int, param: tuple[str, int] = ("weight", 0)) -> int:  # inside a leaf
+            atoms = an.slices.get((mod, *param))
             return full if atoms is None else int(sum(r not in rm for r in an.uf.roots(atoms)))
 
         return 1 - graph_macs(an.gm, lambda n: an.expected_shape(n.name, rm) if hasattr(n, "name") else None,

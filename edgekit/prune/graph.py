@@ -56,8 +56,14 @@ class Group:
 def trace(module):
     import torch.fx
 
+    from edgekit.prune.mha import PrunedMultiheadAttention
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m, qualname: str) -> bool:  # a pruned nn.MultiheadAttention stays one, as before
+            return isinstance(m, PrunedMultiheadAttention) or super().is_leaf_module(m, qualname)
+
     try:
-        tracer = torch.fx.Tracer()
+        tracer = Tracer()
         tracer.proxy_buffer_attributes = True  # a buffer sliced by a traced size: position_ids[:, :seq_len]
         graph = tracer.trace(module)
         return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)

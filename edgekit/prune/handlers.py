@@ -386,6 +386,58 @@ class TorchTransformerHandler(Handler):
         return m  # its linear1 / linear2 are rebuilt by name
 
 
+class MultiheadAttentionHandler(Handler):
+    """nn.MultiheadAttention (a leaf): the model width it reads and writes stays; its heads are units, each one
+    head_dim rows in each of the q, k and v parts of the input projection (packed in_proj_weight or separate
+    q/k/v_proj_weight, and in_proj_bias) and head_dim columns of out_proj. Rebuilt as mha.PrunedMultiheadAttention.
+    Heads stay whole when the call is one it cannot reproduce: unbatched inputs, a per-head (3-D) attn_mask,
+    bias_k/bias_v/add_zero_attn, or attention weights used by the model (an average over the heads)."""
+
+    @property
+    def types(self):
+        from torch import nn
+
+        from edgekit.prune.mha import PrunedMultiheadAttention
+
+        return (nn.MultiheadAttention, PrunedMultiheadAttention)
+
+    def propagate(self, ctx, name, m, node):
+        out = OpaqueHandler().propagate(ctx, name, m, node)
+        if not self._heads_prunable(ctx, m, node):
+            return out
+        rows = np.repeat(ctx.uf.new(m.num_heads), m.head_dim)
+        thirds = np.concatenate([rows] * 3)
+        if m.in_proj_weight is not None:
+            ctx.record(name, "in_proj_weight", 0, thirds, out_dim=True)
+        else:
+            for p in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                ctx.record(name, p, 0, rows, out_dim=True)
+        if m.in_proj_bias is not None:
+            ctx.record(name, "in_proj_bias", 0, thirds, out_dim=True)
+        ctx.record(name, "out_proj.weight", 1, rows)
+        return out
+
+    @staticmethod
+    def _heads_prunable(ctx, m, node) -> bool:
+        import operator
+
+        if getattr(m, "bias_k", None) is not None or getattr(m, "add_zero_attn", False):
+            return False
+        args = {**dict(zip(("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask"), node.args)),
+                **node.kwargs}
+        if any(not ctx.is_tensor(args.get(k)) or len(ctx.shape(args[k])) != 3 for k in ("query", "key", "value")):
+            return False
+        mask = args.get("attn_mask")
+        if mask is not None and (not ctx.is_tensor(mask) or len(ctx.shape(mask)) != 2):
+            return False
+        return all(u.op == "call_function" and u.target is operator.getitem and u.args[1] == 0 for u in node.users)
+
+    def rebuild(self, m, keep):
+        from edgekit.prune.mha import rebuild
+
+        return rebuild(m, keep)
+
+
 class OpaqueHandler(Handler):
     """A layer the analysis does not understand: its inputs' channels are blocked, outputs are fixed."""
 
@@ -406,7 +458,7 @@ class OpaqueHandler(Handler):
 
 HANDLERS: list[Handler] = [ConvHandler(), LinearHandler(), EmbeddingHandler(), BatchNormHandler(),
                            LayerNormHandler(), GroupNormHandler(), PReLUHandler(), PerChannelHandler(),
-                           FlattenHandler(), PixelShuffleHandler(), TorchTransformerHandler()]
+                           FlattenHandler(), PixelShuffleHandler(), TorchTransformerHandler(), MultiheadAttentionHandler()]
 
 
 def handler_for(module) -> Handler:

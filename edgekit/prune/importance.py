@@ -22,8 +22,9 @@ class Importance:
     needs_stats = False  # per-layer input channel variances on calibration data
 
     def applies(self, key: SliceKey, tensor) -> bool:
-        """Which parameter slices count (default: weights of conv/linear/embedding layers)."""
-        return key[1] == "weight" and tensor.dim() >= 2
+        """Which parameter slices count (default: weights of conv/linear/embedding layers, and the projection
+        weights inside an attention leaf: in_proj_weight, out_proj.weight)."""
+        return key[1].endswith("weight") and tensor.dim() >= 2
 
     def per_index(self, w, g, dim: int) -> np.ndarray:
         raise NotImplementedError

@@ -35,9 +35,18 @@ TORCH_TRANSFORMER_LEAVES = ("Transformer", "TransformerEncoder", "TransformerDec
                             "TransformerDecoderLayer")
 
 
+def MHA_LEAVES() -> tuple:  # noqa: N802
+    from torch import nn
+
+    from edgekit.prune.mha import PrunedMultiheadAttention
+
+    return (nn.MultiheadAttention, PrunedMultiheadAttention)
+
+
 def graph_macs(gm, shape_of: Callable[[Any], tuple | None], width_of: Callable[[str, int], int] | None = None) -> int:
     """Sum over the graph's nodes; `shape_of(node)` gives a node's (possibly predicted) output shape and
-    `width_of(module, full)` the kept channels inside an untraced leaf (torch.nn Transformer layers)."""
+    `width_of(module, full, (param, dim))` the kept channels inside an untraced leaf (torch.nn Transformer layers'
+    FFN: the weight's rows; MultiheadAttention: out_proj's columns, heads x head_dim)."""
     import operator
 
     import torch
@@ -48,6 +57,8 @@ def graph_macs(gm, shape_of: Callable[[Any], tuple | None], width_of: Callable[[
     total = 0
     for node in gm.graph.nodes:
         out = shape_of(node)
+        if node.op == "call_module" and isinstance(modules[node.target], MHA_LEAVES()):
+            out = shape_of(node.args[0])  # its result is a tuple (output, weights or None)
         if not isinstance(out, tuple):
             continue
         if node.op == "call_module":
@@ -60,6 +71,12 @@ def graph_macs(gm, shape_of: Callable[[Any], tuple | None], width_of: Callable[[
                 total += _prod(out) * inp[-1]
             elif type(m).__name__ in TORCH_TRANSFORMER_LEAVES and type(m).__module__.startswith("torch.nn"):
                 total += torch_transformer_macs(node.target, m, inp, width_of)
+            elif isinstance(m, MHA_LEAVES()):
+                from edgekit.prune.mha import mha_macs
+
+                inner = m.out_proj.in_features
+                inner = width_of(node.target, inner, ("out_proj.weight", 1)) if width_of else inner
+                total += mha_macs(m, inp, shape_of(node.args[1] if len(node.args) > 1 else node.kwargs["key"]), inner)
         elif node.target in (torch.matmul, torch.bmm, operator.matmul, "matmul", "bmm"):
             a = shape_of(node.args[0])
             if isinstance(a, tuple):
