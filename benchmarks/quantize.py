@@ -228,7 +228,7 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
     summary["op_policy"] = report["scheme"]["op_policy"]
     summary["calibration_samples"] = report["calibration"]["samples"]
     summary["held_out"] = report["accuracy"]
-    if finetune:
+    if finetune and ft_report is not None and ft_report["finetune"] and "steps" in ft_report["finetune"]:
         summary["finetune"] = {**ft_report["finetune"], "held_out": ft_report["accuracy"]}
     if budget is not None:
         summary["max_drop"] = {"max_drop": max_drop, "float_layers": budget_report["float_layers"],
@@ -275,10 +275,19 @@ def main() -> None:
                     help="--max-drop fallback order: end-to-end gain (default), gain per float MAC, per-layer error")
     args = ap.parse_args()
     rows: list[dict] = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import onnxruntime
+    import openvino
+
+    meta = {"host": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__, "calibration_samples": args.calib,
+            "runs": args.runs}
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-q-") as tmp:
         for name in args.models.split(","):
             print(f"== {name}", file=sys.stderr)
             rows += bench_model(name, args.calib, args.runs, Path(tmp), args.max_drop, args.finetune, args.fallback)
+            out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))  # each model as it ends
     print(table(rows))
     for r in rows:
         if "report" in r:
@@ -305,15 +314,6 @@ def main() -> None:
                         print(f"    fine-tuned with {rd['tuned_with_float']} float -> {rd['float']} "
                               f"({'kept' if rd['kept'] else 'not kept'}, {rd['seconds']} s), tries "
                               f"{[(t['kept_float'], t['drop']) for t in rd['tries']]}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    import onnxruntime
-    import openvino
-
-    meta = {"host": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__, "calibration_samples": args.calib,
-            "runs": args.runs}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
     print(f"wrote {out}", file=sys.stderr)
 
 

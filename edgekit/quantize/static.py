@@ -206,8 +206,8 @@ def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: in
         prepared = work / "fp32-prepared.onnx"
         onnx.save(model, str(prepared))
         if scheme.finetune_steps and finetune:
-            warn("int8 fine-tuning applies to static int8 graphs; this transformer's activations are quantized "
-                 "at run time (dynamic), so it is skipped")
+            warn("int8 fine-tuning applies to static int8 graphs; this target quantizes a transformer's "
+                 f"activations at run time ({scheme.transformer_activations}), so it is skipped")
         return Calibrated(model, prepared, scheme, list(dynamic.OPS), {}, {}, dynamic=True,
                           seconds=time.perf_counter() - t0)
     equalized = 0
