@@ -62,11 +62,20 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
     if len(refs) != len(cands) or not refs:
         raise ValueError("reference and candidate must have the same, non-zero number of samples")
     max_abs, abs_sum, count, cosines, agree, ref_peak = 0.0, 0.0, 0, [], 0, 0.0
+    exact, n_int = 0, 0
     for ref, cand in zip(refs, cands):
         if len(ref) != len(cand):
             raise ValueError(f"artifact has {len(cand)} outputs, the source model {len(ref)}")
         flat_r, flat_c = [], []
-        for r, c in zip(ref, cand):
+        integer = [_is_integer(r) for r in ref]
+        # integer outputs (indices, ids, masks) are compared exactly; they join the cosine only when the model
+        # has nothing else (an index is a label, not a magnitude: 500 -> 3 is no further off than 500 -> 501)
+        mixed = any(integer) and not all(integer)
+        if any(integer):
+            n_int += 1
+            exact += all(np.array_equal(np.asarray(r), np.asarray(c).reshape(np.shape(r)))
+                         for r, c, i in zip(ref, cand, integer) if i and np.size(r) == np.size(c))
+        for r, c, is_int in zip(ref, cand, integer):
             r = np.asarray(r, dtype=np.float64)
             c = np.asarray(c, dtype=np.float64)
             if r.shape != c.shape:
@@ -78,8 +87,9 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
             abs_sum += float(d.sum())
             count += d.size
             ref_peak = max(ref_peak, float(np.abs(r).max(initial=0.0)))
-            flat_r.append(r.ravel())
-            flat_c.append(c.ravel())
+            if not (mixed and is_int):
+                flat_r.append(r.ravel())
+                flat_c.append(c.ravel())
         fr, fc = np.concatenate(flat_r), np.concatenate(flat_c)
         denom = np.linalg.norm(fr) * np.linalg.norm(fc)
         cosines.append(float(fr @ fc / denom) if denom > 0 else float(np.allclose(fr, fc)))
@@ -93,7 +103,12 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
         "top1_agreement": agree / len(refs) if task == "classification" else None,
         "samples": len(refs),
         "reference_peak": ref_peak,
+        "integer_outputs_exact": exact / n_int if n_int else None,
     }
+
+
+def _is_integer(value: Any) -> bool:
+    return np.issubdtype(np.asarray(value).dtype, np.integer) or np.asarray(value).dtype == np.bool_
 
 
 def check(figures: dict[str, Any], tolerances: dict[str, float]) -> tuple[bool, list[str]]:

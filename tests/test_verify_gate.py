@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 import edgekit.backends.onnxruntime as ort_backend
@@ -67,3 +68,21 @@ def test_wrongly_lowered_int8_artifact_fails(invoke, tmp_path, monkeypatch):
                  "-o", str(tmp_path / "o"), "--json")
     assert res.returncode == 3, res.stderr
     assert "failed verification" in res.stderr
+
+
+def test_integer_outputs_are_compared_exactly_not_in_the_cosine():
+    """A classifier with logits and an argmax index: a changed index is a miss counted apart; it does not move
+    the cosine (an index is a label: 500 -> 3 is no further off than 500 -> 501)."""
+    rng = np.random.default_rng(0)
+    logits = [rng.standard_normal((1, 1000)).astype(np.float32) for _ in range(4)]
+    refs = [[lg, np.array([500], np.int64)] for lg in logits]
+    near = [[lg, np.array([501 if i == 0 else 500], np.int64)] for i, lg in enumerate(logits)]
+    far = [[lg, np.array([3 if i == 0 else 500], np.int64)] for i, lg in enumerate(logits)]
+    a, b = compare(refs, near, "generic"), compare(refs, far, "generic")
+    assert a["integer_outputs_exact"] == b["integer_outputs_exact"] == 0.75
+    assert a["cosine"] == b["cosine"] == pytest.approx(1.0, abs=1e-12)  # the float output is untouched
+    assert compare(refs, refs, "generic")["integer_outputs_exact"] == 1.0
+    assert compare([[lg] for lg in logits], [[lg] for lg in logits], "generic")["integer_outputs_exact"] is None
+    only_ids = compare([[np.array([500])]], [[np.array([3])]], "generic")  # nothing else: the ids stay in the cosine
+    assert only_ids["integer_outputs_exact"] == 0.0 and only_ids["cosine"] == pytest.approx(1.0)  # 1-element vectors align
+    assert b["max_abs_error"] == 497  # the raw difference is still reported
