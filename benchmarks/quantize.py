@@ -132,6 +132,7 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
     import onnx
 
     from edgekit.quantize.ops import is_transformer
+    from edgekit.quantize.scheme import scheme_key
 
     transformer = is_transformer(onnx.load(str(fp32)))
     judged = {"held_out": held if labels is None else None, "eval_set": held if labels is not None else None}
@@ -139,10 +140,7 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
 
     def edgekit_hubs(tname: str) -> tuple[list, dict, dict | None]:
         """Each target's own int8 graph(s), as `edgekit convert` makes them: one per distinct scheme."""
-        scheme = dict(get_target(tname).quantization)
-        if not transformer:
-            scheme.pop("transformer_activations", None)  # a CNN quantizes alike under either
-        key = json.dumps(scheme, sort_keys=True)
+        key = scheme_key(get_target(tname).quantization, transformer)
         if key not in cache:
             tag = f"{name}.{len(cache)}"
             t0 = time.perf_counter()

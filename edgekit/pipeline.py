@@ -6,8 +6,6 @@ load -> [prune + distill] -> export (hub ONNX fp32) -> samples -> reference outp
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -231,9 +229,9 @@ def quantized_hub(st: State, target: Target) -> tuple[Path, dict]:
         scheme["calibration_method"] = st.job.calibration_method
     if st.job.int8_finetune is not None:
         scheme["finetune_steps"] = st.job.int8_finetune
-    if "transformer_activations" in scheme and not _hub_is_transformer(st):
-        del scheme["transformer_activations"]  # a CNN quantizes alike under either: one calibration serves both
-    key = hashlib.sha256(json.dumps(scheme, sort_keys=True).encode()).hexdigest()[:12]
+    from edgekit.quantize.scheme import scheme_key
+
+    key = scheme_key(scheme, _hub_is_transformer(st))
     if key not in st.quantized:
         from edgekit.quantize import quantize_model
 

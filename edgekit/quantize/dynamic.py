@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.data import SampleSet
+from edgekit.quantize.weights_only import OPS  # the same nodes, either way
 
-OPS = ("MatMul", "Gemm", "Gather")
+__all__ = ["NAMES", "OPS", "per_layer", "quantized_nodes", "write"]
 NAMES = {"dynamic": "dynamic uint8 activations (range per run), int8 per-channel weights",
          "weights": "int8 per-channel weights, activations quantized by the runtime per run"}
 

@@ -22,6 +22,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -114,3 +116,13 @@ def scheme_for(target: Any, method: str | None = None, finetune_steps: int | Non
         float_outputs=bool(q.get("float_outputs", False)),
         transformer_activations=mode,
     )
+
+
+def scheme_key(quantization: dict[str, Any], transformer: bool) -> str:
+    """A short key naming the int8 graph a target's `[quantization]` table gives a model: targets with equal keys
+    share one calibration. transformer_activations only matters for transformer graphs (a CNN quantizes alike
+    under any of them)."""
+    fields = dict(quantization)
+    if not transformer:
+        fields.pop("transformer_activations", None)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
