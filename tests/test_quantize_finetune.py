@@ -228,11 +228,12 @@ def test_finetuning_is_kept_only_when_the_held_out_samples_agree(mnist: tuple[Pa
     fp32, calib, held = mnist
     for steps in (5, 40):
         out = tmp_path / f"ft{steps}.onnx"
-        rep = quantize_model(fp32, out, get_target("onnxruntime"), calib, held_out=held, task="classification",
+        rep = quantize_model(fp32, out, get_target("onnxruntime"), calib, held_out=held, task="embedding",
                              finetune_steps=steps)
         ft = rep["finetune"]
         plain, tuned = ft["held_out_drop_plain"], ft["held_out_drop_tuned"]
-        assert rep["accuracy"]["drop"] == pytest.approx(min(plain, tuned), abs=1e-6)
+        assert plain != tuned  # (a cosine drop: the two graphs differ, so the choice between them is seen)
+        assert rep["accuracy"]["drop"] == pytest.approx(min(plain, tuned), rel=1e-3)
         if tuned <= plain:
             assert ft["outcome"] == "fine-tuned" and ft["steps"] == steps
         else:

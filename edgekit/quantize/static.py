@@ -110,13 +110,13 @@ def _keep_finetune_if_better(cal: Calibrated, judge: control.Judge, path: Path) 
     cal.finetuned = None
     cal.write(path)
     before = float(judge.figures(path)["drop"])
+    drops = {"held_out_drop_plain": float(f"{before:.4g}"), "held_out_drop_tuned": float(f"{after:.4g}")}
     if after <= before:
         cal.finetuned = tuned
-        return {"held_out_drop_plain": round(before, 5), "held_out_drop_tuned": round(after, 5), "outcome": "fine-tuned"}
+        return {**drops, "outcome": "fine-tuned"}
     warn(f"int8 fine-tuning made the held-out samples worse (drop {after:.4g} against {before:.4g} without): "
          "the plain int8 graph is kept")
-    return {"held_out_drop_plain": round(before, 5), "held_out_drop_tuned": round(after, 5),
-            "outcome": "reverted: worse on the held-out samples"}
+    return {**drops, "outcome": "reverted: worse on the held-out samples"}
 
 
 @dataclass
