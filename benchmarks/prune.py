@@ -30,6 +30,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,17 +101,32 @@ def data_for(name: str, lm, fresh: int = 0):
     return samples(lines[:cut]), _stack(list(samples(lines[cut:]))), None
 
 
+def _outputs(model, held) -> Any:
+    import torch
+
+    n = len(next(iter(held.values())))
+    with torch.no_grad():
+        return torch.cat([model(**{k: v[i:i + 32] for k, v in held.items()}) for i in range(0, n, 32)])
+
+
 def quality(name: str, teacher, student, held, labels) -> float:
     import torch
 
-    with torch.no_grad():
-        s = torch.cat([student(**{k: v[i:i + 32] for k, v in held.items()}) for i in range(0, len(next(iter(held.values()))), 32)])
-        if name == "mnist_cnn":
-            return float((s.argmax(-1).numpy() == labels).mean())
-        t = torch.cat([teacher(**{k: v[i:i + 32] for k, v in held.items()}) for i in range(0, len(next(iter(held.values()))), 32)])
+    s = _outputs(student, held)
+    if name == "mnist_cnn":
+        return float((s.argmax(-1).numpy() == labels).mean())
+    t = _outputs(teacher, held)
     if name == "mobilenet_v2":
         return float((s.argmax(-1) == t.argmax(-1)).float().mean())
     return float(torch.nn.functional.cosine_similarity(s, t).mean())
+
+
+def confident_agreement(teacher, student, held) -> float:
+    """Top-1 agreement on the held-out crops the unpruned model classifies with softmax p >= 0.5 (context:
+    ImageNet-like decisive inputs; the rest are near-ties among classes the photo does not show)."""
+    t, s = _outputs(teacher, held), _outputs(student, held)
+    sure = t.softmax(-1).max(-1).values >= 0.5
+    return float((s.argmax(-1) == t.argmax(-1))[sure].float().mean())
 
 
 THREADS: int | None = None  # --threads: runtime threads for the latency figures (None: the runtime's default)
@@ -220,11 +236,15 @@ def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "
                    "macs_removed": rep["macs_removed"], "prune_s": round(time.perf_counter() - t0, 1),
                    "pruned_from_cache": cached,
                    "quality_pruned": quality(name, teacher, student, held, labels),
+                   **({"quality_pruned_confident": confident_agreement(teacher, student, held)}
+                      if name == "mobilenet_v2" else {}),
                    "reconstruction": rep.get("reconstruction"),
                    "widths": [[g["modules"][0], g["channels_before"], g["channels_after"]] for g in rep["groups"]]}
             if steps:
                 d_rep = distill(teacher, student, train, steps=steps, task=lm.task, seed=seed, **dkw)
                 row.update(quality_distilled=quality(name, teacher, student, held, labels),
+                           **({"quality_distilled_confident": confident_agreement(teacher, student, held)}
+                              if name == "mobilenet_v2" else {}),
                            distill_steps=d_rep["steps"], distill_s=d_rep["seconds"],
                            distill_bn_recalibrated=[d_rep["bn_recalibrated"], d_rep["bn_recalibrated_end"]],
                            distill_early_stopped=d_rep["early_stopped"])

@@ -269,6 +269,9 @@ def verify_artifact(st: State, backend, path: Path, target: Target, precision: s
     level = log if passed else warn
     cos = f"cosine {figures['cosine_mean']:.6f} (worst {figures['cosine']:.6f})"
     top1 = f", top-1 agreement {figures['top1_agreement']:.3f}" if figures["top1_agreement"] is not None else ""
+    if figures.get("top1_agreement_confident") is not None and figures["top1_agreement"] < 1.0:
+        top1 += (f" ({figures['top1_agreement_confident']:.3f} on the {figures['confident_samples']} samples the "
+                 f"source classifies with p >= 0.5)")
     if figures.get("integer_outputs_exact") is not None:
         top1 += f", integer outputs identical {figures['integer_outputs_exact']:.3f}"
     level(f"verify {target.name} {precision}: max abs error {figures['max_abs_error']:.3g}, {cos}{top1} "

@@ -62,6 +62,7 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
     if len(refs) != len(cands) or not refs:
         raise ValueError("reference and candidate must have the same, non-zero number of samples")
     max_abs, abs_sum, count, cosines, agree, ref_peak = 0.0, 0.0, 0, [], 0, 0.0
+    confident, confident_agree = 0, 0
     exact, n_int = 0, 0
     for ref, cand in zip(refs, cands):
         if len(ref) != len(cand):
@@ -94,17 +95,44 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
         denom = np.linalg.norm(fr) * np.linalg.norm(fc)
         cosines.append(float(fr @ fc / denom) if denom > 0 else float(np.allclose(fr, fc)))
         if task == "classification":
-            agree += int(np.array_equal(np.argmax(ref[0], axis=-1), np.argmax(np.asarray(cand[0]).reshape(ref[0].shape), axis=-1)))
+            same = int(np.array_equal(np.argmax(ref[0], axis=-1),
+                                      np.argmax(np.asarray(cand[0]).reshape(ref[0].shape), axis=-1)))
+            agree += same
+            if top1_probability(ref[0]) >= CONFIDENT:
+                confident += 1
+                confident_agree += same
     return {
         "max_abs_error": max_abs,
         "mean_abs_error": abs_sum / max(count, 1),
         "cosine": min(cosines),
         "cosine_mean": float(np.mean(cosines)),
         "top1_agreement": agree / len(refs) if task == "classification" else None,
+        # context, not a gate: agreement where the source model itself is decisive (inputs like a labelled
+        # benchmark's); disagreements elsewhere are near-ties that any perturbation may flip
+        "top1_agreement_confident": confident_agree / confident if confident else None,
+        "confident_samples": confident if task == "classification" else None,
         "samples": len(refs),
         "reference_peak": ref_peak,
         "integer_outputs_exact": exact / n_int if n_int else None,
     }
+
+
+CONFIDENT = 0.5  # a sample is "confident" when the source's top-1 probability is at least this
+
+
+def top1_probability(output: Any) -> float:
+    """The smallest top-1 probability over the rows of a classifier output: its own values when they are
+    already probabilities (non-negative, rows summing to 1), else their softmax (logits)."""
+    x = np.asarray(output, dtype=np.float64)
+    x = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+    if not np.isfinite(x).all():
+        return 0.0
+    if x.min() >= 0 and np.allclose(x.sum(-1), 1.0, atol=1e-3):
+        p = x
+    else:
+        e = np.exp(x - x.max(-1, keepdims=True))
+        p = e / e.sum(-1, keepdims=True)
+    return float(p.max(-1).min())
 
 
 def _is_integer(value: Any) -> bool:

@@ -9,7 +9,7 @@ from onnx import numpy_helper
 
 import edgekit.backends.onnxruntime as ort_backend
 import edgekit.backends.openvino as ov_backend
-from edgekit.verify import check, compare
+from edgekit.verify import check, compare, top1_probability
 
 
 def _corrupting(lower):
@@ -86,3 +86,16 @@ def test_integer_outputs_are_compared_exactly_not_in_the_cosine():
     only_ids = compare([[np.array([500])]], [[np.array([3])]], "generic")  # nothing else: the ids stay in the cosine
     assert only_ids["integer_outputs_exact"] == 0.0 and only_ids["cosine"] == pytest.approx(1.0)  # 1-element vectors align
     assert b["max_abs_error"] == 497  # the raw difference is still reported
+
+
+def test_confident_agreement_counts_only_samples_the_source_is_sure_of():
+    sure = np.array([[0.0, 9.0, 0.0]], np.float32)  # softmax top-1 ~ 0.9998
+    tie = np.array([[3.09, 3.1, 0.0]], np.float32)  # a near-tie: top-1 ~ 0.49
+    ref = [[sure], [sure], [tie], [tie]]
+    cand = [[sure], [np.array([[9.0, 0.0, 0.0]], np.float32)], [np.array([[3.2, 3.1, 0.0]], np.float32)], [tie]]
+    fig = compare(ref, cand, "classification")
+    assert fig["top1_agreement"] == 0.5
+    assert fig["confident_samples"] == 2 and fig["top1_agreement_confident"] == 0.5
+    probs = np.array([[0.2, 0.7, 0.1]])  # an output that already is probabilities is not softmaxed again
+    assert abs(top1_probability(probs) - 0.7) < 1e-9
+    assert compare(ref, ref, "embedding")["confident_samples"] is None

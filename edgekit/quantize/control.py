@@ -16,6 +16,7 @@ import numpy as np
 
 from edgekit.data import SampleSet
 from edgekit.quantize.collect import run_checked, session
+from edgekit.verify import CONFIDENT, top1_probability
 
 Outputs = list[np.ndarray]
 
@@ -41,6 +42,10 @@ def held_out_figures(ref: list[Outputs], cand: list[Outputs], task: str) -> dict
     if task == "classification":
         agree = float(np.mean(_top1(ref) == _top1(cand)))
         out.update(metric="top1_agreement", top1_agreement=round(agree, 4), drop=round(1.0 - agree, 4))
+        sure = np.array([top1_probability(r[0]) >= CONFIDENT for r in ref])
+        if sure.any():  # context: agreement where the fp32 model is decisive (not what --max-drop budgets)
+            same = _top1(ref) == _top1(cand)
+            out.update(top1_agreement_confident=round(float(same[sure].mean()), 4), confident_samples=int(sure.sum()))
     else:
         out.update(metric="cosine", drop=round(1.0 - cos, 6))
     return out
