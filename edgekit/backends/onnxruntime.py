@@ -11,6 +11,7 @@ import numpy as np
 from edgekit.backends.base import LoadOptions, TensorInfo, artifact_path
 from edgekit.backends.diagnose import unsupported
 from edgekit.errors import DeviceError
+from edgekit.progress import warn
 
 NAME = "onnxruntime"
 SUFFIXES = (".onnx", ".ort")
@@ -73,6 +74,12 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
     _session(onnx_path, LoadOptions(), level=level, save_to=out_onnx)
     if not out_onnx.exists():  # pragma: no cover - ORT always writes it
         shutil.copyfile(onnx_path, out_onnx)
+    elif level != "none" and not _reloads(out_onnx):
+        # ORT bug: a saved graph can fail its own fusions on reload (MatMulAddFusion re-adds an initializer
+        # name its first pass already wrote, e.g. with weights shared by repeated layers): ship it unoptimized
+        warn(f"ONNX Runtime cannot reload its own {level}-optimized graph; the artifact keeps the graph "
+             "unoptimized (ONNX Runtime optimizes it when loading)")
+        _session(onnx_path, LoadOptions(), level="none", save_to=out_onnx)
     files = [out_onnx]
     if target.runtime.get("save_ort", False):
         out_ort = artifact_path(out_stem, ".ort")
@@ -82,6 +89,15 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
         except Exception:  # noqa: BLE001 - .ort is a bonus format
             out_ort.unlink(missing_ok=True)
     return files
+
+
+def _reloads(path: Path) -> bool:
+    """Whether ONNX Runtime opens `path` with every optimization on, as an app loading the artifact does."""
+    try:
+        _session(path, LoadOptions(), level="all")
+    except Exception:  # noqa: BLE001
+        return False
+    return True
 
 
 class OrtSession:
