@@ -52,8 +52,10 @@ def load_graph(onnx_path: Path, input_shapes: dict | None = None) -> Graph:
     g = _to_graph(model, opset)
     g.notes.extend(notes)
     g = strip_qdq(g)
-    for _ in range(4):
-        g = infer_shapes(g, allow_run=False)
+    for k in range(6):
+        # each static round resolves one level of shape-dependent ops (a Shape of a Slice whose bounds came from a
+        # Shape ...); a deeper chain (opset-13 chunk in every block) gets its remaining shapes from one run
+        g = infer_shapes(g, allow_run=k >= 3)
         g, changed = fold_constants(g)
         if not changed:
             break
