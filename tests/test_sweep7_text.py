@@ -72,3 +72,46 @@ def test_onnx_runtime_artifact_with_layers_sharing_weights_reloads(tmp_path: Pat
     np.savez(npz, x=np.random.default_rng(0).standard_normal((8, 8, 8)).astype(np.float32))
     result = api.convert(str(path), ["onnxruntime"], tmp_path / "out", calibration=str(npz))
     _passed(result, ["onnxruntime"])
+
+
+class _CausalBlock(nn.Module):
+    """GPT-style: fused qkv split by the width read from x.shape, a causal mask built with torch.ones(T, T), and a
+    padding bias filled with torch.finfo(x.dtype).min (HF DistilBERT)."""
+
+    def __init__(self, d: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.inp, self.qkv, self.proj = nn.Linear(d, d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x, mask):
+        x = self.inp(x)
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).split(c, dim=2)
+        q, k, v = (y.view(b, t, self.heads, c // self.heads).transpose(1, 2) for y in (q, k, v))
+        causal = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+        pad = (1.0 - mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        a = ((q @ k.transpose(-1, -2)).masked_fill(causal, float("-inf")) + pad).softmax(-1)
+        return x + self.proj((a @ v).transpose(1, 2).reshape(b, t, c))
+
+
+def test_causal_attention_with_traced_sizes_prunes_whole_heads() -> None:
+    """torch.ones(T, T) and torch.finfo(x.dtype) with traced arguments made torch.fx fail (pruning refused the
+    model), and a fused qkv split by a size (`split(C, dim=2)`, C from x.shape) kept the old size after its heads
+    were pruned (the pruned model did not run)."""
+    from edgekit.prune import prune_model
+
+    torch.manual_seed(0)
+    m = _CausalBlock().eval()
+    feeds = {"x": torch.randn(2, 6, 32), "mask": torch.tensor([[1] * 6, [1] * 4 + [0] * 2])}
+    pruned, rep = prune_model(m, feeds, ratio=0.5, round_to=8, keep_first_last=False)
+    assert rep["graph_rewritten"] and pruned.qkv.out_features == 48 and pruned.proj.in_features == 16
+    kept = [next(i for i in range(96) if torch.equal(m.qkv.weight[i], r)) for r in pruned.qkv.weight]
+    heads = sorted({i // 8 for i in kept[:16]})
+    assert len(heads) == 2 and kept == [t * 32 + h * 8 + j for t in range(3) for h in heads for j in range(8)]
+    zeroed = m.proj.weight.detach().clone()
+    zeroed[:, [h * 8 + j for h in range(4) if h not in heads for j in range(8)]] = 0.0
+    ref = torch.func.functional_call(m, {**dict(m.named_parameters()), "proj.weight": zeroed}, tuple(feeds.values()))
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(**feeds), ref, rtol=1e-4, atol=1e-4)
+        longer = {"x": torch.randn(1, 9, 32), "mask": torch.ones(1, 9, dtype=torch.int64)}
+        assert pruned(**longer).shape == (1, 9, 32)  # the mask still follows the input length

@@ -127,7 +127,7 @@ def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
             new = an.expected_shape(node.name, removed)
             if isinstance(old, tuple) and old != new:
                 rewritten |= _rewrite_shape_args(gm, node, old, new, an.values, an.static_sizes)
-        elif node.target in ("split", torch.split) and len(node.args) > 1 and isinstance(node.args[1], (list, tuple)):
+        elif node.target in ("split", torch.split) and len(node.args) > 1:  # sizes, or one size (literal or computed)
             old = an.shapes.get(node.name)
             new = an.expected_shape(node.name, removed)
             if old != new:

@@ -56,6 +56,7 @@ class Group:
 def trace(module):
     import torch.fx
 
+    from edgekit.prune.fx_patches import traceable_torch_calls
     from edgekit.prune.mha import PrunedMultiheadAttention
 
     class Tracer(torch.fx.Tracer):
@@ -65,7 +66,8 @@ def trace(module):
     try:
         tracer = Tracer()
         tracer.proxy_buffer_attributes = True  # a buffer sliced by a traced size: position_ids[:, :seq_len]
-        graph = tracer.trace(module)
+        with traceable_torch_calls():
+            graph = tracer.trace(module)
         return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
     except Exception as exc:  # noqa: BLE001
         raise UnsupportedModelError(
