@@ -115,3 +115,33 @@ def test_causal_attention_with_traced_sizes_prunes_whole_heads() -> None:
         torch.testing.assert_close(pruned(**feeds), ref, rtol=1e-4, atol=1e-4)
         longer = {"x": torch.randn(1, 9, 32), "mask": torch.ones(1, 9, dtype=torch.int64)}
         assert pruned(**longer).shape == (1, 9, 32)  # the mask still follows the input length
+
+
+def test_int8_of_a_model_whose_if_branches_read_outer_initializers(tmp_path: Path) -> None:
+    """The QDQ clean-up dropped initializers no top-level node read, but If branches read the outer graph's
+    initializers: ONNX Runtime refused the int8 graph (an internal error, exit 1)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    vec = [1, 16]
+    then_g = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["t"])], "then", [],
+                              [helper.make_tensor_value_info("t", TensorProto.FLOAT, vec)])
+    else_g = helper.make_graph([helper.make_node("Sub", ["x", "one"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, vec)])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["z"], then_branch=then_g, else_branch=else_g),
+             helper.make_node("MatMul", ["z", "w"], ["y"])]
+    inits = {"two": np.float32(2), "one": np.float32(1), "zero": np.float32(0),
+             "w": rng.standard_normal((16, 8)).astype(np.float32)}
+    graph = helper.make_graph(nodes, "branches", [helper.make_tensor_value_info("x", TensorProto.FLOAT, vec)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "if.onnx"))
+    np.savez(tmp_path / "x.npz", x=rng.standard_normal((12, 16)).astype(np.float32))
+    result = api.convert(str(tmp_path / "if.onnx"), ["onnxruntime"], tmp_path / "out", precision="int8",
+                         calibration=str(tmp_path / "x.npz"))
+    _passed(result, ["onnxruntime"])

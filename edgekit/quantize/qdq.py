@@ -228,11 +228,24 @@ def set_nodes(graph: Any, nodes: list[Any]) -> None:
     """Make `nodes` the graph's node list and drop the initializers no node reads any more."""
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {i for n in graph.node for i in n.input}
+    used = graph_reads(graph)
     inits = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(inits)
 
+
+def graph_reads(graph: Any) -> set[str]:
+    """Every tensor name the graph's nodes read, with those read inside their subgraphs (the branches of an If,
+    a Loop body: they may read the outer graph's initializers)."""
+    import onnx
+
+    used: set[str] = set()
+    for n in graph.node:
+        used.update(n.input)
+        for a in n.attribute:
+            for g in (a.g,) if a.type == onnx.AttributeProto.GRAPH else a.graphs:
+                used |= graph_reads(g)
+    return used
 
 
 def compact(qdq_path: Path, fp32: Any) -> None:
@@ -251,7 +264,7 @@ def compact(qdq_path: Path, fp32: Any) -> None:
             zp = inits[node.input[2]]
             if zp.data_type == onnx.TensorProto.INT32 and not np.any(numpy_helper.to_array(zp)):
                 del node.input[2]
-    used = {i for n in graph.node for i in n.input}
+    used = graph_reads(graph)
     keep = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)
