@@ -295,9 +295,9 @@ def test_unknown_op_blocks_instead_of_breaking():
     _onnx_matches(p, IMG)
 
 
-def _zeroed_equivalent(m, feeds, frac=0.4, seed=0):
-    """Remove random units; the pruned model must equal the original with the removed channels' input
-    weights zeroed in every consumer (a dependency missed anywhere would break this equality)."""
+def _zeroed_equivalent(m, feeds, frac=0.4, seed=0, pick=None):
+    """Remove random units (or those `pick(groups)` returns); the pruned model must equal the original with the
+    removed channels' input weights zeroed in every consumer (a dependency missed anywhere would break this)."""
     import copy
 
     from edgekit.prune.apply import build_pruned
@@ -305,8 +305,8 @@ def _zeroed_equivalent(m, feeds, frac=0.4, seed=0):
 
     an = analyze(m.eval(), feeds)
     rng = np.random.default_rng(seed)
-    removed = {g.units[i].root for g in an.groups() for i in rng.choice(len(g.units), int(len(g.units) * frac),
-                                                                         replace=False)}
+    removed = pick(an.groups()) if pick else {g.units[i].root for g in an.groups()
+                                              for i in rng.choice(len(g.units), int(len(g.units) * frac), replace=False)}
     assert removed
     pruned, _ = build_pruned(an, removed, feeds, original=m)
     zeroed = copy.deepcopy(m)

@@ -275,11 +275,12 @@ class PReLUHandler(Handler):
 
 @functools.lru_cache(maxsize=1)
 def _elementwise_modules() -> tuple:
-    """Every parameter-free torch.nn activation, dropout and pooling module: outputs keep channel axis 1."""
+    """Every parameter-free torch.nn activation, dropout, pooling and upsampling module: outputs keep channel
+    axis 1."""
     from torch import nn
 
     kinds = []
-    for mod in (nn.modules.activation, nn.modules.dropout, nn.modules.pooling):
+    for mod in (nn.modules.activation, nn.modules.dropout, nn.modules.pooling, nn.modules.upsampling):
         for attr in getattr(mod, "__all__", []):
             cls = getattr(mod, attr, None)
             if isinstance(cls, type) and issubclass(cls, nn.Module):
@@ -289,8 +290,8 @@ def _elementwise_modules() -> tuple:
 
 
 class PerChannelHandler(Handler):
-    """Activations, dropout, identity, pooling (1-, 2- and 3-D): channel axis 1 (or all axes when the shape
-    is kept)."""
+    """Activations, dropout, identity, pooling and upsampling (1-, 2- and 3-D): channel axis 1 (or all axes when
+    the shape is kept)."""
 
     @property
     def types(self):

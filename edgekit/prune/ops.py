@@ -355,7 +355,8 @@ def _table() -> dict[object, Callable]:
         t[f] = reduce
     for f in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.avg_pool1d, F.avg_pool2d,
               F.avg_pool3d, F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-              F.adaptive_max_pool3d, F.lp_pool1d, F.lp_pool2d):
+              F.adaptive_max_pool3d, F.lp_pool1d, F.lp_pool2d, F.interpolate, F.upsample, F.upsample_nearest,
+              F.upsample_bilinear):
         t[f] = pool_fn
     for f in (torch.matmul, torch.bmm, operator.matmul, "matmul", "bmm"):
         t[f] = matmul
@@ -372,7 +373,7 @@ def _table() -> dict[object, Callable]:
 
 
 def pool_fn(ctx, node):
-    """Functional pooling: channel axis 1 passes through; spatial axes change size."""
+    """Functional pooling and resizing (interpolate): channel axis 1 passes through; spatial axes change size."""
     if isinstance(ctx.shape(node), list):  # return_indices=True: (values, indices)
         return unknown(ctx, node)
     x = node.args[0]
