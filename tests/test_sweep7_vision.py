@@ -44,3 +44,31 @@ def test_upsampled_branches_are_pruned():
     assert p.hi.out_channels == p.lo.out_channels == 16 and p.lo2.out_channels == 16
     assert p.head.in_channels == 32
     _zeroed_equivalent(m, IMG)
+
+
+class ChunkHalves(nn.Module):
+    """YOLOv8's C2f / ShuffleNetV2: chunk(2) of one conv's output, each half feeding its own layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.cv1 = nn.Conv2d(3, 32, 1)
+        self.m = nn.Conv2d(16, 16, 3, padding=1)
+        self.cv2 = nn.Conv2d(32, 8, 1)
+
+    def forward(self, x):
+        a, b = self.cv1(x).chunk(2, 1)
+        return self.cv2(torch.cat([a, F.relu(self.m(b))], 1))
+
+
+def test_chunk_halves_keeping_different_counts():
+    """The two halves of a chunk are separate groups; when they kept different counts (any non-uniform allocation)
+    chunk(2) cut the pruned tensor in the middle and the pruned model did not run ('expected input[2, 56, 2, 2] to
+    have 64 channels'). It becomes split with the kept sizes."""
+    torch.manual_seed(0)
+
+    def uneven(groups):
+        halves = [g for g in groups if ("cv1", "weight", 0) in g.signature]
+        assert len(halves) == 2
+        return {u.root for u in halves[0].units[:8]} | {u.root for u in halves[1].units[:4]}
+
+    _zeroed_equivalent(ChunkHalves(), IMG, pick=uneven)

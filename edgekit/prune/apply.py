@@ -92,6 +92,23 @@ def _rewrite_normalized_shape(an: Analysis, node, removed: set[int]) -> bool:
     return True
 
 
+def _chunk_to_split(node, new) -> bool:
+    """chunk(n) cuts equal pieces; when the pieces keep different channel counts (each piece's channels are pruned
+    as their own group) it becomes split with the kept sizes. Returns whether the node changed."""
+    import torch
+
+    if not isinstance(new, list):
+        return False
+    dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
+    sizes = [s[dim] for s in new]
+    total, step = sum(sizes), -(-sum(sizes) // int(node.args[1]))
+    if sizes == [min(step, total - i) for i in range(0, total, step)]:
+        return False
+    node.target = "split" if node.op == "call_method" else torch.split
+    node.args, node.kwargs = (node.args[0], sizes, dim), {}
+    return True
+
+
 def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any], original=None,
                  means: dict[str, Any] | None = None):
     """-> (model, graph_rewritten). Returns a copy of `original` (same class) with smaller layers when no
@@ -134,6 +151,8 @@ def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
                 dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
                 node.args = (node.args[0], [s[dim] for s in new], *node.args[2:])
                 rewritten = True
+        elif node.target in ("chunk", torch.chunk) and len(node.args) > 1:
+            rewritten |= _chunk_to_split(node, an.expected_shape(node.name, removed))
         elif node.op == "call_function" and node.target in _last_axis_norms():
             rewritten |= _rewrite_normalized_shape(an, node, removed)
     gm.recompile()
