@@ -145,3 +145,42 @@ def test_int8_of_a_model_whose_if_branches_read_outer_initializers(tmp_path: Pat
     result = api.convert(str(tmp_path / "if.onnx"), ["onnxruntime"], tmp_path / "out", precision="int8",
                          calibration=str(tmp_path / "x.npz"))
     _passed(result, ["onnxruntime"])
+
+
+class _ConformerConv(nn.Module):
+    """Conformer convolution module: pointwise conv to 2C, GLU, depthwise conv, BatchNorm, SiLU, pointwise conv."""
+
+    def __init__(self, d: int = 16, module_glu: bool = False) -> None:
+        super().__init__()
+        self.pw1, self.pw2 = nn.Conv1d(d, 2 * d, 1), nn.Conv1d(d, d, 1)
+        self.dw, self.bn = nn.Conv1d(d, d, 5, padding=2, groups=d), nn.BatchNorm1d(d)
+        self.glu = nn.GLU(dim=1) if module_glu else None
+
+    def forward(self, x):
+        y = self.pw1(x)
+        y = self.glu(y) if self.glu is not None else nn.functional.glu(y, dim=1)
+        return x + self.pw2(nn.functional.silu(self.bn(self.dw(y))))
+
+
+@pytest.mark.parametrize("module_glu", [False, True])
+def test_glu_prunes_both_halves_of_its_input_together(module_glu: bool) -> None:
+    """F.glu / nn.GLU were unknown to pruning: the conformer conv module (GLU -> depthwise -> BN -> pointwise)
+    kept every channel. Channel i of the GLU output is halves i and i + C of its input: one unit."""
+    from edgekit.prune import prune_model
+
+    torch.manual_seed(0)
+    m = _ConformerConv(module_glu=module_glu).eval()
+    with torch.no_grad():
+        m.bn.running_mean.normal_(0, 0.2)
+        m.bn.running_var.uniform_(0.5, 1.5)
+    x = {"x": torch.randn(2, 16, 12)}
+    pruned, _ = prune_model(m, x, ratio=0.5, round_to=4, keep_first_last=False)
+    assert pruned.dw.in_channels == pruned.bn.num_features == pruned.pw2.in_channels == 8
+    assert pruned.pw1.out_channels == 16
+    kept = [next(i for i in range(32) if torch.equal(m.pw1.weight[i], r)) for r in pruned.pw1.weight]
+    assert kept[8:] == [i + 16 for i in kept[:8]]
+    zeroed = m.pw2.weight.detach().clone()
+    zeroed[:, [i for i in range(16) if i not in kept[:8]]] = 0.0
+    ref = torch.func.functional_call(m, {**dict(m.named_parameters()), "pw2.weight": zeroed}, (x["x"],))
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(**x), ref, rtol=1e-4, atol=1e-4)

@@ -307,6 +307,25 @@ class PerChannelHandler(Handler):
         return m
 
 
+class GLUHandler(Handler):
+    """nn.GLU: channel i of both halves of its dim is one unit (ops.glu_halves)."""
+
+    @property
+    def types(self):
+        from torch import nn
+
+        return (nn.GLU,)
+
+    def propagate(self, ctx, name, m, node):
+        from edgekit.prune.ops import glu_halves
+
+        x = node.args[0]
+        return glu_halves(ctx, ctx.lab(x), ctx.shape(x), m.dim)
+
+    def rebuild(self, m, keep):
+        return m
+
+
 class FlattenHandler(Handler):
     @property
     def types(self):
@@ -459,7 +478,7 @@ class OpaqueHandler(Handler):
 
 HANDLERS: list[Handler] = [ConvHandler(), LinearHandler(), EmbeddingHandler(), BatchNormHandler(),
                            LayerNormHandler(), GroupNormHandler(), PReLUHandler(), PerChannelHandler(),
-                           FlattenHandler(), PixelShuffleHandler(), TorchTransformerHandler(), MultiheadAttentionHandler()]
+                           FlattenHandler(), GLUHandler(), PixelShuffleHandler(), TorchTransformerHandler(), MultiheadAttentionHandler()]
 
 
 def handler_for(module) -> Handler:

@@ -85,6 +85,27 @@ def movement(ctx, node):
     return out
 
 
+def glu_halves(ctx, lab, shape, dim: int):
+    """GLU along `dim` (out[i] = a[i] * sigmoid(b[i]), a and b the halves of x): channel i of both halves is one
+    unit, the output carries the first half's labels."""
+    lab = ctx.canon(align(lab, len(shape)))
+    dim %= len(shape)
+    if lab.shape[dim] == 1:
+        return lab
+    a, b = lab.chunk(2, dim)
+    pairs = np.unique(np.stack([a.reshape(-1).numpy(), b.expand(a.shape).reshape(-1).numpy()], 1), axis=0)
+    for x, y in pairs:
+        ctx.uf.union(x, y)
+    return compress(ctx.canon(a.clone()))
+
+
+def glu(ctx, node):
+    x = node.args[0]
+    if not ctx.is_tensor(x) or ctx.shape(node) is None:
+        return None
+    return glu_halves(ctx, ctx.lab(x), ctx.shape(x), node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else -1))
+
+
 def torch_reshape():
     import torch
 
@@ -349,6 +370,7 @@ def _table() -> dict[object, Callable]:
               "repeat", "select"):
         t[f] = movement
     t[operator.getitem] = getitem
+    t[F.glu] = glu
     for f in (F.pixel_shuffle, F.pixel_unshuffle, torch.pixel_shuffle, torch.pixel_unshuffle):
         t[f] = movement
     for f in (torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"):
