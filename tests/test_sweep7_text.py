@@ -184,3 +184,27 @@ def test_glu_prunes_both_halves_of_its_input_together(module_glu: bool) -> None:
     ref = torch.func.functional_call(m, {**dict(m.named_parameters()), "pw2.weight": zeroed}, (x["x"],))
     with torch.no_grad():
         torch.testing.assert_close(pruned(**x), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("make", [lambda: nn.GRU(8, 16, num_layers=2, bidirectional=True, batch_first=True),
+                                  lambda: nn.LSTM(8, 16, num_layers=2, proj_size=4), lambda: nn.RNN(8, 16)])
+def test_recurrent_layers_count_their_macs(make) -> None:
+    """LSTM / GRU / RNN leaves counted 0 MACs: a recurrent classifier reported only its final Linear (640 MACs for
+    a 2-layer bidirectional LSTM over 32 tokens) before and after pruning. Reference: torch's own flop counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from edgekit.prune.macs import count_macs
+
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = make()
+            self.fc = nn.Linear(self.rnn.proj_size or self.rnn.hidden_size * (1 + self.rnn.bidirectional), 3)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0])
+
+    m, x = Classifier().eval(), torch.randn(6, 2, 8)
+    with FlopCounterMode(display=False) as flops, torch.no_grad():
+        m(x)
+    assert count_macs(m, {"x": x}) == flops.get_total_flops() // 2 > 6 * 2 * 8 * 16

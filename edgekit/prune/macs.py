@@ -31,6 +31,21 @@ def torch_transformer_macs(name: str, m, inp: tuple, width_of: Callable[[str, in
     return total
 
 
+def rnn_macs(m, inp: tuple) -> int:
+    """MACs of an nn.LSTM / GRU / RNN on an input of shape `inp` (one step per token and direction): each layer's
+    gates (4, 3 or 1) x hidden x (layer input + recurrent input), plus an LSTM's projection (proj_size)."""
+    from torch import nn
+
+    gates = 4 if isinstance(m, nn.LSTM) else 3 if isinstance(m, nn.GRU) else 1
+    dirs, hidden = 2 if m.bidirectional else 1, m.hidden_size
+    out = getattr(m, "proj_size", 0) or hidden
+    per_token, width = 0, m.input_size
+    for _ in range(m.num_layers):
+        per_token += dirs * (gates * hidden * (width + out) + (hidden * out if out != hidden else 0))
+        width = dirs * out
+    return _prod(inp[:-1]) * per_token
+
+
 TORCH_TRANSFORMER_LEAVES = ("Transformer", "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer",
                             "TransformerDecoderLayer")
 
@@ -57,8 +72,8 @@ def graph_macs(gm, shape_of: Callable[[Any], tuple | None], width_of: Callable[[
     total = 0
     for node in gm.graph.nodes:
         out = shape_of(node)
-        if node.op == "call_module" and isinstance(modules[node.target], MHA_LEAVES()):
-            out = shape_of(node.args[0])  # its result is a tuple (output, weights or None)
+        if node.op == "call_module" and isinstance(modules[node.target], (*MHA_LEAVES(), nn.RNNBase)):
+            out = shape_of(node.args[0])  # its result is a tuple (output, weights or None / the last states)
         if not isinstance(out, tuple):
             continue
         if node.op == "call_module":
@@ -71,6 +86,8 @@ def graph_macs(gm, shape_of: Callable[[Any], tuple | None], width_of: Callable[[
                 total += _prod(out) * inp[-1]
             elif type(m).__name__ in TORCH_TRANSFORMER_LEAVES and type(m).__module__.startswith("torch.nn"):
                 total += torch_transformer_macs(node.target, m, inp, width_of)
+            elif isinstance(m, nn.RNNBase):
+                total += rnn_macs(m, inp)
             elif isinstance(m, MHA_LEAVES()):
                 from edgekit.prune.mha import mha_macs
 
@@ -110,8 +127,11 @@ def _hook_macs(module, example_inputs) -> int:
             total[0] += out.numel() * (m.in_channels // m.groups) * _prod(m.kernel_size)
         elif isinstance(m, nn.Linear):
             total[0] += out.numel() * m.in_features
+        elif isinstance(m, nn.RNNBase) and isinstance(inp[0], torch.Tensor):
+            total[0] += rnn_macs(m, tuple(inp[0].shape))
 
-    hs = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.RNNBase)
+    hs = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, kinds)]
     try:
         with torch.no_grad():
             module(**example_inputs)
