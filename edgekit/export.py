@@ -22,14 +22,12 @@ OPSET = 17
 
 def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_path: Path,
                 *, opset: int = OPSET, clean: bool = True, exported=None) -> Path:
-    import numpy as np
     import onnx
     import torch
 
-    args = tuple(torch.from_numpy(np.zeros(s.concrete_shape(), dtype=s.dtype)) for s in inputs)
-    for a, s in zip(args, inputs):
-        if np.dtype(s.dtype).kind in "iu":
-            a.fill_(1)
+    from edgekit.sources.torch_common import example_tensors
+
+    args = example_tensors(inputs)
     dynamic_axes = {s.name: {ax: d for ax, d in enumerate(s.shape) if isinstance(d, str)} for s in inputs}
     dynamic_axes = {k: v for k, v in dynamic_axes.items() if v}
     if dynamic_axes:

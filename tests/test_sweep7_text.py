@@ -208,3 +208,44 @@ def test_recurrent_layers_count_their_macs(make) -> None:
     with FlopCounterMode(display=False) as flops, torch.no_grad():
         m(x)
     assert count_macs(m, {"x": x}) == flops.get_total_flops() // 2 > 6 * 2 * 8 * 16
+
+
+PACKED_LSTM = '''
+import torch
+from torch import nn
+
+
+class Packed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.fc = nn.Embedding(50, 8), nn.Linear(16, 3)
+        self.rnn = nn.LSTM(8, 8, num_layers=2, batch_first=True, bidirectional=True)  # 1 layer: a torch export bug
+
+    def forward(self, input_ids, attention_mask):
+        x = nn.utils.rnn.pack_padded_sequence(self.emb(input_ids), attention_mask.sum(1).cpu(), batch_first=True,
+                                              enforce_sorted=False)
+        h = self.rnn(x)[1][0]
+        return self.fc(torch.cat([h[-2], h[-1]], -1))
+
+
+def build():
+    torch.manual_seed(0)
+    return Packed()
+'''
+
+
+def test_factory_with_packed_sequences_from_the_attention_mask_loads(tmp_path: Path, monkeypatch) -> None:
+    """A torch source was probed on integer zeros: an attention mask of zeros gives empty sequences, which
+    pack_padded_sequence refuses, so the model was reported as not running on its --input-shape (exit 2).
+    Integer inputs are probed, like exported, with ones."""
+    from edgekit.sources import parse_input_shapes
+
+    (tmp_path / "packed_lstm_model.py").write_text(PACKED_LSTM)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rng = np.random.default_rng(0)
+    mask = (np.arange(10)[None, :] < rng.integers(3, 11, (16, 1))).astype(np.int64)
+    np.savez(tmp_path / "ids.npz", input_ids=rng.integers(0, 50, (16, 10)), attention_mask=mask)
+    shapes = parse_input_shapes(["input_ids=1x10:int64", "attention_mask=1x10:int64"])
+    result = api.convert("packed_lstm_model:build", ["onnxruntime"], tmp_path / "out", input_shapes=shapes,
+                         calibration=str(tmp_path / "ids.npz"))
+    _passed(result, ["onnxruntime"])

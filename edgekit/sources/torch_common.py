@@ -56,12 +56,22 @@ def output_names(out) -> list[str]:
     return ["output"] if len(flat) == 1 else [f"output_{i}" for i in range(len(flat))]
 
 
-def probe(module, inputs: list[InputSpec], source: str) -> tuple[list[str], str]:
-    """Run the module once on zeros of the stated shapes: output names and task. Bad shapes fail here."""
+def example_tensors(inputs: list[InputSpec]) -> tuple:
+    """Inputs to run or trace a torch model on: float zeros, integer ones (a valid token id, and an attention mask
+    that attends everywhere: a mask of zeros gives empty sequences, which pack_padded_sequence refuses)."""
     import numpy as np
     import torch
 
-    args = [torch.from_numpy(np.zeros(s.concrete_shape(), dtype=s.dtype)) for s in inputs]
+    kind = {s.name: np.dtype(s.dtype).kind for s in inputs}
+    return tuple(torch.from_numpy((np.ones if kind[s.name] in "iub" else np.zeros)(s.concrete_shape(), dtype=s.dtype))
+                 for s in inputs)
+
+
+def probe(module, inputs: list[InputSpec], source: str) -> tuple[list[str], str]:
+    """Run the module once on example_tensors of the stated shapes: output names and task. Bad shapes fail here."""
+    import torch
+
+    args = list(example_tensors(inputs))
     try:
         with torch.no_grad():
             out = module(*args)
