@@ -156,8 +156,14 @@ def stage_export(st: State) -> None:
 
 
 def stage_references(st: State) -> None:
+    import numpy as np
+
+    from edgekit.data.id_bounds import check_ids, id_bounds
     from edgekit.verify import reference_outputs
 
+    bounds = id_bounds(onnx_path=st.hub, names=[i.name for i in st.model.inputs if np.dtype(i.dtype).kind in "iu"])
+    for samples in (st.verify_fp32, st.calib, st.held_out):  # the samples the runtimes will be given
+        check_ids(samples, bounds, st.samples.description)
     st.refs["fp32"] = reference_outputs(st.model, st.verify_fp32)
     if st.held_out is not None:
         st.refs["int8"] = reference_outputs(st.model, st.held_out)

