@@ -51,6 +51,17 @@ def test_variadic(tmp_path, rng, op, n):
     check(one_node(op, feeds), feeds, tmp_path, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape,groups", [((2, 8, 5, 6), 4), ((1, 6, 10), 3), ((1, 4, 3, 3), 1)])
+def test_group_normalization(tmp_path, rng, shape, groups):
+    """GroupNormalization (opset 21, per-channel scale and bias) had no TFLite lowering (exit 4)."""
+    x = rng.standard_normal(shape).astype(np.float32) * 3 + 1
+    c = shape[1]
+    inits = {"s": rng.standard_normal(c).astype(np.float32), "b": rng.standard_normal(c).astype(np.float32)}
+    model = one_node("GroupNormalization", {"x": x}, inits, opset=21, num_groups=groups, epsilon=1e-3)
+    model.ir_version = 10
+    check(model, {"x": x}, tmp_path, rtol=1e-4, atol=1e-4)
+
+
 def test_supported_ops_lists_the_rewritten_ops():
     from edgekit.backends.tflite import supported_ops
 

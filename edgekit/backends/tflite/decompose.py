@@ -10,6 +10,7 @@ One function per op in RULES: (graph, node) -> replacement nodes (new constants 
   ThresholdedRelu  Where(x > alpha, x, 0)
   Mish             x * tanh(softplus(x))
   Pad (mode edge)  first/last slices tiled and concatenated around the input, per padded axis
+  GroupNormalization  reshape to (N, groups, -1), InstanceNormalization, reshape back, per-channel scale + bias
 """
 
 from __future__ import annotations
@@ -253,8 +254,32 @@ def edge_pad(g, node):
     return e.nodes
 
 
+def group_norm(g, node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """GroupNormalization (opset 21: per-channel scale and bias): x reshaped to (N, groups, -1), normalized by
+    InstanceNormalization (scale 1, bias 0: one mean/variance per group), reshaped back, then scaled and shifted
+    per channel."""
+    x, scale, bias = node.input[:3]
+    shape = list(g.shapes[x])
+    groups, c = int(_attr(node, "num_groups", 1)), shape[1]
+    if scale not in g.consts or bias not in g.consts:
+        raise _unsupported(node, "a scale or bias computed in the graph")
+    if np.asarray(g.consts[scale]).size != c or np.asarray(g.consts[bias]).size != c:
+        raise _unsupported(node, f"a scale/bias of other than {c} (channels) values")
+    e = _Emit(g, node)
+    dtype = g.dtypes.get(x, np.dtype(np.float32))
+    y = e.op("Reshape", [x, e.const(np.asarray([shape[0], groups, -1], np.int64), "shape")])
+    y = e.op("InstanceNormalization", [y, e.const(np.ones(groups, dtype)), e.const(np.zeros(groups, dtype))],
+             epsilon=float(_attr(node, "epsilon", 1e-5)))
+    y = e.op("Reshape", [y, e.const(np.asarray(shape, np.int64), "shape")])
+    per_channel = [c] + [1] * (len(shape) - 2)
+    y = e.op("Mul", [y, e.const(np.asarray(g.consts[scale], dtype).reshape(per_channel))])
+    e.op("Add", [y, e.const(np.asarray(g.consts[bias], dtype).reshape(per_channel))], node.output[0])
+    return e.nodes
+
+
 RULES: dict[str, Callable] = {"Einsum": einsum, "Elu": elu, "Sum": variadic, "Mean": variadic, "Selu": selu, "Celu": celu,
-                              "Softsign": softsign, "ThresholdedRelu": thresholded_relu, "Mish": mish, "Pad": edge_pad}
+                              "Softsign": softsign, "ThresholdedRelu": thresholded_relu, "Mish": mish, "Pad": edge_pad,
+                              "GroupNormalization": group_norm}
 
 
 def decompose(g):
