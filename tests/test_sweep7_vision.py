@@ -72,3 +72,48 @@ def test_chunk_halves_keeping_different_counts():
         return {u.root for u in halves[0].units[:8]} | {u.root for u in halves[1].units[:4]}
 
     _zeroed_equivalent(ChunkHalves(), IMG, pick=uneven)
+
+
+class WindowAttention(nn.Module):
+    """Swin's window attention: sizes read from x.shape, fused qkv, a relative position bias table (positions,
+    heads) gathered by an index buffer, added per head."""
+
+    def __init__(self, dim=32, ws=3, heads=4):
+        super().__init__()
+        self.heads = heads
+        self.table = nn.Parameter(torch.randn((2 * ws - 1) ** 2, heads))
+        self.register_buffer("index", torch.randint(0, (2 * ws - 1) ** 2, (ws * ws, ws * ws)))
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        bias = self.table[self.index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        attn = (q @ k.transpose(-2, -1) + bias.unsqueeze(0)).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class SwinLike(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(8, 32)
+        self.attn = WindowAttention()
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, n, c = x.shape  # the block reads the trunk width first (window partition): the trunk stays whole
+        return self.attn(x.view(b * n // 9, 9, c))
+
+
+def test_window_attention_with_position_bias_table_prunes_heads():
+    """Heads of Swin's window attention were never pruned: a size read from an axis an earlier read had already
+    kept whole was not known to be fixed (the final reshape(b, n, c) blocked the heads), and the bias table, a 2-D
+    parameter, was a fixed whole tensor. Now both follow the heads (table columns are sliced with them)."""
+    torch.manual_seed(0)
+    m = SwinLike().eval()
+    feeds = {"x": torch.randn(2, 18, 8)}
+    p, rep = prune_model(m, feeds, ratio=0.5, round_to=1)
+    assert p.attn.qkv.out_features == 48 and p.attn.proj.in_features == 16 and p.attn.table.shape[1] == 2
+    assert p.embed.out_features == 32  # the trunk read by x.shape stays whole
+    _zeroed_equivalent(m, feeds, frac=0.5)

@@ -27,13 +27,16 @@ class Unit:
     root: int
     touches: dict[SliceKey, np.ndarray]  # parameter slice -> indices along that dim
     per_group: dict[SliceKey, int] = field(default_factory=dict)  # slices of a grouped conv's per-group dim: groups
+    tables: set[SliceKey] = field(default_factory=set)  # slices of directly read parameter tables
 
     @property
     def size(self) -> int:
         """Channels the unit carries in the smallest tensor it touches. A grouped conv's per-group weight dim holds
         one index per group position, but the tensor has that position in every group (x groups): the rounding
-        (--round-to) is about tensor widths, not group widths (RegNet, group width 8: a position is 8 channels)."""
-        return int(min(len(v) * self.per_group.get(k, 1) for k, v in self.touches.items()))
+        (--round-to) is about tensor widths, not group widths (RegNet, group width 8: a position is 8 channels).
+        A table's column (Swin's per-head position bias) counts only when the unit touches nothing else."""
+        sizes = {k: len(v) * self.per_group.get(k, 1) for k, v in self.touches.items()}
+        return int(min((n for k, n in sizes.items() if k not in self.tables), default=min(sizes.values())))
 
 
 @dataclass
@@ -129,6 +132,7 @@ class Analysis:
         self.labels: dict[str, Any] = {}
         self.slices: dict[SliceKey, np.ndarray] = {}
         self.out_dims: set[SliceKey] = set()
+        self.tables: set[SliceKey] = set()  # last axis of a multi-dim parameter read directly (not a layer's)
         self.producers: list[str] = []  # conv/linear/embedding modules in call order
         self.first_layers: list[str] = []  # producers that read a floating-point model input directly
         self.float_inputs: set[str] = set()  # names of floating-point model inputs
@@ -276,10 +280,14 @@ class Analysis:
             return None
         owner, _, pname = node.target.rpartition(".")
         t = getattr(self.modules[owner], pname) if owner else getattr(self.gm, pname)
-        if len(shp) == 1 and isinstance(t, torch.nn.Parameter):  # a per-channel parameter (scale, bias)
-            atoms = self.uf.new(shp[0])
-            self.record(owner, pname, 0, atoms)
-            return self.channel_labels(atoms, 1, 0)
+        if isinstance(t, torch.nn.Parameter) and (len(shp) == 1 or len(shp) == 2 or all(d == 1 for d in shp[:-1])):
+            # a per-channel parameter (scale, bias), a (1, 1, C) token or a table whose rows are gathered (Swin's
+            # relative position bias, (positions, heads)): channels on the last axis; the op rules take it from here
+            atoms = self.uf.new(shp[-1])
+            self.record(owner, pname, len(shp) - 1, atoms)
+            if len(shp) > 1:
+                self.tables.add((owner, pname, len(shp) - 1))
+            return self.channel_labels(atoms, len(shp), len(shp) - 1)
         return block_const(len(shp))  # used as a whole tensor: its shape is fixed
 
     # --- results ---------------------------------------------------------------------------------------
@@ -297,7 +305,8 @@ class Analysis:
             if any(k in self.out_dims and k[0] in exclude for k in touches):
                 continue
             units.append(Unit(root, {k: np.asarray(v) for k, v in touches.items()},
-                              {k: g for k in touches if (g := self._groups_of(k)) > 1}))
+                              {k: g for k in touches if (g := self._groups_of(k)) > 1},
+                              {k for k in touches if k in self.tables}))
         return units
 
     def _groups_of(self, key: SliceKey) -> int:

@@ -194,9 +194,10 @@ def getitem(ctx, node):
     x = _size_source(src)
     if x is not None and ctx.is_tensor(x):  # sizes taken out of x.shape / x.size()
         idx = node.args[1]
-        if isinstance(idx, int) and _block_axes(ctx, x, [idx]):
+        if isinstance(idx, int):  # after the read the axis is whole (kept by it or before): a fixed number
+            _block_axes(ctx, x, [idx])
             ctx.static_sizes.add(node.name)
-        elif not isinstance(idx, int):
+        else:
             _block_axes(ctx, x, list(range(len(ctx.shape(x))))[idx])
     return None
 
@@ -302,7 +303,8 @@ def meta(ctx, node):
     the whole size tuple blocks only the axes later taken out of it (getitem)."""
     if node.target == "size" and ctx.is_tensor(node.args[0]):
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-        if isinstance(dim, int) and _block_axes(ctx, node.args[0], [dim]):
+        if isinstance(dim, int):
+            _block_axes(ctx, node.args[0], [dim])
             ctx.static_sizes.add(node.name)
     return None
 
