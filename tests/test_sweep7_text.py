@@ -287,3 +287,24 @@ def test_ids_outside_the_embedding_table_are_bad_data(tmp_path: Path, data: str)
         with pytest.raises(DataError, match=match):
             api.convert(str(model), ["onnxruntime"], tmp_path / precision, precision=precision, calibration=spec)
         assert not (tmp_path / precision).exists()
+
+
+def test_model_with_an_op_version_later_deprecated_converts(tmp_path: Path) -> None:
+    """GroupNormalization-18 (per-group scale/bias, withdrawn in opset 21) fails onnx.checker ('deprecated'), but
+    ONNX Runtime, OpenVINO and the TFLite lowering run it: it was refused as an invalid model (exit 2)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = {"s": 1 + rng.standard_normal(2).astype(np.float32), "b": rng.standard_normal(2).astype(np.float32)}
+    graph = helper.make_graph([helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=2)], "gn18",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "gn18.onnx"))
+    np.savez(tmp_path / "x.npz", x=rng.standard_normal((8, 4, 3, 3)).astype(np.float32))
+    result = api.convert(str(tmp_path / "gn18.onnx"), ["onnxruntime", "tflite"], tmp_path / "out",
+                         calibration=str(tmp_path / "x.npz"))
+    _passed(result, ["onnxruntime", "tflite"])

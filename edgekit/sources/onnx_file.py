@@ -37,8 +37,13 @@ def read_onnx(path: Path):
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"{path}: invalid ONNX model: {str(exc).splitlines()[0]}",
-                             hint="re-export the model") from exc
+        first = str(exc).splitlines()[0]
+        if "is deprecated in domain_version" not in first:
+            raise ModelLoadError(f"{path}: invalid ONNX model: {first}", hint="re-export the model") from exc
+        # an op version later withdrawn (GroupNormalization-18) is still a valid model the runtimes run
+        from edgekit.progress import warn
+
+        warn(f"{path.name}: {first} (converting it as it is)")
     return model
 
 

@@ -51,14 +51,15 @@ def test_variadic(tmp_path, rng, op, n):
     check(one_node(op, feeds), feeds, tmp_path, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("shape,groups", [((2, 8, 5, 6), 4), ((1, 6, 10), 3), ((1, 4, 3, 3), 1)])
-def test_group_normalization(tmp_path, rng, shape, groups):
-    """GroupNormalization (opset 21, per-channel scale and bias) had no TFLite lowering (exit 4)."""
+@pytest.mark.parametrize("shape,groups,opset", [((2, 8, 5, 6), 4, 21), ((1, 6, 10), 3, 21), ((1, 4, 3, 3), 1, 21),
+                                                ((1, 8, 4, 4), 2, 18)])
+def test_group_normalization(tmp_path, rng, shape, groups, opset):
+    """GroupNormalization had no TFLite lowering (exit 4). Opset 21: per-channel scale and bias; 18: per group."""
     x = rng.standard_normal(shape).astype(np.float32) * 3 + 1
-    c = shape[1]
-    inits = {"s": rng.standard_normal(c).astype(np.float32), "b": rng.standard_normal(c).astype(np.float32)}
-    model = one_node("GroupNormalization", {"x": x}, inits, opset=21, num_groups=groups, epsilon=1e-3)
-    model.ir_version = 10
+    n = shape[1] if opset >= 21 else groups
+    inits = {"s": rng.standard_normal(n).astype(np.float32), "b": rng.standard_normal(n).astype(np.float32)}
+    model = one_node("GroupNormalization", {"x": x}, inits, opset=opset, num_groups=groups, epsilon=1e-3)
+    model.ir_version = 10 if opset >= 21 else 8
     check(model, {"x": x}, tmp_path, rtol=1e-4, atol=1e-4)
 
 

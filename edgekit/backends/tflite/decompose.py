@@ -255,25 +255,30 @@ def edge_pad(g, node):
 
 
 def group_norm(g, node: onnx.NodeProto) -> list[onnx.NodeProto]:
-    """GroupNormalization (opset 21: per-channel scale and bias): x reshaped to (N, groups, -1), normalized by
-    InstanceNormalization (scale 1, bias 0: one mean/variance per group), reshaped back, then scaled and shifted
-    per channel."""
+    """GroupNormalization: x reshaped to (N, groups, -1), normalized by InstanceNormalization (scale 1, bias 0: one
+    mean/variance per group), reshaped back, then scaled and shifted per channel (opset 18's per-group scale and
+    bias repeated over each group's channels)."""
     x, scale, bias = node.input[:3]
     shape = list(g.shapes[x])
     groups, c = int(_attr(node, "num_groups", 1)), shape[1]
     if scale not in g.consts or bias not in g.consts:
         raise _unsupported(node, "a scale or bias computed in the graph")
-    if np.asarray(g.consts[scale]).size != c or np.asarray(g.consts[bias]).size != c:
-        raise _unsupported(node, f"a scale/bias of other than {c} (channels) values")
     e = _Emit(g, node)
     dtype = g.dtypes.get(x, np.dtype(np.float32))
+    per_channel = [c] + [1] * (len(shape) - 2)
+    params = []
+    for name in (scale, bias):
+        v = np.asarray(g.consts[name], dtype).reshape(-1)
+        if v.size == groups and g.opset < 21:  # opset 18: one scale and bias per group
+            v = np.repeat(v, c // groups)
+        if v.size != c:
+            raise _unsupported(node, f"a scale/bias of {v.size} values for {c} channels")
+        params.append(e.const(v.reshape(per_channel)))
     y = e.op("Reshape", [x, e.const(np.asarray([shape[0], groups, -1], np.int64), "shape")])
     y = e.op("InstanceNormalization", [y, e.const(np.ones(groups, dtype)), e.const(np.zeros(groups, dtype))],
              epsilon=float(_attr(node, "epsilon", 1e-5)))
     y = e.op("Reshape", [y, e.const(np.asarray(shape, np.int64), "shape")])
-    per_channel = [c] + [1] * (len(shape) - 2)
-    y = e.op("Mul", [y, e.const(np.asarray(g.consts[scale], dtype).reshape(per_channel))])
-    e.op("Add", [y, e.const(np.asarray(g.consts[bias], dtype).reshape(per_channel))], node.output[0])
+    e.op("Add", [e.op("Mul", [y, params[0]]), params[1]], node.output[0])
     return e.nodes
 
 
