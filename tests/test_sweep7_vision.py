@@ -117,3 +117,18 @@ def test_window_attention_with_position_bias_table_prunes_heads():
     assert p.attn.qkv.out_features == 48 and p.attn.proj.in_features == 16 and p.attn.table.shape[1] == 2
     assert p.embed.out_features == 32  # the trunk read by x.shape stays whole
     _zeroed_equivalent(m, feeds, frac=0.5)
+
+
+def test_untraceable_forward_names_the_model_line():
+    """Swin's window_reverse computes B = int(windows.shape[0] / ...): torch.fx cannot trace it, and the refusal
+    said only "int() argument must be ... not 'Proxy'"; it now names the file, line and code."""
+    from edgekit.errors import UnsupportedModelError
+
+    class IntOfSize(nn.Module):
+        def forward(self, x):
+            return x.view(int(x.shape[0] / 1), -1)
+
+    with pytest.raises(UnsupportedModelError) as info:
+        prune_model(IntOfSize(), {"x": torch.randn(2, 3)}, ratio=0.5)
+    msg = str(info.value)
+    assert "test_sweep7_vision.py:" in msg and "int(x.shape[0] / 1)" in msg and "\n" not in msg

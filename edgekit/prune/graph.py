@@ -74,9 +74,24 @@ def trace(module):
         return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
     except Exception as exc:  # noqa: BLE001
         raise UnsupportedModelError(
-            f"cannot trace {type(module).__name__} with torch.fx for pruning: {type(exc).__name__}: {exc}",
-            hint="pruning needs a forward without data-dependent Python control flow; convert without --prune",
+            f"cannot trace {type(module).__name__} with torch.fx for pruning: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}{_model_line(exc)}",
+            hint="pruning needs a forward without data-dependent Python control flow or Python numbers made from "
+                 "tensor sizes (int(x.shape[0] / n): use x.shape[0] // n or -1 in view); convert without --prune",
         ) from exc
+
+
+def _model_line(exc: BaseException) -> str:
+    """' at file.py:LINE: code' for the last frame of the model's own code in the traceback ('' if none)."""
+    import os
+    import traceback
+
+    skip = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(__import__("torch").__file__))
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(skip)]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" at {os.path.basename(f.filename)}:{f.lineno}: {(f.line or '').strip()}"
 
 
 def record_run(gm, example_inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
