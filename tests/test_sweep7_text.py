@@ -308,3 +308,36 @@ def test_model_with_an_op_version_later_deprecated_converts(tmp_path: Path) -> N
     result = api.convert(str(tmp_path / "gn18.onnx"), ["onnxruntime", "tflite"], tmp_path / "out",
                          calibration=str(tmp_path / "x.npz"))
     _passed(result, ["onnxruntime", "tflite"])
+
+
+def test_int8_openvino_of_an_lstm_whose_weights_are_concatenated_in_the_graph(tmp_path: Path) -> None:
+    """torch's dynamo exporter writes an LSTM's W and R as a Concat of per-gate initializers: the quantizer put
+    Q/DQ around the Concat, the weights stopped being constants, and OpenVINO's CPU plugin refused the
+    LSTMSequence (an internal error, exit 1). Constant subgraphs are folded before quantization."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    hid, feat = 4, 6
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.4).astype(np.float32)
+
+    inits = {"w_a": w(1, 2 * hid, feat), "w_b": w(1, 2 * hid, feat), "r_a": w(1, 2 * hid, hid),
+             "r_b": w(1, 2 * hid, hid), "b": w(1, 8 * hid), "fc": w(hid, 3), "shape": np.array([5, hid], np.int64)}
+    nodes = [helper.make_node("Concat", ["w_a", "w_b"], ["W"], axis=1),
+             helper.make_node("Concat", ["r_a", "r_b"], ["R"], axis=1),
+             helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+             helper.make_node("LSTM", ["xt", "W", "R", "b"], ["Y"], hidden_size=hid),
+             helper.make_node("Reshape", ["Y", "shape"], ["h"]),
+             helper.make_node("MatMul", ["h", "fc"], ["y"])]
+    graph = helper.make_graph(nodes, "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, feat])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 3])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "lstm.onnx"))
+    np.savez(tmp_path / "x.npz", x=rng.standard_normal((12, 5, feat)).astype(np.float32))
+    result = api.convert(str(tmp_path / "lstm.onnx"), ["openvino"], tmp_path / "out", precision="int8",
+                         calibration=str(tmp_path / "x.npz"))
+    _passed(result, ["openvino"])

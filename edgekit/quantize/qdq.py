@@ -40,6 +40,9 @@ def prepare(model: Any) -> Any:
                 hint=f"re-export the model with opset {MIN_OPSET} or newer") from exc
 
     constants_to_initializers(model)
+    from edgekit.quantize.fold import fold_constant_nodes
+
+    fold_constant_nodes(model)
     from edgekit.quantize.float16 import to_float32
 
     model, _ = to_float32(model)  # float16 weights/activations: quantize the float32 equivalent
