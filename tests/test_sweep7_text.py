@@ -341,3 +341,28 @@ def test_int8_openvino_of_an_lstm_whose_weights_are_concatenated_in_the_graph(tm
     result = api.convert(str(tmp_path / "lstm.onnx"), ["openvino"], tmp_path / "out", precision="int8",
                          calibration=str(tmp_path / "x.npz"))
     _passed(result, ["openvino"])
+
+
+def test_io_dtype_int8_on_a_weights_only_int8_graph_says_why(tmp_path: Path) -> None:
+    """-t arm on a transformer graph gets int8 weights with float activations, so int8 I/O cannot exist; the error
+    said the model was not int8 and to 'use io_dtype float for fp32 targets' although arm is an int8 target."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.errors import UsageError
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Softmax", ["h"], ["s"], axis=-1),
+             helper.make_node("MatMul", ["s", "w2"], ["y"])]
+    inits = {"w1": rng.standard_normal((8, 8)).astype(np.float32), "w2": rng.standard_normal((8, 4)).astype(np.float32)}
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "attn.onnx"))
+    np.savez(tmp_path / "x.npz", x=rng.standard_normal((12, 4, 8)).astype(np.float32))
+    with pytest.raises(UsageError, match="int8 weights only") as err:
+        api.convert(str(tmp_path / "attn.onnx"), ["arm"], tmp_path / "out", calibration=str(tmp_path / "x.npz"),
+                    io_dtype="int8")
+    assert err.value.hint == "drop --io-dtype int8"

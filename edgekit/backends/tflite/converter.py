@@ -59,6 +59,10 @@ def convert(onnx_path: Path, options: dict[str, Any] | None = None) -> bytes:
     if precision == "fp32":
         g.act_quant = {}
         g.weight_quant = {}
+    if io_dtype == "int8" and not g.quantized and g.weight_quant:
+        raise UsageError("--io-dtype int8 needs int8 activations, but this model's int8 TFLite graph has int8 weights "
+                         "only (a transformer graph: activations stay float, quantized per run by XNNPACK), so its "
+                         "inputs and outputs are float", hint="drop --io-dtype int8")
     if io_dtype == "int8" and not g.quantized:
         raise UsageError("io_dtype int8 needs an int8 (QDQ) model", hint="use io_dtype float for fp32 targets")
     _check_supported(g)
