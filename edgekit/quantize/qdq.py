@@ -55,7 +55,25 @@ def prepare(model: Any) -> Any:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001 - shape inference is best effort; ORT infers what it needs
         pass
-    return model
+    return _typed_contrib_outputs(model)
+
+
+def _typed_contrib_outputs(model: Any) -> Any:
+    """onnx shape inference knows no com.microsoft ops (a graph ONNX Runtime's transformer optimizer fused into
+    Attention / SkipLayerNormalization / BiasGelu): their outputs and what follows stay untyped and the quantizer
+    stops ('Unable to find data type for weight_name'). ONNX Runtime's symbolic shape inference types them."""
+    graph = model.graph
+    if all(n.domain in ("", "ai.onnx") for n in graph.node):
+        return model
+    typed = {v.name for v in (*graph.value_info, *graph.input, *graph.output)} | {t.name for t in graph.initializer}
+    if all(o in typed for n in graph.node for o in n.output if o):
+        return model
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True) or model
+    except Exception:  # noqa: BLE001 - best effort, as above
+        return model
 
 
 def constants_to_initializers(model: Any) -> int:
@@ -124,7 +142,7 @@ def write_qdq(prepared: Path, out_path: Path, ranges: dict[str, tuple[float, flo
         per_tensor = grouped_deconv_weights(graph)
         if per_tensor:
             extra["TensorQuantOverrides"] = {w: [{"symmetric": scheme.weight_symmetric}] for w in per_tensor}
-    exclude = list(exclude) + nonfinite_constant_readers(graph)
+    exclude = list(exclude) + nonfinite_constant_readers(graph) + mixed_range_concats(graph, ranges)
     root = logging.getLogger()
     level = root.level
     with tempfile.TemporaryDirectory(prefix="edgekit-qdq-") as tmp:
@@ -167,6 +185,35 @@ def nonfinite_constant_readers(graph: Any) -> list[str]:
             if not np.isfinite(numpy_helper.to_array(t)).all():
                 bad.add(t.name)
     return [n.name for n in graph.node if n.name and any(i in bad for i in n.input)]
+
+
+MOVES = ("Concat", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split", "Gather")
+MIXING = 64  # an input this many times narrower than the Concat's output would keep fewer than 4 int8 levels
+
+
+def mixed_range_concats(graph: Any, ranges: dict[str, tuple[float, float]]) -> list[str]:
+    """Concats joining tensors whose ranges differ by more than MIXING times, and the data-movement ops that carry
+    their result, kept float. One int8 scale serves the whole result, so the narrow part is crushed to a few levels:
+    a YOLO head's decoded tensor (box sizes up to hundreds of pixels next to class probabilities in 0..1) gave
+    all-zero scores once sliced apart. Float, each part is quantized by its consumers with its own range."""
+    def width(name: str) -> float:
+        lo, hi = ranges.get(name, (0.0, 0.0))
+        return float(hi) - float(lo)
+
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    stack = [n for n in graph.node if n.op_type == "Concat" and n.name
+             and any(0 < width(i) * MIXING < width(n.output[0]) for i in n.input)]
+    keep: dict[str, None] = {}
+    while stack:
+        n = stack.pop()
+        if n.name in keep:
+            continue
+        keep[n.name] = None
+        stack += [c for o in n.output for c in consumers.get(o, []) if c.op_type in MOVES and c.name]
+    return list(keep)
 
 
 def quantized_nodes(qdq_model: Any) -> set[str]:
