@@ -368,10 +368,8 @@ def test_io_dtype_int8_on_a_weights_only_int8_graph_says_why(tmp_path: Path) -> 
     assert err.value.hint == "drop --io-dtype int8"
 
 
-def test_int8_of_a_graph_fused_by_onnx_runtimes_transformer_optimizer(tmp_path: Path) -> None:
-    """com.microsoft ops (BiasGelu, SkipLayerNormalization, Attention from onnxruntime.transformers.optimizer) are
-    unknown to onnx shape inference: the tensors after them had no type and ONNX Runtime's quantizer stopped
-    ('Unable to find data type for weight_name'), an internal error (exit 1)."""
+def _fused_model(tmp: Path) -> tuple[Path, Path]:
+    """MatMul -> BiasGelu -> MatMul -> SkipLayerNormalization, as onnxruntime.transformers.optimizer fuses them."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -387,8 +385,26 @@ def test_int8_of_a_graph_fused_by_onnx_runtimes_transformer_optimizer(tmp_path: 
                               [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 8
-    onnx.save(model, str(tmp_path / "fused.onnx"))
-    np.savez(tmp_path / "x.npz", x=rng.standard_normal((12, 4, 8)).astype(np.float32))
-    result = api.convert(str(tmp_path / "fused.onnx"), ["onnxruntime", "openvino"], tmp_path / "out", precision="int8",
-                         calibration=str(tmp_path / "x.npz"))
+    onnx.save(model, str(tmp / "fused.onnx"))
+    np.savez(tmp / "x.npz", x=rng.standard_normal((12, 4, 8)).astype(np.float32))
+    return tmp / "fused.onnx", tmp / "x.npz"
+
+
+def test_int8_of_a_graph_fused_by_onnx_runtimes_transformer_optimizer(tmp_path: Path) -> None:
+    """com.microsoft ops (BiasGelu, SkipLayerNormalization, Attention from onnxruntime.transformers.optimizer) are
+    unknown to onnx shape inference: the tensors after them had no type and ONNX Runtime's quantizer stopped
+    ('Unable to find data type for weight_name'), an internal error (exit 1)."""
+    model, npz = _fused_model(tmp_path)
+    result = api.convert(str(model), ["onnxruntime", "openvino"], tmp_path / "out", precision="int8",
+                         calibration=str(npz))
     _passed(result, ["onnxruntime", "openvino"])
+
+
+def test_tflite_names_an_op_of_another_domain(tmp_path: Path) -> None:
+    """TFLite of such a graph failed deriving static shapes ('Type Error ... does not match expected type') with a
+    hint to pass static shapes; it now names the com.microsoft op it cannot lower."""
+    from edgekit.errors import UnsupportedModelError
+
+    model, npz = _fused_model(tmp_path)
+    with pytest.raises(UnsupportedModelError, match=r"op com\.microsoft\.BiasGelu \(node"):
+        api.convert(str(model), ["tflite"], tmp_path / "out", calibration=str(npz))

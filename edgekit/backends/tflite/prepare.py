@@ -42,6 +42,19 @@ def attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _check_domains(g: Graph) -> None:
+    """An op of another domain (com.microsoft's Attention, SkipLayerNormalization ... from ONNX Runtime's
+    transformer optimizer) without a lowering is named before shape derivation, which cannot type its outputs."""
+    from edgekit.backends.tflite.ops import OPS
+    from edgekit.backends.tflite.ops.common import OTHER_TARGETS
+
+    for n in g.nodes:
+        if n.domain not in ("", "ai.onnx") and f"{n.domain}.{n.op_type}" not in OPS:
+            raise UnsupportedModelError(f"op {n.domain}.{n.op_type} (node '{n.name or n.output[0]}') has no TFLite "
+                                        "lowering", hint=f"{OTHER_TARGETS}; or convert the model as exported, "
+                                        "before an optimizer fused it into runtime-specific ops")
+
+
 def load_graph(onnx_path: Path, input_shapes: dict | None = None) -> Graph:
     try:
         model = onnx.load(str(onnx_path))
@@ -52,6 +65,7 @@ def load_graph(onnx_path: Path, input_shapes: dict | None = None) -> Graph:
     g = _to_graph(model, opset)
     g.notes.extend(notes)
     g = strip_qdq(g)
+    _check_domains(g)
     for k in range(6):
         # each static round resolves one level of shape-dependent ops (a Shape of a Slice whose bounds came from a
         # Shape ...); a deeper chain (opset-13 chunk in every block) gets its remaining shapes from one run
