@@ -3,6 +3,7 @@ DeepLab, HRNet-style models): pruning couplings and conversion paths."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -132,3 +133,42 @@ def test_untraceable_forward_names_the_model_line():
         prune_model(IntOfSize(), {"x": torch.randn(2, 3)}, ratio=0.5)
     msg = str(info.value)
     assert "test_sweep7_vision.py:" in msg and "int(x.shape[0] / 1)" in msg and "\n" not in msg
+
+
+def test_int8_concat_of_far_apart_ranges_keeps_the_narrow_part(tmp_path):
+    """A YOLO head concatenates decoded boxes (hundreds of pixels) with class probabilities (0..1) and slices the
+    scores back out: one int8 scale for the concat crushed the probabilities to 0 (all-zero scores on ONNX Runtime,
+    OpenVINO and TFLite while the boxes kept the overall cosine at 0.98). That concat and the moves after it stay
+    float; the scores are quantized with their own range."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    from edgekit.data import InputSpec, load_samples
+    from edgekit.quantize import quantize_model
+    from edgekit.targets import get_target
+
+    rng = np.random.default_rng(0)
+    w = {"wa": rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3,
+         "wb": rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "k": np.array(300.0, np.float32),
+         "s0": np.array([4], np.int64), "s1": np.array([8], np.int64), "ax": np.array([1], np.int64)}
+    nodes = [helper.make_node("Conv", ["input", "wa"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["a"], ["prob"]),
+             helper.make_node("Conv", ["input", "wb"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Abs", ["b"], ["babs"]),
+             helper.make_node("Mul", ["babs", "k"], ["box"]),
+             helper.make_node("Concat", ["box", "prob"], ["dec"], axis=1),
+             helper.make_node("Slice", ["dec", "s0", "s1", "ax"], ["scores"]),
+             helper.make_node("Relu", ["scores"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", 1, ["batch", 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", 1, None)],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in w.items()])
+    src = tmp_path / "head.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    calib, held = load_samples("natural_images", [InputSpec("input", ("batch", 3, 32, 32))]).select(20, seed=0).split(
+        held_out=0.2, seed=0)
+    quantize_model(src, tmp_path / "head.int8.onnx", get_target("onnxruntime"), calib, held_out=held, task="other")
+    x = {"input": held.make(held._idx()[0])["input"]}
+    ref = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    got = ort.InferenceSession(str(tmp_path / "head.int8.onnx"), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert np.abs(got - ref).max() < 0.05, np.abs(got - ref).max()
