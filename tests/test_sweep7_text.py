@@ -408,3 +408,46 @@ def test_tflite_names_an_op_of_another_domain(tmp_path: Path) -> None:
     model, npz = _fused_model(tmp_path)
     with pytest.raises(UnsupportedModelError, match=r"op com\.microsoft\.BiasGelu \(node"):
         api.convert(str(model), ["tflite"], tmp_path / "out", calibration=str(npz))
+
+
+class _RecurrentClassifier(nn.Module):
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(30, 12)
+        self.rnn = getattr(nn, kind)(12, 16, num_layers=2, bidirectional=True, batch_first=True)
+        self.fc, self.lstm = nn.Linear(32 + 16, 3), kind == "LSTM"
+
+    def forward(self, ids):
+        out, state = self.rnn(self.emb(ids))
+        h = state[0] if self.lstm else state
+        return self.fc(torch.cat([out[:, -1], h[-1]], -1))
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_recurrent_hidden_units_are_pruned(kind: str) -> None:
+    """LSTM / GRU / RNN were opaque: a recurrent classifier lost no channel at any --prune-macs. Hidden unit j
+    (its gate rows and recurrent column in every layer and direction, the outputs reading it) is one unit, and the
+    input features follow the embedding. Pruned = the original with the removed units' columns zeroed."""
+    import copy
+
+    from edgekit.prune.apply import build_pruned
+    from edgekit.prune.graph import analyze
+
+    torch.manual_seed(0)
+    m = _RecurrentClassifier(kind).eval()
+    feeds = {"ids": torch.randint(0, 30, (2, 7))}
+    an = analyze(m, feeds)
+    groups = {tuple(g.modules()): g for g in an.groups()}
+    assert set(groups) == {("emb", "rnn"), ("fc", "rnn")} and groups[("fc", "rnn")].channels == 16
+    rng = np.random.default_rng(0)
+    removed = {g.units[i].root for g in groups.values() for i in rng.choice(len(g.units), len(g.units) // 2, False)}
+    pruned, _ = build_pruned(an, removed, feeds, original=m)
+    assert pruned.rnn.hidden_size == 8 and pruned.rnn.input_size == 6 and pruned.fc.in_features == 24
+    zeroed = copy.deepcopy(m)
+    rm = np.fromiter(removed, dtype=np.int64)
+    with torch.no_grad():
+        for (mod, pname, dim), atoms in an.slices.items():
+            gone = np.nonzero(np.isin(an.uf.roots(atoms), rm))[0]
+            if dim == 1 and len(gone):
+                getattr(zeroed.get_submodule(mod), pname)[:, torch.as_tensor(gone)] = 0.0
+        torch.testing.assert_close(pruned(**feeds), zeroed(**feeds), rtol=1e-4, atol=1e-5)

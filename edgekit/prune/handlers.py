@@ -326,6 +326,55 @@ class GLUHandler(Handler):
         return m
 
 
+class RNNHandler(Handler):
+    """nn.LSTM / GRU / RNN (tensor input, no initial state, no LSTM projection): hidden unit j is one unit across
+    every layer and direction (they share hidden_size): row j of each gate in weight_ih/weight_hh/biases, column j
+    of weight_hh, and output channel j of each direction, which the next layer's weight_ih reads. The input's last
+    axis follows the producer. Outputs: (output, h_n[, c_n]) labels, hidden units on the last axis."""
+
+    produces = True
+
+    @property
+    def types(self):
+        from torch import nn
+
+        return (nn.LSTM, nn.GRU, nn.RNN)
+
+    def propagate(self, ctx, name, m, node):
+        from torch import nn
+
+        x = node.args[0]
+        if (len(node.args) > 1 or node.kwargs or not ctx.is_tensor(x) or len(ctx.shape(x)) != 3
+                or getattr(m, "proj_size", 0)):  # an initial state, a PackedSequence, unbatched, projections
+            return OpaqueHandler().propagate(ctx, name, m, node)
+        gates = m.weight_ih_l0.shape[0] // m.hidden_size
+        dirs = 2 if m.bidirectional else 1
+        hid = ctx.uf.new(m.hidden_size)
+        rows = np.tile(hid, gates)
+        layer_in = ctx.channel_atoms(ctx.lab(x), ctx.shape(x), len(ctx.shape(x)) - 1)
+        for layer in range(m.num_layers):
+            for sfx in ("", "_reverse")[:dirs]:
+                ctx.record(name, f"weight_ih_l{layer}{sfx}", 1, layer_in)
+                for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    if getattr(m, f"{p}_l{layer}{sfx}", None) is not None:
+                        ctx.record(name, f"{p}_l{layer}{sfx}", 0, rows, out_dim=True)
+                ctx.record(name, f"weight_hh_l{layer}{sfx}", 1, hid)
+            layer_in = np.tile(hid, dirs)
+        out, state = ctx.channel_labels(layer_in, 3, 2), ctx.channel_labels(hid, 3, 2)
+        return (out, (state, state.clone())) if isinstance(m, nn.LSTM) else (out, state)
+
+    def rebuild(self, m, keep):
+        from torch import nn
+
+        w = m.weight_hh_l0
+        extra = {"nonlinearity": m.nonlinearity} if isinstance(m, nn.RNN) else {}
+        new = type(m)(len(_idx(keep, "weight_ih_l0", 1, m.input_size)), len(_idx(keep, "weight_hh_l0", 1, w.shape[1])),
+                      num_layers=m.num_layers, bias=m.bias, batch_first=m.batch_first, dropout=m.dropout,
+                      bidirectional=m.bidirectional, device=w.device, dtype=w.dtype, **extra)
+        _copy_params(m, new, keep)
+        return new
+
+
 class FlattenHandler(Handler):
     @property
     def types(self):
@@ -478,7 +527,7 @@ class OpaqueHandler(Handler):
 
 HANDLERS: list[Handler] = [ConvHandler(), LinearHandler(), EmbeddingHandler(), BatchNormHandler(),
                            LayerNormHandler(), GroupNormHandler(), PReLUHandler(), PerChannelHandler(),
-                           FlattenHandler(), GLUHandler(), PixelShuffleHandler(), TorchTransformerHandler(), MultiheadAttentionHandler()]
+                           FlattenHandler(), GLUHandler(), RNNHandler(), PixelShuffleHandler(), TorchTransformerHandler(), MultiheadAttentionHandler()]
 
 
 def handler_for(module) -> Handler:

@@ -31,15 +31,16 @@ def torch_transformer_macs(name: str, m, inp: tuple, width_of: Callable[[str, in
     return total
 
 
-def rnn_macs(m, inp: tuple) -> int:
+def rnn_macs(m, inp: tuple, hidden: int | None = None) -> int:
     """MACs of an nn.LSTM / GRU / RNN on an input of shape `inp` (one step per token and direction): each layer's
-    gates (4, 3 or 1) x hidden x (layer input + recurrent input), plus an LSTM's projection (proj_size)."""
+    gates (4, 3 or 1) x hidden x (layer input + recurrent input), plus an LSTM's projection (proj_size).
+    `hidden`: the kept hidden units (pruning's prediction), else the module's."""
     from torch import nn
 
     gates = 4 if isinstance(m, nn.LSTM) else 3 if isinstance(m, nn.GRU) else 1
-    dirs, hidden = 2 if m.bidirectional else 1, m.hidden_size
+    dirs, hidden = 2 if m.bidirectional else 1, hidden or m.hidden_size
     out = getattr(m, "proj_size", 0) or hidden
-    per_token, width = 0, m.input_size
+    per_token, width = 0, inp[-1]
     for _ in range(m.num_layers):
         per_token += dirs * (gates * hidden * (width + out) + (hidden * out if out != hidden else 0))
         width = dirs * out
@@ -87,7 +88,8 @@ def graph_macs(gm, shape_of: Callable[[Any], tuple | None], width_of: Callable[[
             elif type(m).__name__ in TORCH_TRANSFORMER_LEAVES and type(m).__module__.startswith("torch.nn"):
                 total += torch_transformer_macs(node.target, m, inp, width_of)
             elif isinstance(m, nn.RNNBase):
-                total += rnn_macs(m, inp)
+                hidden = width_of(node.target, m.hidden_size, ("weight_hh_l0", 1)) if width_of else None
+                total += rnn_macs(m, inp, hidden)
             elif isinstance(m, MHA_LEAVES()):
                 from edgekit.prune.mha import mha_macs
 
