@@ -172,3 +172,15 @@ def test_int8_concat_of_far_apart_ranges_keeps_the_narrow_part(tmp_path):
     ref = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, x)[0]
     got = ort.InferenceSession(str(tmp_path / "head.int8.onnx"), providers=["CPUExecutionProvider"]).run(None, x)[0]
     assert np.abs(got - ref).max() < 0.05, np.abs(got - ref).max()
+
+
+def test_verification_judges_each_output_on_its_own():
+    """A detector's boxes (hundreds of pixels) next to its scores (0..1): with the outputs flattened into one vector
+    an all-zero scores output still scored cosine 0.98 and int8 artifacts shipped without scores."""
+    from edgekit.verify import compare
+
+    rng = np.random.default_rng(0)
+    refs = [[rng.uniform(0, 400, (1, 50, 4)), rng.uniform(0, 1, (1, 50, 4))] for _ in range(3)]
+    zeroed = [[boxes, np.zeros_like(scores)] for boxes, scores in refs]
+    assert compare(refs, zeroed, "detection")["cosine_mean"] < 0.5
+    assert compare(refs, refs, "detection")["cosine"] == pytest.approx(1.0)
