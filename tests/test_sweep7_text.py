@@ -231,6 +231,21 @@ class Packed(nn.Module):
 def build():
     torch.manual_seed(0)
     return Packed()
+
+
+class PaddingMasked(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True), 1)
+
+    def forward(self, input_ids, padding_mask):  # torch's key_padding_mask: True = padding
+        return self.enc(self.emb(input_ids), src_key_padding_mask=padding_mask)[:, 0]
+
+
+def build_masked():
+    torch.manual_seed(0)
+    return PaddingMasked()
 '''
 
 
@@ -248,6 +263,12 @@ def test_factory_with_packed_sequences_from_the_attention_mask_loads(tmp_path: P
     shapes = parse_input_shapes(["input_ids=1x10:int64", "attention_mask=1x10:int64"])
     result = api.convert("packed_lstm_model:build", ["onnxruntime"], tmp_path / "out", input_shapes=shapes,
                          calibration=str(tmp_path / "ids.npz"))
+    _passed(result, ["onnxruntime"])
+    # a bool mask is torch's key_padding_mask (True = padding): probed with False, not with ones (all padding)
+    np.savez(tmp_path / "pad.npz", input_ids=rng.integers(0, 50, (16, 10)), padding_mask=mask == 0)
+    shapes = parse_input_shapes(["input_ids=1x10:int64", "padding_mask=1x10:bool"])
+    result = api.convert("packed_lstm_model:build_masked", ["onnxruntime"], tmp_path / "out2", input_shapes=shapes,
+                         calibration=str(tmp_path / "pad.npz"))
     _passed(result, ["onnxruntime"])
 
 

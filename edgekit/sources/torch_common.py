@@ -57,13 +57,14 @@ def output_names(out) -> list[str]:
 
 
 def example_tensors(inputs: list[InputSpec]) -> tuple:
-    """Inputs to run or trace a torch model on: float zeros, integer ones (a valid token id, and an attention mask
-    that attends everywhere: a mask of zeros gives empty sequences, which pack_padded_sequence refuses)."""
+    """Inputs to run or trace a torch model on: float and bool zeros, integer ones (a valid token id, and an
+    attention mask that attends everywhere: a mask of zeros gives empty sequences, which pack_padded_sequence
+    refuses; a bool mask is torch's key_padding_mask, where True masks: all False attends everywhere)."""
     import numpy as np
     import torch
 
     kind = {s.name: np.dtype(s.dtype).kind for s in inputs}
-    return tuple(torch.from_numpy((np.ones if kind[s.name] in "iub" else np.zeros)(s.concrete_shape(), dtype=s.dtype))
+    return tuple(torch.from_numpy((np.ones if kind[s.name] in "iu" else np.zeros)(s.concrete_shape(), dtype=s.dtype))
                  for s in inputs)
 
 
