@@ -39,7 +39,7 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
     except NotImplementedError:  # torch.export's unlifted module is already in inference form
         pass
     try:
-        with warnings.catch_warnings(), torch.no_grad(), _quiet(), _no_mha_fastpath():
+        with warnings.catch_warnings(), torch.no_grad(), _quiet(), no_mha_fastpath():
             warnings.simplefilter("ignore")
             if exported is not None:  # a torch.export program: the dynamo exporter takes it as is
                 torch.onnx.export(exported, (), str(out_path), dynamo=True, external_data=False,
@@ -101,7 +101,7 @@ def _traceable(module, args: tuple):
 
 
 @contextlib.contextmanager
-def _no_mha_fastpath():
+def no_mha_fastpath():
     """nn.TransformerEncoderLayer / nn.MultiheadAttention take a fused kernel (aten::_transformer_encoder_layer_fwd)
     under no_grad in eval mode, which has no ONNX export: trace the plain ops instead."""
     import torch

@@ -249,14 +249,35 @@ def build_masked():
 '''
 
 
+def _write_factories(tmp: Path, monkeypatch) -> None:
+    (tmp / "packed_lstm_model.py").write_text(PACKED_LSTM)
+    monkeypatch.syspath_prepend(str(tmp))
+
+
+def test_pruning_a_torch_transformer_encoder_called_with_a_padding_mask(tmp_path: Path, monkeypatch) -> None:
+    """Pruning ran the model under no_grad in eval mode, where nn.TransformerEncoder takes its fused fast path:
+    with src_key_padding_mask its layers saw nested tensors and the input statistics hook failed ('NestedTensorImpl
+    doesn't support sizes', an internal error). The prune stage runs with the fast path off, as the export does."""
+    from edgekit.sources import parse_input_shapes
+
+    _write_factories(tmp_path, monkeypatch)
+    rng = np.random.default_rng(0)
+    pad = np.arange(10)[None, :] >= rng.integers(3, 11, (16, 1))
+    np.savez(tmp_path / "pad.npz", input_ids=rng.integers(0, 50, (16, 10)), padding_mask=pad)
+    shapes = parse_input_shapes(["input_ids=1x10:int64", "padding_mask=1x10:bool"])
+    result = api.convert("packed_lstm_model:build_masked", ["onnxruntime"], tmp_path / "out", input_shapes=shapes,
+                         calibration=str(tmp_path / "pad.npz"), prune_macs=0.2, round_to=4)
+    _passed(result, ["onnxruntime"])
+    assert result["prune"]["macs_after"] < result["prune"]["macs_before"]
+
+
 def test_factory_with_packed_sequences_from_the_attention_mask_loads(tmp_path: Path, monkeypatch) -> None:
     """A torch source was probed on integer zeros: an attention mask of zeros gives empty sequences, which
     pack_padded_sequence refuses, so the model was reported as not running on its --input-shape (exit 2).
     Integer inputs are probed, like exported, with ones."""
     from edgekit.sources import parse_input_shapes
 
-    (tmp_path / "packed_lstm_model.py").write_text(PACKED_LSTM)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    _write_factories(tmp_path, monkeypatch)
     rng = np.random.default_rng(0)
     mask = (np.arange(10)[None, :] < rng.integers(3, 11, (16, 1))).astype(np.int64)
     np.savez(tmp_path / "ids.npz", input_ids=rng.integers(0, 50, (16, 10)), attention_mask=mask)

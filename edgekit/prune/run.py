@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import DataError, UnsupportedModelError, UsageError
+from edgekit.export import no_mha_fastpath
 
 
 def _example(samples, inputs, module=None) -> dict[str, Any]:
@@ -34,6 +35,7 @@ def _calib_batches(samples, n: int = 64, batch: int = 8) -> list[dict[str, Any]]
 COMPILED = {"pt2": "torch.export program (.pt2)", "torchscript": "TorchScript archive"}  # kinds without nn layers
 
 
+@no_mha_fastpath()  # torch's fused encoder kernels bypass the layers' hooks and give nested tensors under masks
 def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, prune_macs: float | None = None,
                              exclude=(), round_to: int = 8, importance: str = "l2", allocation: str = "uniform",
                              distill_steps: int = 0, batch_size: int = 32, lr: float = 1e-3,
