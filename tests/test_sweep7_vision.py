@@ -184,3 +184,34 @@ def test_verification_judges_each_output_on_its_own():
     zeroed = [[boxes, np.zeros_like(scores)] for boxes, scores in refs]
     assert compare(refs, zeroed, "detection")["cosine_mean"] < 0.5
     assert compare(refs, refs, "detection")["cosine"] == pytest.approx(1.0)
+
+
+class Ghost(nn.Module):
+    """GhostNet's module: a primary conv, a cheap depthwise conv on its output, concat, then [:, :oup]."""
+
+    def __init__(self, oup=15):
+        super().__init__()
+        self.oup = oup
+        self.primary = nn.Conv2d(3, 8, 1)
+        self.cheap = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.short = nn.Conv2d(3, oup, 1)
+        self.head = nn.Conv2d(oup, 4, 1)
+
+    def forward(self, x):
+        x1 = F.relu(self.primary(x))
+        y = torch.cat([x1, F.relu(self.cheap(x1))], 1)[:, :self.oup]
+        return self.head(y + self.short(x))
+
+
+def test_slice_bounds_follow_the_kept_channels():
+    """x[:, :oup] kept its literal bound after the concat lost channels: the pruned GhostNet did not run ('size of
+    tensor a (50) must match the size of tensor b (49)'). Bounds become the number of kept channels before them."""
+    torch.manual_seed(0)
+    m = Ghost().eval()
+
+    def keep_the_cut_unit(groups):  # the last cheap channel is cut by [:, :15]: its unit is kept, others go
+        return {u.root for g in groups for u in g.units[:3]}
+
+    _zeroed_equivalent(m, IMG, pick=keep_the_cut_unit)
+    p, _ = prune_model(m, IMG, ratio=0.5, round_to=1)
+    assert p(**IMG).shape == (2, 4, 16, 16)

@@ -10,6 +10,7 @@ here, loudly, instead of producing a model that breaks later.
 from __future__ import annotations
 
 import copy
+import operator
 from collections import defaultdict
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from edgekit.errors import UnsupportedModelError
 from edgekit.prune.graph import Analysis, record_run
+from edgekit.prune.labels import align
 from edgekit.prune.ops import shape_items
 
 RESHAPES = ("view", "reshape", "expand")
@@ -92,6 +94,33 @@ def _rewrite_normalized_shape(an: Analysis, node, removed: set[int]) -> bool:
     return True
 
 
+def _rewrite_slice_bounds(an: Analysis, node, removed: set[int]) -> bool:
+    """x[:, :n] (GhostNet's torch.cat([x1, x2], 1)[:, :oup]): integer slice bounds on an axis that loses channels
+    become the number of kept channels before them. Returns whether the node changed."""
+    src, idx = node.args[0], node.args[1]
+    items = idx if isinstance(idx, tuple) else (idx,)
+    shp, lab = an.shapes.get(src.name), an.labels.get(src.name)
+    if not removed or not isinstance(shp, tuple) or lab is None or isinstance(lab, tuple) or len(items) > len(shp) \
+            or not all(isinstance(i, (slice, int)) for i in items):
+        return False
+    keep = ~np.isin(an.canon(align(lab, len(shp))).numpy(), np.fromiter(removed, dtype=np.int64))
+    out, changed = [], False
+    for ax, it in enumerate(items):
+        if not isinstance(it, slice) or keep.shape[ax] == 1 or it.step not in (None, 1) or not all(
+                b is None or isinstance(b, int) for b in (it.start, it.stop)):
+            out.append(it)
+            continue
+        kept = keep.any(axis=tuple(a for a in range(len(shp)) if a != ax))
+        start, stop, _ = it.indices(shp[ax])
+        new = slice(None if it.start is None else int(kept[:start].sum()),
+                    None if it.stop is None else int(kept[:stop].sum()), it.step)
+        changed |= new != it
+        out.append(new)
+    if changed:
+        node.args = (src, tuple(out) if isinstance(idx, tuple) else out[0])
+    return changed
+
+
 def _chunk_to_split(node, new) -> bool:
     """chunk(n) cuts equal pieces; when the pieces keep different channel counts (each piece's channels are pruned
     as their own group) it becomes split with the kept sizes. Returns whether the node changed."""
@@ -151,6 +180,8 @@ def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
                 dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
                 node.args = (node.args[0], [s[dim] for s in new], *node.args[2:])
                 rewritten = True
+        elif node.op == "call_function" and node.target is operator.getitem and an.is_tensor(node.args[0]):
+            rewritten |= _rewrite_slice_bounds(an, node, removed)
         elif node.target in ("chunk", torch.chunk) and len(node.args) > 1:
             rewritten |= _chunk_to_split(node, an.expected_shape(node.name, removed))
         elif node.op == "call_function" and node.target in _last_axis_norms():
