@@ -34,7 +34,7 @@ def reference_outputs(model: LoadedModel, samples: Iterable[dict[str, np.ndarray
         with torch.no_grad():
             for feed in samples:
                 res = model.module(*[torch.from_numpy(np.ascontiguousarray(feed[s.name])) for s in model.inputs])
-                outs.append([r.detach().float().numpy() for r in flat_outputs(res)])
+                outs.append([_as_output(r.detach().numpy()) for r in flat_outputs(res)])
         return outs
     from edgekit.backends.base import LoadOptions
     from edgekit.backends.onnxruntime import load
@@ -44,7 +44,12 @@ def reference_outputs(model: LoadedModel, samples: Iterable[dict[str, np.ndarray
 
 
 def run_all(session: Any, samples: Iterable[dict[str, np.ndarray]]) -> list[Outputs]:
-    return [[np.asarray(o, dtype=np.float32) for o in session.run(feed)] for feed in samples]
+    return [[_as_output(o) for o in session.run(feed)] for feed in samples]
+
+
+def _as_output(value: Any) -> np.ndarray:
+    """float32, except integer and bool outputs (argmax indices, ids, masks), which `compare` judges exactly."""
+    return np.asarray(value) if _is_integer(value) else np.asarray(value, dtype=np.float32)
 
 
 def _finite(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -246,6 +246,21 @@ class PaddingMasked(nn.Module):
 def build_masked():
     torch.manual_seed(0)
     return PaddingMasked()
+
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.fc = nn.Embedding(50, 8), nn.Linear(8, 5)
+
+    def forward(self, input_ids):
+        logits = self.fc(self.emb(input_ids))
+        return {"logits": logits, "tags": logits.argmax(-1)}
+
+
+def build_tagger():
+    torch.manual_seed(0)
+    return Tagger()
 '''
 
 
@@ -493,3 +508,17 @@ def test_recurrent_hidden_units_are_pruned(kind: str) -> None:
             if dim == 1 and len(gone):
                 getattr(zeroed.get_submodule(mod), pname)[:, torch.as_tensor(gone)] = 0.0
         torch.testing.assert_close(pruned(**feeds), zeroed(**feeds), rtol=1e-4, atol=1e-5)
+
+
+def test_integer_outputs_of_a_torch_model_are_judged_exactly(tmp_path: Path, monkeypatch) -> None:
+    """A torch source's references and every artifact's outputs were cast to float32, so an argmax output looked like
+    a float one: compared by cosine (one near-tie flip 0 -> 2 gave cosine 0 and failed OpenVINO int8 of a text
+    classifier) instead of exactly and apart (integer_outputs_exact)."""
+    from edgekit.sources import parse_input_shapes
+
+    _write_factories(tmp_path, monkeypatch)
+    np.savez(tmp_path / "ids.npz", input_ids=np.random.default_rng(0).integers(0, 50, (8, 6)))
+    result = api.convert("packed_lstm_model:build_tagger", ["onnxruntime"], tmp_path / "out",
+                         input_shapes=parse_input_shapes(["input_ids=1x6:int64"]), calibration=str(tmp_path / "ids.npz"))
+    _passed(result, ["onnxruntime"])
+    assert result["artifacts"][0]["verification"]["integer_outputs_exact"] == 1.0
