@@ -4,7 +4,8 @@ Unlabeled data is enough: classifiers learn the teacher's temperature-softened l
 models its embeddings (MSE + cosine); labels, when given, add a cross-entropy term. Optional feature
 loss on named layers (a learned 1x1 adapter bridges pruned widths). The student's BatchNorm statistics
 are re-estimated first (channel removal invalidates them). Colour images get function-matching
-augmentation (resized crops, flips, colour jitter, mixup/CutMix; the teacher labels each batch). Seeded and deterministic; a
+augmentation (resized crops, flips, colour jitter, mixup/CutMix), token sequences token swaps and spliced
+spans; the teacher labels each augmented batch. Seeded and deterministic; a
 held-out split measures the loss before and after; training stops early when the loss flattens and the
 weights with the best held-out loss are kept.
 """
@@ -117,14 +118,61 @@ def _mix(y, gen):
     return y
 
 
+TOKEN_SWAP = 0.2  # fraction of a sentence's inner tokens replaced by tokens of other sentences of the batch
+
+
+def _token_rows(feed: dict[str, Any]) -> tuple[str | None, Any]:
+    """(name of the token-id input, its valid positions) or (None, None): the 2-D integer input with values
+    beyond 0/1; valid = where an input named like a mask is 1, else where the ids are not 0 (padding)."""
+    ids = next((k for k, x in feed.items() if not x.is_floating_point() and x.dim() == 2 and int(x.max()) > 1), None)
+    if ids is None:
+        return None, None
+    mask = next((x for k, x in feed.items() if "mask" in k.lower() and x.shape == feed[ids].shape), None)
+    return ids, (mask == 1) if mask is not None else feed[ids] != 0
+
+
+def _augment_tokens(feed: dict[str, Any], gen) -> dict[str, Any]:
+    """Token sequences: in each row, TOKEN_SWAP of the inner valid tokens (the first and last, typically the
+    [CLS]/[SEP] markers, stay) become tokens drawn from the batch's own inner tokens, and half of the rows
+    take a contiguous span from another row (the CutMix of text). Lengths and masks are unchanged; the
+    teacher labels the result, so a few hundred sentences give many distinct inputs (TinyBERT-style)."""
+    import torch
+
+    name, valid = _token_rows(feed)
+    if name is None:
+        return feed
+    x = feed[name].clone()
+    n, t = x.shape
+    pos = torch.arange(t).expand(n, t)
+    first = torch.where(valid, pos, t).min(1, keepdim=True).values
+    last = torch.where(valid, pos, -1).max(1, keepdim=True).values
+    inner = valid & (pos > first) & (pos < last)
+    pool = x[inner]
+    if pool.numel() < 2:
+        return feed
+    swap = inner & (torch.rand(n, t, generator=gen) < TOKEN_SWAP)
+    x[swap] = pool[torch.randint(0, pool.numel(), (int(swap.sum()),), generator=gen)]
+    if n > 1:
+        partner = torch.randint(0, n, (n // 2,), generator=gen)
+        for i, j in enumerate(partner.tolist()):
+            span = inner[i] & inner[j]
+            cols = span.nonzero().flatten()
+            if len(cols) < 2:
+                continue
+            a, b = sorted(torch.randint(0, len(cols), (2,), generator=gen).tolist())
+            x[i, cols[a]:cols[b] + 1] = x[j, cols[a]:cols[b] + 1]
+    return {**feed, name: x}
+
+
 def _augment(feed: dict[str, Any], gen) -> dict[str, Any]:
     """Images (4-D float inputs). Colour (3-channel) images: random resized crop with a wide scale range,
     horizontal flip, colour jitter, then mixup / CutMix between images ("function matching": the teacher
     is queried on many more distinct inputs than the set holds). Other images (e.g. grayscale digits,
     where flips and colour change the meaning): a random shift by up to 1/8 of the size (zero fill) and
-    mixup. The same augmented batch goes to teacher and student. Non-image inputs pass unchanged."""
+    mixup. The same augmented batch goes to teacher and student. Token sequences: `_augment_tokens`."""
     import torch
 
+    feed = _augment_tokens(feed, gen)
     out = {}
     for k, x in feed.items():
         if not (x.is_floating_point() and x.dim() == 4):
@@ -284,6 +332,47 @@ def _loss_fn(task: str, temperature: float):
     return loss
 
 
+AUTO = "auto"  # feature_layers=["auto"]: the outputs of the model's repeated blocks (block_layers)
+
+
+def block_layers(model) -> list[str]:
+    """Names of the model's repeated blocks: the longest run of same-class children of one container
+    (nn.ModuleList / nn.Sequential), e.g. a transformer's encoder layers or a CNN's residual stages' blocks.
+    At least 2 in the run, else [] (nothing is repeated)."""
+    from torch import nn
+
+    best: list[str] = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, (nn.ModuleList, nn.Sequential)):
+            continue
+        run: list[str] = []
+        prev = None
+        for child_name, child in mod.named_children():
+            cls = type(child)
+            run = run + [child_name] if cls is prev else [child_name]
+            prev = cls
+            if len(run) > len(best) and len(run) >= 2 and any(True for _ in child.parameters()):
+                best = [f"{name}.{c}" if name else c for c in run]
+    return best
+
+
+def resolve_feature_layers(model, names: list[str] | None, task: str) -> list[str]:
+    """The layers whose outputs are matched. Default (None): for an embedding or generic model, the outputs
+    of its repeated blocks: one embedding per sample is a thin signal, every block's per-token hidden states
+    a rich one (TinyBERT-style). Measured on zoo:minilm pruned by 25% of MACs, 480 steps, 65 held-out
+    sentences: embedding loss alone 0.956 -> 0.956 cosine (training loss fell, held-out did not: 205
+    sentences are memorised), with the six encoder layers' outputs 0.963, plus token augmentation 0.966.
+    Classifiers: none (mobilenet_v2's softened 1000-class logits: 0.855 without, 0.852 with three
+    blocks matched). "auto" asks for the blocks on any task; "none" for none."""
+    if names is None:
+        names = [AUTO] if task != "classification" else []
+    if [n.lower() for n in names] == ["none"]:
+        return []
+    if AUTO in names:
+        names = [n for n in names if n != AUTO] + block_layers(model)
+    return list(dict.fromkeys(names))
+
+
 class _Features:
     """Forward hooks on named layers of teacher and student; adapters map student width -> teacher width."""
 
@@ -321,8 +410,16 @@ class _Features:
             h.remove()
 
 
+def default_lr(task: str) -> float:
+    """AdamW learning rate when none is given: 1e-3 for classifiers (small CNNs such as mnist_cnn recover
+    fastest there), 1e-4 for embedding and other models, mostly pretrained transformers: zoo:minilm pruned
+    by 25% of MACs gained nothing at 1e-3 or 2e-4 (held-out loss never below the start: the best weights
+    were the first) and 0.956 -> 0.966 cosine at 1e-4 (480 steps, block features, token augmentation)."""
+    return 1e-3 if task == "classification" else 1e-4
+
+
 def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps: int = 300,
-            task: str = "classification", lr: float = 1e-3, temperature: float = 4.0, batch_size: int = 32,
+            task: str = "classification", lr: float | None = None, temperature: float = 4.0, batch_size: int = 32,
             seed: int = 0, feature_layers: list[str] | None = None, labels: np.ndarray | None = None,
             augment: bool = True, held_out: float = 0.2, feature_weight: float = 1.0,
             patience: int = 3, recalibrate: bool = True, freeze_bn: bool | None = None,
@@ -343,6 +440,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
 
     if task not in TASKS:
         raise UsageError(f"unknown distillation task '{task}'", hint=f"choose one of: {', '.join(TASKS)}")
+    lr = default_lr(task) if lr is None else lr
     if steps < 1 or batch_size < 1:
         raise UsageError(f"--distill-steps and batch size must be positive (got {steps}, {batch_size})")
     items, set_labels = _materialize(samples)
@@ -362,7 +460,8 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     held_y = torch.as_tensor(labels[held_idx]).long() if labels is not None else None
     teacher.eval()
     loss_fn = _loss_fn(task, temperature)
-    feats = _Features(teacher, student, feature_layers or []) if feature_layers else None
+    feature_layers = resolve_feature_layers(student, feature_layers, task)
+    feats = _Features(teacher, student, feature_layers) if feature_layers else None
 
     with torch.no_grad():
         held_t = first_output(teacher(**held))
@@ -468,6 +567,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
         "task": task, "steps": step, "steps_requested": steps, "early_stopped": stopped,
         "samples_train": int(len(train_idx)), "samples_held_out": int(n_held), "batch_size": batch_size,
         "lr": lr, "temperature": temperature if task == "classification" else None, "augment": augment,
+        "feature_layers": feature_layers,
         "train_loss_first": first_loss, "train_loss_last": ema,
         "bn_recalibrated": n_bn, "bn_recalibrated_end": n_bn_end, "freeze_bn": freeze_bn, "dropout": dropout,
         "held_out_loss_raw": raw_loss, "held_out_loss_before": before, "held_out_loss_after": after,

@@ -230,3 +230,88 @@ def test_student_dropout_is_off_while_training_unless_asked():
     on = distill(teacher, student, image_samples(), steps=2, batch_size=16, lr=1e-9, augment=False, seed=0,
                  dropout=True)
     assert on["train_loss_first"] > 0.01  # dropout noise: the student no longer matches its own teacher
+
+
+def test_token_augmentation_keeps_markers_lengths_and_masks():
+    import torch
+
+    from edgekit.distill import TOKEN_SWAP, _augment
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.zeros(8, 20, dtype=torch.long)
+    mask = torch.zeros(8, 20, dtype=torch.long)
+    for i in range(8):
+        n = 10 + i
+        ids[i, :n] = torch.arange(100 + 50 * i, 100 + 50 * i + n)
+        ids[i, 0], ids[i, n - 1] = 101, 102  # [CLS] ... [SEP]
+        mask[i, :n] = 1
+    out = _augment({"input_ids": ids, "attention_mask": mask}, g)
+    again = _augment({"input_ids": ids, "attention_mask": mask}, torch.Generator().manual_seed(0))
+    assert torch.equal(out["input_ids"], again["input_ids"])  # seeded
+    assert torch.equal(out["attention_mask"], mask)
+    x = out["input_ids"]
+    valid = mask == 1
+    assert torch.equal(x[~valid], ids[~valid])  # padding untouched
+    lengths = mask.sum(1)
+    assert all(int(x[i, 0]) == 101 and int(x[i, lengths[i] - 1]) == 102 for i in range(8))
+    changed = ((x != ids) & valid).float().sum() / (valid.sum() - 16)
+    assert TOKEN_SWAP * 0.5 < changed < 0.9  # a real share of the inner tokens, not all of them
+    pool = set(ids[valid].tolist())
+    assert set(x[valid].tolist()) <= pool  # only tokens the batch already holds
+    floats = {"x": torch.ones(2, 5)}
+    assert torch.equal(_augment(floats, g)["x"], floats["x"])  # non-image float inputs pass unchanged
+
+
+class _Block(nn.Module):
+    def __init__(self, d=16):
+        super().__init__()
+        self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, x):
+        return self.norm(x + self.ff(x))
+
+
+class _Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp = nn.Linear(8, 16)
+        self.blocks = nn.ModuleList(_Block() for _ in range(3))
+        self.head = nn.Linear(16, 12)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for b in self.blocks:
+            h = b(h)
+        return self.head(h).mean(1)
+
+
+def test_feature_layers_default_to_the_repeated_blocks_for_embedding_models():
+    from edgekit.distill import block_layers, resolve_feature_layers
+
+    teacher = _Encoder().eval()
+    assert block_layers(teacher) == ["blocks.0", "blocks.1", "blocks.2"]
+    assert resolve_feature_layers(teacher, None, "embedding") == ["blocks.0", "blocks.1", "blocks.2"]
+    assert resolve_feature_layers(teacher, None, "classification") == []
+    assert resolve_feature_layers(teacher, ["none"], "embedding") == []
+    assert resolve_feature_layers(teacher, ["auto", "inp"], "classification") == ["inp", "blocks.0", "blocks.1",
+                                                                                 "blocks.2"]
+    data = np.random.default_rng(0).standard_normal((64, 1, 5, 8)).astype(np.float32)
+    samples = SampleSet("sequences", 64, lambda i: {"x": data[i, :1]})
+    student = __import__("copy").deepcopy(teacher)  # same widths, perturbed weights: hidden states comparable
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.3 * p.std() * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    s2 = __import__("copy").deepcopy(student)
+    kw = dict(steps=40, task="embedding", batch_size=16, lr=3e-3, recalibrate=False)
+    rep = distill(teacher, student, samples, **kw)
+    assert rep["feature_layers"] == ["blocks.0", "blocks.1", "blocks.2"]
+    assert distill(teacher, s2, samples, feature_layers=["none"], **kw)["feature_layers"] == []
+
+    def block0_error(m) -> float:  # the matched hidden states end closer to the teacher's with the feature loss
+        x = torch.as_tensor(data[:, 0])
+        with torch.no_grad():
+            return float(((m.blocks[0](m.inp(x)) - teacher.blocks[0](teacher.inp(x))) ** 2).mean())
+
+    assert block0_error(student) < block0_error(s2)

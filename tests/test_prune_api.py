@@ -239,7 +239,9 @@ def test_layout_chosen_by_measured_latency(invoke, tmp_path) -> None:
     assert res.returncode == 0, res.stderr
     out = res.json()
     prune = out["prune"]["prune"]
-    assert prune["layout_by_latency"] and 0.5 <= prune["macs_removed"] <= 0.51
+    # the timed candidates lie within 1% of the closest reachable layout (itself just past 0.5), and which one
+    # is fastest depends on the host's load: any of them may win
+    assert prune["layout_by_latency"] and 0.5 <= prune["macs_removed"] <= 0.52
     assert out["artifacts"][0]["verification"]["passed"]
     bad = invoke("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "--prune", "0.3", "--layout-by-latency",
                  "-o", str(tmp_path / "bad"))

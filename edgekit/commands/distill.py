@@ -24,9 +24,11 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--calibration", help="Unlabeled data: .npz/.npy, image folder, text file or shipped set name.")
 @click.option("--train-data", help="Data for distillation (default: --calibration, else the model's shipped set).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate (AdamW, cosine decay).")
+@click.option("--lr", type=float, default=None,
+              help="Learning rate (AdamW, cosine decay); default 1e-3 for classifiers, 1e-4 for other models.")
 @click.option("--temperature", type=float, default=4.0, show_default=True, help="Softmax temperature (classifiers).")
-@click.option("--feature-layer", "feature_layers", multiple=True, help="Also match this layer's output (repeatable).")
+@click.option("--feature-layer", "feature_layers", multiple=True, help="Also match this layer's output (repeatable; 'auto': the repeated blocks, the default for "
+              "embedding and other non-classifier models; 'none': no feature loss).")
 @click.option("--no-augment", is_flag=True, help="No image augmentation during distillation.")
 @click.option("--train-precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="Training-step precision: fp32 (auto), or bf16 autocast on CPUs with bfloat16 instructions "
@@ -38,7 +40,7 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @handle_errors
 def distill(model: str, output: str, prune: float | None, prune_macs: float | None, prune_exclude: tuple[str, ...],
             round_to: int, importance: str, allocation: str, no_reconstruct: bool, distill_steps: int, calibration: str | None,
-            train_data: str | None, batch_size: int, lr: float, temperature: float, feature_layers: tuple[str, ...],
+            train_data: str | None, batch_size: int, lr: float | None, temperature: float, feature_layers: tuple[str, ...],
             no_augment: bool, train_precision: str, input_shapes: tuple[str, ...], weights: str | None, seed: int, as_json: bool) -> None:
     """Prune MODEL (a torch model: .pt2, TorchScript-free factory pkg.module:fn, or zoo:NAME) and recover it
     by distilling from the original on unlabeled data. Writes a torch.export program (-o OUT.pt2).

@@ -38,7 +38,7 @@ COMPILED = {"pt2": "torch.export program (.pt2)", "torchscript": "TorchScript ar
 @no_mha_fastpath()  # torch's fused encoder kernels bypass the layers' hooks and give nested tensors under masks
 def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, prune_macs: float | None = None,
                              exclude=(), round_to: int = 8, importance: str = "l2", allocation: str = "uniform",
-                             distill_steps: int = 0, batch_size: int = 32, lr: float = 1e-3,
+                             distill_steps: int = 0, batch_size: int = 32, lr: float | None = None,
                              temperature: float = 4.0, feature_layers: list[str] | None = None,
                              augment: bool = True, seed: int = 0, reconstruct: bool = True,
                              layout_target: Any = None, train_precision: str = "auto") -> tuple[Any, dict[str, Any]]:
