@@ -522,3 +522,46 @@ def test_integer_outputs_of_a_torch_model_are_judged_exactly(tmp_path: Path, mon
                          input_shapes=parse_input_shapes(["input_ids=1x6:int64"]), calibration=str(tmp_path / "ids.npz"))
     _passed(result, ["onnxruntime"])
     assert result["artifacts"][0]["verification"]["integer_outputs_exact"] == 1.0
+
+
+class _GQA(nn.Module):
+    """Grouped-query attention: 4 query heads share 2 key/value heads through repeat_interleave."""
+
+    def __init__(self, d: int = 32, heads: int = 4, kv_heads: int = 2) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.hd = heads, kv_heads, d // heads
+        self.inp, self.q, self.o = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.k, self.v = nn.Linear(d, kv_heads * self.hd), nn.Linear(d, kv_heads * self.hd)
+
+    def forward(self, x):
+        x = self.inp(x)
+        b, t, c = x.shape
+        q = self.q(x).view(b, t, self.heads, self.hd).transpose(1, 2)
+        k = self.k(x).view(b, t, self.kv_heads, self.hd).transpose(1, 2)
+        v = self.v(x).view(b, t, self.kv_heads, self.hd).transpose(1, 2)
+        r = self.heads // self.kv_heads
+        y = nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1))
+        return x + self.o(y.transpose(1, 2).reshape(b, t, c))
+
+
+def test_grouped_query_attention_prunes_a_kv_head_with_its_query_heads() -> None:
+    """repeat_interleave was unknown to pruning, so GQA (Llama 2/3, Mistral) kept every head. Key/value head j and
+    the query heads it serves are one unit; pruned = the original with those heads' output columns zeroed."""
+    import copy
+
+    from edgekit.prune.apply import build_pruned
+    from edgekit.prune.graph import analyze
+
+    torch.manual_seed(0)
+    m = _GQA().eval()
+    feeds = {"x": torch.randn(2, 5, 32)}
+    an = analyze(m, feeds)
+    heads = next(g for g in an.groups() if "q" in g.modules())
+    assert heads.modules() == ["k", "o", "q", "v"] and len(heads.units) == 2
+    pruned, _ = build_pruned(an, {heads.units[1].root}, feeds, original=m)
+    assert (pruned.q.out_features, pruned.k.out_features, pruned.o.in_features) == (16, 8, 16)
+    kept = next(i for i in range(16) if torch.equal(m.k.weight[i], pruned.k.weight[0])) // 8
+    zeroed = copy.deepcopy(m)
+    with torch.no_grad():
+        zeroed.o.weight[:, 16 * (1 - kept):16 * (2 - kept)] = 0.0  # kv head j serves query heads 2j and 2j + 1
+        torch.testing.assert_close(pruned(**feeds), zeroed(**feeds), rtol=1e-5, atol=1e-5)

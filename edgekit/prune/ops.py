@@ -334,6 +334,18 @@ def factory(ctx, node):
     return None if shp is None else block_const(len(shp))
 
 
+def repeat_interleave(ctx, node):
+    """x.repeat_interleave(r, dim): each slice along `dim` repeated r times in place (grouped-query attention: kv head
+    j serves q heads j*r .. j*r + r - 1, so attention couples them into one unit)."""
+    x = node.args[0]
+    reps = node.args[1] if len(node.args) > 1 else node.kwargs.get("repeats")
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim")
+    if not ctx.is_tensor(x) or not isinstance(reps, int) or not isinstance(dim, int) or ctx.shape(node) is None:
+        return unknown(ctx, node)
+    lab = align(ctx.lab(x), len(ctx.shape(x)))
+    return lab if lab.shape[dim] == 1 else compress(lab.repeat_interleave(reps, dim=dim))
+
+
 def unknown(ctx, node):
     for a in _tensor_args(ctx, node):
         ctx.block(ctx.lab(a))
@@ -373,6 +385,8 @@ def _table() -> dict[object, Callable]:
         t[f] = movement
     t[operator.getitem] = getitem
     t[F.glu] = glu
+    for f in (torch.repeat_interleave, "repeat_interleave"):
+        t[f] = repeat_interleave
     for f in (F.pixel_shuffle, F.pixel_unshuffle, torch.pixel_shuffle, torch.pixel_unshuffle):
         t[f] = movement
     for f in (torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"):
