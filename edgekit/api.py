@@ -13,8 +13,8 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
             calibration: str | None = None, calibration_size: int | None = None,
             calibration_method: str | None = None, verify: bool = True, io_layout: str = "nchw",
             io_dtype: str = "float", prune: float | None = None, prune_macs: float | None = None,
-            prune_exclude: tuple[str, ...] = (), round_to: int = 8, importance: str = "l2",
-            allocation: str = "uniform", layout_by_latency: bool = False,
+            prune_exclude: tuple[str, ...] = (), round_to: int = 8, importance: str = "auto",
+            allocation: str = "auto", layout_by_latency: bool = False,
             distill_steps: int = 0, max_drop: float | None = None, eval_data: str | None = None,
             int8_finetune: int | None = None, fallback_order: str = "e2e", profile: str | None = None,
             name: str | None = None, seed: int = 0) -> dict[str, Any]:

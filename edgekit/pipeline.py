@@ -41,8 +41,8 @@ class Job:
     prune_macs: float | None = None
     prune_exclude: tuple[str, ...] = ()
     round_to: int = 8
-    importance: str = "l2"
-    allocation: str = "uniform"
+    importance: str = "auto"
+    allocation: str = "auto"
     layout_by_latency: bool = False
     distill_steps: int = 0
     max_drop: float | None = None

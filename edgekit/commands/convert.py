@@ -36,11 +36,12 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--prune-macs", type=float, help="Target fraction of MACs to remove.")
 @click.option("--prune-exclude", multiple=True, help="Module name kept unpruned (repeatable).")
 @click.option("--round-to", type=int, default=8, show_default=True, help="Round kept channel counts to a multiple.")
-@click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor", "variance"]), default="l2",
-              show_default=True, help="Channel importance criterion for pruning.")
-@click.option("--allocation", type=click.Choice(["uniform", "global", "sensitivity"]), default="uniform", show_default=True,
-              help="Pruning allocation: the same fraction per layer, one threshold across layers, or per layer from "
-                   "its measured output loss on the calibration data (sensitivity).")
+@click.option("--importance", type=click.Choice(["auto", "l1", "l2", "bn", "taylor", "variance"]), default="auto",
+              show_default=True, help="Channel importance criterion for pruning (auto: variance with calibration data, else l2).")
+@click.option("--allocation", type=click.Choice(["auto", "uniform", "global", "sensitivity"]), default="auto",
+              show_default=True, help="Pruning allocation: the same fraction per layer, one threshold across layers, or per layer from "
+                   "its measured output loss on the calibration data (sensitivity; auto: sensitivity with "
+                   "calibration data, else uniform).")
 @click.option("--layout-by-latency", is_flag=True,
               help="With --prune-macs: among channel layouts near the MAC target, keep the one the first "
                    "target's runtime runs fastest on this machine (measured).")

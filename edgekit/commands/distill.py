@@ -14,10 +14,11 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--prune-macs", type=float, help="Target fraction of MACs to remove.")
 @click.option("--prune-exclude", multiple=True, help="Layer name (or glob) whose output channels are kept (repeatable).")
 @click.option("--round-to", type=int, default=8, show_default=True, help="Kept channel counts are multiples of this.")
-@click.option("--importance", type=click.Choice(["l1", "l2", "bn", "bn_scale", "taylor", "variance"]), default="l2",
-              show_default=True, help="Channel importance criterion.")
-@click.option("--allocation", type=click.Choice(["uniform", "global", "sensitivity"]), default="uniform", show_default=True,
-              help="uniform | global | sensitivity (per layer from its measured output loss on the data)")
+@click.option("--importance", type=click.Choice(["auto", "l1", "l2", "bn", "bn_scale", "taylor", "variance"]),
+              default="auto", show_default=True, help="Channel importance criterion (auto: variance with data, else l2).")
+@click.option("--allocation", type=click.Choice(["auto", "uniform", "global", "sensitivity"]), default="auto",
+              show_default=True, help="uniform | global | sensitivity (per layer from its measured output loss on the "
+              "data) | auto (sensitivity with data, else uniform)")
 @click.option("--no-reconstruct", is_flag=True,
               help="Skip the least-squares refit of the layers after the pruned channels (needs data; on by default).")
 @click.option("--distill-steps", type=int, default=0, show_default=True, help="Distillation steps (0 = none).")
