@@ -36,7 +36,6 @@ def _calib_batches(samples, n: int = 64, batch: int = 8) -> list[dict[str, Any]]
 COMPILED = {"pt2": "torch.export program (.pt2)", "torchscript": "TorchScript archive"}  # kinds without nn layers
 
 
-@no_mha_fastpath()  # torch's fused encoder kernels bypass the layers' hooks and give nested tensors under masks
 def resolve_auto(importance: str, allocation: str, has_data: bool) -> tuple[str, str]:
     """"auto" criteria: with real calibration data, variance importance and sensitivity allocation (each
     group's kept width from its measured output loss); without, l2 and uniform. Measured (benchmarks/prune.py,
@@ -51,6 +50,7 @@ def resolve_auto(importance: str, allocation: str, has_data: bool) -> tuple[str,
     return importance, allocation
 
 
+@no_mha_fastpath()  # torch's fused encoder kernels bypass the layers' hooks and give nested tensors under masks
 def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, prune_macs: float | None = None,
                              exclude=(), round_to: int = 8, importance: str = "auto", allocation: str = "auto",
                              distill_steps: int = 0, batch_size: int = 32, lr: float | None = None,
