@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import click
 
@@ -25,6 +26,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("edgekit.commands.cache:cache", "Show or clean the build cache."),
 }
 
+def _json_error(type_: str, message: str, exit_code: int) -> None:
+    from edgekit.commands._common import emit_json
+
+    emit_json({"error": {"type": type_, "message": message, "exit_code": exit_code}})
+
+
 _EPILOG = "Exit codes:\n\n" + "\n\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
 
 
@@ -43,7 +50,29 @@ class LazyGroup(click.Group):
             if exc.name == mod_name:
                 return None  # command not built yet
             raise
-        return getattr(mod, attr)
+        cmd = getattr(mod, attr)
+        for c in [cmd, *getattr(cmd, "commands", {}).values()]:  # every command's --help lists the exit codes
+            c.epilog = c.epilog or _EPILOG
+        return cmd
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Errors click raises itself (a bad option or value, an unknown command) and Ctrl-C keep the
+        contract: one error object on stdout under --json, and Ctrl-C exits 130 (click's "Aborted!" exits 1,
+        which means an internal error here). Cleanup already ran: the pipeline removes its temp folder."""
+        as_json = "--json" in ctx.args
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            if not as_json:
+                raise
+            exc.show()
+            _json_error("UsageError", exc.format_message(), exc.exit_code)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("edgekit: interrupted", err=True)
+            if as_json:
+                _json_error("Interrupted", "interrupted (SIGINT); nothing was written", 130)
+            sys.exit(130)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]

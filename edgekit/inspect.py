@@ -443,11 +443,9 @@ def inspect_artifact(path: str | Path, *, base: Path | None = None) -> dict[str,
 
     Paths in the result are relative to `base` when given (the manifest's folder), else as given.
     """
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"{p}: no such file", hint="give the path of an .onnx, .ort, .xml or .tflite artifact")
-    if p.is_dir():
-        raise UsageError(f"{p}: is a folder", hint="give one artifact file (.onnx, .ort, .xml or .tflite)")
+    from edgekit.artifact_file import check_artifact_file
+
+    p = check_artifact_file(path)  # missing, a folder, empty, an .xml without its .bin: exit code 2
     reader = READERS.get(p.suffix.lower())
     if reader is None:
         raise UsageError(f"{p}: unknown artifact type '{p.suffix}'",

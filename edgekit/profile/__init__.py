@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import ModelLoadError, UsageError
+from edgekit.errors import UsageError
 from edgekit.profile.devices import DeviceTarget, resolve_device
 from edgekit.profile.result import build_result
 from edgekit.profile.stream import Collected, RemoteRunError, raise_runner_error
@@ -56,10 +56,9 @@ def profile_artifact(path: Path, device: str = "local", *, runs: int = 50, warmu
         raise UsageError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be >= 1 (got {threads})")
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no such artifact", hint="give the path of a .onnx, .ort, .xml or .tflite file")
-    if path.suffix.lower() not in SUFFIXES:
-        raise ModelLoadError(f"{path}: cannot profile '{path.suffix}' files", hint="expected .onnx, .ort, .xml or .tflite")
+    from edgekit.artifact_file import check_artifact_file
+
+    path = check_artifact_file(path)  # missing, a folder, empty, an .xml without its .bin: exit code 2
 
     target = resolve_device(device, remote_python=options.get("remote_python"))
     if options.get("estimate") or target.kind == "estimate":

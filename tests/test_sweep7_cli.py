@@ -1,0 +1,88 @@
+"""The CLI contract as a build script sees it: exit codes, one JSON document on stdout under --json
+(also for errors click itself raises, and for Ctrl-C), every command's --help lists the exit codes,
+and bad artifact files are exit code 2 with one line, never a crash or a success."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import COMMANDS, cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _edgekit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CI="true")
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_command_help_lists_exit_codes(name: str) -> None:
+    res = CliRunner().invoke(cli, [name, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Exit codes:" in res.output and "internal error" in res.output and "130" in res.output
+
+
+@pytest.mark.parametrize("args", [
+    ["convert", "m.onnx", "-t", "onnxruntime", "--precision", "int4", "--json"],  # bad choice
+    ["convert", "m.onnx", "-t", "onnxruntime", "--frobnicate", "--json"],  # unknown flag
+    ["profile", "m.onnx", "--runs", "many", "--json"],  # not an integer
+    ["cache", "clean", "--older-than", "x", "--json"],  # nested group
+    ["frobnicate", "--json"],  # unknown command
+])
+def test_click_usage_errors_still_print_one_json_error(args: list[str], tmp_path: Path) -> None:
+    res = _edgekit(*args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    err = json.loads(res.stdout)["error"]  # exactly one JSON document
+    assert err["exit_code"] == 2 and err["type"] == "UsageError" and err["message"]
+    assert "Error:" in res.stderr and "Traceback" not in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["inspect", "profile"])
+@pytest.mark.parametrize("files,arg,problem", [
+    ({"m.onnx": b""}, "m.onnx", "empty"),
+    ({"m.tflite": b""}, "m.tflite", "empty"),
+    ({"m.xml": b"<net/>"}, "m.xml", "m.bin is missing"),
+    ({"m.xml": b"<net/>", "m.bin": b""}, "m.xml", "m.bin is empty"),
+])
+def test_bad_artifact_files_are_bad_input(command: str, files: dict, arg: str, problem: str,
+                                          tmp_path: Path) -> None:
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    res = _edgekit(command, arg, "--json", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr  # not 0 (inspect of an empty .onnx) nor 4 (profile)
+    assert problem in json.loads(res.stdout)["error"]["message"]
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_ctrl_c_mid_conversion_exits_130_and_leaves_the_output_folder_as_it_was(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "mnist_cnn.arm.int8.tflite"
+    mine.write_bytes(b"the user's file")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CI="true")
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "convert", "zoo:mnist_cnn", "-t", "arm", "-o", str(out),
+                             "--json"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    seen = []
+    for line in proc.stderr:  # interrupt once the int8 work has started
+        seen.append(line)
+        if "quantizing" in line or "calibrating" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    stdout, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert json.loads(stdout)["error"]["exit_code"] == 130
+    assert "interrupted" in rest and "Traceback" not in rest and "Aborted" not in rest
+    assert sorted(p.name for p in out.iterdir()) == [mine.name]  # no temp folder, no partial artifact
+    assert mine.read_bytes() == b"the user's file"
