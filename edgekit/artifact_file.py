@@ -21,7 +21,8 @@ def check_artifact_file(path: str | Path) -> Path:
     if p.is_dir():
         raise ModelLoadError(f"{p}: is a folder, not an artifact file", hint=_GIVE)
     if p.suffix.lower() not in ARTIFACT_SUFFIXES:
-        raise UsageError(f"{p}: unknown artifact type '{p.suffix}'", hint=_GIVE)
+        raise UsageError(f"{p}: unknown artifact type '{p.suffix}'",
+                         hint=f"expected one of {', '.join(ARTIFACT_SUFFIXES)}")
     if p.stat().st_size == 0:
         raise ModelLoadError(f"{p}: the file is empty", hint="re-run the conversion or build that wrote it")
     if p.suffix.lower() == ".xml":
