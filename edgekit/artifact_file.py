@@ -17,9 +17,9 @@ def check_artifact_file(path: str | Path) -> Path:
     """`path` as a Path when it is a non-empty artifact file (with its .bin for OpenVINO), else ModelLoadError."""
     p = Path(path)
     if not p.exists():
-        raise ModelLoadError(f"{p}: no such file", hint=_GIVE)
+        raise UsageError(f"{p}: no such file", hint=_GIVE)
     if p.is_dir():
-        raise ModelLoadError(f"{p}: is a folder, not an artifact file", hint=_GIVE)
+        raise UsageError(f"{p}: is a folder, not an artifact file", hint=_GIVE)
     if p.suffix.lower() not in ARTIFACT_SUFFIXES:
         raise UsageError(f"{p}: unknown artifact type '{p.suffix}'",
                          hint=f"expected one of {', '.join(ARTIFACT_SUFFIXES)}")

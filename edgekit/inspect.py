@@ -142,13 +142,7 @@ def _onnx_graph_facts(model: Any) -> dict[str, Any]:
     ops: dict[str, int] = {}
     for n in g.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    quant_ops = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-                 "MatMulInteger", "QGemm"}
-    if quant_ops & set(ops):
-        precision = "int8"
-    else:
-        kinds = {t.data_type for t in g.initializer}
-        precision = "fp16" if onnx.TensorProto.FLOAT16 in kinds and onnx.TensorProto.FLOAT not in kinds else "fp32"
+    precision = _onnx_precision(ops, {t.data_type for t in g.initializer})
     params = 0
     for t in g.initializer:
         n = 1
@@ -186,6 +180,32 @@ def _read_onnx(path: Path) -> dict[str, Any]:
     return facts
 
 
+_ONNX_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                   "MatMulInteger", "QGemm", "DynamicQuantizeLinear"}
+
+
+def _onnx_precision(ops: dict[str, int], initializer_types: set[int]) -> str:
+    """int8 when quantization ops run, fp16 when the weights are all half, else fp32 (ONNX and .ort)."""
+    if _ONNX_QUANT_OPS & set(ops):
+        return "int8"
+    float16, float32 = 10, 1  # onnx.TensorProto.FLOAT16 / FLOAT (the .ort schema uses the same numbers)
+    return "fp16" if float16 in initializer_types and float32 not in initializer_types else "fp32"
+
+
+def _ort_graph_ops(path: Path) -> tuple[dict[str, int], set[int]] | None:
+    """Op counts and initializer types of an .ort file, read with the flatbuffer classes ONNX Runtime ships."""
+    try:
+        from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession
+    except ImportError:  # pragma: no cover - an onnxruntime build without its tools
+        return None
+    graph = InferenceSession.InferenceSession.GetRootAsInferenceSession(path.read_bytes(), 0).Model().Graph()
+    ops: dict[str, int] = {}
+    for i in range(graph.NodesLength()):
+        op = graph.Nodes(i).OpType().decode()
+        ops[op] = ops.get(op, 0) + 1
+    return ops, {graph.Initializers(i).DataType() for i in range(graph.InitializersLength())}
+
+
 def _read_ort(path: Path) -> dict[str, Any]:
     """ORT flatbuffer format: only ONNX Runtime reads it, so ask a session (no graph walk)."""
     import onnxruntime as ort
@@ -202,9 +222,11 @@ def _read_ort(path: Path) -> dict[str, Any]:
                 "quantization": None}
 
     meta = sess.get_modelmeta()
-    return {"format": "ort", "backend": "onnxruntime", "files": [path], "precision": None,
+    ops, kinds = _ort_graph_ops(path) or ({}, set())  # the session loaded it: the flatbuffer is sound
+    return {"format": "ort", "backend": "onnxruntime", "files": [path],
+            "precision": _onnx_precision(ops, kinds) if ops else None,
             "inputs": [info(a) for a in sess.get_inputs()], "outputs": [info(a) for a in sess.get_outputs()],
-            "ops": {}, "parameters": None,
+            "ops": ops, "parameters": None,
             "metadata": {"producer": meta.producer_name, **dict(meta.custom_metadata_map)}}
 
 

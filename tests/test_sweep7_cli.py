@@ -86,3 +86,41 @@ def test_ctrl_c_mid_conversion_exits_130_and_leaves_the_output_folder_as_it_was(
     assert "interrupted" in rest and "Traceback" not in rest and "Aborted" not in rest
     assert sorted(p.name for p in out.iterdir()) == [mine.name]  # no temp folder, no partial artifact
     assert mine.read_bytes() == b"the user's file"
+
+
+def _save_ort(model, tmp_path: Path, name: str) -> Path:
+    import onnx
+    import onnxruntime as ort
+
+    src = tmp_path / f"{name}.onnx"
+    onnx.save(model, src)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.optimized_model_filepath = str(tmp_path / f"{name}.ort")
+    so.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+    return tmp_path / f"{name}.ort"
+
+
+def test_inspect_reads_precision_and_ops_of_ort_files(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.inspect import inspect_artifact
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    bias = numpy_helper.from_array(np.ones((1, 4), np.float32), "b")
+    fp32 = helper.make_model(helper.make_graph([helper.make_node("Add", ["x", "b"], ["y"])], "g", [x], [y], [bias]),
+                             opset_imports=[helper.make_opsetid("", 17)])
+    scale, zp = numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.uint8(128), "z")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    int8 = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [scale, zp]),
+                             opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(int8)
+    a = inspect_artifact(_save_ort(fp32, tmp_path, "a"))
+    b = inspect_artifact(_save_ort(int8, tmp_path, "b"))
+    assert (a["precision"], a["ops"]) == ("fp32", {"Add": 1})  # were None and {}
+    assert (b["precision"], b["ops"]) == ("int8", {"QuantizeLinear": 1, "DequantizeLinear": 1})

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import UsageError
+from edgekit.errors import ModelLoadError, UsageError
 from edgekit.profile.devices import DeviceTarget, resolve_device
 from edgekit.profile.result import build_result
 from edgekit.profile.stream import Collected, RemoteRunError, raise_runner_error
@@ -58,6 +58,8 @@ def profile_artifact(path: Path, device: str = "local", *, runs: int = 50, warmu
         raise UsageError(f"--threads must be >= 1 (got {threads})")
     from edgekit.artifact_file import check_artifact_file
 
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such artifact", hint="give the path of a .onnx, .ort, .xml or .tflite file")
     path = check_artifact_file(path)  # missing, a folder, empty, an .xml without its .bin: exit code 2
 
     target = resolve_device(device, remote_python=options.get("remote_python"))
