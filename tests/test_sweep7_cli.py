@@ -124,3 +124,60 @@ def test_inspect_reads_precision_and_ops_of_ort_files(tmp_path: Path) -> None:
     b = inspect_artifact(_save_ort(int8, tmp_path, "b"))
     assert (a["precision"], a["ops"]) == ("fp32", {"Add": 1})  # were None and {}
     assert (b["precision"], b["ops"]) == ("int8", {"QuantizeLinear": 1, "DequantizeLinear": 1})
+
+
+def test_ort_files_are_byte_identical_from_save_to_save(tmp_path: Path) -> None:
+    """ONNX Runtime serialises the .ort kernel-type resolver from a hash map: same content, other bytes
+    from one save to the next (seen here 3 different files from 3 saves of one model)."""
+    import hashlib
+
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from edgekit.backends.ort_format import canonicalize_ort
+
+    ops = ["Relu", "Sigmoid", "Neg", "Abs", "Exp", "Tanh", "Softplus", "Floor", "Ceil", "Sqrt"]
+    nodes = [helper.make_node(op, [f"t{i}"], [f"t{i + 1}"]) for i, op in enumerate(ops)]
+    nodes.append(helper.make_node("Add", [f"t{len(ops)}", "t0"], ["y"]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = {"t0": np.linspace(0.1, 2.0, 8, dtype=np.float32)[None]}
+    hashes = set()
+    for i in range(4):
+        path = _save_ort(model, tmp_path, f"m{i}")
+        want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)[0]
+        assert canonicalize_ort(path)
+        assert canonicalize_ort(path)  # idempotent
+        got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)[0]
+        np.testing.assert_array_equal(got, want)
+        hashes.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(hashes) == 1
+    assert not list(tmp_path.glob(".canonical-*"))
+
+
+def test_convert_twice_gives_the_same_bytes_and_the_json_hashes_match(tmp_path: Path) -> None:
+    import hashlib
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"]), helper.make_node("Flatten", ["p"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+    src = tmp_path / "dir with spaces ü" / "m.onnx"
+    src.parent.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    digests = []
+    for run in ("a", "b"):
+        res = _edgekit("convert", str(src), "-t", "onnxruntime", "-t", "ort-mobile", "-t", "openvino", "-t", "tflite",
+                       "-o", str(tmp_path / run), "--json", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        for art in json.loads(res.stdout)["artifacts"]:
+            assert art["sha256"] == hashlib.sha256(Path(art["path"]).read_bytes()).hexdigest()
+        digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / run).iterdir()})
+    assert any(n.endswith(".ort") for n in digests[0]) and digests[0] == digests[1]

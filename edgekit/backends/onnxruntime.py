@@ -85,6 +85,9 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
         out_ort = artifact_path(out_stem, ".ort")
         try:
             _session(out_onnx, LoadOptions(), level=level, save_to=out_ort, save_format="ORT")
+            from edgekit.backends.ort_format import canonicalize_ort
+
+            canonicalize_ort(out_ort)  # ONNX Runtime's own bytes vary from save to save
             files.append(out_ort)
         except Exception:  # noqa: BLE001 - .ort is a bonus format
             out_ort.unlink(missing_ok=True)
