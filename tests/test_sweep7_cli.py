@@ -181,3 +181,15 @@ def test_convert_twice_gives_the_same_bytes_and_the_json_hashes_match(tmp_path: 
             assert art["sha256"] == hashlib.sha256(Path(art["path"]).read_bytes()).hexdigest()
         digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / run).iterdir()})
     assert any(n.endswith(".ort") for n in digests[0]) and digests[0] == digests[1]
+
+
+@pytest.mark.parametrize("out", ["taken.pt2", "a_file/m.pt2"])
+def test_distill_output_that_cannot_be_a_file_fails_before_the_work(out: str, tmp_path: Path) -> None:
+    (tmp_path / "taken.pt2").mkdir()
+    (tmp_path / "a_file").write_text("the user's file")
+    res = _edgekit("distill", "zoo:mnist_cnn", "--prune", "0.3", "-o", out, "--json", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr  # was an internal error (exit 1) after pruning had run
+    assert json.loads(res.stdout)["error"]["type"] == "UsageError"
+    assert "Traceback" not in res.stderr and "pruning" not in res.stderr
+    assert (tmp_path / "a_file").read_text() == "the user's file" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a_file", "taken.pt2"]

@@ -118,6 +118,9 @@ def prune_and_distill(spec: str, output: Path, *, data: str | None = None, input
     if output.suffix != ".pt2":
         raise UsageError(f"output must be a .pt2 file (torch.export program), got {output.name}",
                          hint="e.g. -o small.pt2")
+    if output.is_dir() or (output.parent.exists() and not output.parent.is_dir()):  # before the work, not after
+        raise UsageError(f"output {output} is a folder" if output.is_dir() else f"{output.parent} is a file",
+                         hint=f"give a .pt2 file path, e.g. -o {output / 'model.pt2' if output.is_dir() else 'small.pt2'}")
     if kw.get("prune") is None and kw.get("prune_macs") is None and not kw.get("distill_steps"):
         raise UsageError("nothing to do", hint="give --prune R, --prune-macs R and/or --distill-steps N")
     lm = load_model(spec, weights=Path(weights) if weights else None, input_shapes=input_shapes or None)
