@@ -309,12 +309,30 @@ def quantized_refs(st: State, target: Target) -> list:
 
 
 def commit(st: State) -> None:
-    """Atomic per file: everything verified first, then renamed into place (same filesystem)."""
+    """All or nothing: everything verified first, then each file renamed into place (same filesystem);
+    when a rename fails, the files already moved are undone, so the folder holds what it held before."""
     umask = os.umask(0)
     os.umask(umask)
-    for tmp, final in st.staged:
-        os.chmod(tmp, 0o666 & ~umask)  # temp files are private (0600); artifacts get the usual mode
-        os.replace(tmp, final)
+    for _, final in st.staged:
+        if final.is_dir():
+            raise UsageError(f"{final} is a folder where an artifact goes", hint="move it away or choose another -o")
+    undo: list[tuple[Path, Path | None]] = []  # (final, a hard link to the file it replaced)
+    try:
+        for tmp, final in st.staged:
+            backup = st.work / f".replaced-{len(undo)}" if final.exists() else None
+            if backup is not None:
+                os.link(final, backup)
+            os.chmod(tmp, 0o666 & ~umask)  # temp files are private (0600); artifacts get the usual mode
+            os.replace(tmp, final)
+            undo.append((final, backup))
+    except OSError as exc:
+        for done, backup in reversed(undo):
+            if backup is None:
+                done.unlink(missing_ok=True)
+            else:
+                os.replace(backup, done)
+        raise UsageError(f"cannot write {final}: {exc.strerror}; nothing was changed",
+                         hint="check the output folder's permissions and free space") from exc
 
 
 def stage_profile(st: State) -> None:

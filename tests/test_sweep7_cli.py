@@ -160,18 +160,7 @@ def test_ort_files_are_byte_identical_from_save_to_save(tmp_path: Path) -> None:
 def test_convert_twice_gives_the_same_bytes_and_the_json_hashes_match(tmp_path: Path) -> None:
     import hashlib
 
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("GlobalAveragePool", ["r"], ["p"]), helper.make_node("Flatten", ["p"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
-    src = tmp_path / "dir with spaces ü" / "m.onnx"
-    src.parent.mkdir()
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    src = _tiny_onnx(tmp_path / "dir with spaces ü" / "m.onnx")
     digests = []
     for run in ("a", "b"):
         res = _edgekit("convert", str(src), "-t", "onnxruntime", "-t", "ort-mobile", "-t", "openvino", "-t", "tflite",
@@ -193,3 +182,57 @@ def test_distill_output_that_cannot_be_a_file_fails_before_the_work(out: str, tm
     assert "Traceback" not in res.stderr and "pruning" not in res.stderr
     assert (tmp_path / "a_file").read_text() == "the user's file" and sorted(p.name for p in tmp_path.iterdir()) == [
         "a_file", "taken.pt2"]
+
+
+def _tiny_onnx(path: Path) -> Path:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"]), helper.make_node("Flatten", ["p"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_folder_where_an_artifact_goes_fails_before_anything_is_replaced(tmp_path: Path) -> None:
+    src = _tiny_onnx(tmp_path / "m.onnx")
+    out = tmp_path / "out"
+    (out / "m.openvino.bin").mkdir(parents=True)  # the second file of the second target
+    (out / "m.onnxruntime.onnx").write_bytes(b"the user's file")
+    res = _edgekit("convert", str(src), "-t", "onnxruntime", "-t", "openvino", "-o", str(out), "--json", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr  # was exit 1 with the .onnx replaced and a lone .xml written
+    assert "is a folder" in json.loads(res.stdout)["error"]["message"]
+    assert sorted(p.name for p in out.iterdir()) == ["m.onnxruntime.onnx", "m.openvino.bin"]
+    assert (out / "m.onnxruntime.onnx").read_bytes() == b"the user's file"
+
+
+def test_commit_undoes_the_renames_already_done_when_one_fails(tmp_path: Path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from edgekit import pipeline
+    from edgekit.errors import UsageError
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    out.mkdir()
+    (out / "a.onnx").write_bytes(b"old a")
+    staged = []
+    for name in ("a.onnx", "b.xml", "b.bin"):
+        (work / name).write_bytes(b"new " + name.encode())
+        staged.append((work / name, out / name))
+    real = os.replace
+
+    def flaky(src, dst):
+        if Path(dst).name == "b.bin":
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(pipeline.os, "replace", flaky)
+    with pytest.raises(UsageError, match="No space left on device; nothing was changed"):
+        pipeline.commit(SimpleNamespace(staged=staged, work=work))
+    assert sorted(p.name for p in out.iterdir()) == ["a.onnx"] and (out / "a.onnx").read_bytes() == b"old a"
