@@ -236,3 +236,16 @@ def test_commit_undoes_the_renames_already_done_when_one_fails(tmp_path: Path, m
     with pytest.raises(UsageError, match="No space left on device; nothing was changed"):
         pipeline.commit(SimpleNamespace(staged=staged, work=work))
     assert sorted(p.name for p in out.iterdir()) == ["a.onnx"] and (out / "a.onnx").read_bytes() == b"old a"
+
+
+def test_build_with_a_folder_where_an_artifact_goes_installs_nothing(tmp_path: Path, monkeypatch) -> None:
+    _tiny_onnx(tmp_path / "m.onnx")
+    (tmp_path / "edgekit.toml").write_text('[[models]]\nname = "m"\nsource = "m.onnx"\n'
+                                           'targets = ["onnxruntime", "tflite"]\n')
+    out = tmp_path / "out"
+    (out / "m.tflite").mkdir(parents=True)
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    res = _edgekit("build", "-o", str(out), "--json", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr  # was exit 1 (IsADirectoryError) with the .onnx already installed
+    assert "is a folder" in json.loads(res.stdout)["error"]["message"]
+    assert [p.name for p in out.iterdir()] == ["m.tflite"]

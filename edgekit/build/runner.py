@@ -198,6 +198,10 @@ def _estimate_sibling(item: Item, items: list[Item], device: str) -> dict[str, A
 def _install(outdir: Path, items: list[Item]) -> list[Item]:
     """Copy each artifact's files into outdir when their bytes differ; returns items whose cached
     files do not match their recorded hash (a damaged cache), which the caller rebuilds."""
+    blocked = [outdir / f["path"] for i in items for f in i.entry["files"] if (outdir / f["path"]).is_dir()]
+    if blocked:  # before any copy: a build installs all its artifacts or none
+        raise UsageError(f"{blocked[0]} is a folder where an artifact goes",
+                         hint="move it away or choose another output folder")
     corrupt: list[Item] = []
     for i in items:
         src_dir = Path(i.entry["dir"])
