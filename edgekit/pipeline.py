@@ -114,6 +114,9 @@ def stage_samples(st: State) -> None:
 
         high = id_bounds(m.module, m.onnx_path, [i.name for i in m.inputs if np.dtype(i.dtype).kind in "iu"])
         samples = synthetic_samples(m.inputs, count=8, seed=job.seed, id_high=high)
+    if job.calibration_size is not None and job.calibration_size > len(samples):
+        warn(f"--calibration-size {job.calibration_size} is more than the data holds ({samples.description}): "
+             f"using all {len(samples)}")
     st.samples = samples.select(job.calibration_size, seed=job.seed)
     st.verify_fp32 = st.samples.select(VERIFY_SAMPLES, seed=job.seed + 1)
     if any(t == "int8" for t in _precisions(job)):

@@ -249,3 +249,15 @@ def test_build_with_a_folder_where_an_artifact_goes_installs_nothing(tmp_path: P
     assert res.returncode == 2, res.stderr  # was exit 1 (IsADirectoryError) with the .onnx already installed
     assert "is a folder" in json.loads(res.stdout)["error"]["message"]
     assert [p.name for p in out.iterdir()] == ["m.tflite"]
+
+
+def test_calibration_size_beyond_the_data_says_so(tmp_path: Path) -> None:
+    import numpy as np
+
+    src = _tiny_onnx(tmp_path / "m.onnx")
+    np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).random((10, 3, 8, 8), dtype=np.float32))
+    res = _edgekit("convert", str(src), "-t", "onnxruntime", "--calibration", "cal.npz", "--calibration-size", "50",
+                   "-o", "out", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "--calibration-size 50 is more than the data holds" in res.stderr and "using all 10" in res.stderr
+    assert json.loads(res.stdout)["artifacts"][0]["verification"]["samples"] == 10
