@@ -48,6 +48,11 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
         raise UsageError(f"unknown --io-layout '{io_layout}'", hint="use nchw or nhwc")
     if io_dtype not in ("float", "int8"):
         raise UsageError(f"unknown --io-dtype '{io_dtype}'", hint="use float or int8")
+    from edgekit.build.config import NAME_RE
+
+    if name is not None and not NAME_RE.match(name):  # '../x' or 'a/b' wrote outside the folder, leaving temp files
+        raise UsageError(f"bad --name {name!r}: it becomes the artifact file names",
+                         hint="use letters, digits, '_', '-' and '.', starting with a letter or digit")
     resolved, seen = [], set()
     for t in targets:
         tgt = get_target(t)

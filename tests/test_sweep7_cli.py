@@ -261,3 +261,12 @@ def test_calibration_size_beyond_the_data_says_so(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "--calibration-size 50 is more than the data holds" in res.stderr and "using all 10" in res.stderr
     assert json.loads(res.stdout)["artifacts"][0]["verification"]["samples"] == 10
+
+
+@pytest.mark.parametrize("name", ["../escaped", "sub/m", ""])
+def test_a_name_that_is_not_a_file_name_is_refused(name: str, tmp_path: Path) -> None:
+    src = _tiny_onnx(tmp_path / "in" / "m.onnx")
+    res = _edgekit("convert", str(src), "-t", "onnxruntime", "--name", name, "-o", "out/deeper", "--json", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr  # '../escaped' wrote out/escaped.* plus a leftover temp graph
+    assert "bad --name" in json.loads(res.stdout)["error"]["message"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["in", "m.onnx"]
