@@ -38,6 +38,9 @@ def test_every_command_help_lists_exit_codes(name: str) -> None:
     ["profile", "m.onnx", "--runs", "many", "--json"],  # not an integer
     ["cache", "clean", "--older-than", "x", "--json"],  # nested group
     ["frobnicate", "--json"],  # unknown command
+    ["convert", "m.onnx", "-t", "onnxruntime", "--seed", "-1", "--json"],  # was an internal error (exit 1)
+    ["distill", "zoo:mnist_cnn", "--prune", "0.3", "-o", "s.pt2", "--seed", "-1", "--json"],
+    ["profile", "m.onnx", "--timeout", "-1", "--json"],  # was 'device unavailable' (exit 6): timed out after -1 s
 ])
 def test_click_usage_errors_still_print_one_json_error(args: list[str], tmp_path: Path) -> None:
     res = _edgekit(*args, cwd=tmp_path)

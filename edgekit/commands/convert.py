@@ -52,7 +52,7 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
               help="TFLite int8 model I/O type.")
 @click.option("--profile", "profile_device", help="Profile every artifact on this device (local, profile, ssh://, adb:).")
 @click.option("--name", help="Base name of the artifacts (default: the model's).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed (sample picks, synthetic inputs).")
 @click.option("--no-verify", is_flag=True, help="Keep artifacts without checking them against the source model.")
 @click.option("--verbose", "-v", is_flag=True, help="More progress detail.")
 @json_option

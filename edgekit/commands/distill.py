@@ -36,7 +36,7 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
               "(2-3x faster steps for convolutional models, less exact). Held-out checks are always fp32.")
 @click.option("--input-shape", "input_shapes", multiple=True, help="name=1x3x224x224 (repeatable); name=1x128:int64 for integer inputs.")
 @click.option("--weights", type=click.Path(), help="state_dict for a factory pkg.module:fn model.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed (training, sample picks).")
 @json_option
 @handle_errors
 def distill(model: str, output: str, prune: float | None, prune_macs: float | None, prune_exclude: tuple[str, ...],

@@ -36,7 +36,8 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--gpu", is_flag=True, help="adb/benchmark_model: --use_gpu=true.")
 @click.option("--nnapi", is_flag=True, help="adb/benchmark_model: --use_nnapi=true.")
 @click.option("--estimate", is_flag=True, help="Roofline estimate from the device profile instead of measuring.")
-@click.option("--timeout", default=600.0, show_default=True, help="Seconds allowed for one artifact's run.")
+@click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds allowed for one artifact's run.")
 @json_option
 @handle_errors
 def profile(artifacts: tuple[Path, ...], device: str, runs: int, warmup: int, threads: int | None,
