@@ -443,6 +443,8 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     lr = default_lr(task) if lr is None else lr
     if steps < 1 or batch_size < 1:
         raise UsageError(f"--distill-steps and batch size must be positive (got {steps}, {batch_size})")
+    if not (lr > 0 and temperature > 0):  # lr -1 crashed in the optimizer; temperature 0 trained on NaN losses
+        raise UsageError(f"--lr and --temperature must be positive (got {lr}, {temperature})")
     items, set_labels = _materialize(samples)
     labels = set_labels if labels is None else np.asarray(labels)
     if len(items) < 2:

@@ -273,3 +273,12 @@ def test_a_name_that_is_not_a_file_name_is_refused(name: str, tmp_path: Path) ->
     assert res.returncode == 2, res.stderr  # '../escaped' wrote out/escaped.* plus a leftover temp graph
     assert "bad --name" in json.loads(res.stdout)["error"]["message"]
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["in", "m.onnx"]
+
+
+@pytest.mark.parametrize("kw", [{"lr": -1.0}, {"lr": 0.0}, {"temperature": 0.0}])
+def test_distill_refuses_a_non_positive_lr_or_temperature(kw: dict) -> None:
+    from edgekit.distill import distill
+    from edgekit.errors import UsageError
+
+    with pytest.raises(UsageError, match="--lr and --temperature must be positive"):
+        distill(None, None, [], steps=2, **kw)  # lr -1 was an internal error; temperature 0 trained on NaN
