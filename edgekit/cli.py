@@ -5,6 +5,7 @@ never imports torch)."""
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from typing import Any
 
@@ -25,6 +26,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "devices": ("edgekit.commands.devices:devices", "List the device profiles (devices/*.toml)."),
     "cache": ("edgekit.commands.cache:cache", "Show or clean the build cache."),
 }
+
+def _terminate_like_ctrl_c() -> Any:
+    """SIGTERM (a build system cancelling the step) cleans up as Ctrl-C does; Python's default would die on
+    the spot and leave .edgekit-tmp-* folders in the output folder. Returns the previous handler."""
+    def raise_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, raise_interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
+
 
 def _json_error(type_: str, message: str, exit_code: int) -> None:
     from edgekit.commands._common import emit_json
@@ -60,6 +73,7 @@ class LazyGroup(click.Group):
         contract: one error object on stdout under --json, and Ctrl-C exits 130 (click's "Aborted!" exits 1,
         which means an internal error here). Cleanup already ran: the pipeline removes its temp folder."""
         as_json = "--json" in ctx.args
+        previous = _terminate_like_ctrl_c()
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
@@ -68,11 +82,16 @@ class LazyGroup(click.Group):
             exc.show()
             _json_error("UsageError", exc.format_message(), exc.exit_code)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("edgekit: interrupted", err=True)
+        except KeyboardInterrupt as exc:
+            signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+            name = signal.Signals(signum).name
+            click.echo(f"edgekit: interrupted ({name})", err=True)
             if as_json:
-                _json_error("Interrupted", "interrupted (SIGINT); nothing was written", 130)
-            sys.exit(130)
+                _json_error("Interrupted", f"interrupted ({name}); nothing was written", 128 + signum)
+            sys.exit(128 + signum)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]

