@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _edgekit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), CI="true")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CI="true", EDGEKIT_CACHE_DIR=str(cwd / ".cache"))  # never the user's
     return subprocess.run([sys.executable, "-m", "edgekit", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=120)
 
@@ -37,6 +37,7 @@ def test_every_command_help_lists_exit_codes(name: str) -> None:
     ["convert", "m.onnx", "-t", "onnxruntime", "--frobnicate", "--json"],  # unknown flag
     ["profile", "m.onnx", "--runs", "many", "--json"],  # not an integer
     ["cache", "clean", "--older-than", "x", "--json"],  # nested group
+    ["cache", "clean", "--older-than", "-1", "--json"],  # removed every entry
     ["frobnicate", "--json"],  # unknown command
     ["convert", "m.onnx", "-t", "onnxruntime", "--seed", "-1", "--json"],  # was an internal error (exit 1)
     ["distill", "zoo:mnist_cnn", "--prune", "0.3", "-o", "s.pt2", "--seed", "-1", "--json"],
@@ -243,13 +244,12 @@ def test_commit_undoes_the_renames_already_done_when_one_fails(tmp_path: Path, m
     assert sorted(p.name for p in out.iterdir()) == ["a.onnx"] and (out / "a.onnx").read_bytes() == b"old a"
 
 
-def test_build_with_a_folder_where_an_artifact_goes_installs_nothing(tmp_path: Path, monkeypatch) -> None:
+def test_build_with_a_folder_where_an_artifact_goes_installs_nothing(tmp_path: Path) -> None:
     _tiny_onnx(tmp_path / "m.onnx")
     (tmp_path / "edgekit.toml").write_text('[[models]]\nname = "m"\nsource = "m.onnx"\n'
                                            'targets = ["onnxruntime", "tflite"]\n')
     out = tmp_path / "out"
     (out / "m.tflite").mkdir(parents=True)
-    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "cache"))
     res = _edgekit("build", "-o", str(out), "--json", cwd=tmp_path)
     assert res.returncode == 2, res.stderr  # was exit 1 (IsADirectoryError) with the .onnx already installed
     assert "is a folder" in json.loads(res.stdout)["error"]["message"]

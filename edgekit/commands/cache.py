@@ -42,7 +42,7 @@ def info(as_json: bool) -> None:
 
 
 @cache.command()
-@click.option("--older-than", "older_than_days", type=float,
+@click.option("--older-than", "older_than_days", type=click.FloatRange(min=0),
               help="Remove only entries created more than this many days ago.")
 @json_option
 @handle_errors
