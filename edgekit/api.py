@@ -59,6 +59,14 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
         if tgt.name not in seen:
             seen.add(tgt.name)
             resolved.append(tgt)
+    int8_only = {"--max-drop": max_drop, "--eval": eval_data, "--int8-finetune": int8_finetune,
+                 "--calibration-method": calibration_method}
+    ignored = [flag for flag, value in int8_only.items() if value is not None]
+    if ignored and not any((precision or t.precision) == "int8" for t in resolved):
+        from edgekit.progress import warn
+
+        warn(f"{', '.join(ignored)} only act on int8 artifacts and every target here is fp32: ignored "
+             "(add --precision int8 or an int8 target such as arm)")
     job = Job(model=model, targets=resolved, outdir=Path(outdir), precision=precision, input_shapes=input_shapes,
               weights=Path(weights) if weights else None, calibration=calibration,
               calibration_size=calibration_size, calibration_method=calibration_method, verify=verify,

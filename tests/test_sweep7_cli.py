@@ -284,3 +284,12 @@ def test_distill_refuses_a_non_positive_lr_or_temperature(kw: dict) -> None:
 
     with pytest.raises(UsageError, match="--lr and --temperature must be positive"):
         distill(None, None, [], steps=2, **kw)  # lr -1 was an internal error; temperature 0 trained on NaN
+
+
+def test_int8_only_options_on_an_fp32_run_say_they_are_ignored(tmp_path: Path) -> None:
+    src = _tiny_onnx(tmp_path / "m.onnx")
+    res = _edgekit("convert", str(src), "-t", "onnxruntime", "--max-drop", "0.01", "--eval", "missing.npz",
+                   "-o", "out", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr  # silently ignored before, even the missing --eval file
+    assert "--max-drop, --eval only act on int8 artifacts" in res.stderr
+    assert json.loads(res.stdout)["artifacts"][0]["precision"] == "fp32"
