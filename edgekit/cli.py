@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("edgekit.commands.cache:cache", "Show or clean the build cache."),
 }
 
+
 def _terminate_like_ctrl_c() -> Any:
     """SIGTERM (a build system cancelling the step) cleans up as Ctrl-C does; Python's default would die on
     the spot and leave .edgekit-tmp-* folders in the output folder. Returns the previous handler."""
@@ -70,8 +71,8 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         """Errors click raises itself (a bad option or value, an unknown command) and Ctrl-C keep the
-        contract: one error object on stdout under --json, and Ctrl-C exits 130 (click's "Aborted!" exits 1,
-        which means an internal error here). Cleanup already ran: the pipeline removes its temp folder."""
+        contract: one error object on stdout under --json, and Ctrl-C exits 130, SIGTERM 143 (click's "Aborted!"
+        exits 1, which means an internal error here). Cleanup already ran: the pipeline removes its temp folder."""
         as_json = "--json" in ctx.args
         previous = _terminate_like_ctrl_c()
         try:
