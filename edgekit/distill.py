@@ -395,8 +395,13 @@ class _Features:
 
         total = 0.0
         for n, t in self.t.items():
-            s = self.s[n]
-            axis = 1 if s.dim() == 4 else s.dim() - 1
+            s = self.s.get(n)
+            if s is None or s.dim() != t.dim():
+                continue
+            differ = [i for i in range(s.dim()) if s.shape[i] != t.shape[i]]
+            if len(differ) > 1:
+                continue  # not a width change an adapter can bridge (e.g. a pruned sequence of shapes)
+            axis = differ[0] if differ else (1 if s.dim() == 4 else s.dim() - 1)
             if s.shape[axis] != t.shape[axis]:
                 key = n.replace(".", "_")
                 if key not in self.adapters:

@@ -315,3 +315,26 @@ def test_feature_layers_default_to_the_repeated_blocks_for_embedding_models():
             return float(((m.blocks[0](m.inp(x)) - teacher.blocks[0](teacher.inp(x))) ** 2).mean())
 
     assert block0_error(student) < block0_error(s2)
+
+
+def test_feature_loss_bridges_pruned_channels_of_1d_blocks():
+    """Blocks of a Conv1d net (N, C, L): the pruned axis is C, not the last one; the adapter finds it."""
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv1d(4, 32, 3, padding=1)
+            self.blocks = nn.Sequential(*[nn.Sequential(nn.Conv1d(32, 32, 3, padding=1), nn.ReLU()) for _ in range(3)])
+            self.head = nn.Linear(32, 8)
+
+        def forward(self, x):
+            return self.head(self.blocks(self.stem(x)).mean(-1))
+
+    teacher = Net().eval()
+    student, _ = prune_model(teacher, {"x": torch.randn(1, 4, 20)}, ratio=0.5, keep_first_last=False)
+    data = np.random.default_rng(0).standard_normal((48, 1, 4, 20)).astype(np.float32)
+    samples = SampleSet("signals", 48, lambda i: {"x": data[i]})
+    rep = distill(teacher, student, samples, steps=12, task="generic", batch_size=16, lr=1e-3, recalibrate=False)
+    assert rep["feature_layers"] == ["blocks.0", "blocks.1", "blocks.2"]
+    assert rep["held_out_loss_after"] <= rep["held_out_loss_before"]
