@@ -396,7 +396,8 @@ class _Features:
         total = 0.0
         for n, t in self.t.items():
             s = self.s.get(n)
-            if s is None or s.dim() != t.dim():
+            if not (isinstance(s, torch.Tensor) and isinstance(t, torch.Tensor)) or s.dim() != t.dim() \
+                    or not s.is_floating_point():
                 continue
             differ = [i for i in range(s.dim()) if s.shape[i] != t.shape[i]]
             if len(differ) > 1:
