@@ -69,3 +69,41 @@ def test_tflite_and_onnxruntime_get_the_same_activation_ranges(tmp_path: Path) -
     for tensor, (lo, hi) in ranges["onnxruntime"].items():
         for other in ("tflite", "arm"):
             assert np.allclose(ranges[other][tensor], (lo, hi)), (other, tensor)
+
+
+def _lstm(path: Path, hidden: int = 32, feat: int = 16) -> None:
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32), n)
+             for n, s in (("W", (1, 4 * hidden, feat)), ("R", (1, 4 * hidden, hidden)), ("B", (1, 8 * hidden)),
+                          ("fc", (hidden, 5)))]
+    nodes = [helper.make_node("LSTM", ["x", "W", "R", "B"], ["seq", "h"], hidden_size=hidden),
+             helper.make_node("Squeeze", ["h", "axes"], ["h2"]),
+             helper.make_node("MatMul", ["h2", "fc"], ["y"])]
+    axes = numpy_helper.from_array(np.array([0], np.int64), "axes")
+    graph = helper.make_graph(nodes, "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [12, 1, feat])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], [*inits, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_an_lstm_gets_int8_weights_on_onnxruntime(tmp_path: Path) -> None:
+    """2. Static QDQ left an LSTM float (the int8 artifact of an LSTM classifier was as big as fp32): ONNX
+    Runtime quantizes it at run time (DynamicQuantizeLSTM), like a transformer's matmuls."""
+    import onnxruntime as ort
+
+    from edgekit.quantize import quantize_model
+
+    _lstm(tmp_path / "lstm.onnx")
+    x = np.random.default_rng(1).standard_normal((40, 12, 1, 16)).astype(np.float32)
+    calib = SampleSet("24", 24, lambda i: {"x": x[i]})
+    held = SampleSet("16", 16, lambda i: {"x": x[24 + i]})
+    out = tmp_path / "lstm.int8.onnx"
+    quantize_model(tmp_path / "lstm.onnx", out, get_target("onnxruntime"), calib, held_out=held)
+    assert "DynamicQuantizeLSTM" in {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert out.stat().st_size < 0.5 * (tmp_path / "lstm.onnx").stat().st_size
+    ref, q = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (tmp_path / "lstm.onnx", out))
+    a = np.concatenate([ref.run(None, {"x": x[24 + i]})[0] for i in range(16)])
+    b = np.concatenate([q.run(None, {"x": x[24 + i]})[0] for i in range(16)])
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.mean() > 0.999 and cos.min() > 0.99

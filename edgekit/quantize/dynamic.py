@@ -25,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.data import SampleSet
-from edgekit.quantize.weights_only import OPS  # the same nodes, either way
+from edgekit.quantize.ops import RECURRENT_OPS
+from edgekit.quantize.weights_only import OPS as WEIGHT_OPS
+
+OPS = WEIGHT_OPS + RECURRENT_OPS  # "weights" mode: WEIGHT_OPS alone (recurrent weights stay float there)
 
 __all__ = ["NAMES", "OPS", "per_layer", "quantized_nodes", "write"]
 NAMES = {"dynamic": "dynamic uint8 activations (range per run), int8 per-channel weights",
