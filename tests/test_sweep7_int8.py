@@ -147,3 +147,23 @@ def test_a_batchnorm_after_concat_reads_a_float_input(tmp_path: Path) -> None:
     b = np.stack([q.run(None, {"x": x[24 + i]})[0].ravel() for i in range(16)])
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.mean() > 0.99, cos.mean()  # 0.95 with the Concat int8
+
+
+def test_max_drop_on_too_few_samples_says_the_budget_cannot_be_resolved(tmp_path: Path, capsys) -> None:
+    """4. --max-drop 0.01 with --calibration-size 64 judged top-1 agreement on 16 held-out samples: 'within budget'
+    (16 of 16 agree) while 300 fresh samples showed a 5% drop. The report gives the judging resolution and a
+    warning says how many samples the budget needs."""
+    from edgekit.quantize import quantize_model
+
+    _lstm(tmp_path / "lstm.onnx")
+    x = np.random.default_rng(1).standard_normal((40, 12, 1, 16)).astype(np.float32)
+    calib = SampleSet("24", 24, lambda i: {"x": x[i]})
+    held = SampleSet("16", 16, lambda i: {"x": x[24 + i]})
+    report = quantize_model(tmp_path / "lstm.onnx", tmp_path / "q.onnx", get_target("onnxruntime"), calib,
+                            held_out=held, max_drop=0.01)
+    assert report["budget_resolution"] == 1 / 16
+    err = capsys.readouterr().err
+    assert "--max-drop 0.01 was judged on 16 samples" in err and "100+ held-out samples" in err
+    report = quantize_model(tmp_path / "lstm.onnx", tmp_path / "q.onnx", get_target("onnxruntime"), calib,
+                            held_out=held, max_drop=0.1)
+    assert report["budget_resolution"] == 1 / 16 and "was judged on" not in capsys.readouterr().err

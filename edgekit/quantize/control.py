@@ -59,6 +59,15 @@ def labelled_figures(ref: list[Outputs], cand: list[Outputs], labels: np.ndarray
             "int8_accuracy": round(acc8, 4), "drop": round(acc32 - acc8, 4)}
 
 
+def resolution(figures: dict[str, Any] | None) -> float | None:
+    """The smallest non-zero drop the judged figures can show: one changed answer among their samples (top-1
+    agreement, labelled accuracy); None for cosine, which moves continuously."""
+    part = (figures or {}).get("eval") or (figures or {}).get("held_out") or {}
+    if part.get("metric") not in ("top1_agreement", "accuracy") or not part.get("samples"):
+        return None
+    return 1.0 / part["samples"]
+
+
 class Judge:
     """Scores candidate int8 graphs; fp32 outputs are computed once."""
 

@@ -347,6 +347,12 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         cal.write(candidate, float_layers)
         accuracy = judge.figures(candidate) if judge.active else None
         confirmation = checker.figures(candidate) if checker is not None else None
+        step = control.resolution(accuracy) if max_drop is not None else None
+        if step is not None and step > max_drop + 1e-12:
+            warn(f"--max-drop {max_drop} was judged on {round(1 / step)} samples, where one changed answer is a drop "
+                 f"of {step:.3f}: 'within budget' cannot be told apart from a drop of up to {step:.3f} (give "
+                 f"{int(np.ceil(1 / max_drop - 1e-9))}+ held-out samples: more --calibration data or a larger "
+                 "--calibration-size; a quarter of them is held out)")
         if confirmation and accuracy and confirmation["drop"] is not None and confirmation["drop"] > max_drop:
             n = (confirmation.get("eval") or confirmation.get("held_out") or {}).get("samples")
             warn(f"--max-drop {max_drop}: drop {confirmation['drop']} on {n} samples kept out of the choice of float "
@@ -378,6 +384,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         "kept_float": kept,
         "max_drop": max_drop,
         "within_budget": None if max_drop is None or accuracy is None else bool(accuracy["drop"] <= max_drop + 1e-12),
+        "budget_resolution": control.resolution(accuracy) if max_drop is not None else None,
         "accuracy": accuracy,
         "confirmation": confirmation,
         "search": tries,
