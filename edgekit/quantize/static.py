@@ -348,7 +348,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         accuracy = judge.figures(candidate) if judge.active else None
         confirmation = checker.figures(candidate) if checker is not None else None
         step = control.resolution(accuracy) if max_drop is not None else None
-        if step is not None and step > max_drop + 1e-12:
+        if step is not None and max_drop > 0 and step > max_drop + 1e-12:  # a 0 budget tolerates no change at all
             warn(f"--max-drop {max_drop} was judged on {round(1 / step)} samples, where one changed answer is a drop "
                  f"of {step:.3f}: 'within budget' cannot be told apart from a drop of up to {step:.3f} (give "
                  f"{int(np.ceil(1 / max_drop - 1e-9))}+ held-out samples: more --calibration data or a larger "
