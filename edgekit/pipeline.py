@@ -208,6 +208,8 @@ def build_artifact(st: State, target: Target, precision: str) -> dict[str, Any]:
         "target": target.name, "backend": target.backend, "precision": precision,
         "path": None, "files": [], "size_bytes": sum(f.stat().st_size for f in files if f.suffix != ".ort"),
         "sha256": _sha256(files[0]), "quantization": qreport, "verification": None, "profile": None,
+        # every file of the artifact (an OpenVINO .bin, an .ort beside the .onnx), for build caches
+        "file_sha256": {f.name: _sha256(f) for f in files},
     }
     if st.job.verify:
         entry["verification"] = verify_artifact(st, backend, files[0], target, precision,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -23,6 +26,11 @@ def test_default_model_with_npz_calibration(invoke, tmp_path):
         assert v["passed"] and not v["synthetic"] and v["samples"] == 32
         assert v["top1_agreement"] == 1.0 and v["max_abs_error"] < 1e-4
         assert art["size_bytes"] > 100_000
+        # every file is hashed (the OpenVINO .bin holds the weights), and the hashes are the files' own
+        assert sorted(art["file_sha256"]) == sorted(Path(f).name for f in art["files"])
+        for f in art["files"]:
+            assert hashlib.sha256(Path(f).read_bytes()).hexdigest() == art["file_sha256"][Path(f).name]
+        assert art["file_sha256"][Path(art["path"]).name] == art["sha256"]
 
 
 @pytest.mark.slow
