@@ -222,6 +222,14 @@ def build_artifact(st: State, target: Target, precision: str) -> dict[str, Any]:
     return entry
 
 
+def _eval_samples(st: State):
+    """The labelled --eval set; its reader's errors name --eval (they said "calibration file")."""
+    try:
+        return load_samples(st.job.eval_data, st.model.inputs)
+    except DataError as exc:
+        raise DataError(f"--eval data: {exc.message.replace('calibration ', '')}", hint=exc.hint) from exc
+
+
 def _hub_is_transformer(st: State) -> bool:
     meta = st.model.meta
     if "hub_is_transformer" not in meta:
@@ -247,7 +255,7 @@ def quantized_hub(st: State, target: Target) -> tuple[Path, dict]:
         from edgekit.quantize import quantize_model
 
         out = st.work / f"{st.model.name}.int8-{key}.onnx"
-        eval_set = load_samples(st.job.eval_data, st.model.inputs) if st.job.eval_data else None
+        eval_set = _eval_samples(st) if st.job.eval_data else None
         log(f"quantizing to int8 ({scheme.get('activations', 'uint8')} activations, "
             f"{scheme.get('calibration_method', 'minmax')} calibration, {len(st.calib)} samples)")
         report = quantize_model(st.hub, out, target, st.calib, method=st.job.calibration_method,

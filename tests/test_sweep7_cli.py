@@ -293,3 +293,15 @@ def test_int8_only_options_on_an_fp32_run_say_they_are_ignored(tmp_path: Path) -
     assert res.returncode == 0, res.stderr  # silently ignored before, even the missing --eval file
     assert "--max-drop, --eval only act on int8 artifacts" in res.stderr
     assert json.loads(res.stdout)["artifacts"][0]["precision"] == "fp32"
+
+
+def test_a_missing_eval_file_is_named_as_the_eval_data(tmp_path: Path) -> None:
+    from edgekit.resources import data_dir
+
+    cal = str(data_dir("calibration") / "mnist" / "train_sample.npz")
+    res = _edgekit("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "--precision", "int8", "--calibration", cal,
+                   "--calibration-size", "16", "--eval", "missing.npz", "-o", "out", "--json", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    msg = json.loads(res.stdout)["error"]["message"]
+    assert msg.startswith("--eval data:") and "missing.npz" in msg and "calibration" not in msg
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
