@@ -111,24 +111,23 @@ def _outputs(model, held) -> Any:
         return torch.cat([model(**{k: v[i:i + 32] for k, v in held.items()}) for i in range(0, n, 32)])
 
 
-def quality(name: str, teacher, student, held, labels) -> float:
+def quality(name: str, teacher, student, held, labels, key: str) -> dict[str, float]:
+    """{key: the model's quality figure}: labelled accuracy (mnist_cnn), top-1 agreement with the unpruned model
+    (mobilenet_v2, plus `key`_confident: agreement on the crops the unpruned model classifies with softmax
+    p >= 0.5, ImageNet-like decisive inputs; the rest are near-ties among classes the photo does not show),
+    embedding cosine (minilm)."""
     import torch
 
     s = _outputs(student, held)
     if name == "mnist_cnn":
-        return float((s.argmax(-1).numpy() == labels).mean())
+        return {key: float((s.argmax(-1).numpy() == labels).mean())}
     t = _outputs(teacher, held)
     if name == "mobilenet_v2":
-        return float((s.argmax(-1) == t.argmax(-1)).float().mean())
-    return float(torch.nn.functional.cosine_similarity(s, t).mean())
-
-
-def confident_agreement(teacher, student, held) -> float:
-    """Top-1 agreement on the held-out crops the unpruned model classifies with softmax p >= 0.5 (context:
-    ImageNet-like decisive inputs; the rest are near-ties among classes the photo does not show)."""
-    t, s = _outputs(teacher, held), _outputs(student, held)
-    sure = t.softmax(-1).max(-1).values >= 0.5
-    return float((s.argmax(-1) == t.argmax(-1))[sure].float().mean())
+        same = s.argmax(-1) == t.argmax(-1)
+        sure = t.softmax(-1).max(-1).values >= 0.5
+        return {key: float(same.float().mean()),
+                f"{key}_confident": float(same[sure].float().mean()) if bool(sure.any()) else None}
+    return {key: float(torch.nn.functional.cosine_similarity(s, t).mean())}
 
 
 THREADS: int | None = None  # --threads: runtime threads for the latency figures (None: the runtime's default)
@@ -200,7 +199,7 @@ def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         base = {"model": name, "target": 0.0, "macs": count_macs(teacher, example), "params": count_params(teacher),
-                "quality_pruned": quality(name, teacher, teacher, held, labels)}
+                **quality(name, teacher, teacher, held, labels, "quality_pruned")}
         base.update(runtime_numbers(teacher, lm, feed1, tmp, "base", runs))
         timed(base, base, runs, rounds=1)
         rows.append(base)
@@ -237,16 +236,12 @@ def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "
                    "distill_kw": dkw, "macs": rep["macs_after"], "params": rep["params_after"],
                    "macs_removed": rep["macs_removed"], "prune_s": round(time.perf_counter() - t0, 1),
                    "pruned_from_cache": cached,
-                   "quality_pruned": quality(name, teacher, student, held, labels),
-                   **({"quality_pruned_confident": confident_agreement(teacher, student, held)}
-                      if name == "mobilenet_v2" else {}),
+                   **quality(name, teacher, student, held, labels, "quality_pruned"),
                    "reconstruction": rep.get("reconstruction"),
                    "widths": [[g["modules"][0], g["channels_before"], g["channels_after"]] for g in rep["groups"]]}
             if steps:
                 d_rep = distill(teacher, student, train, steps=steps, task=lm.task, seed=seed, **dkw)
-                row.update(quality_distilled=quality(name, teacher, student, held, labels),
-                           **({"quality_distilled_confident": confident_agreement(teacher, student, held)}
-                              if name == "mobilenet_v2" else {}),
+                row.update(**quality(name, teacher, student, held, labels, "quality_distilled"),
                            distill_steps=d_rep["steps"], distill_s=d_rep["seconds"],
                            distill_bn_recalibrated=[d_rep["bn_recalibrated"], d_rep["bn_recalibrated_end"]],
                            distill_early_stopped=d_rep["early_stopped"])

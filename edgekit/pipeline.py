@@ -223,11 +223,11 @@ def build_artifact(st: State, target: Target, precision: str) -> dict[str, Any]:
 
 
 def _eval_samples(st: State):
-    """The labelled --eval set; its reader's errors name --eval (they said "calibration file")."""
+    """The labelled --eval set; its reader's errors say they are about --eval (the readers serve every data option)."""
     try:
         return load_samples(st.job.eval_data, st.model.inputs)
     except DataError as exc:
-        raise DataError(f"--eval data: {exc.message.replace('calibration ', '')}", hint=exc.hint) from exc
+        raise DataError(f"--eval data: {exc.message}", hint=exc.hint) from exc
 
 
 def _hub_is_transformer(st: State) -> bool:

@@ -63,7 +63,9 @@ def _finite(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return np.where(both, r, 0.0), np.where(both, c, 0.0), d
 
 
-def _cosine(r: np.ndarray, c: np.ndarray) -> float:
+def cosine(r: Any, c: Any) -> float:
+    """Cosine similarity of two arrays, flattened (1.0 when both are all zeros)."""
+    r, c = np.asarray(r, np.float64).ravel(), np.asarray(c, np.float64).ravel()
     denom = np.linalg.norm(r) * np.linalg.norm(c)
     return float(r @ c / denom) if denom > 0 else float(np.allclose(r, c))
 
@@ -99,7 +101,7 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
             count += d.size
             ref_peak = max(ref_peak, float(np.abs(r).max(initial=0.0)))
             if not (mixed and is_int):
-                per_output.append(_cosine(r.ravel(), c.ravel()))
+                per_output.append(cosine(r, c))
         # each output on its own: a large output (decoded boxes in pixels) would hide a broken small one (scores)
         cosines.append(min(per_output))
         if task == "classification":

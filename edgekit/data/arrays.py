@@ -37,7 +37,7 @@ def _check(name: str, arr: np.ndarray, spec: InputSpec, path: str) -> np.ndarray
 def read(spec: str, inputs: list[InputSpec], **_: object) -> SampleSet:
     path = Path(spec)
     if not path.is_file():
-        raise DataError(f"calibration file not found: {path}")
+        raise DataError(f"data file not found: {path}")
     try:
         loaded = np.load(path, allow_pickle=False, mmap_mode="r" if path.suffix == ".npy" else None)
     except Exception as exc:  # noqa: BLE001

@@ -37,7 +37,7 @@ def find_spec(path: Path) -> Path | None:
 
 def list_images(path: Path) -> list[Path]:
     if not path.exists():
-        raise DataError(f"calibration data not found: {path}")
+        raise DataError(f"data not found: {path}")
     if path.is_file():
         return [path]
     files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))

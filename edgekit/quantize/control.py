@@ -16,7 +16,7 @@ import numpy as np
 
 from edgekit.data import SampleSet
 from edgekit.quantize.collect import run_checked, session
-from edgekit.verify import CONFIDENT, top1_probability
+from edgekit.verify import CONFIDENT, cosine, top1_probability
 
 Outputs = list[np.ndarray]
 
@@ -30,21 +30,15 @@ def _top1(outs: list[Outputs]) -> np.ndarray:
     return np.array([int(np.argmax(np.asarray(o[0]).reshape(-1))) for o in outs])
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    den = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(a @ b / den) if den > 0 else float(np.allclose(a, b))
-
-
 def held_out_figures(ref: list[Outputs], cand: list[Outputs], task: str) -> dict[str, Any]:
-    cos = float(np.mean([_cosine(r[0], c[0]) for r, c in zip(ref, cand)]))
+    cos = float(np.mean([cosine(r[0], c[0]) for r, c in zip(ref, cand)]))
     out: dict[str, Any] = {"samples": len(ref), "cosine": round(cos, 6)}
     if task == "classification":
-        agree = float(np.mean(_top1(ref) == _top1(cand)))
+        same = _top1(ref) == _top1(cand)
+        agree = float(np.mean(same))
         out.update(metric="top1_agreement", top1_agreement=round(agree, 4), drop=round(1.0 - agree, 4))
         sure = np.array([top1_probability(r[0]) >= CONFIDENT for r in ref])
         if sure.any():  # context: agreement where the fp32 model is decisive (not what --max-drop budgets)
-            same = _top1(ref) == _top1(cand)
             out.update(top1_agreement_confident=round(float(same[sure].mean()), 4), confident_samples=int(sure.sum()))
     else:
         out.update(metric="cosine", drop=round(1.0 - cos, 6))

@@ -384,7 +384,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         "kept_float": kept,
         "max_drop": max_drop,
         "within_budget": None if max_drop is None or accuracy is None else bool(accuracy["drop"] <= max_drop + 1e-12),
-        "budget_resolution": control.resolution(accuracy) if max_drop is not None else None,
+        "budget_resolution": step,
         "accuracy": accuracy,
         "confirmation": confirmation,
         "search": tries,
