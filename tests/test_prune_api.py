@@ -246,3 +246,22 @@ def test_layout_chosen_by_measured_latency(invoke, tmp_path) -> None:
     bad = invoke("convert", "zoo:mnist_cnn", "-t", "onnxruntime", "--prune", "0.3", "--layout-by-latency",
                  "-o", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "--prune-macs" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_timed_layouts_keep_the_most_accurate_near_fastest_one() -> None:
+    """Among timed layouts (ordered most accurate first), the first one within 5% of the fastest wins, not the
+    fastest by a hair; each is timed twice, interleaved, so one slow (noisy) call does not rule a layout out."""
+    from edgekit.prune.allocate import near_fastest
+
+    calls: list[tuple[int, ...]] = []
+    times = {(1,): [2.0, 0.94], (2,): [0.95, 0.95], (3,): [0.90, 0.91]}
+
+    def measure(c: list[int]) -> float:
+        calls.append(tuple(c))
+        return times[tuple(c)][sum(x == tuple(c) for x in calls) - 1]
+
+    assert near_fastest([(1,), (2,), (3,)], measure) == (1,)  # 0.94 <= 0.90 * 1.05 despite its first 2.0
+    assert calls == [(1,), (2,), (3,), (1,), (2,), (3,)]  # interleaved rounds
+    calls.clear()
+    times.update({(1,): [1.2, 1.2], (2,): [1.0, 1.0]})
+    assert near_fastest([(1,), (2,), (3,)], measure) == (3,)  # nothing else within 5% of 0.90
