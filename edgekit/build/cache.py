@@ -188,6 +188,11 @@ def _signature(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
+def _memo_valid(rec: Any) -> bool:
+    return isinstance(rec, dict) and isinstance(rec.get("value"), str) and isinstance(rec.get("files"), list) \
+        and all(isinstance(f, list) and len(f) == 2 and isinstance(f[0], str) for f in rec["files"])
+
+
 class FingerprintMemo:
     """Fingerprints remembered with the (size, mtime, inode) of every file and folder they read, like
     git's index: an unchanged build neither re-hashes large model files nor imports the zoo (numpy).
@@ -197,14 +202,16 @@ class FingerprintMemo:
         self.path = root / "fingerprints.json"
         try:
             self.data: dict[str, Any] = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            self.data = {}
+        if not isinstance(self.data, dict):  # damaged: start afresh (fingerprints are recomputed)
             self.data = {}
         self.dirty = False
 
     def get(self, key: str, compute: Any) -> str:
         global _READ
         rec = self.data.get(key)
-        if rec and all(_signature(Path(p)) == sig for p, sig in rec["files"]):
+        if _memo_valid(rec) and all(_signature(Path(p)) == sig for p, sig in rec["files"]):
             return rec["value"]
         _READ = []
         try:
@@ -257,6 +264,17 @@ def cache_key(parts: dict[str, str]) -> str:
 # ----------------------------------------------------------------------------- the store
 
 
+def _well_formed(entry: Any) -> bool:
+    """entry.json has the fields a build reads: a target and at least one file (plain name, hash, size)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("target"), str):
+        return False
+    files = entry.get("files")
+    return isinstance(files, list) and bool(files) and all(
+        isinstance(f, dict) and isinstance(f.get("path"), str) and f["path"] == Path(f["path"]).name
+        and f["path"] not in ("", ".", "..") and isinstance(f.get("sha256"), str)
+        and isinstance(f.get("size"), int) for f in files)
+
+
 class Cache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or cache_root()
@@ -275,10 +293,10 @@ class Cache:
         d = self.entry_dir(key)
         try:
             entry = json.loads((d / ENTRY_FILE).read_text())
-        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
             return None
-        if not all((d / f["path"]).is_file() for f in entry.get("files", [])):
-            return None
+        if not _well_formed(entry) or not all((d / f["path"]).is_file() for f in entry["files"]):
+            return None  # damaged (a crash, a disk error, a hand edit): rebuilt like a missing one
         entry["dir"] = str(d)
         return entry
 

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgekit.build.files import write_json_atomic
+from edgekit.build.files import sha256_file, write_json_atomic
 
 MANIFEST_NAME = "edgekit-manifest.json"
 SCHEMA = "edgekit-manifest/1"
@@ -61,11 +61,23 @@ def make_manifest(records: list[dict[str, Any]], *, config_name: str, versions: 
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest in `folder`, keeping only well-formed artifact records (a damaged or hand-edited
+    file must not stop the next build, which rewrites it); None when there is none."""
     try:
         data = json.loads((folder / MANIFEST_NAME).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
+    except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError, UnicodeDecodeError):
         return None
-    return data if isinstance(data, dict) and data.get("schema") == SCHEMA else None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        return None
+    records = data.get("artifacts")
+    data["artifacts"] = [r for r in records if _well_formed(r)] if isinstance(records, list) else []
+    return data
+
+
+def _well_formed(record: Any) -> bool:
+    files = record.get("files") if isinstance(record, dict) else None
+    return isinstance(files, list) and isinstance(record.get("model"), str) and isinstance(
+        record.get("target"), str) and all(isinstance(f, dict) and isinstance(f.get("path"), str) for f in files)
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
@@ -82,11 +94,12 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
 
 
 def find_record(artifact: Path) -> dict[str, Any] | None:
-    """The manifest record of an artifact, when a manifest next to it lists it."""
+    """The manifest record of an artifact, when a manifest next to it lists it with these very bytes (a
+    file of that name written since, e.g. by `edgekit convert` into the folder, is not what it describes)."""
     manifest = read_manifest(artifact.parent)
     if not manifest:
         return None
-    for rec in manifest.get("artifacts", []):
-        if any(f.get("path") == artifact.name for f in rec.get("files", [])):
+    for rec in manifest["artifacts"]:
+        if any(f.get("path") == artifact.name and f.get("sha256") == sha256_file(artifact) for f in rec["files"]):
             return dict(rec, runtimes=manifest.get("runtimes"), edgekit_version=manifest.get("edgekit_version"))
     return None

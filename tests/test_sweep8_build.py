@@ -1,0 +1,125 @@
+"""Robustness sweep of `edgekit build` / `convert` / `profile` / `inspect` / `cache` as app build scripts and
+device-profiling users drive them: damaged cache and manifest files, stale manifest figures, the cache key's
+view of a model's files, interrupted and concurrent builds. Tiny models made here (onnx.helper), real runtimes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def edgekit(*args: str, cwd: Path, cache: Path | None = None, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CI="true", EDGEKIT_CACHE_DIR=str(cache or cwd / ".cache"))
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=180, **kw)
+
+
+def make_mlp(path: Path, seed: int = 0, n_in: int = 6) -> Path:
+    """x[1, n_in] -> MatMul -> Add -> Relu -> MatMul -> y[1, 3]."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("W1", (n_in, 8)), ("B1", (8,)), ("W2", (8, 3)))]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"]), helper.make_node("Add", ["h", "B1"], ["h2"]),
+             helper.make_node("Relu", ["h2"], ["h3"]), helper.make_node("MatMul", ["h3", "W2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n_in])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+CONFIG = """
+[build]
+output = "out"
+
+[[models]]
+name = "m"
+source = "mlp.onnx"
+targets = ["onnxruntime"]
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> tuple[Path, Path]:
+    """One cold build of a one-model config; tests copy the project or damage the cache after it."""
+    root = tmp_path_factory.mktemp("sweep8")
+    proj = root / "proj"
+    proj.mkdir()
+    make_mlp(proj / "mlp.onnx")
+    (proj / "edgekit.toml").write_text(CONFIG)
+    proc = edgekit("build", cwd=proj, cache=root / "cache")
+    assert proc.returncode == 0, proc.stderr
+    return proj, root / "cache"
+
+
+def _entry_json(cache: Path) -> Path:
+    (entry,) = (cache / "entries").iterdir()
+    return entry / "entry.json"
+
+
+@pytest.mark.parametrize("damage", ["null", "[]", '{"files": 3}', '{"target": "onnxruntime", "files": [{"x": 1}]}',
+                                    '{"target": "onnxruntime", "files": []}'])
+def test_a_damaged_cache_entry_json_is_rebuilt_not_a_crash(damage: str, project, tmp_path: Path) -> None:
+    proj, cache = project
+    shutil.copytree(cache, tmp_path / "cache")
+    shutil.copytree(proj, tmp_path / "proj")
+    _entry_json(tmp_path / "cache").write_text(damage)
+    proc = edgekit("build", "--json", cwd=tmp_path / "proj", cache=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["built"] == 1 and data["cached"] == 0
+    assert json.loads(_entry_json(tmp_path / "cache").read_text())["files"][0]["path"] == "m.onnxruntime.onnx"
+
+
+@pytest.mark.parametrize("damage", ["list", "records"])
+def test_a_damaged_fingerprint_memo_is_recomputed(damage: str, project, tmp_path: Path) -> None:
+    proj, cache = project
+    shutil.copytree(cache, tmp_path / "cache")
+    memo = tmp_path / "cache" / "fingerprints.json"
+    keys = json.loads(memo.read_text())
+    memo.write_text("[]" if damage == "list" else json.dumps({k: [1] for k in keys}))
+    proc = edgekit("build", "--json", cwd=proj, cache=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["cached"] == 1  # same bytes, same key: still a cache hit
+
+
+@pytest.mark.parametrize("artifacts", ["[1]", "5", '[{"model": "old", "files": "abc"}]'])
+def test_a_damaged_manifest_in_the_output_folder_does_not_stop_build_or_inspect(artifacts: str, project,
+                                                                                   tmp_path: Path) -> None:
+    proj, cache = project
+    shutil.copytree(proj, tmp_path / "proj")
+    manifest = tmp_path / "proj" / "out" / "edgekit-manifest.json"
+    good = manifest.read_bytes()
+    bad = '{"schema": "edgekit-manifest/1", "artifacts": ' + artifacts + '}'
+    manifest.write_text(bad)
+    proc = edgekit("inspect", "out/m.onnxruntime.onnx", "--json", cwd=tmp_path / "proj", cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["inputs"][0]["name"] == "x"
+    proc = edgekit("build", cwd=tmp_path / "proj", cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    assert manifest.read_bytes() == good  # rewritten as the build describes it
+
+
+def test_inspect_does_not_attach_manifest_figures_to_a_file_replaced_since(project, tmp_path: Path) -> None:
+    proj, cache = project
+    shutil.copytree(proj, tmp_path / "proj")
+    out = tmp_path / "proj" / "out"
+    info = json.loads(edgekit("inspect", "out/m.onnxruntime.onnx", "--json", cwd=tmp_path / "proj").stdout)
+    assert info["model"] == "m" and info["verification"]["passed"] is True
+    # another model written under the same name (a convert into the build's folder)
+    proc = edgekit("convert", str(make_mlp(tmp_path / "other.onnx", seed=1, n_in=4)), "-t", "onnxruntime",
+                   "--name", "m", "-o", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(edgekit("inspect", "out/m.onnxruntime.onnx", "--json", cwd=tmp_path / "proj").stdout)
+    assert info["inputs"][0]["shape"] == [1, 4]
+    assert "model" not in info and "verification" not in info  # the manifest describes other bytes
