@@ -289,7 +289,11 @@ def strip_qdq(g: Graph) -> Graph:
         for o in outs:
             if o != target:
                 rename[o] = target
-        g.act_quant[target] = Quant(scale.reshape(1), zp.reshape(1).astype(np.int64) - shift)
+        if np.isfinite(scale).all() and (scale > 0).all():
+            g.act_quant[target] = Quant(scale.reshape(1), zp.reshape(1).astype(np.int64) - shift)
+        else:  # a range reaching -inf (a -inf attention mask): no int8 grid holds it (LiteRT aborts on it); stays float
+            g.notes.append(f"tensor '{target}': quantization scale {float(scale.reshape(-1)[0])} is not a finite "
+                           "positive number; it stays float")
         drop.add(id(n))
         drop.update(id(u) for u in users)
 

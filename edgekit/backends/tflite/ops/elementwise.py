@@ -170,6 +170,26 @@ def erf(ctx, node) -> None:
     ctx.op("MUL", [sg, one_minus], [y], "MulOptions")
 
 
+@register("IsNaN", "IsInf")
+def is_nan_inf(ctx, node) -> None:
+    """TFLite has neither: IsNaN(x) = x != x; IsInf(x) = |x| == inf (detect_negative/positive: x == -inf / +inf).
+    torch's scaled_dot_product_attention with a boolean mask exports Where(IsNaN(softmax), 0, softmax)."""
+    v = ctx.x(node.input[0], float_=True)
+    shape = ctx.w.shape_of(v.idx)
+    if node.op_type == "IsNaN":
+        ctx.op("NOT_EQUAL", [v.idx, v.idx], [ctx.out(node.output[0], v.perm)])
+        return
+    a = ctx.attrs(node)
+    neg, pos = bool(a.get("detect_negative", 1)), bool(a.get("detect_positive", 1))
+    src = v.idx
+    if neg and pos:
+        src = ctx.tensor(node.output[0] + "/abs", shape, np.float32)
+        ctx.op("ABS", [v.idx], [src])
+    target = np.inf if pos else -np.inf if neg else np.nan  # nothing equals NaN: detects nothing
+    inf = ctx.const_tensor(np.asarray([target], np.float32), "inf")
+    ctx.op("EQUAL", [src, inf], [ctx.out(node.output[0], v.perm)])
+
+
 @register("Identity", "Dropout", int8=True)
 def identity_op(ctx, node) -> None:
     ctx.alias(node.output[0], ctx.x(node.input[0]))
