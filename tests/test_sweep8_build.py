@@ -123,3 +123,56 @@ def test_inspect_does_not_attach_manifest_figures_to_a_file_replaced_since(proje
     info = json.loads(edgekit("inspect", "out/m.onnxruntime.onnx", "--json", cwd=tmp_path / "proj").stdout)
     assert info["inputs"][0]["shape"] == [1, 4]
     assert "model" not in info and "verification" not in info  # the manifest describes other bytes
+
+
+def test_onnx_external_data_under_any_name_is_part_of_the_cache_key(tmp_path: Path) -> None:
+    """The data file is whatever the model's `location` says (here weights.bin, not mlp.onnx.data): a build
+    after the weights changed must rebuild, not install the artifact of the old weights."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+
+    def save(seed: int, folder: Path) -> None:
+        folder.mkdir(exist_ok=True)
+        m = onnx.load(str(make_mlp(tmp_path / f"m{seed}.onnx", seed=seed)))
+        onnx.save(m, str(folder / "mlp.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="weights.bin", size_threshold=0)
+
+    save(0, proj)
+    (proj / "edgekit.toml").write_text(CONFIG)
+    first = edgekit("build", "--json", cwd=proj)
+    assert first.returncode == 0, first.stderr
+    old = (proj / "out" / "m.onnxruntime.onnx").read_bytes()
+    graph = (proj / "mlp.onnx").read_bytes()
+    save(1, tmp_path / "other")  # same shapes, same offsets, other weights
+    shutil.copy(tmp_path / "other" / "weights.bin", proj / "weights.bin")
+    assert (proj / "mlp.onnx").read_bytes() == graph
+    second = edgekit("build", "--json", cwd=proj)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["built"] == 1 and "source changed" in second.stderr
+    assert (proj / "out" / "m.onnxruntime.onnx").read_bytes() != old
+
+
+def test_a_factory_source_key_follows_the_project_modules_it_imports(tmp_path: Path, monkeypatch) -> None:
+    """`nets_sw8:small` builds from blocks in a sibling module and a package (relative imports): editing those
+    changes the model, so it must change the cache key (it kept the old artifact); editing a file the factory
+    does not import, or an installed package, must not."""
+    from edgekit.build.cache import source_fingerprint
+
+    (tmp_path / "nets_sw8.py").write_text("import torch.nn as nn\nfrom blocks_sw8 import WIDTH\n"
+                                          "import parts_sw8.heads\n\ndef small():\n    return nn.Linear(3, WIDTH)\n")
+    (tmp_path / "blocks_sw8.py").write_text("WIDTH = 4\n")
+    (tmp_path / "parts_sw8").mkdir()
+    (tmp_path / "parts_sw8" / "__init__.py").write_text("")
+    (tmp_path / "parts_sw8" / "heads.py").write_text("from .acts import ACT\n")
+    (tmp_path / "parts_sw8" / "acts.py").write_text("ACT = 'relu'\n")
+    (tmp_path / "unrelated_sw8.py").write_text("Z = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = source_fingerprint("nets_sw8:small")
+    (tmp_path / "unrelated_sw8.py").write_text("Z = 2\n")
+    assert source_fingerprint("nets_sw8:small") == first
+    (tmp_path / "blocks_sw8.py").write_text("WIDTH = 6\n")
+    second = source_fingerprint("nets_sw8:small")
+    assert second != first
+    (tmp_path / "parts_sw8" / "acts.py").write_text("ACT = 'gelu'\n")
+    assert source_fingerprint("nets_sw8:small") != second
+    assert "nets_sw8" not in sys.modules and "blocks_sw8" not in sys.modules  # read, never imported

