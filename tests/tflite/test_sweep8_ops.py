@@ -55,3 +55,62 @@ def test_an_infinite_activation_scale_stays_float(tmp_path, rng):
     assert all(np.isfinite(scales)), "a tensor with a non-finite scale (LiteRT aborts on it)"
     got = tflite_run(path, {"x": x})[0]
     np.testing.assert_allclose(got, ort_run(plain, {"x": x})[0], atol=0.02)
+
+
+def _per_tensor_qdq(op: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, **attrs) -> tuple[onnx.ModelProto, float]:
+    """x -> QDQ -> op(x, DQ(int8 w, one scale), b) -> QDQ -> y: weights quantized per tensor, as ONNX Runtime's
+    quantize_static does by default. Returns the model and the output step."""
+    float_model = make_model([helper.make_node(op, ["x", "w", "b"], ["y"], **attrs)], {"x": x}, ["y"], {"w": w, "b": b})
+    y = ort_run(float_model, {"x": x})[0]
+    lo, hi = min(float(y.min()), 0.0), max(float(y.max()), 0.0)
+    ys, yz = (hi - lo) / 255.0, int(round(-lo / ((hi - lo) / 255.0)))
+    ws = float(np.abs(w).max()) / 127.0
+    qx, ix = _qdq("x", float(np.abs(x).max()) / 127.0, 128)
+    qy, iy = _qdq("y", ys, yz)
+    inits = {**ix, **iy, "wq": np.round(w / ws).astype(np.int8), "ws": np.array(ws, np.float32), "b": b}
+    nodes = qx + [helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"]),
+                  helper.make_node(op, ["x_dq", "w", "b"], ["y"], **attrs)] + qy
+    model = make_model(nodes, {"x": x}, ["y_dq"], inits)
+    return model, ys
+
+
+@pytest.mark.parametrize("op,w_shape,attrs", [
+    ("Conv", (8, 4, 3, 3), {"pads": [1, 1, 1, 1]}),
+    ("Conv", (8, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 4}),
+    ("ConvTranspose", (4, 8, 4, 4), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("ConvTranspose", (4, 4, 4, 4), {"strides": [2, 2], "pads": [1, 1, 1, 1], "group": 2}),
+])
+def test_per_tensor_weights_load_in_xnnpack(tmp_path, rng, op, w_shape, attrs):
+    """Per-tensor int8 weights (ONNX Runtime's default; edgekit's quantizer for a grouped ConvTranspose) got a bias
+    with one scale per channel: XNNPACK refused every such conv at load ('failed to delegate CONV_2D node',
+    convert exit 2)."""
+    x = rng.standard_normal((1, 4, 5, 6)).astype(np.float32)
+    w = (rng.standard_normal(w_shape) * 0.3).astype(np.float32)
+    m = w_shape[1] * attrs.get("group", 1) if op == "ConvTranspose" else w_shape[0]
+    b = rng.standard_normal(m).astype(np.float32)
+    model, step = _per_tensor_qdq(op, x, w, b, **attrs)
+    from edgekit.backends import tflite
+
+    src = tmp_path / "qdq.onnx"
+    onnx.save(model, str(src))
+    path = tflite.lower(src, None, tmp_path / "m", {"precision": "int8"})[0]
+    got = tflite_run(path, {"x": x})[0]  # XNNPACK, as the arm target runs it
+    assert np.abs(got - ort_run(model, {"x": x})[0]).max() <= step * 1.01
+
+
+@pytest.mark.parametrize("shape,w_shape,attrs", [
+    ((1, 4, 10), (4, 8, 4), {"strides": [2], "pads": [1, 1]}),  # 1-D upsampling (vocoders, audio decoders)
+    ((1, 4, 9), (4, 3, 5), {"strides": [3], "pads": [1, 1], "output_padding": [1]}),
+    ((1, 4, 5, 6), (4, 4, 4, 4), {"strides": [2, 2], "pads": [1, 1, 1, 1], "group": 2}),
+    ((1, 4, 5, 6), (4, 1, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1], "group": 4}),
+])
+def test_conv_transpose_1d_and_grouped(tmp_path, rng, shape, w_shape, attrs):
+    """ConvTranspose1d and grouped / depthwise ConvTranspose2d were refused ('only 2-D transposed convolution',
+    'grouped transposed convolution')."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[1] * attrs.get("group", 1)).astype(np.float32)
+    model = make_model([helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], **attrs)], {"x": x}, ["y"],
+                       {"w": w, "b": b})
+    check(model, {"x": x}, tmp_path, atol=1e-4)
+    check(model, {"x": x}, tmp_path, atol=1e-4, io_layout="nhwc")

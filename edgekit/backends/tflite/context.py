@@ -185,8 +185,8 @@ class Context:
         if not self.qmode:
             return self.const_tensor(value, name)
         scale = (in_q.scale[0] * w_q.scale).astype(np.float64)
-        if scale.size == 1:
-            scale = np.repeat(scale, value.size)
+        # per-tensor weights take a per-tensor bias: XNNPACK refuses a conv whose bias has one scale per channel
+        # when its filter has one scale (ONNX Runtime's quantize_static is per-tensor by default)
         q = Quant(scale.astype(np.float32), 0, 0)
         data = np.clip(np.round(value / scale), -(2**31), 2**31 - 1).astype(np.int32)
         return self.const_tensor(data, name, q=q)

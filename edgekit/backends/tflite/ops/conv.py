@@ -106,26 +106,34 @@ def _conv2d(ctx, wname: str, x: Val, w4: np.ndarray, bias: np.ndarray, opts: dic
 
 @register("ConvTranspose", int8=True)
 def conv_transpose(ctx, node) -> None:
+    """TRANSPOSE_CONV over the full (N, (in-1)*stride + k) output, then a SLICE for pads / output_padding; 1-D runs
+    as 2-D on (N, 1, L, C); groups split the channels, one TRANSPOSE_CONV per group, concatenated."""
     xname, wname = node.input[0], node.input[1]
     if not ctx.is_const(wname):
         raise unsupported(node, "weights must be constant")
     w = ctx.const(wname).astype(np.float32)
-    if w.ndim != 4:
-        raise unsupported(node, "only 2-D transposed convolution")
+    rank = w.ndim
+    if rank not in (3, 4):
+        raise unsupported(node, f"{rank - 2}-D transposed convolution (only 1-D and 2-D)")
     a = ctx.attrs(node)
-    if int(a.get("group", 1)) != 1:
-        raise unsupported(node, "grouped transposed convolution")
-    if any(d != 1 for d in a.get("dilations", [1, 1])):
+    nsp = rank - 2
+    if any(d != 1 for d in a.get("dilations", [1] * nsp)):
         raise unsupported(node, "dilated transposed convolution")
-    kernel = list(a.get("kernel_shape", w.shape[2:]))
-    strides = list(a.get("strides", [1, 1]))
-    x = ctx.x(xname, channels_last(4))
-    n, h, wd, _ = ctx.w.shape_of(x.idx)
-    m = w.shape[1]
+    def lift(v, pad: int = 1) -> list[int]:  # 1-D: a height-1 2-D transposed convolution
+        return [pad, *v] if nsp == 1 else list(v)
+
+    w4 = w if rank == 4 else w[:, :, None, :]
+    kernel = lift(a.get("kernel_shape", w.shape[2:]))
+    strides = lift(a.get("strides", [1] * nsp))
+    x = as_2d(ctx, node, ctx.x(xname, channels_last(rank)), rank)
+    n, h, wd, c_in = ctx.w.shape_of(x.idx)
+    group = int(a.get("group", 1))
+    mg = w4.shape[1]
+    m = mg * group
     onnx_out = ctx.shape(node.output[0])
-    out_sp = list(onnx_out[2:])
+    out_sp = lift(onnx_out[2:])
     full = [(s - 1) * st + k for s, st, k in zip((h, wd), strides, kernel)]
-    opad = list(a.get("output_padding", [0, 0]))
+    opad = lift(a.get("output_padding", [0] * nsp), 0)
     auto = sattr(a, "auto_pad", "NOTSET")
     if "output_shape" in a or auto in ("SAME_UPPER", "SAME_LOWER"):
         begins = []
@@ -133,21 +141,38 @@ def conv_transpose(ctx, node) -> None:
             total = full[i] + opad[i] - out_sp[i]
             begins.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
     else:
-        p = list(a.get("pads", [0, 0, 0, 0]))
-        begins = [p[0], p[1]]
+        begins = lift(list(a.get("pads", [0] * 2 * nsp))[:nsp], 0)
     bias = ctx.const(node.input[2]).astype(np.float32) if len(node.input) > 2 and node.input[2] else np.zeros(m, np.float32)
-    wt = np.transpose(w, (1, 2, 3, 0))
-    wi, wq = ctx.weight(wname, wt, (1, 2, 3, 0), 0)
     out_q = ctx.out_q_of(node.output[0])
     dt = np.int8 if out_q else np.float32
     crop = begins != [0, 0] or out_sp != full
     fits = all(b >= 0 and b + o <= f for b, o, f in zip(begins, out_sp, full))
     if not fits:
         raise unsupported(node, "output_padding beyond the kernel's reach")
-    y = ctx.out(node.output[0], channels_last(4)) if not crop else ctx.tensor(node.output[0] + "/full", (n, *full, m), dt, q=out_q)
-    bi = ctx.bias(wname + "/bias", bias, x.q, wq)
-    ctx.op("TRANSPOSE_CONV", [ctx.i32([n, *full, m]), wi, x.idx, bi], [y], "TransposeConvOptions",
-           padding=_pad_enum().VALID, strideH=strides[0], strideW=strides[1])
+    out4 = (n, *out_sp, m)
+    direct = not crop and rank == 4
+    y = ctx.out(node.output[0], channels_last(4)) if direct else ctx.tensor(node.output[0] + "/full", (n, *full, m), dt, q=out_q)
+    if group == 1:
+        parts = [x.idx]
+    else:
+        parts = [ctx.tensor(f"{xname}/group{gi}", (n, h, wd, c_in // group), x.dtype, q=x.q) for gi in range(group)]
+        ctx.op("SPLIT", [ctx.const_tensor(np.asarray(3, np.int32), "axis"), x.idx], parts, "SplitOptions", numSplits=group)
+    outs = []
+    cg = c_in // group
+    for gi, part in enumerate(parts):
+        wg = w4[gi * cg:(gi + 1) * cg]
+        wi, wq = ctx.weight(wname, np.transpose(wg, (1, 2, 3, 0)), (1, 2, 3, 0), 0)
+        bi = ctx.bias(f"{wname}/bias{gi}", bias[gi * mg:(gi + 1) * mg], x.q, wq)
+        yo = y if group == 1 else ctx.tensor(f"{node.output[0]}/group{gi}", (n, *full, mg), dt, q=out_q)
+        ctx.op("TRANSPOSE_CONV", [ctx.i32([n, *full, mg]), wi, part, bi], [yo], "TransposeConvOptions",
+               padding=_pad_enum().VALID, strideH=strides[0], strideW=strides[1])
+        outs.append(yo)
+    if group > 1:
+        ctx.op("CONCATENATION", outs, [y], "ConcatenationOptions", axis=3)
     if crop:
-        final = ctx.out(node.output[0], channels_last(4))
-        ctx.op("SLICE", [y, ctx.i32([0, *begins, 0], "begin"), ctx.i32([n, *out_sp, m], "size")], [final])
+        cropped = ctx.out(node.output[0], channels_last(4)) if rank == 4 else ctx.tensor(node.output[0] + "/2d", out4, dt, q=out_q)
+        ctx.op("SLICE", [y, ctx.i32([0, *begins, 0], "begin"), ctx.i32(list(out4), "size")], [cropped])
+        y = cropped
+    if rank == 3:
+        shp = [n, out_sp[1], m]
+        ctx.op("RESHAPE", [y, ctx.i32(shp)], [ctx.out(node.output[0], channels_last(3))], "ReshapeOptions", newShape=shp)
