@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import check, make_model, ort_run, tflite_run
+from conftest import check, check_int8, make_model, ort_run, tflite_run
 from onnx import TensorProto, helper
 
 
@@ -114,3 +114,27 @@ def test_conv_transpose_1d_and_grouped(tmp_path, rng, shape, w_shape, attrs):
                        {"w": w, "b": b})
     check(model, {"x": x}, tmp_path, atol=1e-4)
     check(model, {"x": x}, tmp_path, atol=1e-4, io_layout="nhwc")
+
+
+@pytest.mark.parametrize("axis,const", [(0, False), (1, False), (-1, False), (2, True)])
+def test_gather_elements(tmp_path, rng, axis, const):
+    """torch.gather (GatherElements: top-k pooling, point / box selection heads) was 'op GatherElements has no TFLite
+    lowering'. Negative indices count from the end."""
+    x = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    dim = x.shape[axis]
+    idx = rng.integers(-dim, dim, size=(2, 3, 4) if axis in (-1, 2) else (2, 2, 5) if axis == 1 else (1, 3, 5))
+    feeds = {"x": x} if const else {"x": x, "i": idx.astype(np.int64)}
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("GatherElements", ["r", "i"], ["y"], axis=axis)]
+    model = make_model(nodes, feeds, ["y"], {"i": idx.astype(np.int64)} if const else None)
+    check(model, feeds, tmp_path)
+
+
+def test_gather_elements_int8(tmp_path, rng):
+    x = rng.standard_normal((1, 3, 4, 5)).astype(np.float32)
+    idx = rng.integers(0, 8, size=(1, 3, 4, 5)).astype(np.int64)
+    w = rng.standard_normal((8, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("GatherElements", ["c", "i"], ["y"], axis=1)]
+    path = check_int8(make_model(nodes, {"x": x}, ["y"], {"w": w, "i": idx}), {"x": x}, tmp_path)
+    from edgekit.backends import tflite
+
+    assert tflite.describe(path)["float_ops"] == 0

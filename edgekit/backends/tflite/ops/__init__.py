@@ -5,6 +5,7 @@ from edgekit.backends.tflite.ops import (  # noqa: F401 - imported for their reg
     conv,
     cumsum,
     elementwise,
+    gather_elements,
     lrn,
     matmul,
     norm,
