@@ -176,3 +176,23 @@ def test_a_factory_source_key_follows_the_project_modules_it_imports(tmp_path: P
     (tmp_path / "parts_sw8" / "acts.py").write_text("ACT = 'gelu'\n")
     assert source_fingerprint("nets_sw8:small") != second
     assert "nets_sw8" not in sys.modules and "blocks_sw8" not in sys.modules  # read, never imported
+
+
+def test_concurrent_builds_of_different_models_into_one_folder_keep_every_manifest_record(tmp_path: Path) -> None:
+    """make -j with one `edgekit build -m X` rule per model: each build must keep the records the others
+    wrote meanwhile (each read the manifest when it started and wrote it back without the others')."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    body = "[build]\noutput = \"out\"\n"
+    for i in range(3):
+        make_mlp(proj / f"m{i}.onnx", seed=i)
+        body += f'\n[[models]]\nname = "m{i}"\nsource = "m{i}.onnx"\ntargets = ["onnxruntime"]\n'
+    (proj / "edgekit.toml").write_text(body)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CI="true", EDGEKIT_CACHE_DIR=str(tmp_path / "cache"))
+    procs = [subprocess.Popen([sys.executable, "-m", "edgekit", "build", "-m", f"m{i}"], cwd=proj, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+    manifest = json.loads((proj / "out" / "edgekit-manifest.json").read_text())
+    assert sorted(r["model"] for r in manifest["artifacts"]) == ["m0", "m1", "m2"]

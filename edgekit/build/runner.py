@@ -285,6 +285,9 @@ def run_build(config: BuildConfig, *, output: Path | None = None, use_cache: boo
                 raise RuntimeError("freshly built artifacts do not match their recorded hashes")
         records = [artifact_record(i.model.name, _source_label(config, i.model), i.entry,
                                    [c.to_dict() for c in i.checks], i.entry.get("profiles")) for i in items]
+        # read again under the lock: a concurrent build (make -j, one `edgekit build -m X` per model) may have
+        # written its records since this build started, and they must be kept
+        old_manifest = read_manifest(outdir) or {}
         built_names = {m.name for m in models}
         kept = [r for r in old_manifest.get("artifacts", []) if r.get("model") not in built_names
                 and r.get("model") in {m.name for m in config.models}
