@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import ConfigError, UsageError
+from edgekit.prune import ALLOCATION_CHOICES, IMPORTANCE_CHOICES
 from edgekit.toml_compat import toml
 
 CONFIG_NAME = "edgekit.toml"
@@ -175,10 +176,8 @@ MODEL_KEYS: dict[str, Key] = {
     "prune_macs": Key(_fraction, "fraction of MACs to remove, between 0 and 1"),
     "prune_exclude": Key(_str_list, "layer names pruning must not touch"),
     "round_to": Key(_int(1), "pruned channel counts are multiples of this (default 8)"),
-    "importance": Key(_choice("auto", "l1", "l2", "bn", "taylor", "variance"),
-                      "pruning importance: auto | l1 | l2 | bn | taylor | variance"),
-    "allocation": Key(_choice("auto", "uniform", "global", "sensitivity"),
-                      "pruning allocation: auto | uniform | global | sensitivity"),
+    "importance": Key(_choice(*IMPORTANCE_CHOICES), f"pruning importance: {' | '.join(IMPORTANCE_CHOICES)}"),
+    "allocation": Key(_choice(*ALLOCATION_CHOICES), f"pruning allocation: {' | '.join(ALLOCATION_CHOICES)}"),
     "layout_by_latency": Key(_bool, "choose the pruned channel layout by latency measured on the first target"),
     "distill_steps": Key(_int(0), "distillation steps after pruning"),
     "int8_finetune": Key(_int(0), "end-to-end int8 fine-tuning steps (default: the target's, 0)"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgekit.commands._common import emit_json, handle_errors, json_option
+from edgekit.prune import ALLOCATION_CHOICES, IMPORTANCE_CHOICES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,9 +37,9 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--prune-macs", type=float, help="Target fraction of MACs to remove.")
 @click.option("--prune-exclude", multiple=True, help="Module name kept unpruned (repeatable).")
 @click.option("--round-to", type=int, default=8, show_default=True, help="Round kept channel counts to a multiple.")
-@click.option("--importance", type=click.Choice(["auto", "l1", "l2", "bn", "taylor", "variance"]), default="auto",
+@click.option("--importance", type=click.Choice(IMPORTANCE_CHOICES), default="auto",
               show_default=True, help="Channel importance criterion for pruning (auto: variance with calibration data, else l2).")
-@click.option("--allocation", type=click.Choice(["auto", "uniform", "global", "sensitivity"]), default="auto",
+@click.option("--allocation", type=click.Choice(ALLOCATION_CHOICES), default="auto",
               show_default=True, help="Pruning allocation: the same fraction per layer, one threshold across layers, or per layer from "
                    "its measured output loss on the calibration data (sensitivity; auto: sensitivity with "
                    "calibration data, else uniform).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgekit.commands._common import emit_json, handle_errors, json_option
+from edgekit.prune import ALLOCATION_CHOICES, IMPORTANCE_CHOICES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,9 +15,9 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--prune-macs", type=float, help="Target fraction of MACs to remove.")
 @click.option("--prune-exclude", multiple=True, help="Layer name (or glob) whose output channels are kept (repeatable).")
 @click.option("--round-to", type=int, default=8, show_default=True, help="Kept channel counts are multiples of this.")
-@click.option("--importance", type=click.Choice(["auto", "l1", "l2", "bn", "bn_scale", "taylor", "variance"]),
+@click.option("--importance", type=click.Choice(IMPORTANCE_CHOICES),
               default="auto", show_default=True, help="Channel importance criterion (auto: variance with data, else l2).")
-@click.option("--allocation", type=click.Choice(["auto", "uniform", "global", "sensitivity"]), default="auto",
+@click.option("--allocation", type=click.Choice(ALLOCATION_CHOICES), default="auto",
               show_default=True, help="uniform | global | sensitivity (per layer from its measured output loss on the "
               "data) | auto (sensitivity with data, else uniform)")
 @click.option("--no-reconstruct", is_flag=True,

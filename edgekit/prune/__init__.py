@@ -16,10 +16,14 @@ import numpy as np
 from edgekit.errors import UsageError
 from edgekit.progress import log
 from edgekit.prune.allocate import ALLOCATIONS, allocate, give_back, search_ratio, select, tighten
-from edgekit.prune.importance import IMPORTANCE, get_importance, taylor_grads
+from edgekit.prune.importance import ALIASES, IMPORTANCE, get_importance, taylor_grads
 from edgekit.prune.macs import count_macs, count_params, graph_macs
 
-__all__ = ["prune_model", "count_macs", "count_params", "save_pruned", "IMPORTANCE", "ALLOCATIONS"]
+__all__ = ["prune_model", "count_macs", "count_params", "save_pruned", "IMPORTANCE", "ALLOCATIONS",
+           "IMPORTANCE_CHOICES", "ALLOCATION_CHOICES"]
+# what the CLI, `edgekit distill` and edgekit.toml accept ("auto": prune/run.py resolve_auto)
+IMPORTANCE_CHOICES = ("auto", *IMPORTANCE, *ALIASES)
+ALLOCATION_CHOICES = ("auto", *ALLOCATIONS)
 
 
 def _expand_exclude(module, patterns) -> set[str]:

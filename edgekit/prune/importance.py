@@ -126,10 +126,11 @@ class Variance(Importance):
 
 
 IMPORTANCE: dict[str, type[Importance]] = {c.name: c for c in (L1, L2, BNScale, Taylor, Variance)}
+ALIASES = {"bn": "bn_scale", "magnitude": "l2"}
 
 
 def get_importance(name: str) -> Importance:
-    name = {"bn": "bn_scale", "magnitude": "l2"}.get(name, name)
+    name = ALIASES.get(name, name)
     if name not in IMPORTANCE:
         raise UsageError(f"unknown pruning importance '{name}'", hint=f"choose one of: {', '.join(IMPORTANCE)}")
     return IMPORTANCE[name]()
