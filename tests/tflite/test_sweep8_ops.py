@@ -138,3 +138,30 @@ def test_gather_elements_int8(tmp_path, rng):
     from edgekit.backends import tflite
 
     assert tflite.describe(path)["float_ops"] == 0
+
+
+@pytest.mark.parametrize("mode,size", [("linear", [1, 2, 1, 3]), ("linear", [1, 2, 1, 1]), ("linear", [1, 2, 9, 1])])
+def test_resize_pytorch_half_pixel_to_size_one(tmp_path, rng, mode, size):
+    """pytorch_half_pixel samples coordinate 0 for a size-1 output, half_pixel the centre: lowered as half_pixel it was
+    silently wrong (relative error 1.2 for F.interpolate(x, size=(1, 3), mode='bilinear'))."""
+    x = rng.standard_normal((1, 2, 6, 5)).astype(np.float32)
+    node = helper.make_node("Resize", ["x", "", "", "sz"], ["y"], mode=mode,
+                            coordinate_transformation_mode="pytorch_half_pixel", nearest_mode="floor")
+    model = make_model([node], {"x": x}, ["y"], {"sz": np.array(size, np.int64)}, opset=13)
+    check(model, {"x": x}, tmp_path)
+
+
+def test_resize_by_a_scale_that_does_not_divide_is_refused(tmp_path, rng):
+    """ONNX maps output to input coordinates with the given scale (1.7), TFLite with out / in (10 / 6): the result was
+    silently wrong (relative error 0.14); now a clear refusal naming the node. Exact factors still lower."""
+    from edgekit.errors import UnsupportedModelError
+
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+
+    def model(scales):
+        node = helper.make_node("Resize", ["x", "", "sc"], ["y"], name="up", mode="linear")
+        return make_model([node], {"x": x}, ["y"], {"sc": np.array(scales, np.float32)}, opset=13)
+
+    with pytest.raises(UnsupportedModelError, match="Resize node 'up': scale 1.7 resizing 6 to 10"):
+        check(model([1, 1, 1.5, 1.7]), {"x": x}, tmp_path)
+    check(model([1, 1, 1.5, 0.5]), {"x": x}, tmp_path)

@@ -185,7 +185,8 @@ def resize(ctx, node) -> None:
     mode = sattr(a, "mode", "nearest")
     coord = sattr(a, "coordinate_transformation_mode", "half_pixel" if node.op_type == "Resize" and ctx.g.opset >= 11 else "asymmetric")
     nearest_mode = sattr(a, "nearest_mode", "round_prefer_floor")
-    if coord == "pytorch_half_pixel":
+    pytorch_hp = coord == "pytorch_half_pixel"
+    if pytorch_hp:
         coord = "half_pixel"
     if mode == "linear":
         tfl, opts = "RESIZE_BILINEAR", "ResizeBilinearOptions"
@@ -205,9 +206,42 @@ def resize(ctx, node) -> None:
         raise unsupported(node, f"mode={mode} coordinate_transformation_mode={coord} nearest_mode={nearest_mode}")
     if int(a.get("antialias", 0)) and any(o < i for o, i in zip(out_shape[2:], in_shape[2:])):
         raise unsupported(node, "antialiased downscaling")
+    scales = _given_scales(ctx, node, a)
+    if scales is not None and coord != "align_corners":
+        for s, i, o in zip(scales[2:], in_shape[2:], out_shape[2:]):
+            if not np.isclose(float(s), o / i, rtol=1e-5):  # ONNX maps coordinates with the scale, TFLite with out / in
+                raise unsupported(node, f"scale {float(s):g} resizing {i} to {o} pixels (TFLite resizes by {o}/{i}); "
+                                  "give the output size instead of a scale factor, or a factor that divides exactly")
     v = ctx.x(x, channels_last(4))
+    if pytorch_hp and any(o == 1 < i for o, i in zip(out_shape[2:], in_shape[2:])):
+        # pytorch_half_pixel samples coordinate 0 for a size-1 output (half_pixel: the centre): keep row/column 0
+        size = [in_shape[0], *(1 if o == 1 else i for o, i in zip(out_shape[2:], in_shape[2:])), in_shape[1]]
+        first = ctx.tensor(x + "/first", tuple(size), v.dtype, q=v.q)
+        ctx.op("SLICE", [v.idx, ctx.i32([0, 0, 0, 0], "begin"), ctx.i32(size, "size")], [first])
+        v = Val(first, v.perm, v.dtype, v.q)
     y = ctx.out(node.output[0], channels_last(4), q=v.q)
     ctx.op(tfl, [v.idx, ctx.i32(list(out_shape[2:]), "size")], [y], opts, alignCorners=flags[0], halfPixelCenters=flags[1])
+
+
+def _given_scales(ctx, node, a: dict) -> np.ndarray | None:
+    """The scale per axis when the node resizes by scale factors (not output sizes); None otherwise."""
+    rank = len(ctx.shape(node.input[0]))
+    if node.op_type == "Upsample" or ctx.g.opset < 11:
+        name = node.input[1] if len(node.input) > 1 else ""
+        given = a.get("scales") if not name else ctx.const(name) if ctx.is_const(name) else None
+    else:
+        sizes = node.input[3] if len(node.input) > 3 else ""
+        name = node.input[2] if len(node.input) > 2 else ""
+        if sizes or not name or not ctx.is_const(name):
+            return None
+        given = ctx.const(name)
+    if given is None or np.size(given) == 0:
+        return None
+    given = np.asarray(given, np.float64).reshape(-1)
+    full = np.ones(rank)
+    axes = [int(ax) % rank for ax in a.get("axes", range(rank))][:given.size]
+    full[axes] = given
+    return full
 
 
 @register("Expand", int8=True)
