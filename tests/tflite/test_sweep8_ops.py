@@ -165,3 +165,26 @@ def test_resize_by_a_scale_that_does_not_divide_is_refused(tmp_path, rng):
     with pytest.raises(UnsupportedModelError, match="Resize node 'up': scale 1.7 resizing 6 to 10"):
         check(model([1, 1, 1.5, 1.7]), {"x": x}, tmp_path)
     check(model([1, 1, 1.5, 0.5]), {"x": x}, tmp_path)
+
+
+@pytest.mark.parametrize("lhs_vec,const", [(False, True), (True, True), (False, False)])
+def test_matmul_with_a_vector_operand(tmp_path, rng, lhs_vec, const):
+    """x @ w with w a 1-D parameter (attention pooling, a per-token score) exports MatMul with a 1-D operand: it was
+    refused ('1-D MatMul operands')."""
+    x = rng.standard_normal((2, 3, 6)).astype(np.float32)
+    v = rng.standard_normal(3 if lhs_vec else 6).astype(np.float32)
+    feeds = {"x": x} if const else {"x": x, "v": v}
+    pair = ["v", "r"] if lhs_vec else ["r", "v"]
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MatMul", pair, ["y"])]
+    model = make_model(nodes, feeds, ["y"], {"v": v} if const else None)
+    check(model, feeds, tmp_path, atol=1e-4)
+    if const and not lhs_vec:
+        check_int8(model, feeds, tmp_path)
+
+
+def test_pow_with_an_integer_exponent(tmp_path, rng):
+    """Pow(float x, int64 3) (an exponent written as a Python int by some exporters): LiteRT refused the model at
+    load ('pow.cc: input1->type != input2->type (FLOAT32 != INT64)', convert exit 2)."""
+    x = rng.standard_normal((1, 3, 4)).astype(np.float32)
+    model = make_model([helper.make_node("Pow", ["x", "e"], ["y"])], {"x": x}, ["y"], {"e": np.array(3, np.int64)})
+    check(model, {"x": x}, tmp_path, rtol=1e-4)

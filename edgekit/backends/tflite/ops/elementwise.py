@@ -97,6 +97,14 @@ def power(ctx, node) -> None:
     elif c == 0.5:
         unary(ctx, "SQRT", x, node.output[0])
     else:
+        base_dt = np.dtype(ctx.dtype(x))
+        if np.dtype(ctx.dtype(e)) != base_dt:  # ONNX lets the exponent's type differ; TFLite's POW refuses at load
+            if not ctx.is_const(e):
+                raise unsupported(node, f"a {np.dtype(ctx.dtype(e))} exponent computed at run time for a {base_dt} base")
+            cast = f"{e}/as_{base_dt}"
+            ctx.g.consts[cast] = ctx.const(e).astype(base_dt)
+            ctx.g.shapes[cast], ctx.g.dtypes[cast] = ctx.shape(e), base_dt
+            e = cast
         binary(ctx, "POW", None, x, e, node.output[0])
 
 

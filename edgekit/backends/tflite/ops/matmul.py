@@ -9,6 +9,7 @@ from edgekit.backends.tflite.ops import hybrid
 from edgekit.backends.tflite.ops.common import unsupported
 from edgekit.backends.tflite.ops.elementwise import binary
 from edgekit.backends.tflite.ops.registry import register
+from edgekit.backends.tflite.ops.shape_ops import _reshape
 
 
 def _fc(ctx, node, a_name: str, w_name: str, w: np.ndarray, onnx_axes: tuple[int, int], bias: np.ndarray | None, out: str) -> None:
@@ -100,15 +101,39 @@ def matmul(ctx, node) -> None:
     an, bn = node.input[0], node.input[1]
     bias = ctx.const(node.input[2]).astype(np.float32) if len(node.input) > 2 else None
     ra, rb = len(ctx.shape(an)), len(ctx.shape(bn))
-    if ra < 2 or rb < 2:
-        raise unsupported(node, "1-D MatMul operands")
-    if ctx.is_const(bn) and rb == 2 and not ctx.is_const(an):
+    if ra == 1 or rb == 1:  # numpy rules: a vector is a (1, K) row on the left, a (K, 1) column on the right
+        a2 = _as_2d(ctx, an, (1, ctx.shape(an)[0]), "row") if ra == 1 else an
+        b2 = _as_2d(ctx, bn, (ctx.shape(bn)[0], 1), "col") if rb == 1 else bn
+        sa, sb = ctx.shape(a2), ctx.shape(b2)
+        mid = _temp(ctx, node.output[0], node.output[0] + "/2d",
+                    (*np.broadcast_shapes(sa[:-2], sb[:-2]), sa[-2], sb[-1]))
+        _matmul(ctx, node, a2, b2, bias, mid)
+        _reshape(ctx, mid, node.output[0])
+        return
+    _matmul(ctx, node, an, bn, bias, node.output[0])
+
+
+def _as_2d(ctx, name: str, shape: tuple[int, int], tag: str) -> str:
+    new = f"{name}/{tag}"
+    if ctx.is_const(name):
+        ctx.g.consts[new] = ctx.const(name).reshape(shape)
+        ctx.g.shapes[new], ctx.g.dtypes[new] = shape, ctx.dtype(name)
+        wq = ctx.g.weight_quant.get(name)
+        if wq is not None and wq.scale.size == 1:
+            ctx.g.weight_quant[new] = wq
+        return new
+    _reshape(ctx, name, _temp(ctx, name, new, shape))
+    return new
+
+
+def _matmul(ctx, node, an: str, bn: str, bias: np.ndarray | None, out: str) -> None:
+    if ctx.is_const(bn) and len(ctx.shape(bn)) == 2 and not ctx.is_const(an):
         b = ctx.const(bn).astype(np.float32)
-        _fc(ctx, node, an, bn, b.T, (1, 0), bias, node.output[0])
+        _fc(ctx, node, an, bn, b.T, (1, 0), bias, out)
         return
     if bias is None:
-        _batch_matmul(ctx, an, bn, node.output[0])
+        _batch_matmul(ctx, an, bn, out)
         return
-    mm = _temp(ctx, node.output[0], node.output[0] + "/mm", ctx.shape(node.output[0]))
+    mm = _temp(ctx, out, out + "/mm", ctx.shape(out))
     _batch_matmul(ctx, an, bn, mm)
-    binary(ctx, "ADD", "AddOptions", mm, node.input[2], node.output[0])
+    binary(ctx, "ADD", "AddOptions", mm, node.input[2], out)
