@@ -196,3 +196,37 @@ def test_concurrent_builds_of_different_models_into_one_folder_keep_every_manife
         assert p.returncode == 0, err
     manifest = json.loads((proj / "out" / "edgekit-manifest.json").read_text())
     assert sorted(r["model"] for r in manifest["artifacts"]) == ["m0", "m1", "m2"]
+
+
+def _read_only_folder(path: Path) -> bool:
+    """Make `path` unwritable: permission bits, or (as root, who ignores them) the immutable flag."""
+    path.mkdir()
+    path.chmod(0o555)
+    try:
+        (path / "probe").touch()
+    except OSError:
+        return True
+    (path / "probe").unlink()
+    return subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0 if shutil.which(
+        "chattr") else False
+
+
+@pytest.mark.parametrize("where", ["file-in-the-way", "read-only", "read-only-cache"])
+def test_an_unwritable_output_folder_or_cache_is_bad_input_before_any_work(where: str, project, tmp_path: Path) -> None:
+    proj, cache = project
+    out, cache_dir = proj / "out", tmp_path / "cache"
+    if where == "file-in-the-way":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "models"
+    elif where == "read-only" and not _read_only_folder(out := tmp_path / "ro"):
+        pytest.skip("cannot make a read-only folder here")
+    elif where == "read-only-cache" and not _read_only_folder(cache_dir := tmp_path / "ro"):
+        pytest.skip("cannot make a read-only folder here")
+    try:
+        proc = edgekit("build", "-o", str(out), "--no-cache", "--json", cwd=proj, cache=cache_dir)
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path / "ro")], capture_output=True)
+    assert proc.returncode == 2, proc.stderr
+    err = json.loads(proc.stdout)["error"]
+    assert err["type"] == "UsageError" and "cannot write to" in err["message"]
+    assert "building" not in proc.stderr  # said before the work, not after it

@@ -46,6 +46,25 @@ def copy_atomic(src: Path, dst: Path) -> str:
     return h.hexdigest()
 
 
+def check_writable(folder: Path, *, what: str, hint: str) -> None:
+    """Fail before any work when `folder` (or, while it does not exist, the folder it will be created in)
+    cannot be written: a read-only mount, permissions, a file in the way. Probes with a real file (root
+    and ACLs make permission bits unreliable); creates nothing that stays."""
+    from edgekit.errors import UsageError
+
+    here = folder
+    while not here.exists() and here.parent != here:
+        here = here.parent
+    if not here.is_dir():
+        raise UsageError(f"cannot write to {what} {folder}: {here} is not a folder", hint=hint)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".edgekit-probe-", dir=here)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UsageError(f"cannot write to {what} {folder}: {exc.strerror}", hint=hint) from None
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)

@@ -20,7 +20,7 @@ from typing import Any
 from edgekit.build.budgets import Check, check_budgets, check_tolerances, profile_for_budget
 from edgekit.build.cache import Cache, FingerprintMemo, cache_key, key_parts, package_versions
 from edgekit.build.config import BuildConfig, ModelConfig
-from edgekit.build.files import copy_atomic, sha256_file
+from edgekit.build.files import check_writable, copy_atomic, sha256_file
 from edgekit.build.lock import file_lock, many_locks
 from edgekit.build.manifest import (
     MANIFEST_NAME,
@@ -236,6 +236,8 @@ def run_build(config: BuildConfig, *, output: Path | None = None, use_cache: boo
     warn_only = config.warn_only if warn_only is None else warn_only
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"output path {outdir} exists and is not a folder", hint="pass a folder with -o")
+    check_writable(outdir, what="output folder", hint="choose a writable folder with -o or [build] output")
+    check_writable(cache.root, what="the build cache", hint="set EDGEKIT_CACHE_DIR to a writable folder")
     if str(config.root) not in sys.path:
         sys.path.insert(0, str(config.root))  # pkg.module:fn sources next to the config
     models = select_models(config, only, targets, precision)
