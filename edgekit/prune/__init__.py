@@ -106,8 +106,8 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
     are folded into the consumers' biases (compensate.py); with `calib` and reconstruct, the conv/linear
     layers from the first pruned one on are refitted to the original's outputs by least squares
     (reconstruct.py). layout_latency: optional callable(module) -> seconds on the target's runtime
-    (latency.py); when the MAC target admits few rounded layouts, the fastest of the most important ones
-    within a point of the target is kept. The result is the same class as `module` when only layer shapes
+    (latency.py); when the MAC target admits few rounded layouts, those within a point of the target are
+    timed and the most important (least predicted loss) one within 5% of the fastest is kept. The result is the same class as `module` when only layer shapes
     change, else a torch.fx GraphModule with the same forward signature (e.g. attention head counts)."""
     from edgekit.prune.apply import build_pruned
     from edgekit.prune.graph import analyze
