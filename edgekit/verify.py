@@ -66,8 +66,10 @@ def _finite(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
 def cosine(r: Any, c: Any) -> float:
     """Cosine similarity of two arrays, flattened (1.0 when both are all zeros)."""
     r, c = np.asarray(r, np.float64).ravel(), np.asarray(c, np.float64).ravel()
+    if np.array_equal(r, c):  # exactly 1 (r @ r / |r|^2 rounds to 0.9999999999999998: a floor of 1 then fails)
+        return 1.0
     denom = np.linalg.norm(r) * np.linalg.norm(c)
-    return float(r @ c / denom) if denom > 0 else float(np.allclose(r, c))
+    return float(np.clip(r @ c / denom, -1.0, 1.0)) if denom > 0 else float(np.allclose(r, c))
 
 
 def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, Any]:

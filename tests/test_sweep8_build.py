@@ -230,3 +230,30 @@ def test_an_unwritable_output_folder_or_cache_is_bad_input_before_any_work(where
     err = json.loads(proc.stdout)["error"]
     assert err["type"] == "UsageError" and "cannot write to" in err["message"]
     assert "building" not in proc.stderr  # said before the work, not after it
+
+
+def test_a_cosine_floor_of_one_is_met_by_a_bit_exact_artifact(project, tmp_path: Path) -> None:
+    """fp32 ONNX Runtime of an ONNX source is bit-exact (max abs error 0): `tolerances = {cosine = 1.0}` must
+    pass; the cosine of two equal arrays rounded to 0.9999999999999998 and the build failed 'cosine 1 < 1'."""
+    from edgekit.verify import cosine
+
+    x = np.random.default_rng(0).standard_normal(1000)
+    assert cosine(x, x) == 1.0 and -1.0 <= cosine(x, -x) <= 1.0
+    proj, _ = project
+    shutil.copytree(proj, tmp_path / "proj")
+    toml = tmp_path / "proj" / "edgekit.toml"
+    toml.write_text(CONFIG + "tolerances = {cosine = 1.0, max_abs_error = 0.0}\n")
+    proc = edgekit("build", "--json", cwd=tmp_path / "proj", cache=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["artifacts"][0]["verification"]["cosine"] == 1.0
+
+
+@pytest.mark.parametrize("tol", ["cosine = 1.5", "top1_agreement = 2"])
+def test_a_floor_above_one_is_a_config_error(tol: str, project, tmp_path: Path) -> None:
+    proj, cache = project
+    shutil.copytree(proj, tmp_path / "proj")
+    (tmp_path / "proj" / "edgekit.toml").write_text(CONFIG + f"tolerances = {{{tol}}}\n")
+    proc = edgekit("build", "--json", cwd=tmp_path / "proj", cache=cache)
+    assert proc.returncode == 2, proc.stderr
+    err = json.loads(proc.stdout)["error"]
+    assert err["type"] == "ConfigError" and "<= 1.0 for '" + tol.split()[0] + "'" in err["message"]

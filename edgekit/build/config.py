@@ -148,7 +148,10 @@ def _tolerances(v: Any) -> dict[str, float]:
     for k, x in v.items():
         if k not in TOLERANCE_KEYS:
             raise ValueError(f"keys from: {', '.join(TOLERANCE_KEYS)} (got '{k}')")
-        out[k] = _number(0.0)(x)
+        try:  # cosine and top-1 agreement are floors of at most 1 (a floor above 1 fails every build)
+            out[k] = _number(0.0, 1.0 if k in ("cosine", "top1_agreement") else None)(x)
+        except ValueError as exc:
+            raise ValueError(f"{exc} for '{k}'") from None
     return dict(sorted(out.items()))
 
 
