@@ -17,6 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # tests/sshd.py
 
 
 def edgekit(*args: str, cwd: Path, cache: Path | None = None, **kw) -> subprocess.CompletedProcess:
@@ -257,3 +258,37 @@ def test_a_floor_above_one_is_a_config_error(tol: str, project, tmp_path: Path) 
     assert proc.returncode == 2, proc.stderr
     err = json.loads(proc.stdout)["error"]
     assert err["type"] == "ConfigError" and "<= 1.0 for '" + tol.split()[0] + "'" in err["message"]
+
+
+def test_ssh_interrupted_while_the_device_makes_its_folder_leaves_no_folder(tmp_path_factory, monkeypatch) -> None:
+    """Ctrl-C/SIGTERM arriving after the device made the run's temp folder but before its name came back: the
+    folder must still be removed (with `mktemp -d` its name was never known here, so it stayed on the device)."""
+    import glob
+
+    from sshd import start_sshd, stop_sshd
+
+    from edgekit.profile.devices import resolve_device
+    from edgekit.profile.ssh import SshDevice
+
+    server = start_sshd(tmp_path_factory.mktemp("sshd8"))
+    monkeypatch.setenv("EDGEKIT_SSH_CONFIG", str(server.client_config))
+    try:
+        dev = SshDevice.from_target(resolve_device(server.url), timeout=60)
+        real_check = dev._check
+
+        def answer_lost(argv, what, timeout=None):  # the remote command ran; the signal came before its answer
+            real_check(argv, what, timeout)
+            raise KeyboardInterrupt
+
+        before = set(glob.glob("/tmp/edgekit.*"))
+        monkeypatch.setattr(dev, "_check", answer_lost)
+        with pytest.raises(KeyboardInterrupt):
+            dev.mkdtemp()
+        assert set(glob.glob("/tmp/edgekit.*")) == before
+        monkeypatch.setattr(dev, "_check", real_check)
+        made = dev.mkdtemp()  # the normal path: a private folder, removed by cleanup
+        assert Path(made).is_dir() and (Path(made).stat().st_mode & 0o777) == 0o700
+        dev.cleanup(made)
+        assert not Path(made).exists()
+    finally:
+        stop_sshd(server)

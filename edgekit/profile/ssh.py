@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -117,11 +118,18 @@ class SshDevice:
         return DeviceError(f"{self.label}: {what} failed ({last})")
 
     def mkdtemp(self) -> str:
-        out = self._check(self.ssh_argv(["mktemp", "-d", "/tmp/edgekit.XXXXXXXX"]), "mktemp", timeout=60).strip()
-        line = out.splitlines()[-1] if out else ""
-        if not line.startswith("/tmp/edgekit.") or not _SAFE_NAME.match(line[len("/tmp/"):]):
-            raise DeviceError(f"{self.label}: unexpected answer from mktemp: {out!r}")
-        return line
+        """A new private folder on the device. The name is drawn here (unguessable; `mkdir` refuses one that
+        exists, as mktemp does), so a run interrupted while the device makes it still knows what to remove:
+        with `mktemp -d` a Ctrl-C/SIGTERM between the remote mkdir and its answer left the folder behind."""
+        path = f"/tmp/edgekit.{secrets.token_hex(8)}"
+        try:
+            self._check(self.ssh_argv(["mkdir", "-m", "700", path]), "making a temporary folder", timeout=60)
+        except DeviceError:
+            raise
+        except BaseException:
+            self.cleanup(path)
+            raise
+        return path
 
     def cleanup(self, remote_dir: str) -> None:
         try:
