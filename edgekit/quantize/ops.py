@@ -9,7 +9,9 @@ The weight matmuls carry the speed-up; quantizing the residual stream, attention
 buys no time and costs accuracy (outliers), so they stay float.
 So a graph that looks like a transformer (Softmax, LayerNormalization or an Erf-based GELU next to
 MatMuls) gets TRANSFORMER_OPS; convolutional graphs get CNN_OPS (every op with a fused int8 kernel,
-so the activations stay int8 between convolutions).
+so the activations stay int8 between convolutions). A target whose runtime also runs HardSwish, PRelu, Softmax,
+ReduceMean, DepthToSpace/SpaceToDepth or GatherElements int8 adds them ([quantization] cnn_extra_op_types: tflite
+and arm, measured there); ONNX Runtime runs them float between Q/DQ and OpenVINO gains nothing, so CNN_OPS leaves them out.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ def is_transformer(model: Any) -> bool:
     return ("MatMul" in ops and any(m in ops for m in TRANSFORMER_MARKERS)) or any(r in ops for r in RECURRENT_OPS)
 
 
-def op_types_for(model: Any, pinned: tuple[str, ...] | None = None) -> tuple[list[str], str]:
-    """(op types to quantize, which policy chose them)."""
+def op_types_for(model: Any, pinned: tuple[str, ...] | None = None,
+                 cnn_extra: tuple[str, ...] = ()) -> tuple[list[str], str]:
+    """(op types to quantize, which policy chose them). `cnn_extra`: a target's ops added to CNN_OPS for
+    convolutional graphs (its [quantization] cnn_extra_op_types: ops its runtime runs int8, see CNN_INT8_KERNEL_OPS)."""
     if pinned:
         return list(pinned), "target"
     if is_transformer(model):
         return list(TRANSFORMER_OPS), "transformer"
-    return list(CNN_OPS), "cnn"
+    return list(CNN_OPS) + [o for o in cnn_extra if o not in CNN_OPS], "cnn"

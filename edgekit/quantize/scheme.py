@@ -9,6 +9,8 @@
     calibration_method = "percentile"   minmax | percentile | entropy | mse
     percentile = 99.999            (optional) for the percentile method
     op_types = ["Conv", ...]       (optional) ops to quantize; default: chosen from the graph (ops.py)
+    cnn_extra_op_types = [...]     (optional) ops quantized on top of ops.CNN_OPS in convolutional graphs: ops
+                                   this target's runtime runs int8 but others run float between Q/DQ (ops.py)
     bias_correction = true         (optional) cancel the mean shift of int8 weights (bias_correction.py)
     equalization = true            (optional) cross-layer equalization of activation channels (equalize.py)
     weight_rounding = "nearest"    (optional) nearest | gptq: data-aware int8 weight rounding (rounding.py)
@@ -45,6 +47,7 @@ class Scheme:
     method: str = "mse"
     percentile: float = 99.999
     op_types: tuple[str, ...] | None = None
+    cnn_extra_op_types: tuple[str, ...] = ()
     format: str = "qdq"
     bias_correction: bool = True
     equalization: bool = True
@@ -56,6 +59,7 @@ class Scheme:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["op_types"] = list(self.op_types) if self.op_types else None
+        d["cnn_extra_op_types"] = list(self.cnn_extra_op_types)
         return d
 
     @property
@@ -96,6 +100,9 @@ def scheme_for(target: Any, method: str | None = None, finetune_steps: int | Non
     if mode not in ACTIVATION_MODES:
         raise ConfigError(f"{where}: transformer_activations must be one of {', '.join(ACTIVATION_MODES)}, got '{mode}'")
     ops = q.get("op_types")
+    extra = q.get("cnn_extra_op_types", [])
+    if not isinstance(extra, list) or not all(isinstance(o, str) for o in extra):
+        raise ConfigError(f"{where}: cnn_extra_op_types must be a list of ONNX op type names, got {extra!r}")
     steps = q.get("finetune_steps", 0) if finetune_steps is None else finetune_steps
     if not isinstance(steps, int) or steps < 0:
         raise (UsageError if finetune_steps is not None else ConfigError)(
@@ -109,6 +116,7 @@ def scheme_for(target: Any, method: str | None = None, finetune_steps: int | Non
         method=chosen,
         percentile=float(q.get("percentile", 99.999)),
         op_types=tuple(ops) if ops else None,
+        cnn_extra_op_types=tuple(extra),
         bias_correction=bool(q.get("bias_correction", True)),
         equalization=bool(q.get("equalization", True)),
         weight_rounding=rounding,
