@@ -7,6 +7,7 @@ load -> [prune + distill] -> export (hub ONNX fp32) -> samples -> reference outp
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -158,6 +159,9 @@ def stage_export(st: State) -> None:
     st.info["model"]["onnx_size_bytes"] = st.hub.stat().st_size
 
 
+INDEX_ERROR = re.compile(r"out of (data )?(bounds|range)|index .* is out of", re.IGNORECASE)
+
+
 def stage_references(st: State) -> None:
     import numpy as np
 
@@ -167,9 +171,18 @@ def stage_references(st: State) -> None:
     bounds = id_bounds(onnx_path=st.hub, names=[i.name for i in st.model.inputs if np.dtype(i.dtype).kind in "iu"])
     for samples in (st.verify_fp32, st.calib, st.held_out):  # the samples the runtimes will be given
         check_ids(samples, bounds, st.samples.description)
-    st.refs["fp32"] = reference_outputs(st.model, st.verify_fp32)
-    if st.held_out is not None:
-        st.refs["int8"] = reference_outputs(st.model, st.held_out)
+    try:
+        st.refs["fp32"] = reference_outputs(st.model, st.verify_fp32)
+        if st.held_out is not None:
+            st.refs["int8"] = reference_outputs(st.model, st.held_out)
+    except Exception as exc:  # noqa: BLE001 - random ids past an axis the model indexes with them (id_bounds.py)
+        ints = [i.name for i in st.model.inputs if np.dtype(i.dtype).kind in "iu"]
+        if st.samples.synthetic and ints and INDEX_ERROR.search(str(exc)):
+            from edgekit.data.id_bounds import synthetic_index_error
+
+            why = (str(exc).split("Status Message:")[-1].strip().splitlines() or [""])[-1]
+            raise synthetic_index_error(ints, f"the model failed on random ids ({why[-160:]})") from exc
+        raise
     unpruned = st.model.meta.get("unpruned_module")
     if unpruned is not None:  # pruned: artifacts are gated on the pruned model, and compared with the original
         from dataclasses import replace

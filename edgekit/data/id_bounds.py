@@ -1,5 +1,5 @@
-"""Upper bounds for synthetic integer inputs (token ids), read from the model: random ids must stay inside
-the embedding table they index, or the model fails on its own verification inputs."""
+"""Upper bounds for synthetic integer inputs (token ids, indices), read from the model: random ids must stay inside
+the embedding table or tensor axis they index, or the model fails on its own verification inputs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 def id_bounds(module: Any = None, onnx_path: Any = None, names: list[str] | None = None) -> dict[str, int]:
     """Input name -> exclusive bound for its ids. Torch: the smallest nn.Embedding table (every integer input
-    not named like a mask); ONNX: the row count of an initializer gathered directly by that input."""
+    not named like a mask); ONNX: the length of the axis the input indexes (index_bounds)."""
     names = list(names or [])
     if module is not None:
         from torch import nn
@@ -19,14 +19,40 @@ def id_bounds(module: Any = None, onnx_path: Any = None, names: list[str] | None
         return {}
     import onnx
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    rows = {t.name: t.dims[0] for t in graph.initializer if t.dims}
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - bounds from initializers alone then
+        pass
+    return index_bounds(model.graph, names)
+
+
+CARRY_OPS = ("Identity", "Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand", "Transpose", "Tile")
+PICK_OPS = ("Gather", "GatherElements", "Slice")  # with the ids as data: a selection of the same ids
+
+
+def index_bounds(graph: Any, names: list[str]) -> dict[str, int]:
+    """Input name -> exclusive bound: the length of the axis its values index in a Gather/GatherElements, on an
+    initializer (an embedding table) or an activation of static shape, followed through ops that move ids
+    without changing them (Unsqueeze, Expand, Cast, ...). Random ids past it fail in the runtime."""
+    dims = {t.name: list(t.dims) for t in graph.initializer}
+    for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
+        shape = vi.type.tensor_type.shape
+        if vi.name not in dims and vi.type.tensor_type.HasField("shape"):
+            dims[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
     bounds: dict[str, int] = {}
-    for node in graph.node:
-        if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] in names and node.input[0] in rows:
-            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-            if axis == 0:
-                bounds[node.input[1]] = min(bounds.get(node.input[1], rows[node.input[0]]), rows[node.input[0]])
+    for name in names:
+        carried = {name}
+        for node in graph.node:  # topological order
+            if not node.input or not any(i in carried for i in node.input):
+                continue
+            if node.op_type in ("Gather", "GatherElements") and len(node.input) > 1 and node.input[1] in carried:
+                shape = dims.get(node.input[0])
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                if shape and -len(shape) <= axis < len(shape) and shape[axis]:
+                    bounds[name] = min(bounds.get(name, shape[axis]), int(shape[axis]))
+            elif (node.op_type in CARRY_OPS or node.op_type in PICK_OPS) and node.input[0] in carried:
+                carried.update(o for o in node.output if o)
     return bounds
 
 
@@ -57,5 +83,18 @@ def check_ids(samples: Any, bounds: dict[str, int], what: str) -> None:
             ids = np.asarray(feed.get(name, ()))
             if ids.size and (int(ids.max()) >= rows or int(ids.min()) < 0):
                 bad = int(ids.max()) if int(ids.max()) >= rows else int(ids.min())
+                if getattr(samples, "synthetic", False):
+                    raise synthetic_index_error([name], f"random id {bad} in '{name}' is outside the {rows} "
+                                                f"entries the model indexes with it")
                 raise DataError(f"{what}: id {bad} in '{name}' is outside the model's embedding table ({rows} rows)",
                                 hint=hint)
+
+
+def synthetic_index_error(names: list[str], detail: str) -> Exception:
+    """The DataError for a model that indexes with an integer input when only random ids stand in for it."""
+    from edgekit.errors import DataError
+
+    which = ", ".join(f"'{n}'" for n in names)
+    return DataError(f"no --calibration given and the model indexes a tensor with integer input {which}: "
+                     f"{detail}; random synthetic ids cannot stand in for it",
+                     hint="pass --calibration with real inputs (.npz/.npy holding valid indices for " + which + ")")
