@@ -12,6 +12,7 @@ TFLite); one feeding a Transpose is in the layout that transpose turns into the 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -172,10 +173,14 @@ def _read_onnx(path: Path) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - protobuf raises several kinds
         raise ModelLoadError(f"{path}: not a readable ONNX model ({exc})",
                              hint="check that the file is complete; re-run the build") from exc
-    facts = _onnx_graph_facts(model)
-    data = sorted({t.external_data[0].value for t in model.graph.initializer
-                   if t.data_location == onnx.TensorProto.EXTERNAL and t.external_data})
-    facts["files"] = [path, *[path.parent / d for d in data]]
+    try:  # a damaged file can still parse (proto2 strings are not checked: a name comes back as bytes)
+        facts = _onnx_graph_facts(model)
+        data = sorted({t.external_data[0].value for t in model.graph.initializer
+                       if t.data_location == onnx.TensorProto.EXTERNAL and t.external_data})
+        facts["files"] = [path, *[path.parent / d for d in data]]
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
+        raise ModelLoadError(f"{path}: corrupt ONNX model ({type(exc).__name__}: {exc})",
+                             hint="check that the file is complete; re-run the build") from exc
     facts["format"], facts["backend"] = "onnx", "onnxruntime"
     return facts
 
@@ -347,6 +352,16 @@ def _read_openvino(path: Path) -> dict[str, Any]:
 
 
 def _read_tflite(path: Path) -> dict[str, Any]:
+    """Flatbuffer fields are read lazily: damage shows while the file is walked (an offset past the end, a
+    negative count, a name that is not UTF-8), which is bad input, never an internal error."""
+    try:
+        return _tflite_facts(path)
+    except (struct.error, IndexError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise ModelLoadError(f"{path}: corrupt TFLite flatbuffer ({type(exc).__name__}: {exc})",
+                             hint="check that the file is complete; re-run the build") from exc
+
+
+def _tflite_facts(path: Path) -> dict[str, Any]:
     from ai_edge_litert import schema_py_generated as schema
 
     buf = path.read_bytes()

@@ -292,3 +292,57 @@ def test_ssh_interrupted_while_the_device_makes_its_folder_leaves_no_folder(tmp_
         assert not Path(made).exists()
     finally:
         stop_sshd(server)
+
+
+def _tflite_bytes(tmp_path: Path) -> bytes:
+    """A real TFLite file of the tiny MLP (edgekit's own converter)."""
+    proc = edgekit("convert", str(make_mlp(tmp_path / "mlp.onnx")), "-t", "tflite", "-o", str(tmp_path / "t"),
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    return (tmp_path / "t" / "mlp.tflite").read_bytes()
+
+
+def _damaged_tflites(good: bytes) -> dict[str, bytes]:
+    """Files that keep the TFL3 identifier but are damaged in ways flatbuffers only notices when walked."""
+    root = int.from_bytes(good[:4], "little")
+    vtable = root - int.from_bytes(good[root:root + 4], "little", signed=True)
+    out = {"truncated": good[: len(good) // 2], "header-only": good[:8] + b"\0" * 4}
+    for field in (1, 2):  # the Model's operator_codes and subgraphs vectors pointing past the end
+        at = vtable + 4 + 2 * field
+        if at + 2 <= root and int.from_bytes(good[at:at + 2], "little"):
+            bad = bytearray(good)
+            bad[root + int.from_bytes(good[at:at + 2], "little"): root + int.from_bytes(good[at:at + 2], "little") + 4] \
+                = (0x7FFFFFF0).to_bytes(4, "little")
+            out[f"field{field}"] = bytes(bad)
+    return out
+
+
+def test_damaged_or_foreign_tflite_files_are_bad_input_for_inspect_and_estimate(tmp_path: Path) -> None:
+    """Exit code 2 with one line, never an internal error; and a file that is not TFLite is never estimated."""
+    from edgekit.errors import ModelLoadError
+    from edgekit.inspect import inspect_artifact
+    from edgekit.profile import profile_artifact
+
+    good = _tflite_bytes(tmp_path)
+    cases = _damaged_tflites(good)
+    cases["foreign"] = good[:4] + b"XXXX" + good[8:]  # same bytes, another file identifier
+    for name, data in cases.items():
+        f = tmp_path / f"{name}.tflite"
+        f.write_bytes(data)
+        with pytest.raises(ModelLoadError, match="TFLite flatbuffer"):
+            inspect_artifact(f)
+        with pytest.raises(ModelLoadError, match="TFLite flatbuffer"):
+            profile_artifact(f, "raspberry-pi-5")
+    proc = edgekit("profile", str(tmp_path / "truncated.tflite"), "--estimate", "--json", cwd=tmp_path)
+    assert proc.returncode == 2 and json.loads(proc.stdout)["error"]["type"] == "ModelLoadError"
+
+
+def test_an_onnx_file_whose_names_are_not_utf8_is_bad_input_for_inspect(tmp_path: Path) -> None:
+    from edgekit.errors import ModelLoadError
+    from edgekit.inspect import inspect_artifact
+
+    data = make_mlp(tmp_path / "mlp.onnx").read_bytes()
+    f = tmp_path / "bad.onnx"
+    f.write_bytes(data.replace(b"MatMul", b"\xffatMul", 1))  # parses (proto2 strings are not checked)
+    with pytest.raises(ModelLoadError, match="corrupt ONNX model"):
+        inspect_artifact(f)

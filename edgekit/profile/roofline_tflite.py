@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,22 @@ _FREE = {"RESHAPE", "SQUEEZE", "QUANTIZE", "DEQUANTIZE"}
 
 
 def analyze_tflite(path: Path) -> list[dict[str, Any]]:
+    """Flatbuffer fields are read lazily, so a damaged file fails while it is walked: that (or a file that
+    is not TFLite at all) is bad input, never an internal error or an estimate of garbage."""
     from ai_edge_litert import schema_py_generated as s
 
+    buf = path.read_bytes()
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise ModelLoadError(f"{path}: not a TFLite flatbuffer (file identifier is not TFL3)",
+                             hint="check that the file is complete; re-run the build")
     try:
-        model = s.Model.GetRootAs(path.read_bytes(), 0)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"{path}: not a readable .tflite file: {exc}") from exc
+        return _rows(s.Model.GetRootAs(buf, 0), s)
+    except (struct.error, IndexError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise ModelLoadError(f"{path}: corrupt TFLite flatbuffer ({type(exc).__name__}: {exc})",
+                             hint="check that the file is complete; re-run the build") from exc
+
+
+def _rows(model: Any, s: Any) -> list[dict[str, Any]]:
     op_names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
     type_names = {v: k for k, v in vars(s.TensorType).items() if not k.startswith("_")}
     sg = model.Subgraphs(0)
