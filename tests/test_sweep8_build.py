@@ -346,3 +346,40 @@ def test_an_onnx_file_whose_names_are_not_utf8_is_bad_input_for_inspect(tmp_path
     f.write_bytes(data.replace(b"MatMul", b"\xffatMul", 1))  # parses (proto2 strings are not checked)
     with pytest.raises(ModelLoadError, match="corrupt ONNX model"):
         inspect_artifact(f)
+
+
+def test_cache_clean_while_a_build_installs_rebuilds_instead_of_crashing(project, tmp_path: Path, monkeypatch) -> None:
+    """`edgekit cache clean` (a CI cleanup step, another terminal) can remove an entry between the build's lookup
+    and its install: the build must rebuild it (it died with FileNotFoundError, exit 1)."""
+    from edgekit.build import Cache, load_config, run_build
+    from edgekit.build import runner as runner_mod
+
+    proj, cache = project
+    shutil.copytree(proj, tmp_path / "proj")
+    shutil.copytree(cache, tmp_path / "cache")
+    (tmp_path / "proj" / "out" / "m.onnxruntime.onnx").unlink()  # so the install must copy from the entry
+    store = Cache(tmp_path / "cache")
+    real = runner_mod.check_budgets
+
+    def clean_meanwhile(*args, **kw):
+        store.clean()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(runner_mod, "check_budgets", clean_meanwhile)
+    summary = run_build(load_config(tmp_path / "proj" / "edgekit.toml"), cache=store)
+    assert summary["built"] == 1
+    installed = tmp_path / "proj" / "out" / "m.onnxruntime.onnx"
+    assert installed.read_bytes() == (proj / "out" / "m.onnxruntime.onnx").read_bytes()
+
+
+def test_cache_info_and_clean_with_a_stray_file_among_the_entries(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    (cache / "entries").mkdir(parents=True)
+    (cache / "entries" / "stray.txt").write_text("x")
+    (cache / "entries" / "half").mkdir()
+    info = edgekit("cache", "info", "--json", cwd=tmp_path, cache=cache)
+    assert info.returncode == 0, info.stderr
+    assert {i["key"]: i["complete"] for i in json.loads(info.stdout)["items"]} == {"half": False, "stray.txt": False}
+    clean = edgekit("cache", "clean", "--json", cwd=tmp_path, cache=cache)
+    assert clean.returncode == 0, clean.stderr
+    assert json.loads(clean.stdout)["removed"] == 2 and not list((cache / "entries").iterdir())

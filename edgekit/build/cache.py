@@ -452,14 +452,21 @@ class Cache:
             return out
         for d in sorted(self.entries.iterdir()):
             entry = self.get(d.name)
-            size = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+            try:  # a stray file is listed (and cleaned) as an incomplete entry; one removed meanwhile is gone
+                size = sum(f.stat().st_size for f in d.iterdir() if f.is_file()) if d.is_dir() else d.stat().st_size
+            except OSError:
+                continue
             if entry is None:
                 out.append({"key": d.name, "complete": False, "size_bytes": size})
+                continue
+            try:
+                last_used = (d / ENTRY_FILE).stat().st_atime
+            except OSError:
                 continue
             out.append({"key": d.name, "complete": True, "model": entry.get("model"),
                         "target": entry.get("target"), "precision": entry.get("precision"),
                         "files": [f["path"] for f in entry.get("files", [])], "size_bytes": size,
-                        "created": entry.get("created"), "last_used": (d / ENTRY_FILE).stat().st_atime})
+                        "created": entry.get("created"), "last_used": last_used})
         return out
 
     def clean(self, *, older_than_s: float | None = None) -> dict[str, Any]:

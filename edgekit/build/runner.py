@@ -209,7 +209,12 @@ def _install(outdir: Path, items: list[Item]) -> list[Item]:
             dst = outdir / f["path"]
             if dst.is_file() and dst.stat().st_size == f["size"] and sha256_file(dst) == f["sha256"]:
                 continue
-            if copy_atomic(src_dir / f["path"], dst) != f["sha256"]:
+            try:
+                copied = copy_atomic(src_dir / f["path"], dst)
+            except FileNotFoundError:  # removed since it was built (`edgekit cache clean` meanwhile, a wiped cache)
+                corrupt.append(i)
+                break
+            if copied != f["sha256"]:
                 dst.unlink()
                 corrupt.append(i)
                 break
@@ -279,7 +284,7 @@ def run_build(config: BuildConfig, *, output: Path | None = None, use_cache: boo
         corrupt = _install(outdir, items)
         if corrupt:
             for i in corrupt:
-                warn(f"cache entry of {i.model.name} [{i.target}] is damaged; rebuilding it")
+                warn(f"cache entry of {i.model.name} [{i.target}] is damaged or was removed; rebuilding it")
                 i.entry = None
             for m in {id(i.model): i.model for i in corrupt}.values():
                 build_missing(cache, m, [i for i in corrupt if i.model is m], use_cache=False, previous=previous)
