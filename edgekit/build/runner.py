@@ -284,7 +284,7 @@ def run_build(config: BuildConfig, *, output: Path | None = None, use_cache: boo
         corrupt = _install(outdir, items)
         if corrupt:
             for i in corrupt:
-                warn(f"cache entry of {i.model.name} [{i.target}] is damaged or was removed; rebuilding it")
+                warn(f"cache entry of {i.model.name} [{i.target}] is damaged; rebuilding it")
                 i.entry = None
             for m in {id(i.model): i.model for i in corrupt}.values():
                 build_missing(cache, m, [i for i in corrupt if i.model is m], use_cache=False, previous=previous)
