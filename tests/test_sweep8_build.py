@@ -383,3 +383,20 @@ def test_cache_info_and_clean_with_a_stray_file_among_the_entries(tmp_path: Path
     clean = edgekit("cache", "clean", "--json", cwd=tmp_path, cache=cache)
     assert clean.returncode == 0, clean.stderr
     assert json.loads(clean.stdout)["removed"] == 2 and not list((cache / "entries").iterdir())
+
+
+def test_two_models_that_would_write_the_same_file_are_a_config_error(tmp_path: Path) -> None:
+    """Model 'x' as int8 TFLite and model 'x.int8' as fp32 TFLite are both x.int8.tflite: the build installed one
+    over the other (exit 0, a manifest with two records for one file); now it says so and installs nothing."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    make_mlp(proj / "mlp.onnx")
+    np.save(proj / "calib.npy", np.random.default_rng(0).standard_normal((16, 6)).astype(np.float32))
+    (proj / "edgekit.toml").write_text(
+        '[[models]]\nname = "x"\nsource = "mlp.onnx"\ntargets = ["tflite"]\nprecision = "int8"\n'
+        'calibration = "calib.npy"\n\n[[models]]\nname = "x.int8"\nsource = "mlp.onnx"\ntargets = ["tflite"]\n')
+    proc = edgekit("build", "--json", cwd=proj)
+    assert proc.returncode == 2, proc.stderr
+    err = json.loads(proc.stdout)["error"]
+    assert err["type"] == "ConfigError" and "both produce x.int8.tflite" in err["message"]
+    assert not (proj / "edgekit-out").exists()

@@ -232,6 +232,19 @@ def _source_label(config: BuildConfig, model: ModelConfig) -> str:
     return model.source
 
 
+def _check_distinct_files(config: BuildConfig, items: list[Item]) -> None:
+    """Two (model, target) pairs must not write the same file (model 'x' int8 and model 'x.int8' fp32 are
+    both x.int8.tflite): one would silently replace the other, and every build would copy both again."""
+    owners: dict[str, Item] = {}
+    for i in items:
+        for f in i.entry["files"]:
+            other = owners.setdefault(f["path"], i)
+            if other is not i:
+                raise ConfigError(f"{config.path}: models '{other.model.name}' [{other.target}] and "
+                                  f"'{i.model.name}' [{i.target}] both produce {f['path']}",
+                                  hint="rename one of them (its `name` names the artifact files); nothing was installed")
+
+
 def run_build(config: BuildConfig, *, output: Path | None = None, use_cache: bool = True,
               warn_only: bool | None = None, only: tuple[str, ...] = (), targets: tuple[str, ...] = (),
               precision: str | None = None, cache: Cache | None = None) -> dict[str, Any]:
@@ -262,6 +275,7 @@ def run_build(config: BuildConfig, *, output: Path | None = None, use_cache: boo
         if missing:
             build_missing(cache, m, missing, use_cache=use_cache, previous=previous)
 
+    _check_distinct_files(config, items)
     # checks: tolerances (verification, exit 3), then budgets (exit 5)
     bad_tol = [c for i in items for c in check_tolerances(i.model, i.entry) if not c.ok]
     if bad_tol:
