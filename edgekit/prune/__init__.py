@@ -144,12 +144,12 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
     scores = [crit.scores(g, params, grads, variances) for g in groups]
     means = means if compensate else None
 
-    def removed_by(counts: list[int]) -> set[int]:
+    def removed_by(counts: list[int]) -> frozenset[int]:
         removed: set[int] = set()
         for g, k in zip(groups, select(scores, counts)):
             keep = set(k.tolist())
             removed |= {u.root for i, u in enumerate(g.units) if i not in keep}
-        return removed
+        return frozenset(removed)  # immutable: the shape computations convert it once (Analysis._removed_array)
 
     def macs_removed(counts: list[int]) -> float:
         rm = removed_by(counts)

@@ -43,10 +43,15 @@ class Unit:
 class Group:
     signature: tuple[SliceKey, ...]
     units: list[Unit] = field(default_factory=list)
+    _unit_size: tuple[int, int] | None = field(default=None, repr=False, compare=False)  # (len(units), size)
 
     @property
     def unit_size(self) -> int:
-        return min(u.size for u in self.units)
+        """Smallest unit's channels; memoized per unit count (the allocation searches ask for it millions of
+        times: 25 s of zoo:minilm's sensitivity allocation went to recomputing it)."""
+        if self._unit_size is None or self._unit_size[0] != len(self.units):
+            self._unit_size = (len(self.units), min(u.size for u in self.units))
+        return self._unit_size[1]
 
     @property
     def channels(self) -> int:
@@ -152,6 +157,9 @@ class Analysis:
         self.first_layers: list[str] = []  # producers that read a floating-point model input directly
         self.float_inputs: set[str] = set()  # names of floating-point model inputs
         self.modules = dict(gm.named_modules())
+        # memos for expected_shape, which the MAC target searches call for every node of every candidate:
+        self._canon_memo: dict[tuple[int, int, int], tuple[Any, np.ndarray]] = {}  # (id, rank, merges) -> (lab, roots)
+        self._removed_memo: tuple[frozenset, np.ndarray] | None = None  # the last removed roots, as a mask
 
     # --- helpers used by rules and handlers ---------------------------------------------------------
     def is_tensor(self, a) -> bool:
@@ -351,8 +359,8 @@ class Analysis:
     def _expected(self, shp, lab, removed_roots: set[int]):
         if not isinstance(shp, tuple) or lab is None or isinstance(lab, tuple) or not removed_roots:
             return shp
-        lab = self.canon(align(lab, len(shp))).numpy()  # compressed: size-1 axes do not vary
-        keep = ~np.isin(lab, np.fromiter(removed_roots, dtype=np.int64))
+        lab = self._canon_roots(lab, len(shp))  # compressed: size-1 axes do not vary
+        keep = ~self._removed_mask(removed_roots)[lab]
         out = []
         for ax in range(len(shp)):
             if lab.shape[ax] == 1:
@@ -362,6 +370,25 @@ class Analysis:
             out.append(int(keep.any(axis=other).sum()) if other else int(keep.sum()))
         return tuple(out)
 
+
+    def _canon_roots(self, lab, rank: int) -> np.ndarray:
+        key = (id(lab), rank, self.uf.merges)
+        hit = self._canon_memo.get(key)
+        if hit is None or hit[0] is not lab:  # the label tensor is kept in the value: its id stays its own
+            hit = self._canon_memo[key] = (lab, self.canon(align(lab, rank)).numpy())
+        return hit[1]
+
+    def _removed_mask(self, removed_roots) -> np.ndarray:
+        """Boolean table over atoms: True for the removed roots. A frozenset (immutable) is converted once per
+        search candidate, not once per node."""
+        memo = self._removed_memo
+        if memo is not None and memo[0] is removed_roots:
+            return memo[1]
+        mask = np.zeros(self.uf.size, dtype=bool)
+        mask[np.fromiter(removed_roots, dtype=np.int64)] = True
+        if isinstance(removed_roots, frozenset):
+            self._removed_memo = (removed_roots, mask)
+        return mask
 
     def collapsed_splits(self) -> dict[str, int]:
         """Reshape splits whose sliced axis left fewer than two separate units, with the next axis to try."""

@@ -21,6 +21,7 @@ class UnionFind:
     def __init__(self) -> None:
         self.parent = np.zeros(1, dtype=np.int64)  # atom 0 = BLOCK
         self.size = 1
+        self.merges = 0  # unions that joined two sets: roots computed before a merge are stale after it
 
     def new(self, n: int) -> np.ndarray:
         if self.size + n > len(self.parent):
@@ -45,6 +46,7 @@ class UnionFind:
             return
         lo, hi = (ra, rb) if ra < rb else (rb, ra)  # BLOCK (0) always wins as the root
         self.parent[hi] = lo
+        self.merges += 1
 
     def union_all(self, atoms) -> None:
         atoms = np.unique(np.asarray(atoms).reshape(-1))
