@@ -96,11 +96,15 @@ def frontend_input(onnx_path: Path) -> Iterator[Path]:
     """The path to hand to convert_model: `onnx_path` itself, or a rewritten copy (alive inside the block)."""
     import onnx
 
-    if not needs_rewrite(onnx.load(str(onnx_path), load_external_data=False)):
+    from edgekit.backends.openvino_size import fold_bias_dequantize, has_bias_dequantize
+
+    head = onnx.load(str(onnx_path), load_external_data=False)
+    if not needs_rewrite(head) and not has_bias_dequantize(head):
         yield onnx_path
         return
     model = onnx.load(str(onnx_path))
     rewrite(model)
+    fold_bias_dequantize(model)  # not a correctness fix: a smaller IR (openvino_size.py)
     with tempfile.TemporaryDirectory(prefix="edgekit-ov-") as tmp:
         path = Path(tmp) / onnx_path.name
         onnx.save(model, str(path), save_as_external_data=model.ByteSize() > 1 << 30, location=path.name + ".data")
