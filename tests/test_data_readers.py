@@ -205,3 +205,16 @@ def test_integer_image_input_gets_raw_pixels(tmp_path: Path) -> None:
         load_samples(str(tmp_path), [InputSpec("image", (1, 32, 32, 3), "uint8")], preprocess={"mean": [0.5]})
     shipped = load_samples("natural_images", [InputSpec("image", (1, 24, 24, 3), "uint8")]).make(3)["image"]
     assert shipped.dtype == np.uint8 and shipped.max() > 1
+
+
+def test_wrong_shape_names_the_shape_as_stored(tmp_path: Path) -> None:
+    """A mismatch names the array's shape as it is in the file, not after a batch axis was added to read it."""
+    spec = [InputSpec("x", [1, 1, 10, 10], "float32")]
+    np.save(tmp_path / "one.npy", np.zeros((1, 20, 10), np.float32))  # one sample, no batch axis, wrong height
+    with pytest.raises(DataError) as err:
+        load_samples(str(tmp_path / "one.npy"), spec)
+    msg = str(err.value)
+    assert "(1, 20, 10)" in msg and "(1, 1, 20, 10)" not in msg and "axis 1" in msg and "20 != 10" in msg
+    np.save(tmp_path / "many.npy", np.zeros((4, 1, 20, 10), np.float32))
+    with pytest.raises(DataError, match=r"\(4, 1, 20, 10\).*axis 2 of the stored array: 20 != 10"):
+        load_samples(str(tmp_path / "many.npy"), spec)

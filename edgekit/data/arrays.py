@@ -17,16 +17,18 @@ def accepts(spec: str) -> bool:
 
 
 def _check(name: str, arr: np.ndarray, spec: InputSpec, path: str) -> np.ndarray:
-    want = spec.shape
-    if arr.ndim == len(want) - 1:
+    want, stored = spec.shape, tuple(arr.shape)  # messages name the shape as stored in the file
+    single = arr.ndim == len(want) - 1
+    if single:
         arr = arr[None]  # a single sample without a batch axis
     if arr.ndim != len(want):
-        raise DataError(f"{path}: '{name}' has shape {arr.shape}, model input '{spec.name}' expects rank "
+        raise DataError(f"{path}: '{name}' has shape {stored}, model input '{spec.name}' expects rank "
                         f"{len(want)} {tuple(want)}", hint="store samples as (N, ...) matching the input")
     for i, (got, exp) in enumerate(zip(arr.shape[1:], want[1:]), start=1):
         if isinstance(exp, int) and exp > 0 and got != exp:
-            raise DataError(f"{path}: '{name}' has shape {arr.shape}, model input '{spec.name}' expects "
-                            f"{tuple(want)} (axis {i}: {got} != {exp})")
+            read_as = " (read as one sample without a batch axis)" if single else ""
+            raise DataError(f"{path}: '{name}' has shape {stored}{read_as}, model input '{spec.name}' expects "
+                            f"{tuple(want)} (axis {i - single} of the stored array: {got} != {exp})")
     kind_ok = np.dtype(spec.dtype).kind == arr.dtype.kind or (
         np.dtype(spec.dtype).kind in "iu" and arr.dtype.kind in "iu")
     if not kind_ok and not (np.dtype(spec.dtype).kind == "f" and arr.dtype.kind in "fiu"):
