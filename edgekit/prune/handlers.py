@@ -275,12 +275,13 @@ class PReLUHandler(Handler):
 
 @functools.lru_cache(maxsize=1)
 def _elementwise_modules() -> tuple:
-    """Every parameter-free torch.nn activation, dropout, pooling and upsampling module: outputs keep channel
-    axis 1."""
+    """Every parameter-free torch.nn activation, dropout, pooling, upsampling and padding module: outputs keep
+    channel axis 1."""
     from torch import nn
 
     kinds = []
-    for mod in (nn.modules.activation, nn.modules.dropout, nn.modules.pooling, nn.modules.upsampling):
+    for mod in (nn.modules.activation, nn.modules.dropout, nn.modules.pooling, nn.modules.upsampling,
+                nn.modules.padding):
         for attr in getattr(mod, "__all__", []):
             cls = getattr(mod, attr, None)
             if isinstance(cls, type) and issubclass(cls, nn.Module):

@@ -385,6 +385,7 @@ def _table() -> dict[object, Callable]:
         t[f] = movement
     t[operator.getitem] = getitem
     t[F.glu] = glu
+    t[F.pad] = pad
     for f in (torch.repeat_interleave, "repeat_interleave"):
         t[f] = repeat_interleave
     for f in (F.pixel_shuffle, F.pixel_unshuffle, torch.pixel_shuffle, torch.pixel_unshuffle):
@@ -416,6 +417,15 @@ def pool_fn(ctx, node):
         return unknown(ctx, node)
     x = node.args[0]
     return ctx.per_channel(ctx.lab(x), ctx.shape(x), ctx.shape(node), axis=1)
+
+
+def pad(ctx, node):
+    """F.pad (causal / same padding of a TCN's time axis): the padded axes change size and must not carry channels
+    (then they are blocked); every other axis keeps its labels."""
+    x = node.args[0]
+    if not ctx.is_tensor(x) or ctx.shape(node) is None:
+        return unknown(ctx, node)
+    return ctx.per_channel(ctx.lab(x), ctx.shape(x), ctx.shape(node))
 
 
 _TABLE: dict[object, Callable] | None = None
