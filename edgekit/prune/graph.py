@@ -303,14 +303,17 @@ class Analysis:
             return None
         owner, _, pname = node.target.rpartition(".")
         t = getattr(self.modules[owner], pname) if owner else getattr(self.gm, pname)
-        if isinstance(t, torch.nn.Parameter) and (len(shp) == 1 or len(shp) == 2 or all(d == 1 for d in shp[:-1])):
-            # a per-channel parameter (scale, bias), a (1, 1, C) token or a table whose rows are gathered (Swin's
-            # relative position bias, (positions, heads)): channels on the last axis; the op rules take it from here
-            atoms = self.uf.new(shp[-1])
-            self.record(owner, pname, len(shp) - 1, atoms)
+        wide = [ax for ax, d in enumerate(shp) if d != 1]
+        if isinstance(t, torch.nn.Parameter) and (len(shp) == 2 or len(wide) <= 1):
+            # a per-channel parameter (scale, bias; (C, 1, 1) or (1, C, 1, 1) layer scales and biases broadcast
+            # over NCHW), a (1, 1, C) token, or a table whose rows are gathered (Swin's relative position bias,
+            # (positions, heads)): channels on its one wide axis, else the last; the op rules take it from here
+            axis = wide[0] if len(wide) == 1 else len(shp) - 1
+            atoms = self.uf.new(shp[axis])
+            self.record(owner, pname, axis, atoms)
             if len(shp) > 1:
-                self.tables.add((owner, pname, len(shp) - 1))
-            return self.channel_labels(atoms, len(shp), len(shp) - 1)
+                self.tables.add((owner, pname, axis))
+            return self.channel_labels(atoms, len(shp), axis)
         return block_const(len(shp))  # used as a whole tensor: its shape is fixed
 
     # --- results ---------------------------------------------------------------------------------------

@@ -110,6 +110,38 @@ class ConvHandler(Handler):
         return new
 
 
+class ConvTransposeHandler(Handler):
+    """ConvTranspose1d/2d/3d (UNet up-convolutions, deconvolution heads): the weight is (in, out // groups, k...),
+    so in-channels follow the producer on dim 0 and out-channels are new atoms on dim 1. Grouped ones are opaque."""
+
+    produces = True
+
+    @property
+    def types(self):  # noqa: D401
+        from torch import nn
+
+        return (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+    def propagate(self, ctx, name, m, node):
+        if m.groups != 1:
+            return OpaqueHandler().propagate(ctx, name, m, node)
+        x = node.args[0]
+        ctx.record(name, "weight", 0, ctx.channel_atoms(ctx.lab(x), ctx.shape(x), 1))
+        out = ctx.uf.new(m.out_channels)
+        ctx.record(name, "weight", 1, out, out_dim=True)
+        if m.bias is not None:
+            ctx.record(name, "bias", 0, out, out_dim=True)
+        return ctx.channel_labels(out, len(ctx.shape(node)), 1)
+
+    def rebuild(self, m, keep):
+        w = m.weight
+        new = type(m)(len(_idx(keep, "weight", 0, w.shape[0])), len(_idx(keep, "weight", 1, w.shape[1])),
+                      m.kernel_size, m.stride, m.padding, m.output_padding, m.groups, m.bias is not None, m.dilation,
+                      m.padding_mode, device=w.device, dtype=w.dtype)
+        _copy_params(m, new, keep)
+        return new
+
+
 class LinearHandler(Handler):
     """Linear: in-features follow whatever feeds the last axis (after a flatten, one channel = a block
     of features); out-features are new atoms."""
@@ -526,7 +558,7 @@ class OpaqueHandler(Handler):
         return m
 
 
-HANDLERS: list[Handler] = [ConvHandler(), LinearHandler(), EmbeddingHandler(), BatchNormHandler(),
+HANDLERS: list[Handler] = [ConvHandler(), ConvTransposeHandler(), LinearHandler(), EmbeddingHandler(), BatchNormHandler(),
                            LayerNormHandler(), GroupNormHandler(), PReLUHandler(), PerChannelHandler(),
                            FlattenHandler(), GLUHandler(), RNNHandler(), PixelShuffleHandler(), TorchTransformerHandler(), MultiheadAttentionHandler()]
 

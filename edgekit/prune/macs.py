@@ -83,6 +83,8 @@ def graph_macs(gm, shape_of: Callable[[Any], tuple | None], width_of: Callable[[
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                 per_group = 1 if m.groups == m.in_channels else inp[1] // m.groups
                 total += _prod(out) * per_group * _prod(m.kernel_size)
+            elif isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+                total += _prod(inp) * (out[1] // m.groups) * _prod(m.kernel_size)
             elif isinstance(m, nn.Linear):
                 total += _prod(out) * inp[-1]
             elif type(m).__name__ in TORCH_TRANSFORMER_LEAVES and type(m).__module__.startswith("torch.nn"):
@@ -127,12 +129,15 @@ def _hook_macs(module, example_inputs) -> int:
     def hook(m, inp, out):
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             total[0] += out.numel() * (m.in_channels // m.groups) * _prod(m.kernel_size)
+        elif isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            total[0] += inp[0].numel() * (m.out_channels // m.groups) * _prod(m.kernel_size)
         elif isinstance(m, nn.Linear):
             total[0] += out.numel() * m.in_features
         elif isinstance(m, nn.RNNBase) and isinstance(inp[0], torch.Tensor):
             total[0] += rnn_macs(m, tuple(inp[0].shape))
 
-    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.RNNBase)
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear,
+             nn.RNNBase)
     hs = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, kinds)]
     try:
         with torch.no_grad():

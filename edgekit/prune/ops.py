@@ -194,6 +194,8 @@ def getitem(ctx, node):
     x = _size_source(src)
     if x is not None and ctx.is_tensor(x):  # sizes taken out of x.shape / x.size()
         idx = node.args[1]
+        if isinstance(idx, int) and not node.users:  # `b, n, _ = x.shape`: a size never used fixes nothing
+            return None
         if isinstance(idx, int):  # after the read the axis is whole (kept by it or before): a fixed number
             _block_axes(ctx, x, [idx])
             ctx.static_sizes.add(node.name)
