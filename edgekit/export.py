@@ -59,6 +59,7 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
     model = onnx.load(str(out_path))
     if clean:
         model = clean_onnx(model)
+    explicit_conv_pads(model)
     model.producer_name, model.producer_version = "edgekit", ""
     onnx.save(model, str(out_path))
     return out_path
@@ -137,6 +138,57 @@ def clean_onnx(model):
         pass
     log(f"ONNX clean-up: {before} -> {len(model.graph.node)} nodes", verbose_only=True)
     return model
+
+
+def explicit_conv_pads(model) -> bool:
+    """Conv with auto_pad SAME_UPPER / SAME_LOWER (torch's padding="same") -> the same padding as explicit `pads`:
+    ONNX Runtime refuses SAME with a dilation ('Dilation not supported for AutoPadType::SAME_UPPER'), and explicit
+    pads are what every later pass reads. With stride 1 the total is dilation * (kernel - 1) whatever the input
+    size; with a larger stride it needs the static input size (else the node is left as it is). Changes `model` in
+    place; True when a node changed."""
+    import math
+
+    import onnx
+    from onnx import helper
+
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in [*model.graph.value_info, *model.graph.input]}
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    changed = False
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("auto_pad", b"NOTSET")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode not in ("SAME_UPPER", "SAME_LOWER"):
+            continue
+        kernel = attrs.get("kernel_shape") or weights.get(node.input[1], [])[2:]
+        if not kernel:
+            continue
+        nsp = len(kernel)
+        strides = attrs.get("strides") or [1] * nsp
+        dilations = attrs.get("dilations") or [1] * nsp
+        size = (shapes.get(node.input[0]) or [None] * (nsp + 2))[2:]
+        totals = []
+        for i in range(nsp):
+            eff = dilations[i] * (kernel[i] - 1) + 1
+            if strides[i] == 1:
+                totals.append(eff - 1)
+            elif len(size) == nsp and size[i]:
+                totals.append(max((math.ceil(size[i] / strides[i]) - 1) * strides[i] + eff - size[i], 0))
+            else:
+                break
+        if len(totals) != nsp:
+            continue
+        small = [t // 2 for t in totals]
+        begin = small if mode == "SAME_UPPER" else [t - s for t, s in zip(totals, small)]
+        end = [t - b for t, b in zip(totals, begin)]
+        keep = [a for a in node.attribute if a.name not in ("auto_pad", "pads")]
+        del node.attribute[:]
+        node.attribute.extend([*keep, onnx.helper.make_attribute("pads", begin + end)])
+        changed = True
+    return changed
 
 
 class _quiet:

@@ -4,6 +4,8 @@ pruning left whole, or a wrong result. The models are tiny so a case runs in a f
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -57,3 +59,42 @@ def test_causal_padding_keeps_channels_prunable(module_pad: bool) -> None:
     ref.load_state_dict(sd)
     with torch.no_grad():
         torch.testing.assert_close(pruned(**feeds), ref(**feeds), rtol=1e-4, atol=1e-4)
+
+
+class _SamePadding(nn.Module):
+    """padding="same" with a dilation (WaveNet / TCN style), and reflect / replicate / circular padding modes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(4, 8, 5, padding="same", dilation=2)
+        self.c2 = nn.Conv2d(8, 8, (3, 2), padding="same", dilation=(1, 3))  # even kernel: SAME pads more at the end
+        self.c3 = nn.Conv1d(8, 4, 3, padding=1, padding_mode="reflect")
+
+    def forward(self, x):
+        y = torch.relu(self.c1(x))
+        y = torch.relu(self.c2(y[:, :, None, :].expand(-1, -1, 3, -1))).mean(2)
+        return self.c3(y)
+
+
+def same_padding_model() -> nn.Module:
+    torch.manual_seed(0)
+    return _SamePadding().eval()
+
+
+def test_same_padding_with_dilation_converts(tmp_path, monkeypatch) -> None:
+    """torch exports padding="same" as Conv auto_pad=SAME_UPPER, which ONNX Runtime refuses with a dilation
+    ('Dilation not supported for AutoPadType::SAME_UPPER'): even fp32 ended in an internal error (exit 1). The
+    exporter writes the padding out as explicit pads."""
+    import numpy as np
+
+    from edgekit import api
+    from edgekit.sources import parse_input_shapes
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x=np.random.default_rng(0).standard_normal((6, 4, 16)).astype(np.float32))
+    result = api.convert("test_sweep8_seq:same_padding_model", ["onnxruntime", "openvino", "arm"], tmp_path / "out",
+                         input_shapes=parse_input_shapes(["x=1x4x16"]), calibration=str(npz))
+    assert [a["target"] for a in result["artifacts"]] == ["onnxruntime", "openvino", "arm"]
+    for a in result["artifacts"]:
+        assert a["verification"]["passed"], a
