@@ -98,3 +98,45 @@ def test_same_padding_with_dilation_converts(tmp_path, monkeypatch) -> None:
     assert [a["target"] for a in result["artifacts"]] == ["onnxruntime", "openvino", "arm"]
     for a in result["artifacts"]:
         assert a["verification"]["passed"], a
+
+
+class _Res2Net1d(nn.Module):
+    """ECAPA-TDNN's Res2Net block: the channels cut into `scale` parts by torch.chunk, walked in a Python loop, each
+    part after the first through its own dilated conv with the previous part's output added."""
+
+    def __init__(self, loop: bool) -> None:
+        super().__init__()
+        self.loop = loop
+        self.pre, self.post = nn.Conv1d(8, 16, 1), nn.Conv1d(16, 8, 1)
+        self.convs = nn.ModuleList([nn.Conv1d(4, 4, 3, padding=2, dilation=2) for _ in range(3)])
+
+    def forward(self, x):
+        parts = torch.chunk(self.pre(x), 4, dim=1)
+        if not self.loop:
+            b = self.convs[0](parts[1])
+            c = self.convs[1](parts[2] + b)
+            return self.post(torch.cat([parts[0], b, c, self.convs[2](parts[3] + c)], 1))
+        outs, sp = [], None
+        for i, p in enumerate(parts):
+            sp = p if i == 0 else self.convs[0](p) if i == 1 else self.convs[i - 1](p + sp)
+            outs.append(sp)
+        return self.post(torch.cat(outs, dim=1))
+
+
+def test_loop_over_chunked_channels_prunes_like_the_unrolled_block() -> None:
+    """A Python loop over torch.chunk's parts (SpeechBrain's ECAPA-TDNN) could not be traced by torch.fx ('Proxy
+    object cannot be iterated'): --prune refused the model (exit 4). chunk(x, n) has n parts whatever x's size, so
+    the tracer iterates them; the result is the unrolled block's, the same channels removed from every part."""
+    from edgekit.prune import prune_model
+
+    torch.manual_seed(0)
+    looped = _Res2Net1d(loop=True).eval()
+    unrolled = _Res2Net1d(loop=False).eval()
+    unrolled.load_state_dict(looped.state_dict())
+    feeds = {"x": torch.randn(2, 8, 12)}
+    a, _ = prune_model(looped, feeds, ratio=0.5, round_to=1, keep_first_last=False)
+    b, _ = prune_model(unrolled, feeds, ratio=0.5, round_to=1, keep_first_last=False)
+    assert a.pre.out_channels == 8 and [c.in_channels for c in a.convs] == [2, 2, 2]
+    assert a.pre.out_channels == b.pre.out_channels and a.post.in_channels == b.post.in_channels
+    with torch.no_grad():
+        torch.testing.assert_close(a(**feeds), b(**feeds))

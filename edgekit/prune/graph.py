@@ -71,6 +71,10 @@ def trace(module):
         def is_leaf_module(self, m, qualname: str) -> bool:  # a pruned nn.MultiheadAttention stays one, as before
             return isinstance(m, PrunedMultiheadAttention) or super().is_leaf_module(m, qualname)
 
+        def iter(self, obj):  # a loop over torch.chunk(x, n) / split(x, [sizes]) (Res2Net, ECAPA-TDNN): n parts
+            n = _parts_count(obj.node)
+            return super().iter(obj) if n is None else iter([obj[i] for i in range(n)])
+
     try:
         tracer = Tracer()
         tracer.proxy_buffer_attributes = True  # a buffer sliced by a traced size: position_ids[:, :seq_len]
@@ -84,6 +88,24 @@ def trace(module):
             hint="pruning needs a forward without data-dependent Python control flow or Python numbers made from "
                  "tensor sizes (int(x.shape[0] / n): use x.shape[0] // n or -1 in view); convert without --prune",
         ) from exc
+
+
+def _parts_count(node) -> int | None:
+    """How many tensors a chunk / tensor_split / split node returns when its arguments say so without the input's
+    size: chunk(x, n) (n parts: a channel axis of at least n), tensor_split(x, n), split(x, [sizes]); else None."""
+    import torch
+
+    if node.op == "call_function":
+        name = {torch.chunk: "chunk", torch.tensor_split: "tensor_split", torch.split: "split"}.get(node.target)
+    else:
+        name = node.target if node.op == "call_method" else None
+    arg = node.args[1] if len(node.args) > 1 else node.kwargs.get(
+        {"chunk": "chunks", "tensor_split": "indices_or_sections", "split": "split_size_or_sections"}.get(name, ""))
+    if name in ("chunk", "tensor_split") and isinstance(arg, int):
+        return arg
+    if name == "split" and isinstance(arg, (list, tuple)) and all(isinstance(a, int) for a in arg):
+        return len(arg)
+    return None
 
 
 def _model_line(exc: BaseException) -> str:
