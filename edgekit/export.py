@@ -10,6 +10,7 @@ exporter's graph if onnxslim fails; onnx shape inference stamps value_info eithe
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from edgekit.errors import UnsupportedModelError, UsageError
 from edgekit.progress import log
 
 OPSET = 17
+MAX_OPSET = 20  # the TorchScript exporter's newest opset: used only when an operator needs it
 
 
 def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_path: Path,
@@ -34,6 +36,7 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
         for name in output_names:
             dynamic_axes[name] = {0: "batch"}
     out_path = Path(out_path)
+    source = module
     try:
         module.eval()
     except NotImplementedError:  # torch.export's unlifted module is already in inference form
@@ -52,6 +55,10 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
                                   dynamic_axes=dynamic_axes or None, do_constant_folding=True)
     except Exception as exc:  # noqa: BLE001
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        needed = re.search(r"added in version (\d+)", str(exc))  # F.fold (Col2Im) needs opset 18
+        if exported is None and needed and opset < int(needed[1]) <= MAX_OPSET:
+            log(f"an operator needs ONNX opset {needed[1]}: exporting with opset {needed[1]}")
+            return export_onnx(source, inputs, output_names, out_path, opset=int(needed[1]), clean=clean)
         if "Unsupported" in msg or "not supported" in msg or "Exporting the operator" in msg:
             raise UnsupportedModelError(f"ONNX export failed: {msg}") from exc
         raise UsageError(f"ONNX export failed: {msg}",

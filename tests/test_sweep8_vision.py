@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
 from test_prune_coupling import _zeroed_equivalent  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -132,3 +133,35 @@ def test_conv_transpose_channels_are_pruned():
     convs = 8 * 16 * 16 * 27 + 16 * 8 * 8 * 72 + 16 * 16 * 16 * 216 + 4 * 16 * 16 * 16
     transposed = 16 * 8 * 8 * 16 * 16 + 16 * 16 * 16 * 8 * 4  # input elements x out channels x kernel
     assert count_macs(m, {"x": IMG["x"][:1]}) == convs + transposed
+
+
+class Fold(nn.Module):
+    """MobileViT-style patch folding: F.unfold into patches, a per-patch linear, F.fold back (ONNX Col2Im)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix = nn.Linear(12, 12)
+
+    def forward(self, x):
+        p = self.mix(F.unfold(x, kernel_size=2, stride=2).transpose(1, 2)).transpose(1, 2)
+        return F.fold(p, output_size=(16, 16), kernel_size=2, stride=2)
+
+
+def test_export_raises_the_opset_an_operator_needs(tmp_path):
+    """F.fold exports as Col2Im, which needs opset 18: the export at opset 17 failed ('unsupported model', exit 4)
+    for every target, although ONNX Runtime and OpenVINO run it. The opset the exporter names is used instead."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgekit.data import InputSpec
+    from edgekit.export import export_onnx
+
+    torch.manual_seed(0)
+    m = Fold().eval()
+    path = export_onnx(m, [InputSpec("x", ("batch", 3, 16, 16))], ["y"], tmp_path / "fold.onnx")
+    model = onnx.load(str(path))
+    assert "Col2Im" in {n.op_type for n in model.graph.node}
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    x = IMG["x"]
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    np.testing.assert_allclose(got, m(x).detach().numpy(), atol=1e-5)
