@@ -1,11 +1,12 @@
 """Structured pruning + distillation benchmark, per model and ratio, in one run.
 
     PYTHONPATH=. python benchmarks/prune.py [--models mnist_cnn,mobilenet_v2,minilm] [--steps 300] [--runs 30]
-        [--importance l2|variance|taylor|...] [--allocation uniform|global] [--round-to 8] [--calib 128]
-        [--no-reconstruct] [--shipped-crops] [--distill lr=1e-4,freeze_bn=1,...] [--targets "mnist_cnn=0.5,0.5@16"]
-        [--cache DIR] [--held-out N]
+        [--importance variance|l2|taylor|...] [--allocation sensitivity|uniform|global] [--round-to 8]
+        [--calib 128] [--no-reconstruct] [--shipped-crops] [--distill lr=1e-4,freeze_bn=1,...]
+        [--targets "mnist_cnn=0.5,0.5@16"] [--cache DIR] [--held-out N] [--threads 1,2] [--layout-latency TARGET]
 
-For each model and MAC-reduction target: prune (default L2, uniform, kept channels rounded to 8; "R@16"
+For each model and MAC-reduction target: prune (default variance, sensitivity: edgekit's auto with data; kept channels
+rounded to 8, "R@16"
 rounds to 16), refit the following layers by least squares on --calib samples (reconstruct.py), measure
 the quality before and after distillation from the unpruned model, export to ONNX, and time it (batch 1):
   mnist_cnn     accuracy on the 1,000 labelled held-out digits (calibration/mnist/test.npz); distilled
@@ -130,7 +131,7 @@ def quality(name: str, teacher, student, held, labels, key: str) -> dict[str, fl
     return {key: float(torch.nn.functional.cosine_similarity(s, t).mean())}
 
 
-THREADS: int | None = None  # --threads: runtime threads for the latency figures (None: the runtime's default)
+THREADS: list[int | None] = [None]  # --threads 1,2: runtime threads for the latency figures (None: the runtime's default)
 LAYOUT_TARGET: str | None = None  # --layout-latency TARGET: time candidate channel layouts on this target
 CACHE: Path | None = None  # --cache DIR: pruned students (see _prune_cache.py)
 
@@ -145,15 +146,20 @@ def runtime_numbers(module, lm, feed: dict, tmp: Path, tag: str, runs: int) -> d
     out["onnx_mb"] = onnx_path.stat().st_size / 1e6
     from edgekit.backends.base import LoadOptions
 
-    sess = ortb.load(onnx_path, LoadOptions(threads=THREADS))
-    out["_run"]["ort_ms"] = lambda: sess.run(feed)
+    def key(runtime: str, threads: int | None) -> str:  # one thread setting: ort_ms; several: ort_ms_1t, ...
+        return f"{runtime}_ms" if len(THREADS) == 1 else f"{runtime}_ms_{threads}t"
+
+    for t in THREADS:
+        sess = ortb.load(onnx_path, LoadOptions(threads=t))
+        out["_run"][key("ort", t)] = lambda s=sess: s.run(feed)
     try:
         from edgekit.backends import tflite
 
         shapes = {k: list(v.shape) for k, v in feed.items()}
         tfl = tflite.lower(onnx_path, None, tmp / tag, {"input_shapes": shapes})[0]
-        tsess = tflite.load(tfl, LoadOptions(threads=THREADS))
-        out["_run"]["litert_ms"] = lambda: tsess.run(feed)
+        for t in THREADS:
+            tsess = tflite.load(tfl, LoadOptions(threads=t))
+            out["_run"][key("litert", t)] = lambda s=tsess: s.run(feed)
     except Exception as exc:  # noqa: BLE001
         out["litert_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
     return out
@@ -281,8 +287,10 @@ def main() -> None:
     ap.add_argument("--targets", help="MAC-reduction targets, e.g. mnist_cnn=0.5,0.7;mobilenet_v2=0.3 "
                     "(default: per model)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--importance", default="l2", help="channel importance (l1, l2, bn_scale, taylor, variance)")
-    ap.add_argument("--allocation", default="uniform", help="uniform or global")
+    ap.add_argument("--importance", default="variance", help="channel importance (l1, l2, bn_scale, taylor, variance; "
+                    "default: what edgekit's auto picks with calibration data)")
+    ap.add_argument("--allocation", default="sensitivity", help="uniform, global or sensitivity (default: edgekit's auto "
+                    "with calibration data)")
     ap.add_argument("--round-to", type=int, default=8, help="kept channel counts are multiples of this")
     ap.add_argument("--no-reconstruct", action="store_true", help="no least-squares layer refit after pruning")
     ap.add_argument("--calib", type=int, default=128, help="calibration samples for importance/reconstruction")
@@ -291,7 +299,8 @@ def main() -> None:
     ap.add_argument("--distill", default="", help="distill() overrides, e.g. lr=1e-3,freeze_bn=1,temperature=2")
     ap.add_argument("--layout-latency", metavar="TARGET",
                     help="choose among channel layouts near the MAC target by latency measured on TARGET")
-    ap.add_argument("--threads", type=int, help="runtime threads for latency (default: each runtime's own)")
+    ap.add_argument("--threads", default="", help="runtime threads for latency, e.g. 1 or 1,2 (one column each; "
+                    "default: each runtime's own)")
     ap.add_argument("--cache", help="reuse pruned students from this folder (same model and pruning arguments)")
     ap.add_argument("--held-out", type=int, default=256,
                     help="mobilenet_v2 held-out crops (<= 1000; 256 gives one standard error of ~2 points at 0.87, "
@@ -302,7 +311,8 @@ def main() -> None:
     if not 1 <= args.held_out <= FRESH_START - 1000:
         ap.error(f"--held-out must be 1..{FRESH_START - 1000} (training crops start at index {FRESH_START})")
     HELD_OUT_CROPS = args.held_out
-    THREADS, LAYOUT_TARGET, CACHE = args.threads, args.layout_latency, Path(args.cache) if args.cache else None
+    THREADS = [int(t) for t in args.threads.split(",") if t] or [None]
+    LAYOUT_TARGET, CACHE = args.layout_latency, Path(args.cache) if args.cache else None
     rows = []
     for name in args.models.split(","):
         for spec in (args.targets or "").split(";"):
@@ -315,8 +325,9 @@ def main() -> None:
                                 distill_kw=_overrides(args.distill), round_to=args.round_to)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
+    timing = sorted({k for r in rows for k in r if k.startswith(("ort_", "litert_"))})
     cols = ["model", "target", "round_to", "macs_removed", "macs", "params", "onnx_mb", "quality_pruned", "quality_distilled",
-            "ort_ms", "ort_speedup", "litert_ms", "litert_speedup", "distill_steps", "distill_s"]
+            *timing, "distill_steps", "distill_s"]
     print(table(rows, cols))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
