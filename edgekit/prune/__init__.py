@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import UsageError
-from edgekit.progress import log
+from edgekit.progress import log, warn
 from edgekit.prune.allocate import ALLOCATIONS, allocate, give_back, search_ratio, select, tighten
 from edgekit.prune.importance import ALIASES, IMPORTANCE, get_importance, taylor_grads
 from edgekit.prune.macs import count_macs, count_params, graph_macs
@@ -202,6 +202,11 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
     }
     log(f"pruned: params {report['params_before']:,} -> {report['params_after']:,}, "
         f"MACs {macs_before:,} -> {macs_after:,} ({100 * report['macs_removed']:.1f}% removed)")
+    if macs_ratio is not None and report["macs_removed"] < macs_ratio / 2:
+        warn(f"--prune-macs {macs_ratio:g}: only {100 * report['macs_removed']:.1f}% of MACs removed: "
+             + (f"{len(groups)} prunable channel group(s)" if groups else "no channel group can be pruned")
+             + f"; channels stay whole when model inputs/outputs fix them, in the first and last layers (kept: "
+             f"{', '.join(sorted(excluded)) or 'none'}) and around layers pruning does not know (JSON prune.groups)")
     return model, report
 
 

@@ -26,11 +26,23 @@ def _example(samples, inputs, module=None) -> dict[str, Any]:
     return {k: torch.as_tensor(np.asarray(v)) for k, v in feed.items()}
 
 
-def _calib_batches(samples, n: int = 64, batch: int = 8) -> list[dict[str, Any]]:
+def _calib_batches(samples, module=None, n: int = 64, batch: int = 8) -> list[dict[str, Any]]:
+    """Up to `n` samples stacked `batch` at a time along axis 0. When `module` rejects a stacked batch (an input
+    whose batch axis is not the first: a recurrent state (layers, batch, hidden), a time-major sequence), one
+    sample per batch: each sample is a run the model was probed with."""
+    import torch
+
     from edgekit.distill import _stack
 
     items = [s for _, s in zip(range(n), samples)]
-    return [_stack(items[i:i + batch]) for i in range(0, len(items), batch)]
+    batches = [_stack(items[i:i + batch]) for i in range(0, len(items), batch)]
+    if module is not None and batches and min(batch, len(items)) > 1:
+        try:
+            with torch.no_grad():
+                module(**batches[0])
+        except Exception:  # noqa: BLE001 - any refusal of the stacked shapes
+            return [_stack([it]) for it in items]
+    return batches
 
 
 COMPILED = {"pt2": "torch.export program (.pt2)", "torchscript": "TorchScript archive"}  # kinds without nn layers
@@ -82,7 +94,7 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
     example = _example(samples, lm.inputs, lm.module)
     report: dict[str, Any] = {"model": lm.name, "task": lm.task}
     if prune is not None or prune_macs is not None:
-        calib = _calib_batches(samples) if samples is not None and not getattr(samples, "synthetic", False) else None
+        calib = _calib_batches(samples, teacher) if samples is not None and not getattr(samples, "synthetic", False) else None
         importance, allocation = resolve_auto(importance, allocation, calib is not None)
         layout_latency = None
         if layout_target is not None:  # time candidate channel layouts on this target's runtime (latency.py)
