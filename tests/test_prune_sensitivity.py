@@ -94,3 +94,52 @@ def test_convert_with_sensitivity_allocation(invoke, tmp_path) -> None:
     bad = invoke("convert", "tinymodels:tiny_cnn", "--input-shape", "1x3x16x16", "-t", "onnxruntime",
                  "--prune-macs", "0.5", "--allocation", "sensitivity", "-o", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "--calibration" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_suffix_runs_give_the_full_runs_outputs_and_share_the_prefix():
+    """Sensitivity curves evaluate a one-group-pruned graph from its first changed layer on (suffix.py): the
+    outputs equal a full run of the pruned graph bit for bit, the original's prefix is computed once per cut
+    (not once per width), and a residual model pruned in its trunk (cut at the first layer) still works."""
+    from edgekit.prune.apply import pruned_graph
+    from edgekit.prune.graph import analyze
+    from edgekit.prune.suffix import PrefixRunner
+
+    class Res(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+            self.a = torch.nn.Conv2d(16, 32, 3, padding=1)
+            self.b = torch.nn.Conv2d(32, 16, 3, padding=1)
+            self.fc = torch.nn.Linear(16, 10)
+
+        def forward(self, x):
+            y = torch.relu(self.stem(x))
+            y = y + self.b(torch.relu(self.a(y)))
+            return self.fc(y.mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Res().eval()
+    batches = [{"x": torch.randn(4, 3, 12, 12)} for _ in range(3)]
+    an = analyze(model, {"x": batches[0]["x"][:1]})
+    groups = an.groups(set())
+    runner = PrefixRunner(an.gm, batches)
+    prefix_runs = []
+    real = runner._frontier
+
+    def counting(cut):
+        if runner._memo is None or runner._memo[0] != cut:
+            prefix_runs.append(cut)
+        return real(cut)
+
+    runner._frontier = counting
+    for g in groups:
+        for k in (1, 3):  # two widths of the same group: one prefix run
+            removed = frozenset(u.root for u in g.units[:k])
+            gm, changed = pruned_graph(an, removed, {"x": batches[0]["x"][:1]})
+            got = runner.outputs(gm.eval(), changed)
+            with torch.no_grad():
+                want = [gm(**b) for b in batches]
+            assert all(torch.equal(a, b) for a, b in zip(got, want))
+    inner = next(g for g in groups if any(m == "a" for m in g.modules()) and "stem" not in g.modules())
+    assert len(groups) == 2 and inner
+    assert len(prefix_runs) == len(groups)  # once per group, not per width

@@ -52,8 +52,9 @@ def _by_sensitivity(an, groups, removed_by, module, example_inputs, calib, task,
     import torch
 
     from edgekit.distill import first_output
-    from edgekit.prune.apply import build_pruned
+    from edgekit.prune.apply import pruned_graph
     from edgekit.prune.sensitivity import allocate_by_sensitivity, curves, output_loss, predicted_loss
+    from edgekit.prune.suffix import PrefixRunner
 
     if not calib:
         raise UsageError("sensitivity allocation needs calibration data", hint="pass --calibration DATA")
@@ -67,10 +68,12 @@ def _by_sensitivity(an, groups, removed_by, module, example_inputs, calib, task,
     with torch.no_grad():
         ref = [first_output(module(**b)) for b in batches]
 
+    runner = PrefixRunner(an.gm, batches)  # one group pruned at a time: the graph before it is computed once
+
     def loss_at(counts: list[int]) -> float:
-        model = build_pruned(an, removed_by(counts), example_inputs, original=module, means=means)[0].eval()
-        with torch.no_grad():
-            return float(np.mean([loss(first_output(model(**b)), r) for b, r in zip(batches, ref)]))
+        gm, changed = pruned_graph(an, removed_by(counts), example_inputs, means=means)
+        outs = runner.outputs(gm.eval(), changed)
+        return float(np.mean([loss(first_output(o), r) for o, r in zip(outs, ref)]))
 
     full = [len(g.units) for g in groups]
     total = sum(full)

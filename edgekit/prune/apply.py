@@ -143,6 +143,28 @@ def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
     """-> (model, graph_rewritten). Returns a copy of `original` (same class) with smaller layers when no
     graph constant had to change, else the rewritten torch.fx GraphModule (same forward signature).
     `means` (per-layer input channel means, compensate.input_means) turns on bias compensation."""
+    gm, rewritten, new_modules, sliced = _build_graph(an, removed, example_inputs, means)
+    if rewritten or original is None:
+        return gm, rewritten
+    model = copy.deepcopy(original)
+    for name, m in new_modules.items():
+        _set_module(model, name, m)
+    for name, params in sliced.items():  # e.g. a layer-scale gamma of a block: the block itself stays
+        owner = model.get_submodule(name) if name else model
+        for pname, dims in params.items():
+            _slice_param(owner, pname, dims)
+    return model, False
+
+
+def pruned_graph(an: Analysis, removed: set[int], example_inputs: dict[str, Any],
+                 means: dict[str, Any] | None = None) -> tuple[Any, set[str]]:
+    """-> (the pruned torch.fx GraphModule, names of the modules whose parameters changed): what a partial
+    evaluation needs (suffix.py); build_pruned's model computes the same."""
+    gm, _, new_modules, sliced = _build_graph(an, removed, example_inputs, means)
+    return gm, set(new_modules) | set(sliced)
+
+
+def _build_graph(an: Analysis, removed: set[int], example_inputs: dict[str, Any], means: dict[str, Any] | None):
     import torch
 
     from edgekit.prune.handlers import OpaqueHandler, handler_for
@@ -188,16 +210,7 @@ def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
             rewritten |= _rewrite_normalized_shape(an, node, removed)
     gm.recompile()
     check_shapes(an, gm, removed, example_inputs)
-    if rewritten or original is None:
-        return gm, rewritten
-    model = copy.deepcopy(original)
-    for name, m in new_modules.items():
-        _set_module(model, name, m)
-    for name, params in sliced.items():  # e.g. a layer-scale gamma of a block: the block itself stays
-        owner = model.get_submodule(name) if name else model
-        for pname, dims in params.items():
-            _slice_param(owner, pname, dims)
-    return model, False
+    return gm, rewritten, new_modules, sliced
 
 
 def check_shapes(an: Analysis, gm, removed: set[int], example_inputs: dict[str, Any]) -> None:
