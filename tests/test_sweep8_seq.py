@@ -100,6 +100,27 @@ def test_same_padding_with_dilation_converts(tmp_path, monkeypatch) -> None:
         assert a["verification"]["passed"], a
 
 
+def test_onnx_file_with_same_padding_and_dilation_converts(tmp_path) -> None:
+    """The same padding in an ONNX file (no exporter in between): the hub gets explicit pads, and since ONNX
+    Runtime refuses to run the file as is, the references come from that exact rewrite (said in the log)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit import api
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 3, 3)).astype(np.float32), "w")
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER", dilations=[2], kernel_shape=[3])
+    graph = helper.make_graph([conv], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16])], [w])
+    src = tmp_path / "same.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(src))
+    before = src.read_bytes()
+    result = api.convert(str(src), ["onnxruntime", "openvino", "arm"], tmp_path / "out", precision="fp32")
+    assert all(a["verification"]["passed"] for a in result["artifacts"]) and len(result["artifacts"]) == 3
+    assert src.read_bytes() == before  # the user's file is untouched
+
+
 class _Res2Net1d(nn.Module):
     """ECAPA-TDNN's Res2Net block: the channels cut into `scale` parts by torch.chunk, walked in a Python loop, each
     part after the first through its own dilated conv with the previous part's output added."""
