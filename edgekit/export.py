@@ -41,8 +41,9 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
         module.eval()
     except NotImplementedError:  # torch.export's unlifted module is already in inference form
         pass
+    captured = _CapturedOutput()
     try:
-        with warnings.catch_warnings(), torch.no_grad(), _quiet(), no_mha_fastpath():
+        with warnings.catch_warnings(), torch.no_grad(), _quiet(), no_mha_fastpath(), captured:
             warnings.simplefilter("ignore")
             if exported is not None:  # a torch.export program: the dynamo exporter takes it as is
                 torch.onnx.export(exported, (), str(out_path), dynamo=True, external_data=False,
@@ -55,6 +56,8 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
                                   dynamic_axes=dynamic_axes or None, do_constant_folding=True)
     except Exception as exc:  # noqa: BLE001
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if captured.text.strip():
+            log(f"the exporter's own output:\n{captured.text.rstrip()}", verbose_only=True)
         needed = re.search(r"added in version (\d+)", str(exc))  # F.fold (Col2Im) needs opset 18
         if exported is None and needed and opset < int(needed[1]) <= MAX_OPSET:
             log(f"an operator needs ONNX opset {needed[1]}: exporting with opset {needed[1]}")
@@ -196,6 +199,43 @@ def explicit_conv_pads(model) -> bool:
         node.attribute.extend([*keep, onnx.helper.make_attribute("pads", begin + end)])
         changed = True
     return changed
+
+
+class _CapturedOutput:
+    """File descriptors 1 and 2 redirected to a temporary file while the exporter runs: torch's TorchScript
+    exporter switches its C++ log on whatever `verbose` says (torch 2.13 tests the function
+    _jit_is_onnx_log_enabled instead of calling it), and when an export fails that log prints the whole
+    TorchScript graph, 100+ lines, on C++ stdout: past Python's redirection, into the one JSON object --json
+    promises. The text is kept (`text`) for --verbose; the user gets one clear error line."""
+
+    text = ""
+
+    def __enter__(self):
+        import os
+        import sys
+        import tempfile
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile(mode="w+b")
+        self._saved = [os.dup(1), os.dup(2)]
+        for fd in (1, 2):
+            os.dup2(self._file.fileno(), fd)
+        return self
+
+    def __exit__(self, *exc):
+        import os
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in zip((1, 2), self._saved):
+            os.dup2(saved, fd)
+            os.close(saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode("utf-8", "replace")
+        self._file.close()
+        return False
 
 
 class _quiet:

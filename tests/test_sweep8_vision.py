@@ -165,3 +165,37 @@ def test_export_raises_the_opset_an_operator_needs(tmp_path):
     x = IMG["x"]
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
     np.testing.assert_allclose(got, m(x).detach().numpy(), atol=1e-5)
+
+
+class FoldToInputSize(Fold):
+    """F.fold back to the input's own size (output_size from x.shape): torch's exporter fails on it."""
+
+    def forward(self, x):
+        p = self.mix(F.unfold(x, kernel_size=2, stride=2).transpose(1, 2)).transpose(1, 2)
+        return F.fold(p, output_size=(x.shape[2], x.shape[3]), kernel_size=2, stride=2)
+
+
+def fold_to_input_size():
+    torch.manual_seed(0)
+    return FoldToInputSize().eval()
+
+
+def test_a_failed_export_prints_one_json_object_and_one_error_line(tmp_path):
+    """When torch's TorchScript exporter fails it prints the whole TorchScript graph (100+ lines) from C++ on
+    stdout, past Python's redirection: `--json` stdout was not one JSON object and stderr was not one clear
+    line. The exporter's own output is kept for --verbose only."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1])])}
+    proc = subprocess.run([sys.executable, "-m", "edgekit", "convert", "test_sweep8_vision:fold_to_input_size",
+                           "--input-shape", "1x3x16x16", "-t", "onnxruntime", "--precision", "fp32",
+                           "-o", str(tmp_path / "out"), "--json"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode in (2, 4), proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["error"]["message"].startswith("ONNX export failed")
+    assert "Torch IR graph" not in proc.stdout + proc.stderr and len(proc.stderr.splitlines()) < 10
+    assert not (tmp_path / "out").exists()
