@@ -11,6 +11,7 @@ One function per op in RULES: (graph, node) -> replacement nodes (new constants 
   Mish             x * tanh(softplus(x))
   Pad (mode edge)  first/last slices tiled and concatenated around the input, per padded axis
   GroupNormalization  reshape to (N, groups, -1), InstanceNormalization, reshape back, per-channel scale + bias
+  Resize (cubic)   one constant matrix product per resized axis (cubic.py)
 """
 
 from __future__ import annotations
@@ -287,13 +288,25 @@ RULES: dict[str, Callable] = {"Einsum": einsum, "Elu": elu, "Sum": variadic, "Me
                               "GroupNormalization": group_norm}
 
 
+def _more_rules() -> None:
+    from edgekit.backends.tflite.cubic import resize_cubic
+
+    RULES["Resize"] = resize_cubic
+
+
+_more_rules()
+
+
 def decompose(g):
     """The graph with every RULES op replaced (shapes of the new tensors are inferred by the caller)."""
     if not any(n.op_type in RULES and n.domain in ("", "ai.onnx") for n in g.nodes):
         return g, False
     nodes: list[onnx.NodeProto] = []
+    changed = False
     for n in g.nodes:
         fn = RULES.get(n.op_type) if n.domain in ("", "ai.onnx") else None
-        nodes.extend(fn(g, n) if fn else [n])
+        new = fn(g, n) if fn else [n]
+        changed = changed or len(new) != 1 or new[0] is not n
+        nodes.extend(new)
     g.nodes = nodes
-    return g, True
+    return g, changed

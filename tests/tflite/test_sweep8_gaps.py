@@ -1,0 +1,79 @@
+"""TFLite lowerings of ONNX ops real mobile models use that the sweep found refused (exit 4): bicubic Resize,
+ReduceL1/LogSum/LogSumExp, int8 HardSigmoid, Trilu of a run-time tensor, LpNormalization,
+MeanVarianceNormalization, Atan; fp32 and int8 against ONNX Runtime on the same graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import check, check_int8, make_model, one_node, tflite_convert
+from onnx import helper
+
+from edgekit.backends.tflite.inspect import describe
+from edgekit.errors import UnsupportedModelError
+
+
+def _resize(x: np.ndarray, opset: int = 17, size: tuple[int, ...] | None = None, scales: list[float] | None = None,
+            **attrs):
+    inits = {"roi": np.zeros(0, np.float32)}
+    if size is not None:
+        inits["scales"], inits["sizes"] = np.zeros(0, np.float32), np.asarray([*x.shape[:2], *size], np.int64)
+    else:
+        inits["scales"] = np.asarray([1, 1, *scales], np.float32)
+    return one_node("Resize", {"x": x}, inits, opset=opset, mode="cubic", **attrs)
+
+
+@pytest.mark.parametrize("size", [(9, 13), (3, 4), (1, 7), (5, 6)])
+@pytest.mark.parametrize("coord,a", [("half_pixel", -0.75), ("align_corners", -0.75), ("pytorch_half_pixel", -0.5),
+                                     ("asymmetric", -0.75)])
+def test_resize_cubic_sizes(tmp_path, rng, size, coord, a):
+    """Bicubic up/down-scaling (F.interpolate(mode="bicubic"): half_pixel or align_corners, a = -0.75) was
+    'mode cubic' refused; it is one constant matrix product per resized axis."""
+    x = rng.standard_normal((1, 3, 5, 6)).astype(np.float32)
+    model = _resize(x, size=size, coordinate_transformation_mode=coord, cubic_coeff_a=a)
+    path = check(model, {"x": x}, tmp_path, atol=1e-5)
+    assert "RESIZE_BILINEAR" not in describe(path)["ops"]
+
+
+@pytest.mark.parametrize("scales,attrs", [([2.0, 2.0], {"exclude_outside": 1}), ([1.5, 0.5], {}),
+                                          ([2.0, 3.0], {"coordinate_transformation_mode": "asymmetric"}),
+                                          ([1.7, 1.0], {"exclude_outside": 1, "cubic_coeff_a": -0.5})])
+def test_resize_cubic_scales(tmp_path, rng, scales, attrs):
+    """Scale factors (ONNX maps coordinates with the factor itself, not out/in) and exclude_outside."""
+    x = rng.standard_normal((1, 2, 6, 5)).astype(np.float32)
+    check(_resize(x, scales=scales, **attrs), {"x": x}, tmp_path, atol=1e-5)
+
+
+def _conv_resize_conv(rng, scales: list[float], **attrs):
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3
+    w2 = rng.standard_normal((2, 4, 3, 3)).astype(np.float32) * 0.3
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Resize", ["c", "roi", "scales"], ["r"], mode="cubic", **attrs),
+             helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    return make_model(nodes, {"x": x}, ["y"], {"w": w, "w2": w2, "roi": np.zeros(0, np.float32),
+                                               "scales": np.asarray([1, 1, *scales], np.float32)}), x
+
+
+def test_resize_cubic_after_conv_needs_no_transpose(tmp_path, rng):
+    """Between convolutions (channels-last tensors) the products work on the stored layout: no TRANSPOSE."""
+    model, x = _conv_resize_conv(rng, [2.0, 2.0], cubic_coeff_a=-0.75)
+    path = check(model, {"x": x}, tmp_path, atol=1e-4, io_layout="nhwc")
+    assert describe(path)["transposes"] == 0
+
+
+@pytest.mark.parametrize("scales", [[2.0, 2.0], [0.5, 1.5]])
+def test_resize_cubic_int8(tmp_path, rng, scales):
+    """Between int8 tensors the products stay int8 (within 2 output steps of ONNX Runtime's QDQ graph)."""
+    model, x = _conv_resize_conv(rng, scales, coordinate_transformation_mode="half_pixel")
+    path = check_int8(model, {"x": x}, tmp_path, steps=2.0)
+    assert describe(path)["float_ops"] == 0
+
+
+@pytest.mark.parametrize("attrs,what", [({"coordinate_transformation_mode": "tf_crop_and_resize"}, "tf_crop_and_resize"),
+                                        ({"antialias": 1}, "antialiased cubic downscaling")])
+def test_resize_cubic_refusals_name_the_node(tmp_path, rng, attrs, what):
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    with pytest.raises(UnsupportedModelError, match=f"Resize \\(node 'resize_0'\\).*{what}") as e:
+        tflite_convert(_resize(x, opset=18, size=(3, 3), **attrs), tmp_path)
+    assert e.value.exit_code == 4
