@@ -77,3 +77,50 @@ def test_resize_cubic_refusals_name_the_node(tmp_path, rng, attrs, what):
     with pytest.raises(UnsupportedModelError, match=f"Resize \\(node 'resize_0'\\).*{what}") as e:
         tflite_convert(_resize(x, opset=18, size=(3, 3), **attrs), tmp_path)
     assert e.value.exit_code == 4
+
+
+@pytest.mark.parametrize("op", ["ReduceL1", "ReduceLogSum", "ReduceLogSumExp"])
+@pytest.mark.parametrize("axes,keep,opset", [([1], 1, 17), ([-1], 0, 17), ([0, 2], 0, 18), (None, 1, 18)])
+def test_reduce_l1_logsum_logsumexp(tmp_path, rng, op, axes, keep, opset):
+    """torch.logsumexp and 1-norms (x.abs().sum / torch.norm(p=1)) exported as ReduceLogSumExp / ReduceL1 were
+    'has no TFLite lowering'. LogSumExp is max-shifted: inputs near 100 do not overflow exp."""
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    if op == "ReduceLogSum":
+        x = np.abs(x) + 0.1
+    if op == "ReduceLogSumExp":
+        x = x * 30 + 60  # exp(90) overflows float32 unshifted
+    inits = {}
+    attrs = {"keepdims": keep}
+    if axes is not None and opset >= 18:
+        inits["axes"] = np.asarray(axes, np.int64)
+    elif axes is not None:
+        attrs["axes"] = axes
+    check(one_node(op, {"x": x}, inits, opset=opset, **attrs), {"x": x}, tmp_path, rtol=1e-5, atol=1e-5)
+
+
+def test_reduce_l1_between_int8_tensors(tmp_path, rng):
+    x = rng.standard_normal((1, 4, 6)).astype(np.float32)
+    nodes = [helper.make_node("Add", ["x", "b"], ["s"]), helper.make_node("ReduceL1", ["s"], ["r"], axes=[2]),
+             helper.make_node("Mul", ["r", "k"], ["y"])]
+    model = make_model(nodes, {"x": x}, ["y"], {"b": np.float32(0.1).reshape(1), "k": np.float32(0.5).reshape(1)})
+    check_int8(model, {"x": x}, tmp_path, steps=1.0)
+
+
+@pytest.mark.parametrize("p,axis", [(2, 1), (1, -1), (2, -1)])
+def test_lp_normalization(tmp_path, rng, p, axis):
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    check(one_node("LpNormalization", {"x": x}, p=p, axis=axis), {"x": x}, tmp_path, atol=1e-6)
+
+
+@pytest.mark.parametrize("axes", [None, [2, 3], [1]])
+def test_mean_variance_normalization(tmp_path, rng, axes):
+    x = (rng.standard_normal((2, 3, 4, 5)) * 3 + 1).astype(np.float32)
+    attrs = {} if axes is None else {"axes": axes}
+    check(one_node("MeanVarianceNormalization", {"x": x}, **attrs), {"x": x}, tmp_path, atol=1e-5)
+
+
+def test_lp_normalization_p3_is_refused_naming_the_node(tmp_path, rng):
+    x = rng.standard_normal((1, 4)).astype(np.float32)
+    with pytest.raises(UnsupportedModelError, match="LpNormalization \\(node 'lpnormalization_0'\\): p=3") as e:
+        tflite_convert(one_node("LpNormalization", {"x": x}, p=3), tmp_path)
+    assert e.value.exit_code == 4
