@@ -5,8 +5,9 @@ MeanVarianceNormalization, Atan; fp32 and int8 against ONNX Runtime on the same 
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
-from conftest import check, check_int8, make_model, one_node, tflite_convert
+from conftest import check, check_int8, make_model, one_node, ort_run, tflite_convert, tflite_run
 from onnx import helper
 
 from edgekit.backends.tflite.inspect import describe
@@ -124,3 +125,38 @@ def test_lp_normalization_p3_is_refused_naming_the_node(tmp_path, rng):
     with pytest.raises(UnsupportedModelError, match="LpNormalization \\(node 'lpnormalization_0'\\): p=3") as e:
         tflite_convert(one_node("LpNormalization", {"x": x}, p=3), tmp_path)
     assert e.value.exit_code == 4
+
+
+@pytest.mark.parametrize("alpha,beta", [(1 / 6, 0.5), (0.2, 0.5)])
+def test_hard_sigmoid_gate_stays_int8(tmp_path, rng, alpha, beta):
+    """A squeeze-excitation gate (MobileNetV3: x * hardsigmoid(conv(pool(x)))) between int8 tensors ran as four
+    float ops with a DEQUANTIZE/QUANTIZE around them; it is int8 now, within 1 output step of the QDQ graph."""
+    x = rng.standard_normal((1, 8, 4, 4)).astype(np.float32)
+    w = (rng.standard_normal((8, 8, 1, 1)) * 0.8).astype(np.float32)
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Conv", ["p", "w", "b"], ["c"]),
+             helper.make_node("HardSigmoid", ["c"], ["g"], alpha=alpha, beta=beta),
+             helper.make_node("Mul", ["x", "g"], ["y"])]
+    model = make_model(nodes, {"x": x}, ["y"], {"w": w, "b": rng.standard_normal(8).astype(np.float32)})
+    check(model, {"x": x}, tmp_path, atol=1e-5)
+    path = check_int8(model, {"x": x}, tmp_path, steps=1.0)
+    d = describe(path)
+    assert d["float_ops"] == 0 and d["ops"]["DEQUANTIZE"] == 1, d  # the output's only
+
+
+def test_hard_sigmoid_int8_clamps_when_the_range_goes_past_the_gate(tmp_path, rng):
+    """Output params reaching below 0 and above 1 (a symmetric int8 range): MAXIMUM/MINIMUM keep the [0, 1] clip."""
+    x = (rng.standard_normal((1, 2, 3, 3)) * 6).astype(np.float32)
+    q = {"s": np.float32(0.02), "z": np.int8(0)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "z"], ["xd"]),
+             helper.make_node("HardSigmoid", ["xd"], ["h"]),
+             helper.make_node("QuantizeLinear", ["h", "s", "z"], ["hq"]),
+             helper.make_node("DequantizeLinear", ["hq", "s", "z"], ["y"])]
+    model = make_model(nodes, {"x": x}, ["y"], {"xs": np.float32(0.1), **q})
+    from edgekit.backends import tflite
+
+    src = tmp_path / "q.onnx"
+    onnx.save(model, str(src))
+    path = tflite.lower(src, None, tmp_path / "m", {"precision": "int8"})[0]
+    assert {"MAXIMUM", "MINIMUM"} <= set(describe(path)["ops"]) and describe(path)["float_ops"] == 0
+    np.testing.assert_allclose(tflite_run(path, {"x": x})[0], ort_run(model, {"x": x})[0], atol=0.02 + 1e-6)

@@ -131,12 +131,22 @@ def clip(ctx, node) -> None:
         cur = out
 
 
-@register("HardSigmoid")
+def _hard_sigmoid_int8(ctx, node) -> bool:
+    return float(ctx.attrs(node).get("alpha", 0.2)) > 0
+
+
+@register("HardSigmoid", int8=_hard_sigmoid_int8)
 def hard_sigmoid(ctx, node) -> None:
-    """max(0, min(1, a*x + b)) = relu6(6a*x + 6b) / 6."""
+    """max(0, min(1, a*x + b)) = relu6(6a*x + 6b) / 6. Between int8 tensors (MobileNetV3's squeeze-excitation
+    gates): an exact int8 MUL by a (output scale a*s_x, the input's zero point: the same integers), an int8 ADD of b
+    into the output's params, and MAXIMUM/MINIMUM only where those params reach below 0 or above 1 (calibrated
+    ranges of a gate are [0, <=1]: saturation already clips; within half a step of 0 and 1 it rounds alike)."""
     a = ctx.attrs(node)
     alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
     v = ctx.x(node.input[0])
+    if ctx.qmode:
+        _hard_sigmoid_int8_ops(ctx, node, v, alpha, beta)
+        return
     shape = ctx.w.shape_of(v.idx)
     t1, t2, t3 = (ctx.tensor(f"{node.output[0]}/{k}", shape, np.float32) for k in ("mul", "add", "relu6"))
     ctx.op("MUL", [v.idx, ctx.const_tensor(np.asarray([6 * alpha], np.float32), "c")], [t1], "MulOptions")
@@ -144,6 +154,26 @@ def hard_sigmoid(ctx, node) -> None:
     ctx.op("RELU6", [t2], [t3])
     y = ctx.out(node.output[0], v.perm)
     ctx.op("MUL", [t3, ctx.const_tensor(np.asarray([1.0 / 6.0], np.float32), "c")], [y], "MulOptions")
+
+
+def _hard_sigmoid_int8_ops(ctx, node, v, alpha: float, beta: float) -> None:
+    shape = ctx.w.shape_of(v.idx)
+    name = node.output[0]
+    yq = ctx.act_q(name)
+    s_y, z_y = float(yq.scale[0]), int(yq.zero_point[0])
+    lo, hi = (-128 - z_y) * s_y, (127 - z_y) * s_y
+    clamps = [(op, bound) for op, bound, needed in (("MAXIMUM", 0.0, lo < -s_y / 2), ("MINIMUM", 1.0, hi > 1 + s_y / 2)) if needed]
+    tq = Quant(alpha * float(v.q.scale[0]), int(v.q.zero_point[0]))
+    t = ctx.tensor(f"{name}/scaled", shape, np.int8, q=tq)
+    aq = Quant(alpha / 127.0, 0)
+    ctx.op("MUL", [v.idx, ctx.const_tensor(np.asarray([127], np.int8), "alpha", q=aq)], [t], "MulOptions")
+    bq = ctx._asym_params(np.asarray([beta], np.float32))
+    b = ctx.const_tensor(ctx.quantize(np.asarray([beta], np.float32), bq), "beta", q=bq)
+    outs = [ctx.tensor(f"{name}/{op.lower()}", shape, np.int8, q=yq) for op, _ in clamps] + [ctx.out(name, v.perm)]
+    ctx.op("ADD", [t, b], [outs[0]], "AddOptions")
+    for k, (op, bound) in enumerate(clamps):
+        c = ctx.const_tensor(ctx.quantize(np.asarray([bound], np.float32), yq), "bound", q=yq)
+        ctx.op(op, [outs[k], c], [outs[k + 1]])
 
 
 @register("Softplus")
