@@ -160,3 +160,27 @@ def test_hard_sigmoid_int8_clamps_when_the_range_goes_past_the_gate(tmp_path, rn
     path = tflite.lower(src, None, tmp_path / "m", {"precision": "int8"})[0]
     assert {"MAXIMUM", "MINIMUM"} <= set(describe(path)["ops"]) and describe(path)["float_ops"] == 0
     np.testing.assert_allclose(tflite_run(path, {"x": x})[0], ort_run(model, {"x": x})[0], atol=0.02 + 1e-6)
+
+
+@pytest.mark.parametrize("upper,k", [(1, None), (0, None), (1, 1), (0, -1), (1, 5)])
+def test_trilu_of_a_runtime_tensor(tmp_path, rng, upper, k):
+    """torch.tril/triu of an activation (a causal mask built at run time: triu(full(-inf), 1)) was refused; -inf
+    entries outside the kept triangle must not become NaN (a mask product would give -inf * 0)."""
+    x = rng.standard_normal((2, 4, 5)).astype(np.float32)
+    x[0, 0, 3] = -np.inf
+    inits = {} if k is None else {"k": np.asarray(k, np.int64)}
+    model = one_node("Trilu", {"x": x}, inits, upper=upper)
+    check(model, {"x": x}, tmp_path)
+
+
+def test_trilu_with_a_runtime_offset_is_refused_naming_the_node(tmp_path, rng):
+    x = rng.standard_normal((3, 3)).astype(np.float32)
+    model = make_model([helper.make_node("Trilu", ["x", "k"], ["y"], name="mask")], {"x": x, "k": np.asarray(1, np.int64)},
+                       ["y"])
+    with pytest.raises(UnsupportedModelError, match="Trilu \\(node 'mask'\\): a diagonal offset k computed at run time"):
+        tflite_convert(model, tmp_path)
+
+
+def test_atan(tmp_path, rng):
+    x = (rng.standard_normal((2, 3, 4)) * 5).astype(np.float32)
+    check(one_node("Atan", {"x": x}), {"x": x}, tmp_path, atol=2e-6)

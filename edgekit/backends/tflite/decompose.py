@@ -13,6 +13,7 @@ One function per op in RULES: (graph, node) -> replacement nodes (new constants 
   GroupNormalization  reshape to (N, groups, -1), InstanceNormalization, reshape back, per-channel scale + bias
   Resize (cubic)   one constant matrix product per resized axis (cubic.py)
   ReduceL1/LogSum/LogSumExp, LpNormalization, MeanVarianceNormalization  (decompose_reduce.py)
+  Trilu            Where(constant triangle mask, x, 0) (decompose_mask.py)
 """
 
 from __future__ import annotations
@@ -291,10 +292,12 @@ RULES: dict[str, Callable] = {"Einsum": einsum, "Elu": elu, "Sum": variadic, "Me
 
 def _more_rules() -> None:
     from edgekit.backends.tflite.cubic import resize_cubic
+    from edgekit.backends.tflite.decompose_mask import RULES as mask_rules
     from edgekit.backends.tflite.decompose_reduce import RULES as reduce_rules
 
     RULES["Resize"] = resize_cubic
     RULES.update(reduce_rules)
+    RULES.update(mask_rules)
 
 
 _more_rules()
