@@ -128,6 +128,15 @@ def neg_abs(ctx, node) -> None:
     unary(ctx, {"Neg": "NEG", "Abs": "ABS"}[node.op_type], node.input[0], node.output[0])
 
 
+@register("Atan")
+def atan(ctx, node) -> None:
+    """TFLite has no ATAN: atan(x) = atan2(x, 1), the ones full-shape (TFLite's ATAN2 does not broadcast)."""
+    v = ctx.x(node.input[0], float_=True)
+    one = ctx.const_tensor(np.ones(ctx.w.shape_of(v.idx), np.float32), "one")
+    y = ctx.out(node.output[0], v.perm)
+    ctx.op("ATAN2", [v.idx, one], [y])
+
+
 @register("Reciprocal")
 def reciprocal(ctx, node) -> None:
     v = ctx.x(node.input[0])
