@@ -184,3 +184,15 @@ def test_trilu_with_a_runtime_offset_is_refused_naming_the_node(tmp_path, rng):
 def test_atan(tmp_path, rng):
     x = (rng.standard_normal((2, 3, 4)) * 5).astype(np.float32)
     check(one_node("Atan", {"x": x}), {"x": x}, tmp_path, atol=2e-6)
+
+
+def test_refusal_of_an_op_without_lowering_is_short(tmp_path, rng):
+    """The hint listed every supported op (a ~1,500-character line); it now gives their count and where they are."""
+    from edgekit.backends.tflite import supported_ops
+
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    with pytest.raises(UnsupportedModelError, match="op Bernoulli \\(node 'bernoulli_0'\\) has no TFLite lowering") as e:
+        tflite_convert(one_node("Bernoulli", {"x": np.abs(x) / 4}), tmp_path)
+    assert e.value.exit_code == 4
+    hint = str(e.value.hint)
+    assert len(hint) < 300 and f"{len(supported_ops())} ONNX ops" in hint and "supported_ops()" in hint

@@ -32,7 +32,8 @@ def _check_supported(g: Graph) -> None:
         if _rule_key(node) not in OPS:
             raise UnsupportedModelError(
                 f"op {node.op_type} (node '{node.name or node.output[0]}') has no TFLite lowering",
-                hint=f"{OTHER_TARGETS}; the ops edgekit lowers to TFLite: {', '.join(supported_ops())}",
+                hint=f"{OTHER_TARGETS}; edgekit lowers {len(supported_ops())} ONNX ops to TFLite, listed by "
+                "edgekit.backends.tflite.supported_ops()",
             )
 
 
