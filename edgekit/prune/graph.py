@@ -61,7 +61,22 @@ class Group:
         return sorted({k[0] for k in self.signature})
 
 
-def trace(module):
+def _unfed_defaults(module, inputs) -> dict[str, Any]:
+    """forward()'s parameters with a default value that `inputs` does not feed (optional and keyword-only
+    extras such as mask=None, scale=1.0): traced as constants, so `if mask is not None` takes the branch the
+    model really runs (as a placeholder the proxy is never None: the graph used the missing mask)."""
+    import inspect
+
+    if inputs is None:
+        return {}
+    params = inspect.signature(module.forward).parameters.values()
+    return {p.name: p.default for p in params if p.default is not p.empty and p.name not in inputs
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def trace(module, inputs=None):
+    """torch.fx graph of `module`; `inputs` (names fed to the model), when given, makes the parameters with a
+    default that are not fed constants of the graph (`_unfed_defaults`)."""
     import torch.fx
 
     from edgekit.prune.fx_patches import traceable_torch_calls
@@ -79,7 +94,7 @@ def trace(module):
         tracer = Tracer()
         tracer.proxy_buffer_attributes = True  # a buffer sliced by a traced size: position_ids[:, :seq_len]
         with traceable_torch_calls():
-            graph = tracer.trace(module)
+            graph = tracer.trace(module, concrete_args=_unfed_defaults(module, inputs) or None)
         return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
     except Exception as exc:  # noqa: BLE001
         raise UnsupportedModelError(
@@ -427,7 +442,7 @@ class Analysis:
 
 
 def analyze(module, example_inputs: dict[str, Any]) -> Analysis:
-    gm = trace(module)
+    gm = trace(module, example_inputs)
     shapes, values = record_run(gm, example_inputs)
     floats = {k for k, v in example_inputs.items() if getattr(v, "is_floating_point", lambda: False)()}
     choice: dict[str, int] = {}

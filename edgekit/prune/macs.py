@@ -113,7 +113,7 @@ def count_macs(module, example_inputs: dict[str, Any]) -> int:
     from edgekit.prune.graph import record_run, trace
 
     try:
-        gm = trace(module)
+        gm = trace(module, example_inputs)
     except Exception:  # noqa: BLE001
         return _hook_macs(module, example_inputs)
     shapes, _ = record_run(gm, example_inputs)
