@@ -29,6 +29,7 @@ from edgekit.quantize import (
     dynamic,
     e2e_sensitivity,
     equalize,
+    fixed_ranges,
     ops,
     qdq,
     sensitivity,
@@ -220,6 +221,7 @@ def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: in
                     label=f"calibrating ({scheme.method}, {len(calib)} samples)")
     ranges = compute_ranges(stats, scheme.method, percentile=scheme.percentile, qrange=scheme.qrange(),
                             symmetric=scheme.activation_symmetric)
+    fixed_ranges.apply(model, ranges, scheme.activation_symmetric)  # a Sigmoid's output: exactly [0, 255/256]
     means = {k: stats[k].channel_mean() for k in axes if k in stats and stats[k].channel_sum is not None}
     del stats
     cal = Calibrated(model, prepared, scheme, op_types, ranges, means, equalized, groups=sensitivity.float_groups(model))
