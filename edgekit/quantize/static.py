@@ -30,6 +30,7 @@ from edgekit.quantize import (
     e2e_sensitivity,
     equalize,
     fixed_ranges,
+    norm_center,
     ops,
     qdq,
     sensitivity,
@@ -214,6 +215,7 @@ def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: in
     equalized = 0
     if scheme.equalization:
         model, equalized = equalize.equalize(model, calib, seed=seed)
+    model, _ = norm_center.center(model, calib, seed=seed)  # Conv -> InstanceNorm: bias centred (norm_center.py)
     prepared = work / "fp32-prepared.onnx"
     onnx.save(model, str(prepared))
     axes = bias_correction.input_axes(model) if scheme.bias_correction else {}
