@@ -52,8 +52,9 @@ def _materialize(samples):
     return items, labels
 
 
-def _stack(items: list[dict[str, np.ndarray]]) -> dict[str, Any]:
-    """Concatenate batch-1 samples; ragged axes (token sequences) are zero-padded to the longest."""
+def _stack(items: list[dict[str, np.ndarray]], axes: dict[str, int] | None = None) -> dict[str, Any]:
+    """Concatenate batch-1 samples along each input's batch axis (`axes`, default 0); ragged axes (token
+    sequences) are zero-padded to the longest."""
     import torch
 
     out = {}
@@ -62,8 +63,51 @@ def _stack(items: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         shape = np.max([a.shape for a in arrs], axis=0)
         if any(tuple(a.shape) != tuple(shape) for a in arrs):
             arrs = [np.pad(a, [(0, int(s - d)) for d, s in zip(a.shape, shape)]) for a in arrs]
-        out[k] = torch.as_tensor(np.concatenate(arrs, axis=0))
+        out[k] = torch.as_tensor(np.concatenate(arrs, axis=(axes or {}).get(k, 0)))
     return out
+
+
+def batch_axes(model, items) -> dict[str, int] | None:
+    """The axis each input's samples stack along: 0, unless the model refuses two samples stacked there (a
+    recurrent state (layers, batch, hidden), a time-major sequence); then the first assignment of size-1 axes
+    it runs on. None when it runs on none: one sample per batch."""
+    import itertools
+
+    import torch
+
+    if len(items) < 2:
+        return {}
+    pair = [items[0], items[1]]
+    choices = [[0] + [a for a in range(1, np.ndim(v)) if np.shape(v)[a] == 1] for v in pair[0].values()]
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()  # a probe: no BatchNorm statistics or dropout draws
+    try:
+        for axes in itertools.islice(itertools.product(*choices), 64):
+            feed = dict(zip(pair[0], axes))
+            try:
+                with torch.no_grad():
+                    model(**_stack(pair, feed))
+            except Exception:  # noqa: BLE001 - any refusal of the stacked shapes
+                continue
+            return feed
+        return None
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def model_outputs(out) -> list:
+    """A forward()'s tensors in order: a tensor, a (nested) tuple/list/namedtuple, a dict's values or a
+    dataclass's fields."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        out = [getattr(out, f.name) for f in dataclasses.fields(out)]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in model_outputs(v)]
+    return [out]
 
 
 def _resized_crop(x, gen, scale: tuple[float, float] = (0.2, 1.0), ratio: tuple[float, float] = (0.75, 4 / 3)):
@@ -244,10 +288,9 @@ def _recalibrate_if_better(model, batches, evaluate, current: float) -> int:
 
 
 def first_output(out):
-    """A model's first output: the tensor itself, the first of a tuple/list, or the first value of a dict."""
-    if isinstance(out, (tuple, list)):
-        return out[0]
-    return next(iter(out.values())) if isinstance(out, dict) else out
+    """A model's first output: the tensor itself, the first of a tuple/list, the first value of a dict or the
+    first field of a dataclass."""
+    return model_outputs(out)[0]
 
 
 def train_precision(precision: str) -> str:
@@ -327,6 +370,8 @@ def _loss_fn(task: str, temperature: float):
         if task == "embedding":
             s2, t2 = s.reshape(len(s), -1), t.reshape(len(t), -1)
             return F.mse_loss(s2, t2) * s2.shape[1] + (1 - F.cosine_similarity(s2, t2, dim=1)).mean()
+        if isinstance(s, list):  # every output of a multi-output model (boxes and scores ...), not the first only
+            return sum(F.mse_loss(a.float(), b.float()) for a, b in zip(s, t) if b.is_floating_point())
         return F.mse_loss(s, t)
 
     return loss
@@ -457,6 +502,11 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
         raise DataError(f"distillation needs at least 2 samples, got {len(items)}", hint="give more calibration data")
     if labels is not None and len(labels) != len(items):
         raise DataError(f"{len(labels)} labels for {len(items)} samples")
+    axes = batch_axes(teacher, items)
+    one = axes is None  # no stacked batches at all: training steps and held-out checks take one sample each
+    if one:
+        log("distillation: the model refuses samples stacked on any axis; one sample per step")
+        batch_size, axes = 1, {}
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -464,39 +514,46 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     perm = rng.permutation(len(items))
     n_held = min(max(1, int(round(len(items) * held_out))), 128)
     held_idx, train_idx = perm[:n_held], perm[n_held:]
-    held = _stack([items[i] for i in held_idx])
+    helds = [_stack([items[i]]) for i in held_idx] if one else [_stack([items[i] for i in held_idx], axes)]
     held_y = torch.as_tensor(labels[held_idx]).long() if labels is not None else None
     teacher.eval()
     loss_fn = _loss_fn(task, temperature)
     feature_layers = resolve_feature_layers(student, feature_layers, task)
     feats = _Features(teacher, student, feature_layers) if feature_layers else None
 
+    # what the loss compares: the task's output, or every output of a generic model (boxes and scores ...)
+    pick = (lambda o: [t.float() for t in model_outputs(o)]) if task == "generic" else first_output
     with torch.no_grad():
-        held_t = first_output(teacher(**held))
+        held_ts = [pick(teacher(**h)) for h in helds]
 
     def evaluate() -> tuple[float, float]:
-        """(held-out distillation loss, agreement with the teacher: top-1 or cosine)."""
+        """(held-out distillation loss, agreement with the teacher: top-1 or cosine of the first output)."""
         student.eval()
+        losses, agrees = [], []
         with torch.no_grad():
-            s = first_output(student(**held))
-            loss = float(loss_fn(s, held_t))
-        if task == "classification":
-            agree = float((s.argmax(-1) == held_t.argmax(-1)).float().mean())
-        else:
-            agree = float(torch.nn.functional.cosine_similarity(s.reshape(len(s), -1), held_t.reshape(len(s), -1)).mean())
-        return loss, agree
+            for h, ht in zip(helds, held_ts):
+                s = pick(student(**h))
+                losses.append(float(loss_fn(s, ht)))
+                s, t = (s[0], ht[0]) if isinstance(s, list) else (s, ht)
+                if task == "classification":
+                    agrees.append(float((s.argmax(-1) == t.argmax(-1)).float().mean()))
+                else:
+                    agrees.append(float(torch.nn.functional.cosine_similarity(
+                        s.reshape(len(s), -1), t.reshape(len(s), -1)).mean()))
+        return float(np.mean(losses)), float(np.mean(agrees))
 
     raw_loss, raw_agree = evaluate()
-    calib = [_stack([items[i] for i in train_idx[j:j + max(batch_size, 16)]])
-             for j in range(0, min(len(train_idx), 256), max(batch_size, 16))] if recalibrate else []
+    calib_batch = 1 if one else max(batch_size, 16)
+    calib = [_stack([items[i] for i in train_idx[j:j + calib_batch]], axes)
+             for j in range(0, min(len(train_idx), 256), calib_batch)] if recalibrate else []
     n_bn = _recalibrate_if_better(student, calib, evaluate, raw_loss)
     before, agree_before = evaluate()
     best = (before, {k: v.detach().clone() for k, v in student.state_dict().items()})
     params = list(student.parameters())
     if feats is not None:  # one pass creates the width adapters, so the optimizer sees them from the start
         with torch.no_grad():
-            teacher(**held)
-            student(**held)
+            teacher(**helds[0])
+            student(**helds[0])
             feats.loss()
         params += list(feats.adapters.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -516,7 +573,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
                 if step >= steps:
                     break
                 idx = order[start:start + batch_size]
-                feed = _stack([items[i] for i in idx])
+                feed = _stack([items[i] for i in idx], axes)
                 if augment:
                     feed = _augment(feed, gen)
                 student.train()
@@ -527,8 +584,9 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
                 feed = fast.inputs(feed)
                 with fast.autocast():
                     with torch.no_grad():
-                        t_out = first_output(teacher(**feed)).float()
-                    s_out = first_output(student(**feed)).float()
+                        t_out = pick(teacher(**feed))
+                    s_out = pick(student(**feed))
+                    t_out, s_out = (t_out, s_out) if task == "generic" else (t_out.float(), s_out.float())
                     y = torch.as_tensor(labels[idx]).long() if labels is not None and task == "classification" else None
                     loss = loss_fn(s_out, t_out, y)
                     if feats is not None:
@@ -570,7 +628,8 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     accuracy = None
     if held_y is not None and task == "classification":
         with torch.no_grad():
-            accuracy = float((first_output(student(**held)).argmax(-1) == held_y).float().mean())
+            top1 = torch.cat([first_output(student(**h)).argmax(-1) for h in helds])
+            accuracy = float((top1 == held_y).float().mean())
     report = {
         "task": task, "steps": step, "steps_requested": steps, "early_stopped": stopped,
         "samples_train": int(len(train_idx)), "samples_held_out": int(n_held), "batch_size": batch_size,

@@ -213,6 +213,53 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
     return model, report
 
 
+def _plain(out):
+    """`out` with namedtuples as tuples and dataclasses as dicts of their fields: plain containers a saved
+    program can hold (torch.export cannot serialize a user's namedtuple, and a reload has no class to rebuild)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return {f.name: _plain(getattr(out, f.name)) for f in dataclasses.fields(out)}
+    if isinstance(out, dict):
+        return {k: _plain(v) for k, v in out.items()}
+    if isinstance(out, (tuple, list)):
+        return type(out)(_plain(v) for v in out) if type(out) in (tuple, list) else tuple(_plain(v) for v in out)
+    return out
+
+
+def _has_own_types(out) -> bool:
+    """True when `out` holds a namedtuple or dataclass (anything `_plain` changes)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return True
+    if isinstance(out, dict):
+        return type(out) is not dict or any(_has_own_types(v) for v in out.values())
+    if isinstance(out, (tuple, list)):
+        return type(out) not in (tuple, list) or any(_has_own_types(v) for v in out)
+    return False
+
+
+def _plain_outputs_module(model, names: list[str]):
+    """`model` with `_plain` outputs; forward() states the input `names` (the saved program's input names)."""
+    import inspect
+
+    import torch
+
+    class PlainOutputs(torch.nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            return _plain(self.inner(*args))
+
+    P = inspect.Parameter
+    PlainOutputs.forward.__signature__ = inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD)] + [P(n, P.POSITIONAL_OR_KEYWORD) for n in names])
+    return PlainOutputs(model)
+
+
 def save_pruned(model, example_inputs: dict[str, Any], path, dynamic_axes: dict[str, dict[int, str]] | None = None):
     """Save as a torch.export program (.pt2): reloadable with torch.export.load(path).module(), no code needed.
     Inputs are positional in the order of `example_inputs`; `dynamic_axes` {input: {axis: name}} stay
@@ -225,16 +272,26 @@ def save_pruned(model, example_inputs: dict[str, Any], path, dynamic_axes: dict[
     path = Path(path)
     example_inputs = _to_tensors(example_inputs)
     dyn = None
-    if dynamic_axes:
-        # a dynamic axis of size 1 would be specialized by torch.export: give it 2 in the example
-        for k, axes in dynamic_axes.items():
-            for ax in axes:
-                if k in example_inputs and example_inputs[k].shape[ax] == 1:
-                    example_inputs[k] = torch.cat([example_inputs[k]] * 2, dim=ax)
-        dyn = tuple({ax: torch.export.Dim.AUTO for ax in dynamic_axes.get(k, {})} or None for k in example_inputs)
     was_training = model.training
     model.eval()
-    ep = torch.export.export(model, args=tuple(example_inputs.values()), dynamic_shapes=dyn)
+    if dynamic_axes:
+        # a dynamic axis of size 1 would be specialized by torch.export: give it 2 in the example
+        grown = dict(example_inputs)
+        for k, axes in dynamic_axes.items():
+            for ax in axes:
+                if k in grown and grown[k].shape[ax] == 1:
+                    grown[k] = torch.cat([grown[k]] * 2, dim=ax)
+        try:
+            with torch.no_grad():
+                model(**grown)
+            example_inputs = grown
+            dyn = tuple({ax: torch.export.Dim.AUTO for ax in dynamic_axes.get(k, {})} or None for k in example_inputs)
+        except Exception:  # noqa: BLE001 - the stated axes are not all batch axes (a (layers, batch, hidden) state)
+            log("the model refuses its inputs grown on the stated dynamic axes; the .pt2 keeps the example's shapes")
+    with torch.no_grad():
+        plain = _has_own_types(model(*example_inputs.values()))
+    ep = torch.export.export(_plain_outputs_module(model, list(example_inputs)) if plain else model, args=tuple(example_inputs.values()),
+                             dynamic_shapes=dyn)
     model.train(was_training)
     tmp = path.with_name(f".{path.stem}.tmp.pt2")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,11 @@ def specs_from_overrides(names: list[str], overrides: dict[str, tuple[int, ...]]
 
 def flat_outputs(out) -> list:
     """A forward()'s result as a list of tensors: a tensor, a (nested) tuple/list, or a dict (its values, in
-    order: the ONNX exporter flattens it the same way)."""
+    order: the ONNX exporter flattens it the same way), or a dataclass (its fields)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        out = [getattr(out, f.name) for f in dataclasses.fields(out)]
     if isinstance(out, dict):
         return [t for v in out.values() for t in flat_outputs(v)]
     if isinstance(out, (tuple, list)):
