@@ -461,6 +461,20 @@ class _Features:
             h.remove()
 
 
+def class_labels(labels, classes: int) -> np.ndarray:
+    """`labels` as int64 class indices, checked: one whole number in [0, classes) per sample (cross-entropy
+    raised IndexError / 'multi-target not supported' mid-training, an internal error)."""
+    arr = np.asarray(labels)
+    hint = f"give one class index 0..{classes - 1} per sample under the 'labels' key"
+    if arr.ndim != 1:
+        raise DataError(f"labels have shape {arr.shape}; a classifier needs one class index per sample", hint=hint)
+    if arr.dtype.kind not in "iub" and not (arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+        raise DataError(f"labels are {arr.dtype} values, not class indices", hint=hint)
+    if len(arr) and (arr.min() < 0 or arr.max() >= classes):
+        raise DataError(f"labels range over {arr.min():g}..{arr.max():g}, but the model has {classes} classes", hint=hint)
+    return arr.astype(np.int64)
+
+
 def default_lr(task: str) -> float:
     """AdamW learning rate when none is given: 1e-3 for classifiers (small CNNs such as mnist_cnn recover
     fastest there), 1e-4 for embedding and other models, mostly pretrained transformers: zoo:minilm pruned
@@ -515,7 +529,6 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     n_held = min(max(1, int(round(len(items) * held_out))), 128)
     held_idx, train_idx = perm[:n_held], perm[n_held:]
     helds = [_stack([items[i]]) for i in held_idx] if one else [_stack([items[i] for i in held_idx], axes)]
-    held_y = torch.as_tensor(labels[held_idx]).long() if labels is not None else None
     teacher.eval()
     loss_fn = _loss_fn(task, temperature)
     feature_layers = resolve_feature_layers(student, feature_layers, task)
@@ -525,6 +538,11 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     pick = (lambda o: [t.float() for t in model_outputs(o)]) if task == "generic" else first_output
     with torch.no_grad():
         held_ts = [pick(teacher(**h)) for h in helds]
+    if task != "classification":
+        labels = None  # the teacher's outputs are the targets; labels only add a classifier's cross-entropy
+    elif labels is not None:
+        labels = class_labels(labels, int(held_ts[0].shape[-1]))
+    held_y = torch.as_tensor(labels[held_idx]) if labels is not None else None
 
     def evaluate() -> tuple[float, float]:
         """(held-out distillation loss, agreement with the teacher: top-1 or cosine of the first output)."""
@@ -587,7 +605,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
                         t_out = pick(teacher(**feed))
                     s_out = pick(student(**feed))
                     t_out, s_out = (t_out, s_out) if task == "generic" else (t_out.float(), s_out.float())
-                    y = torch.as_tensor(labels[idx]).long() if labels is not None and task == "classification" else None
+                    y = torch.as_tensor(labels[idx]) if labels is not None else None
                     loss = loss_fn(s_out, t_out, y)
                     if feats is not None:
                         loss = loss + feature_weight * feats.loss()

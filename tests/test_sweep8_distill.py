@@ -177,3 +177,19 @@ def test_namedtuple_and_dataclass_outputs_are_distilled_and_saved(tmp_path, monk
     got = list(got.values()) if isinstance(got, dict) else list(got)
     for g, r in zip(got, (ref.logits, ref.feat)):
         torch.testing.assert_close(g, r)
+
+
+@pytest.mark.parametrize("labels, match", [(np.arange(64) % 7, "range over 0..6, but the model has 5 classes"),
+                                           (np.linspace(0, 1, 64), "not class indices"),
+                                           (np.zeros((64, 2), np.int64), "one class index per sample")])
+def test_labels_that_are_not_class_indices_are_bad_input(labels, match) -> None:
+    """Out-of-range, fractional or 2-D labels reached cross-entropy mid-training: an internal error (exit 1,
+    'IndexError: Target 14 is out of bounds', 'multi-target not supported')."""
+    from edgekit.errors import DataError
+
+    torch.manual_seed(0)
+    teacher = _OptionalArgs().eval()
+    with pytest.raises(DataError, match=match):
+        distill(teacher, copy.deepcopy(teacher), _vectors(labels=labels), steps=5, batch_size=16, augment=False)
+    rep = distill(teacher, copy.deepcopy(teacher), _vectors(labels=np.arange(64) % 5 * 1.0), steps=5, batch_size=16)
+    assert 0.0 <= rep["held_out_accuracy_after"] <= 1.0  # whole-number float labels are class indices
