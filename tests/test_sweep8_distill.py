@@ -193,3 +193,37 @@ def test_labels_that_are_not_class_indices_are_bad_input(labels, match) -> None:
         distill(teacher, copy.deepcopy(teacher), _vectors(labels=labels), steps=5, batch_size=16, augment=False)
     rep = distill(teacher, copy.deepcopy(teacher), _vectors(labels=np.arange(64) % 5 * 1.0), steps=5, batch_size=16)
     assert 0.0 <= rep["held_out_accuracy_after"] <= 1.0  # whole-number float labels are class indices
+
+
+def optional_args_model() -> nn.Module:
+    torch.manual_seed(0)
+    return _OptionalArgs().eval()
+
+
+def test_cli_train_data_is_distilled_on_and_calibration_prunes(tmp_path, monkeypatch) -> None:
+    """`--calibration A --train-data B` silently dropped A (B did both); the report names both, the distillation
+    split covers B, and the same seed writes the same .pt2 bytes."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    rng = np.random.default_rng(0)
+    calib, train = tmp_path / "calib.npz", tmp_path / "train.npz"
+    np.savez(calib, x=rng.standard_normal((24, 16)).astype(np.float32))
+    np.savez(train, x=rng.standard_normal((50, 16)).astype(np.float32))
+    outs = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        outs.append(tmp_path / run / "m.pt2")
+        res = CliRunner().invoke(cli, ["distill", "test_sweep8_distill:optional_args_model", "--input-shape", "x=1x16",
+                                       "--calibration", str(calib), "--train-data", str(train), "--prune-macs", "0.4",
+                                       "--distill-steps", "6", "--batch-size", "16", "--seed", "3", "-o", str(outs[-1]),
+                                       "--json"])
+        assert res.exit_code == 0, res.output
+        rep = json.loads(res.stdout)
+        assert (rep["data"], rep["train_data"]) == (str(calib), str(train))
+        assert rep["distill"]["samples_train"] + rep["distill"]["samples_held_out"] == 50
+    assert outs[0].read_bytes() == outs[1].read_bytes()

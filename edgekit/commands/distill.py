@@ -59,7 +59,7 @@ def distill(model: str, output: str, prune: float | None, prune_macs: float | No
 
     result = prune_and_distill(
         model, Path(output), prune=prune, prune_macs=prune_macs, exclude=prune_exclude, round_to=round_to,
-        importance=importance, allocation=allocation, distill_steps=distill_steps, data=train_data or calibration,
+        importance=importance, allocation=allocation, distill_steps=distill_steps, data=calibration, train_data=train_data,
         batch_size=batch_size, lr=lr, temperature=temperature, feature_layers=list(feature_layers),
         augment=not no_augment, train_precision=train_precision, reconstruct=not no_reconstruct, input_shapes=parse_input_shapes(input_shapes), weights=weights, seed=seed)
     if as_json:

@@ -68,10 +68,12 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
                              distill_steps: int = 0, batch_size: int = 32, lr: float | None = None,
                              temperature: float = 4.0, feature_layers: list[str] | None = None,
                              augment: bool = True, seed: int = 0, reconstruct: bool = True,
-                             layout_target: Any = None, train_precision: str = "auto") -> tuple[Any, dict[str, Any]]:
+                             layout_target: Any = None, train_precision: str = "auto",
+                             train_samples=None) -> tuple[Any, dict[str, Any]]:
     """-> (student module, report). `lm` is a LoadedModel with a torch module (the teacher, unchanged);
     `samples` a SampleSet (needed for distillation, taylor/variance importance and reconstruction:
-    with real samples, the layers after the pruned channels are refitted by least squares)."""
+    with real samples, the layers after the pruned channels are refitted by least squares); `train_samples`,
+    when given, the distillation data instead of `samples`."""
     import torch
 
     from edgekit.distill import distill
@@ -80,7 +82,8 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
     if lm.module is None:
         raise UsageError(f"pruning and distillation need a torch model; {lm.name} is {lm.kind.upper()}",
                          hint="give the PyTorch source (pkg.module:fn or zoo:NAME) instead of the ONNX file")
-    if distill_steps and samples is None:
+    train_samples = samples if train_samples is None else train_samples
+    if distill_steps and train_samples is None:
         raise DataError("distillation needs unlabeled samples", hint="pass --calibration DATA (or --train-data)")
     pruning = prune is not None or prune_macs is not None
     if lm.kind in COMPILED:
@@ -110,7 +113,7 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
         student = copy.deepcopy(teacher)
     if distill_steps:
         report["distill"] = distill(
-            teacher, student, samples, steps=distill_steps, task=lm.task if lm.task in ("classification", "embedding")
+            teacher, student, train_samples, steps=distill_steps, task=lm.task if lm.task in ("classification", "embedding")
             else "generic", lr=lr, temperature=temperature, batch_size=batch_size, seed=seed,
             feature_layers=feature_layers or None, augment=augment, precision=train_precision)
     student.eval()
@@ -119,9 +122,10 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
     return student, report
 
 
-def prune_and_distill(spec: str, output: Path, *, data: str | None = None, input_shapes=None, weights=None,
-                      **kw: Any) -> dict[str, Any]:
-    """Load `spec`, prune/distill, save `output` (.pt2). Returns the JSON report."""
+def prune_and_distill(spec: str, output: Path, *, data: str | None = None, train_data: str | None = None,
+                      input_shapes=None, weights=None, **kw: Any) -> dict[str, Any]:
+    """Load `spec`, prune/distill, save `output` (.pt2). Returns the JSON report. `data` calibrates pruning,
+    `train_data` is distilled on; either defaults to the other, then to the model's shipped set."""
     from edgekit.data import load_samples
     from edgekit.prune import save_pruned
     from edgekit.sources import load_model
@@ -136,10 +140,12 @@ def prune_and_distill(spec: str, output: Path, *, data: str | None = None, input
     if kw.get("prune") is None and kw.get("prune_macs") is None and not kw.get("distill_steps"):
         raise UsageError("nothing to do", hint="give --prune R, --prune-macs R and/or --distill-steps N")
     lm = load_model(spec, weights=Path(weights) if weights else None, input_shapes=input_shapes or None)
-    data = data or lm.calibration
+    data = data or train_data or lm.calibration
+    train_data = train_data or data
     samples = load_samples(data, lm.inputs) if data else None
-    student, report = prune_and_distill_loaded(lm, samples, **kw)
+    train = load_samples(train_data, lm.inputs) if train_data and train_data != data else samples
+    student, report = prune_and_distill_loaded(lm, samples, train_samples=train, **kw)
     example = _example(samples, lm.inputs, lm.module)
     save_pruned(student, example, output, dynamic_axes=lm.dynamic_axes)
-    report.update(output=str(output), size_bytes=output.stat().st_size, data=data)
+    report.update(output=str(output), size_bytes=output.stat().st_size, data=data, train_data=train_data)
     return report
