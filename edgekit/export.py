@@ -81,6 +81,7 @@ def _traceable(module, args: tuple):
     would make them graph inputs nothing feeds), or it returns a dict / nested sequence: then exactly the
     inputs are traced and the result is one flat tuple, in the order sources.torch_common.flat_outputs
     gives. TorchScript modules are left as they are (a dict result there stays an export error)."""
+    import dataclasses
     import inspect
 
     import torch
@@ -96,7 +97,8 @@ def _traceable(module, args: tuple):
     with torch.no_grad():
         out = module(*args)
     nested = isinstance(out, dict) or (isinstance(out, (tuple, list)) and
-                                       any(isinstance(o, (dict, tuple, list)) for o in out))
+                                       any(isinstance(o, (dict, tuple, list)) for o in out)) \
+        or (dataclasses.is_dataclass(out) and not isinstance(out, type))  # the exporter refuses a dataclass
     if not (extra or nested) or isinstance(module, torch.jit.ScriptModule):
         return module  # a TorchScript module cannot be traced from inside a Python wrapper
 

@@ -227,3 +227,18 @@ def test_cli_train_data_is_distilled_on_and_calibration_prunes(tmp_path, monkeyp
         assert (rep["data"], rep["train_data"]) == (str(calib), str(train))
         assert rep["distill"]["samples_train"] + rep["distill"]["samples_held_out"] == 50
     assert outs[0].read_bytes() == outs[1].read_bytes()
+
+
+def test_convert_distills_and_exports_a_dataclass_output(tmp_path, monkeypatch) -> None:
+    """The ONNX export refused a dataclass result (exit 2, 'Only tuples, lists and Variables are supported as JIT
+    inputs/outputs ... received Out'); it is flattened to its fields like a dict."""
+    from edgekit import api
+    from edgekit.sources import parse_input_shapes
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    npz = tmp_path / "v.npz"
+    np.savez(npz, x=np.random.default_rng(0).standard_normal((40, 16)).astype(np.float32))
+    result = api.convert("test_sweep8_distill:dataclass_model", ["onnxruntime"], tmp_path / "out",
+                         input_shapes=parse_input_shapes(["x=1x16"]), calibration=str(npz), distill_steps=5)
+    assert result["artifacts"][0]["verification"]["passed"]
+    assert result["prune"]["distill"]["steps"] == 5
