@@ -483,6 +483,22 @@ def default_lr(task: str) -> float:
     return 1e-3 if task == "classification" else 1e-4
 
 
+def check_settings(steps: int, batch_size: int, lr: float | None, temperature: float, task: str,
+                   samples=None) -> float:
+    """Refuse bad distillation settings (and a sample set of fewer than 2) before any work; returns the learning
+    rate (`default_lr` when None). Callers that prune first call it before pruning."""
+    if task not in TASKS:
+        raise UsageError(f"unknown distillation task '{task}'", hint=f"choose one of: {', '.join(TASKS)}")
+    lr = default_lr(task) if lr is None else lr
+    if steps < 1 or batch_size < 1:
+        raise UsageError(f"--distill-steps and batch size must be positive (got {steps}, {batch_size})")
+    if not (lr > 0 and temperature > 0):  # lr -1 crashed in the optimizer; temperature 0 trained on NaN losses
+        raise UsageError(f"--lr and --temperature must be positive (got {lr}, {temperature})")
+    if samples is not None and hasattr(samples, "__len__") and len(samples) < 2:
+        raise DataError(f"distillation needs at least 2 samples, got {len(samples)}", hint="give more calibration data")
+    return lr
+
+
 def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps: int = 300,
             task: str = "classification", lr: float | None = None, temperature: float = 4.0, batch_size: int = 32,
             seed: int = 0, feature_layers: list[str] | None = None, labels: np.ndarray | None = None,
@@ -503,13 +519,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     fp32): faster, less exact (see `train_precision`)."""
     import torch
 
-    if task not in TASKS:
-        raise UsageError(f"unknown distillation task '{task}'", hint=f"choose one of: {', '.join(TASKS)}")
-    lr = default_lr(task) if lr is None else lr
-    if steps < 1 or batch_size < 1:
-        raise UsageError(f"--distill-steps and batch size must be positive (got {steps}, {batch_size})")
-    if not (lr > 0 and temperature > 0):  # lr -1 crashed in the optimizer; temperature 0 trained on NaN losses
-        raise UsageError(f"--lr and --temperature must be positive (got {lr}, {temperature})")
+    lr = check_settings(steps, batch_size, lr, temperature, task)
     items, set_labels = _materialize(samples)
     labels = set_labels if labels is None else np.asarray(labels)
     if len(items) < 2:

@@ -242,3 +242,28 @@ def test_convert_distills_and_exports_a_dataclass_output(tmp_path, monkeypatch) 
                          input_shapes=parse_input_shapes(["x=1x16"]), calibration=str(npz), distill_steps=5)
     assert result["artifacts"][0]["verification"]["passed"]
     assert result["prune"]["distill"]["steps"] == 5
+
+
+@pytest.mark.parametrize("kw, data_n, match", [({"lr": -1.0}, 40, "must be positive"),
+                                               ({"distill_steps": -3}, 40, "must be positive"),
+                                               ({}, 1, "at least 2 samples")])
+def test_bad_distillation_settings_are_refused_before_pruning(tmp_path, monkeypatch, kw, data_n, match) -> None:
+    """A negative lr or step count, or a 1-sample set, was refused only after the whole pruning run (minutes of
+    sensitivity measurements on a real model)."""
+    import edgekit.prune
+    from edgekit.errors import EdgekitError
+    from edgekit.prune.run import prune_and_distill
+    from edgekit.sources import parse_input_shapes
+
+    def no_pruning(*a, **k):
+        raise AssertionError("pruned before the settings were checked")
+
+    monkeypatch.setattr(edgekit.prune, "prune_model", no_pruning)
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    npz = tmp_path / "v.npz"
+    np.savez(npz, x=np.random.default_rng(0).standard_normal((data_n, 16)).astype(np.float32))
+    with pytest.raises(EdgekitError, match=match):
+        prune_and_distill("test_sweep8_distill:optional_args_model", tmp_path / "m.pt2", data=str(npz),
+                          input_shapes=parse_input_shapes(["x=1x16"]), prune_macs=0.4,
+                          **{"distill_steps": 5, **kw})
+    assert not (tmp_path / "m.pt2").exists()

@@ -76,7 +76,7 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
     when given, the distillation data instead of `samples`."""
     import torch
 
-    from edgekit.distill import distill
+    from edgekit.distill import check_settings, distill
     from edgekit.prune import count_macs, count_params, prune_model
 
     if lm.module is None:
@@ -92,6 +92,9 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
             f"{what} needs the model's torch.nn layers; {lm.name} is a {COMPILED[lm.kind]}, a compiled graph "
             "without them", hint="pass the Python factory that builds the model (pkg.module:fn --weights "
             "state_dict.safetensors), or convert without --prune / --prune-macs / --distill-steps")
+    task = lm.task if lm.task in ("classification", "embedding") else "generic"
+    if distill_steps:  # bad settings or too few samples: refused before pruning, not after it
+        check_settings(distill_steps, batch_size, lr, temperature, task, train_samples)
     torch.manual_seed(seed)
     teacher = lm.module.eval()
     example = _example(samples, lm.inputs, lm.module)
@@ -113,8 +116,7 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
         student = copy.deepcopy(teacher)
     if distill_steps:
         report["distill"] = distill(
-            teacher, student, train_samples, steps=distill_steps, task=lm.task if lm.task in ("classification", "embedding")
-            else "generic", lr=lr, temperature=temperature, batch_size=batch_size, seed=seed,
+            teacher, student, train_samples, steps=distill_steps, task=task, lr=lr, temperature=temperature, batch_size=batch_size, seed=seed,
             feature_layers=feature_layers or None, augment=augment, precision=train_precision)
     student.eval()
     report.update(params_before=count_params(teacher), params_after=count_params(student),
