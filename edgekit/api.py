@@ -17,7 +17,7 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
             allocation: str = "auto", layout_by_latency: bool = False,
             distill_steps: int = 0, max_drop: float | None = None, eval_data: str | None = None,
             int8_finetune: int | None = None, fallback_order: str = "e2e", profile: str | None = None,
-            name: str | None = None, seed: int = 0) -> dict[str, Any]:
+            name: str | None = None, seed: int = 0, task: str = "auto") -> dict[str, Any]:
     """Convert `model` into verified artifacts for each target; returns the JSON-able result.
 
     Raises an EdgekitError subclass (each carries its exit code) on bad input, failed verification,
@@ -44,6 +44,10 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
         raise UsageError(f"unknown --fallback-order '{fallback_order}'", hint=f"use one of {', '.join(ORDERS)}")
     if int8_finetune is not None and int8_finetune < 0:
         raise UsageError(f"--int8-finetune must be 0 or more steps, got {int8_finetune}")
+    from edgekit.distill import TASK_CHOICES
+
+    if task not in TASK_CHOICES:
+        raise UsageError(f"unknown --task '{task}'", hint=f"use one of {', '.join(TASK_CHOICES)}")
     if io_layout not in ("nchw", "nhwc"):
         raise UsageError(f"unknown --io-layout '{io_layout}'", hint="use nchw or nhwc")
     if io_dtype not in ("float", "int8"):
@@ -74,7 +78,7 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
               prune_exclude=tuple(prune_exclude), round_to=round_to, importance=importance, allocation=allocation,
               layout_by_latency=layout_by_latency,
               distill_steps=distill_steps, max_drop=max_drop, eval_data=eval_data, profile=profile,
-              int8_finetune=int8_finetune, fallback_order=fallback_order, name=name, seed=seed)
+              int8_finetune=int8_finetune, fallback_order=fallback_order, name=name, seed=seed, task=task)
     return run(job)
 
 

@@ -23,6 +23,11 @@ from edgekit.errors import DataError, UsageError
 from edgekit.progress import Progress, log
 
 TASKS = ("classification", "embedding", "generic")
+# --task: "auto" takes the source's own (a zoo model's, else classification for one (N, C) output, else generic)
+TASK_CHOICES = ("auto", *TASKS)
+TASK_HELP = ("What the model's outputs are, for verification, --max-drop and distillation: classification (top-1 "
+             "agreement; KL on logits), embedding (cosine), generic (error, cosine); auto: a zoo model's own, "
+             "classification for a single (N, C) output, else generic.")
 
 
 MATERIALIZE_MAX = 4096  # larger sample sets (e.g. fresh generated crops, one per training image) are read lazily

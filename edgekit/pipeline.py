@@ -53,6 +53,7 @@ class Job:
     profile: str | None = None
     name: str | None = None
     seed: int = 0
+    task: str = "auto"  # what the outputs are: auto | classification | embedding | generic (distill.TASKS)
 
 
 @dataclass
@@ -80,6 +81,8 @@ def stage_load(st: State) -> None:
     st.model = load_model(st.job.model, weights=st.job.weights, input_shapes=st.job.input_shapes)
     if st.job.name:
         st.model.name = st.job.name
+    if st.job.task != "auto":  # judged (verification, --max-drop, distillation) as the user says, not as guessed
+        st.model.task = st.job.task
     m = st.model
     st.info["model"] = {
         "name": m.name, "kind": m.kind, "task": m.task,

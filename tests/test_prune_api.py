@@ -265,3 +265,27 @@ def test_timed_layouts_keep_the_most_accurate_near_fastest_one() -> None:
     calls.clear()
     times.update({(1,): [1.2, 1.2], (2,): [1.0, 1.0]})
     assert near_fastest([(1,), (2,), (3,)], measure) == (3,)  # nothing else within 5% of 0.90
+
+
+def test_task_option_overrides_the_guess(invoke, tmp_path) -> None:
+    """A single (N, C) output is guessed to be a classifier; --task embedding makes verification (and --max-drop,
+    distillation) judge it as an embedding: cosine, no top-1 agreement. A bad --task is a usage error."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(8, 16)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["emb"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("emb", TensorProto.FLOAT, [1, 16])], [w])
+    src = tmp_path / "emb.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    guessed = invoke("convert", str(src), "-t", "onnxruntime", "-o", str(tmp_path / "a"), "--json")
+    assert guessed.returncode == 0, guessed.stderr
+    assert guessed.json()["model"]["task"] == "classification"
+    assert guessed.json()["artifacts"][0]["verification"]["top1_agreement"] is not None
+    told = invoke("convert", str(src), "-t", "onnxruntime", "--task", "embedding", "-o", str(tmp_path / "b"), "--json")
+    assert told.returncode == 0, told.stderr
+    assert told.json()["model"]["task"] == "embedding"
+    assert told.json()["artifacts"][0]["verification"]["top1_agreement"] is None
+    bad = invoke("convert", str(src), "-t", "onnxruntime", "--task", "detection", "-o", str(tmp_path / "c"))
+    assert bad.returncode == 2 and not (tmp_path / "c").exists()

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.distill import TASK_CHOICES
 from edgekit.errors import ConfigError, UsageError
 from edgekit.prune import ALLOCATION_CHOICES, IMPORTANCE_CHOICES
 from edgekit.toml_compat import toml
@@ -183,6 +184,7 @@ MODEL_KEYS: dict[str, Key] = {
     "allocation": Key(_choice(*ALLOCATION_CHOICES), f"pruning allocation: {' | '.join(ALLOCATION_CHOICES)}"),
     "layout_by_latency": Key(_bool, "choose the pruned channel layout by latency measured on the first target"),
     "distill_steps": Key(_int(0), "distillation steps after pruning"),
+    "task": Key(_choice(*TASK_CHOICES), f"what the outputs are: {' | '.join(TASK_CHOICES)} (default auto)"),
     "int8_finetune": Key(_int(0), "end-to-end int8 fine-tuning steps (default: the target's, 0)"),
     "io_layout": Key(_choice("nchw", "nhwc"), "nchw | nhwc"),
     "io_dtype": Key(_choice("float", "int8"), "float | int8"),

@@ -99,7 +99,8 @@ def _convert(model: ModelConfig, targets: list[str], outdir: Path) -> dict[str, 
         allocation=o.get("allocation", "auto"), layout_by_latency=o.get("layout_by_latency", False),
         distill_steps=o.get("distill_steps", 0), max_drop=o.get("max_accuracy_drop"),
         fallback_order=o.get("fallback_order", "e2e"),
-        int8_finetune=o.get("int8_finetune"), eval_data=o.get("eval_data"), name=model.name, seed=o.get("seed", 0))
+        int8_finetune=o.get("int8_finetune"), eval_data=o.get("eval_data"), name=model.name, seed=o.get("seed", 0),
+        task=o.get("task", "auto"))
 
 
 def _entry_for(model: ModelConfig, item: Item, art: dict[str, Any], result: dict[str, Any]) -> tuple[list[Path], dict]:

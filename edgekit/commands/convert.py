@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgekit.commands._common import emit_json, handle_errors, json_option
+from edgekit.distill import TASK_CHOICES, TASK_HELP
 from edgekit.prune import ALLOCATION_CHOICES, IMPORTANCE_CHOICES
 
 
@@ -54,6 +55,7 @@ from edgekit.prune import ALLOCATION_CHOICES, IMPORTANCE_CHOICES
 @click.option("--profile", "profile_device", help="Profile every artifact on this device (local, profile, ssh://, adb:).")
 @click.option("--name", help="Base name of the artifacts (default: the model's).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed (sample picks, synthetic inputs).")
+@click.option("--task", type=click.Choice(TASK_CHOICES), default="auto", show_default=True, help=TASK_HELP)
 @click.option("--no-verify", is_flag=True, help="Keep artifacts without checking them against the source model.")
 @click.option("--verbose", "-v", is_flag=True, help="More progress detail.")
 @json_option
@@ -63,7 +65,7 @@ def convert(model: str, targets: tuple[str, ...], outdir: str, precision: str | 
             calibration_method: str | None, max_drop: float | None, fallback_order: str, int8_finetune: int | None, eval_data: str | None, prune: float | None,
             prune_macs: float | None, prune_exclude: tuple[str, ...], round_to: int, importance: str, allocation: str, layout_by_latency: bool,
             distill_steps: int, io_layout: str, io_dtype: str, profile_device: str | None, name: str | None,
-            seed: int, no_verify: bool, verbose: bool, as_json: bool) -> None:
+            seed: int, task: str, no_verify: bool, verbose: bool, as_json: bool) -> None:
     """Convert MODEL into verified artifacts for each --target.
 
     MODEL is an .onnx file, a torch.export .pt2, a TorchScript file, a factory pkg.module:fn
@@ -86,7 +88,7 @@ def convert(model: str, targets: tuple[str, ...], outdir: str, precision: str | 
         layout_by_latency=layout_by_latency,
         distill_steps=distill_steps, max_drop=max_drop, eval_data=eval_data, int8_finetune=int8_finetune,
         fallback_order=fallback_order, profile=profile_device, name=name,
-        seed=seed,
+        seed=seed, task=task,
     )
     if as_json:
         emit_json(result)

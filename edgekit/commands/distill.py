@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgekit.commands._common import emit_json, handle_errors, json_option
+from edgekit.distill import TASK_CHOICES, TASK_HELP
 from edgekit.prune import ALLOCATION_CHOICES, IMPORTANCE_CHOICES
 
 
@@ -38,12 +39,13 @@ from edgekit.prune import ALLOCATION_CHOICES, IMPORTANCE_CHOICES
 @click.option("--input-shape", "input_shapes", multiple=True, help="name=1x3x224x224 (repeatable); name=1x128:int64 for integer inputs.")
 @click.option("--weights", type=click.Path(), help="state_dict for a factory pkg.module:fn model.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed (training, sample picks).")
+@click.option("--task", type=click.Choice(TASK_CHOICES), default="auto", show_default=True, help=TASK_HELP)
 @json_option
 @handle_errors
 def distill(model: str, output: str, prune: float | None, prune_macs: float | None, prune_exclude: tuple[str, ...],
             round_to: int, importance: str, allocation: str, no_reconstruct: bool, distill_steps: int, calibration: str | None,
             train_data: str | None, batch_size: int, lr: float | None, temperature: float, feature_layers: tuple[str, ...],
-            no_augment: bool, train_precision: str, input_shapes: tuple[str, ...], weights: str | None, seed: int, as_json: bool) -> None:
+            no_augment: bool, train_precision: str, input_shapes: tuple[str, ...], weights: str | None, seed: int, task: str, as_json: bool) -> None:
     """Prune MODEL (a torch model: .pt2, TorchScript-free factory pkg.module:fn, or zoo:NAME) and recover it
     by distilling from the original on unlabeled data. Writes a torch.export program (-o OUT.pt2).
 
@@ -61,7 +63,8 @@ def distill(model: str, output: str, prune: float | None, prune_macs: float | No
         model, Path(output), prune=prune, prune_macs=prune_macs, exclude=prune_exclude, round_to=round_to,
         importance=importance, allocation=allocation, distill_steps=distill_steps, data=calibration, train_data=train_data,
         batch_size=batch_size, lr=lr, temperature=temperature, feature_layers=list(feature_layers),
-        augment=not no_augment, train_precision=train_precision, reconstruct=not no_reconstruct, input_shapes=parse_input_shapes(input_shapes), weights=weights, seed=seed)
+        augment=not no_augment, train_precision=train_precision, reconstruct=not no_reconstruct, input_shapes=parse_input_shapes(input_shapes), weights=weights, seed=seed,
+        task=task)
     if as_json:
         emit_json(result)
         return

@@ -125,7 +125,7 @@ def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, pr
 
 
 def prune_and_distill(spec: str, output: Path, *, data: str | None = None, train_data: str | None = None,
-                      input_shapes=None, weights=None, **kw: Any) -> dict[str, Any]:
+                      input_shapes=None, weights=None, task: str = "auto", **kw: Any) -> dict[str, Any]:
     """Load `spec`, prune/distill, save `output` (.pt2). Returns the JSON report. `data` calibrates pruning,
     `train_data` is distilled on; either defaults to the other, then to the model's shipped set."""
     from edgekit.data import load_samples
@@ -142,6 +142,8 @@ def prune_and_distill(spec: str, output: Path, *, data: str | None = None, train
     if kw.get("prune") is None and kw.get("prune_macs") is None and not kw.get("distill_steps"):
         raise UsageError("nothing to do", hint="give --prune R, --prune-macs R and/or --distill-steps N")
     lm = load_model(spec, weights=Path(weights) if weights else None, input_shapes=input_shapes or None)
+    if task != "auto":  # the loss and the held-out figure follow what the outputs are, not the guess
+        lm.task = task
     data = data or train_data or lm.calibration
     train_data = train_data or data
     samples = load_samples(data, lm.inputs) if data else None
