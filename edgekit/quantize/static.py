@@ -158,7 +158,7 @@ class Calibrated:
         qdq.write_qdq(self.prepared, path, self.ranges, self.scheme, self.op_types,
                       exclude=self.float_nodes(list(float_layers)))
         if self.scheme.float_outputs:
-            qdq.float_outputs(path)
+            qdq.float_outputs(path, self.prepared)
         if self.means:
             self.corrected = bias_correction.correct(path, self.model, self.means)
         if self.rounding is not None:
