@@ -20,6 +20,7 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
     import openvino as ov
 
     from edgekit.backends.openvino_compat import frontend_input
+    from edgekit.backends.openvino_rnn import runtime_lens_to_tensor_iterator
     from edgekit.backends.openvino_size import share_constants
 
     xml = artifact_path(out_stem, ".xml")
@@ -29,6 +30,7 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
             model = ov.convert_model(str(src))
         except Exception as exc:  # noqa: BLE001
             raise unsupported("OpenVINO", onnx_path, str(exc)) from exc
+        runtime_lens_to_tensor_iterator(model)  # the CPU plugin ignores such seq_lengths at dynamic shapes
         share_constants(model)
         ov.save_model(model, str(raw), compress_to_fp16=bool(target.runtime.get("compress_to_fp16", False)))
     final = ov.Core().read_model(str(raw))  # as saved: constants folded, weights compressed if asked
