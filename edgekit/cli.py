@@ -109,7 +109,7 @@ def cli() -> None:
     \b
     Quick start:
       edgekit convert zoo:mnist_cnn --target onnxruntime --target openvino -o out/
-      edgekit profile out/mnist_cnn.onnx --json
+      edgekit profile out/mnist_cnn.onnxruntime.onnx --json
     """
 
 

@@ -1,0 +1,47 @@
+"""Audit of user-facing claims: the commands the README and `edgekit --help` show run as written, and
+write the files they say they write."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _edgekit(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "true"}
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _first_screen_convert() -> list[str]:
+    """Command 1 of the README's first code block, after its `pip install ... &&` steps."""
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    line = next(x for x in block.splitlines() if "edgekit convert" in x)
+    return shlex.split(line.split("&&")[-1])
+
+
+def test_readme_first_command_and_help_quick_start(tmp_path):
+    cmd = _first_screen_convert()
+    assert cmd[:2] == ["edgekit", "convert"]
+    r = _edgekit(cmd[1:], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # the files the README says command 1 writes
+    written = re.search(r"Command 1 writes (.*?)\(full int8", (ROOT / "README.md").read_text(), re.S).group(1)
+    for name in re.findall(r"`(out/[^`]+)`", written):
+        base = name.split("/.")[0] if "/." in name else name  # `out/x.openvino.xml/.bin`
+        assert (tmp_path / base).is_file(), name
+        if base.endswith(".xml"):
+            assert (tmp_path / base).with_suffix(".bin").is_file()
+    # `edgekit --help`'s quick start profiles a file that its convert line wrote
+    from edgekit.cli import cli
+
+    quick = [ln.strip() for ln in cli.__doc__.split("Quick start:")[1].splitlines() if ln.strip()]
+    profile = shlex.split(next(ln for ln in quick if ln.startswith("edgekit profile")))
+    r = _edgekit([*profile[1:2], *profile[2:], "--runs", "3", "--warmup", "1"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["artifact"].endswith(profile[2].split("/")[-1])
