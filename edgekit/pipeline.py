@@ -155,12 +155,17 @@ def stage_export(st: State) -> None:
         import onnx
 
         from edgekit.export import explicit_conv_pads
-        from edgekit.sources.onnx_file import topo_sort
+        from edgekit.sources.onnx_file import topo_sort, unique_node_names
 
         model = onnx.load(str(m.onnx_path), load_external_data=True)
         topo_sort(model)
+        rewrites = []
         if explicit_conv_pads(model):  # auto_pad SAME with a dilation: ONNX Runtime refuses to run it
-            m.meta["hub_rewrites"] = "Conv auto_pad SAME written as explicit pads"
+            rewrites.append("Conv auto_pad SAME written as explicit pads")
+        if unique_node_names(model):  # ONNX Runtime refuses two nodes of one name
+            rewrites.append("repeated node names made unique")
+        if rewrites:
+            m.meta["hub_rewrites"] = "; ".join(rewrites)
         onnx.save(model, str(st.hub))  # one self-contained file (weights inline) when under 2 GB
     st.info["model"]["onnx_size_bytes"] = st.hub.stat().st_size
 

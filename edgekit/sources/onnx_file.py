@@ -77,6 +77,27 @@ def topo_sort(model) -> bool:
     return True
 
 
+def unique_node_names(model) -> int:
+    """Rename nodes whose name another node of the graph already has (`name_1`, ...; some exporters and hand-made
+    graphs repeat them): ONNX Runtime refuses such a model ('two nodes with same node name'), the ONNX checker
+    does not. Unnamed nodes stay unnamed. Returns how many were renamed."""
+    seen = {n.name for n in model.graph.node}
+    taken: set[str] = set()
+    renamed = 0
+    for node in model.graph.node:
+        if not node.name:
+            continue
+        if node.name in taken:
+            k = 1
+            while f"{node.name}_{k}" in seen:
+                k += 1
+            node.name = f"{node.name}_{k}"
+            seen.add(node.name)
+            renamed += 1
+        taken.add(node.name)
+    return renamed
+
+
 def graph_inputs(model) -> list[InputSpec]:
     inits = {i.name for i in model.graph.initializer}
     specs = []
