@@ -12,8 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _edgekit(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "true"}
+def _edgekit(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "true", **env}
     return subprocess.run([sys.executable, "-m", "edgekit", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -45,3 +45,20 @@ def test_readme_first_command_and_help_quick_start(tmp_path):
     r = _edgekit([*profile[1:2], *profile[2:], "--runs", "3", "--warmup", "1"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["artifact"].endswith(profile[2].split("/")[-1])
+
+
+def test_gradle_example_command_and_manifest_io(tmp_path):
+    """The Exec task of examples/android runs `edgekit build --config ... --output ... --target tflite`;
+    the manifest says what examples/README.md says the app reads: NCHW float I/O, quantization null."""
+    gradle = (ROOT / "examples/android/app/build.gradle.kts").read_text()
+    assert '"build", "--config", edgekitConfig.path, "--output"' in gradle and '"--target", "tflite"' in gradle
+    out = tmp_path / "models"
+    r = _edgekit(["build", "--config", str(ROOT / "examples/edgekit.toml"), "--output", str(out),
+                  "--target", "tflite"], tmp_path, EDGEKIT_CACHE_DIR=str(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert list(out.glob("*.tflite"))
+    art = json.loads((out / "edgekit-manifest.json").read_text())["artifacts"][0]
+    assert art["inputs"][0]["layout"] == "NCHW" and art["inputs"][0]["dtype"] == "float32"
+    assert art["inputs"][0]["quantization"] is None
+    readme = (ROOT / "examples/README.md").read_text()
+    assert "NCHW float by default" in readme and "until it\nis available" not in readme
