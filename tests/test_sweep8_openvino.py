@@ -22,6 +22,7 @@ FP32 = SimpleNamespace(runtime={"compress_to_fp16": False})
 
 
 def _lower(model, tmp_path: Path, target=FP32) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     src = tmp_path / "m.onnx"
     onnx.save(model, str(src))
     return ov_backend.lower(src, target, tmp_path / "m.openvino", {})[0]
@@ -71,3 +72,30 @@ def test_rnn_runtime_sequence_lens_at_dynamic_shapes(tmp_path: Path, kind: str, 
             feeds["c0"] = rng.standard_normal((dirs, b, 16)).astype(np.float32)
         for want, got in zip(ref.run(None, feeds), sess.run(feeds)):
             np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_two_conversions_write_the_same_ir(tmp_path: Path) -> None:
+    """Names OpenVINO generates with a global counter were renumbered only when they were exactly
+    `<Type>_<n>`: a folded constant `Split_<n>.0`, a converted sequence `LSTMSequence_<n>/tensor_iterator` and
+    every node inside a TensorIterator body kept the counter, so converting twice gave different .xml bytes."""
+    model = _rnn("LSTM", "bidirectional")
+    x = torch_free_conv_split()
+    for m, name in ((model, "rnn"), (x, "split")):
+        a, b = (_lower(m, tmp_path / f"{name}{k}") for k in (0, 1))
+        assert a.read_bytes() == b.read_bytes()
+        assert a.with_suffix(".bin").read_bytes() == b.with_suffix(".bin").read_bytes()
+
+
+def torch_free_conv_split():
+    """Conv whose weight is one half of a constant Split (OpenVINO folds it into a `Split_<n>.0` constant)."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Split", ["w"], ["w0", "w1"], axis=0, num_outputs=2),
+             helper.make_node("Conv", ["x", "w0"], ["y0"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w1"], ["y1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["y0", "y1"], ["y"])]
+    graph = helper.make_graph(nodes, "split", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4, 8, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    return model

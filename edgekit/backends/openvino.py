@@ -17,10 +17,11 @@ SUFFIXES = (".xml",)
 
 
 def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any]) -> list[Path]:
+    import onnx
     import openvino as ov
 
     from edgekit.backends.openvino_compat import frontend_input
-    from edgekit.backends.openvino_rnn import runtime_lens_to_tensor_iterator
+    from edgekit.backends.openvino_rnn import lens_to_tensor_iterator, needs_tensor_iterator
     from edgekit.backends.openvino_size import share_constants
 
     xml = artifact_path(out_stem, ".xml")
@@ -30,7 +31,8 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
             model = ov.convert_model(str(src))
         except Exception as exc:  # noqa: BLE001
             raise unsupported("OpenVINO", onnx_path, str(exc)) from exc
-        runtime_lens_to_tensor_iterator(model)  # the CPU plugin ignores such seq_lengths at dynamic shapes
+        if needs_tensor_iterator(onnx.load(str(onnx_path), load_external_data=False)):
+            lens_to_tensor_iterator(model)  # the CPU plugin ignores sequence_lens at dynamic shapes
         share_constants(model)
         ov.save_model(model, str(raw), compress_to_fp16=bool(target.runtime.get("compress_to_fp16", False)))
     final = ov.Core().read_model(str(raw))  # as saved: constants folded, weights compressed if asked
@@ -41,18 +43,23 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
     return [xml, artifact_path(out_stem, ".bin")]
 
 
-def _stable_names(model) -> None:
-    """OpenVINO names the nodes it creates `<Type>_<global counter>`, so a second conversion in one process
-    writes different bytes. Renumber those names by graph order: the same model gives the same IR."""
+def _stable_names(model, prefix: str = "") -> None:
+    """OpenVINO names the nodes it creates `<Type>_<global counter>` (a folded output `<Type>_<n>.<port>`, a converted sequence `<Type>_<n>/tensor_iterator`), so a
+    second conversion in one process writes different bytes. Renumber those names by graph order, inside
+    TensorIterator / Loop / If bodies too: the same model gives the same IR."""
     import re
 
-    auto = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_(\d+)$")
+    auto = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_(\d+)(\.\d+|/tensor_iterator)?$")
     for index, op in enumerate(model.get_ordered_ops()):
-        if op.get_type_name() in ("Parameter", "Result"):
+        bodies = ([op.get_then_body(), op.get_else_body()] if hasattr(op, "get_then_body")
+                  else [op.get_function()] if hasattr(op, "get_function") else [])
+        for k, body in enumerate(bodies):
+            _stable_names(body, f"{prefix}{index}.{k}.")
+        if not prefix and op.get_type_name() in ("Parameter", "Result"):
             continue  # their names are the model's I/O
         m = auto.match(op.get_friendly_name())
         if m:
-            op.set_friendly_name(f"{m.group(1)}_{index}")
+            op.set_friendly_name(f"{m.group(1)}_{prefix}{index}{m.group(3) or ''}")
 
 
 class OvSession:

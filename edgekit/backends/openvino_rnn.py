@@ -1,8 +1,8 @@
 """LSTM / GRU / RNN with a sequence_lens OpenVINO's CPU plugin reads at run time.
 
-Found by comparing with ONNX Runtime (openvino 2026.4): an LSTMSequence / GRUSequence / RNNSequence whose
-seq_lengths is not a constant (a graph input, or computed from one), compiled with any dynamic dimension,
-ignores seq_lengths: every sequence runs to the full length (Y past a sequence's end not zero, Y_h / Y_c of
+Found by comparing with ONNX Runtime (openvino 2026.4): an LSTMSequence / GRUSequence / RNNSequence given
+the ONNX node's sequence_lens (a graph input, computed, or even a constant), compiled with any dynamic
+dimension, ignores it: every sequence runs to the full length (Y past a sequence's end not zero, Y_h / Y_c of
 the last padded step; errors ~0.5). Static shapes compute it right, and so does OpenVINO's own
 sequence -> TensorIterator conversion at any shape; that conversion only handles one direction, so a
 bidirectional node with such a sequence_lens is first split (in ONNX) into a forward and a reverse node.
@@ -14,21 +14,32 @@ from typing import Any
 
 RNN_OPS = {"LSTM": 3, "GRU": 2, "RNN": 1}  # activations per direction
 CELL_ACTIVATIONS = {"sigmoid", "tanh", "relu"}
-SEQ_LENS_INPUT = {"LSTMSequence": 3, "GRUSequence": 2, "RNNSequence": 2}
+SEQUENCES = ("LSTMSequence", "GRUSequence", "RNNSequence")
 
 
-def _runtime_lens(node: Any, constants: set[str]) -> bool:
+def _with_lens(node: Any) -> bool:
     return (node.domain in ("", "ai.onnx") and node.op_type in RNN_OPS and len(node.input) > 4
-            and bool(node.input[4]) and node.input[4] not in constants)
+            and bool(node.input[4]))
 
 
 def _bidirectional(node: Any) -> bool:
     return any(a.name == "direction" and a.s == b"bidirectional" for a in node.attribute)
 
 
-def needs_split(model: Any) -> bool:
+def _dynamic(model: Any) -> bool:
     constants = {t.name for t in model.graph.initializer}
-    return any(_runtime_lens(n, constants) and _bidirectional(n) for n in model.graph.node)
+    return any(not d.HasField("dim_value") for i in model.graph.input if i.name not in constants
+               for d in i.type.tensor_type.shape.dim)
+
+
+def needs_tensor_iterator(model: Any) -> bool:
+    """A dynamic-shape graph with an RNN node given a sequence_lens (an input, computed or constant: the
+    plugin ignores all three; without one the frontend's full lengths are right)."""
+    return any(_with_lens(n) for n in model.graph.node) and _dynamic(model)
+
+
+def needs_split(model: Any) -> bool:
+    return needs_tensor_iterator(model) and any(_with_lens(n) and _bidirectional(n) for n in model.graph.node)
 
 
 def split_bidirectional(model: Any) -> int:
@@ -37,11 +48,12 @@ def split_bidirectional(model: Any) -> int:
     are concatenated along the direction axis; returns how many."""
     from onnx import TensorProto, helper
 
+    if not needs_split(model):
+        return 0
     g = model.graph
-    constants = {t.name for t in g.initializer}
     out, count = [], 0
     for node in g.node:
-        if not (_runtime_lens(node, constants) and _bidirectional(node)):
+        if not (_with_lens(node) and _bidirectional(node)):
             out.append(node)
             continue
         count += 1
@@ -81,15 +93,14 @@ def split_bidirectional(model: Any) -> int:
     return count
 
 
-def runtime_lens_to_tensor_iterator(model: Any) -> bool:
-    """Convert the model's RNN sequences to TensorIterator when one reads a non-constant seq_lengths (not when
-    one has an activation the CPU plugin's cell decomposition refuses, e.g. HardSigmoid: it would not compile)."""
+def lens_to_tensor_iterator(model: Any) -> bool:
+    """Convert the OpenVINO model's RNN sequences to TensorIterators (not when one has an activation the CPU
+    plugin's cell decomposition refuses, e.g. HardSigmoid: it would not compile); call it when
+    needs_tensor_iterator(the ONNX graph)."""
     from openvino._offline_transformations import convert_sequence_to_tensor_iterator_transformation
 
-    seqs = [op for op in model.get_ordered_ops() if op.get_type_name() in SEQ_LENS_INPUT]
-    runtime = any(op.input_value(SEQ_LENS_INPUT[op.get_type_name()]).get_node().get_type_name() != "Constant"
-                  for op in seqs)
-    if not runtime or any(set(op.get_attributes().get("activations", [])) - CELL_ACTIVATIONS for op in seqs):
+    seqs = [op for op in model.get_ordered_ops() if op.get_type_name() in SEQUENCES]
+    if not seqs or any(set(op.get_attributes().get("activations", [])) - CELL_ACTIVATIONS for op in seqs):
         return False
     convert_sequence_to_tensor_iterator_transformation(model)
     return True
