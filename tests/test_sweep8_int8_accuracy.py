@@ -162,3 +162,24 @@ def test_conv_bias_before_instance_norm_is_centred(crops: SampleSet, tmp_path: P
         errs.append(float(np.abs(r - q).mean()))
         coss.append(float(np.dot(r.ravel(), q.ravel()) / np.linalg.norm(r) / np.linalg.norm(q)))
     assert np.mean(coss) > 0.996 and np.mean(errs) < 0.07, (np.mean(coss), np.mean(errs))
+
+
+def test_linear_layers_exported_as_gemm_are_recognised_as_transformer_blocks():
+    """torch's dynamo exporter (.pt2 sources) writes a Linear on a 4-D input as Reshape -> Gemm -> Reshape: a ConvNeXt
+    from .pt2 got the CNN op policy (everything int8) and 5x its factory twin's arm int8 error. Several Gemms next
+    to a LayerNormalization / GELU are transformer-style blocks; one Gemm classifier before a Softmax is a CNN."""
+    from onnx import TensorProto, helper
+
+    from edgekit.quantize.ops import is_transformer, op_types_for
+
+    def graph(ops: list[str]):
+        nodes = [helper.make_node(op, ["x"], [f"y{i}"]) for i, op in enumerate(ops)]
+        return helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                                   [helper.make_tensor_value_info("y0", TensorProto.FLOAT, [1])]))
+
+    blocks = graph(["Conv", "LayerNormalization", "Reshape", "Gemm", "Erf", "Gemm", "Reshape"])
+    assert is_transformer(blocks) and op_types_for(blocks)[1] == "transformer"
+    cnn = graph(["Conv", "Relu", "GlobalAveragePool", "Flatten", "Gemm", "Softmax"])
+    assert not is_transformer(cnn) and op_types_for(cnn)[1] == "cnn"
+    two_heads = graph(["Conv", "Gemm", "Gemm", "Softmax"])  # two Gemm heads and a Softmax: still a CNN
+    assert not is_transformer(two_heads)
