@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit import api
@@ -84,3 +85,37 @@ def test_repeated_node_names_are_made_unique(tmp_path: Path) -> None:
     result = api.convert(str(model), ["onnxruntime", "openvino"], tmp_path / "out", calibration=str(npz))
     _passed(result, ["onnxruntime", "openvino"])
     assert model.read_bytes() == before
+
+
+def _prequantized_qdq(tmp: Path) -> tuple[Path, Path]:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    fp32, npz = _save(tmp, "float", _cnn_nodes(), [X], [Y], CNN_INITS)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter({"x": x[None]} for x in np.load(npz)["x"][:8])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    path = tmp / "qdq.onnx"
+    quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ)
+    return path, npz
+
+
+def test_an_already_quantized_model_is_refused_for_int8_and_tflite_fp32(tmp_path: Path) -> None:
+    """A QDQ model from onnxruntime.quantization: int8 quantized it again (two sets of Q/DQ nodes; ONNX Runtime 'two
+    nodes with same node name': internal error, exit 1); TFLite fp32 dropped its activation rounding (cosine 0.24,
+    exit 3). Now one clear refusal each; ONNX Runtime and OpenVINO fp32 run it as it is."""
+    from edgekit.errors import UnsupportedModelError, UsageError
+
+    model, npz = _prequantized_qdq(tmp_path)
+    with pytest.raises(UsageError, match=r"already quantized \(DequantizeLinear x\d+, QuantizeLinear x\d+\)") as info:
+        api.convert(str(model), ["onnxruntime"], tmp_path / "out", precision="int8", calibration=str(npz))
+    assert info.value.exit_code == 2
+    with pytest.raises(UnsupportedModelError, match="already quantized") as info:
+        api.convert(str(model), ["tflite"], tmp_path / "out", precision="fp32", calibration=str(npz))
+    assert info.value.exit_code == 4
+    result = api.convert(str(model), ["onnxruntime", "openvino"], tmp_path / "out", calibration=str(npz))
+    _passed(result, ["onnxruntime", "openvino"])

@@ -259,6 +259,25 @@ def _confirmation_split(held_out: SampleSet | None, eval_set: SampleSet | None, 
     return (held_out, kept, (None, back)) if labelled else (kept, eval_set, (back, None))
 
 
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                 "ConvInteger", "MatMulInteger", "QGemm")
+
+
+def _check_not_quantized(model: Any) -> None:
+    """A model that is already quantized (QDQ from onnxruntime.quantization.quantize_static, QLinearConv/MatMul,
+    quantize_dynamic's MatMulInteger) is refused: quantizing it again stacked a second set of Q/DQ nodes on the
+    first (ONNX Runtime: 'two nodes with same node name', internal errors)."""
+    found: dict[str, int] = {}
+    for n in model.graph.node:
+        if n.op_type in QUANTIZED_OPS:
+            found[n.op_type] = found.get(n.op_type, 0) + 1
+    if found:
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(found.items()))
+        raise UsageError(f"the model is already quantized ({ops}); edgekit quantizes float models",
+                         hint="give the float model for --precision int8, or convert this one with --precision fp32 "
+                              "(its int8 ops run as they are)")
+
+
 def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSet, *, method: str | None = None,
                    held_out: SampleSet | None = None, task: str = "classification", max_drop: float | None = None,
                    eval_set: SampleSet | None = None, seed: int = 0, finetune_steps: int | None = None,
@@ -281,7 +300,12 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
     scheme = scheme_for(target, method, finetune_steps)
     try:
-        model = qdq.prepare(onnx.load(str(fp32_onnx)))
+        model = onnx.load(str(fp32_onnx))
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"{fp32_onnx}: cannot read the ONNX model ({exc})") from exc
+    _check_not_quantized(model)
+    try:
+        model = qdq.prepare(model)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"{fp32_onnx}: cannot read the ONNX model ({exc})") from exc
     if len(calib) == 0:

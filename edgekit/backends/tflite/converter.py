@@ -57,8 +57,13 @@ def convert(onnx_path: Path, options: dict[str, Any] | None = None) -> bytes:
             f"{onnx_path}: int8 TFLite needs a QDQ-quantized ONNX model (no QuantizeLinear/DequantizeLinear found)",
             hint="quantize first (edgekit convert does this for int8 targets)",
         )
+    if precision == "fp32" and g.quantized:  # dropping its activation Q/DQ computed another model (exit 3)
+        raise UnsupportedModelError(
+            "the model is already quantized (QuantizeLinear/DequantizeLinear on activations): a TFLite fp32 "
+            "artifact cannot compute its int8 rounding",
+            hint="-t onnxruntime or -t openvino run it as it is; for TFLite give the float model (--precision int8 "
+                 "quantizes it)")
     if precision == "fp32":
-        g.act_quant = {}
         g.weight_quant = {}
     if io_dtype == "int8" and not g.quantized and g.weight_quant:
         raise UsageError("--io-dtype int8 needs int8 activations, but this model's int8 TFLite graph has int8 weights "
