@@ -212,6 +212,14 @@ def _run_for_shapes(g: Graph, shapes: dict, dtypes: dict, missing: list[str]) ->
             shapes[name] = tuple(val.shape)
             dtypes[name] = val.dtype
     except Exception as exc:  # noqa: BLE001
+        # ONNX Runtime fails on a graph this pass rebuilt without its value types (a Loop body reading an outer
+        # initializer, sequence values): an op with no TFLite lowering is the problem to name, not the shapes
+        from dataclasses import replace
+
+        from edgekit.backends.tflite.converter import _check_supported
+        from edgekit.backends.tflite.decompose import RULES
+
+        _check_supported(replace(g, nodes=[n for n in g.nodes if n.op_type not in RULES]))
         raise UnsupportedModelError(
             f"could not derive static shapes for {missing[:5]}: {exc}",
             hint="pass static input_shapes for every dynamic input",
