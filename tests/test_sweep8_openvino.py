@@ -99,3 +99,24 @@ def torch_free_conv_split():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     return model
+
+
+def test_per_layer_names_of_conv_transpose_are_the_model_layers(tmp_path: Path) -> None:
+    """A ConvTranspose (grouped or not) with a bias became `ConvolutionBackpropData_<n>` in the IR, so the
+    per-layer profile had a row for the heaviest layer that no model layer is called; it is now
+    `<ONNX node>/WithoutBiases`, as OpenVINO names a Conv's."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w1", (4, 8, 3, 3)), ("b1", (8,)), ("w2", (8, 4, 2, 2)), ("b2", (8,)))]
+    nodes = [helper.make_node("ConvTranspose", ["x", "w1", "b1"], ["h"], name="up1", strides=[2, 2]),
+             helper.make_node("ConvTranspose", ["h", "w2", "b2"], ["y"], name="up2", strides=[2, 2], group=2)]
+    graph = helper.make_graph(nodes, "ct", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    sess = ov_backend.load(_lower(model, tmp_path), LoadOptions(extra={"profile": True}))
+    sess.run({"x": rng.standard_normal((2, 4, 5, 5)).astype(np.float32)})
+    rows = [p.node_name for p in sess.request.profiling_info
+            if "Backprop" in p.node_type or "Deconvolution" in p.node_type]
+    layers = {n.name for n in nodes} | {o for n in nodes for o in n.output}  # a graph output names its node
+    assert len(rows) == 2 and all(r.split("/")[0] in layers for r in rows), rows

@@ -36,11 +36,33 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
         share_constants(model)
         ov.save_model(model, str(raw), compress_to_fp16=bool(target.runtime.get("compress_to_fp16", False)))
     final = ov.Core().read_model(str(raw))  # as saved: constants folded, weights compressed if asked
+    _layer_names(final)
     _stable_names(final)
     ov.serialize(final, str(xml), str(artifact_path(out_stem, ".bin")))
     raw.unlink()
     artifact_path(out_stem, ".raw.bin").unlink()
     return [xml, artifact_path(out_stem, ".bin")]
+
+
+AUTO_NAME = r"^([A-Za-z][A-Za-z0-9]*)_(\d+)(\.\d+|/tensor_iterator)?$"
+BIASED = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul")
+
+
+def _layer_names(model) -> None:
+    """The frontend names a Conv's convolution `<ONNX node>/WithoutBiases` and its bias Add `<ONNX node>`, but
+    leaves a ConvTranspose's (and other biased ops') `<Type>_<counter>`: per-layer profiles then named a row
+    no model layer has. Such an op feeding only a named bias Add takes the same `<Add>/WithoutBiases` name."""
+    import re
+
+    auto = re.compile(AUTO_NAME)
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in BIASED or not auto.match(op.get_friendly_name()):
+            continue
+        users = list(op.output(0).get_target_inputs())
+        if len(users) == 1 and users[0].get_node().get_type_name() == "Add":
+            name = users[0].get_node().get_friendly_name()
+            if not auto.match(name):
+                op.set_friendly_name(f"{name}/WithoutBiases")
 
 
 def _stable_names(model, prefix: str = "") -> None:
@@ -49,7 +71,7 @@ def _stable_names(model, prefix: str = "") -> None:
     TensorIterator / Loop / If bodies too: the same model gives the same IR."""
     import re
 
-    auto = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_(\d+)(\.\d+|/tensor_iterator)?$")
+    auto = re.compile(AUTO_NAME)
     for index, op in enumerate(model.get_ordered_ops()):
         bodies = ([op.get_then_body(), op.get_else_body()] if hasattr(op, "get_then_body")
                   else [op.get_function()] if hasattr(op, "get_function") else [])
