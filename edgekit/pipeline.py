@@ -1,7 +1,7 @@
 """The convert pipeline: a readable list of stages, each a function of the job state.
 
 load -> [prune + distill] -> export (hub ONNX fp32) -> samples -> reference outputs
-     -> per target: [quantize (once per scheme)] -> lower -> verify -> commit (atomic) -> [profile]
+     -> per target: [quantize (once per scheme)] -> lower -> verify -> [profile] -> commit (atomic)
 """
 
 from __future__ import annotations
@@ -393,13 +393,17 @@ def commit(st: State) -> None:
 
 
 def stage_profile(st: State) -> None:
+    """Profiles the staged (verified, not yet committed) files: a failed profile is a failed run, so it
+    must leave the output folder as it was."""
     if not st.job.profile:
         return
     from edgekit.profile import profile_artifact
 
+    staged = {str(final): tmp for tmp, final in st.staged}
     for art in st.artifacts:
         log(f"profiling {Path(art['path']).name} on {st.job.profile}")
-        art["profile"] = profile_artifact(Path(art["path"]), st.job.profile)
+        art["profile"] = profile_artifact(staged.get(str(art["path"]), Path(art["path"])), st.job.profile)
+        art["profile"]["artifact"] = str(art["path"])
 
 
 STAGES = [stage_load, stage_samples, stage_prune, stage_export, stage_references, stage_targets]
@@ -413,6 +417,7 @@ def run(job: Job) -> dict[str, Any]:
     try:
         for stage in STAGES:
             stage(st)
+        stage_profile(st)
         commit(st)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -420,7 +425,6 @@ def run(job: Job) -> dict[str, Any]:
             outdir.rmdir()  # leave no trace of a failed run
         raise
     shutil.rmtree(work, ignore_errors=True)
-    stage_profile(st)
     return {"edgekit_version": _version(), **st.info, "artifacts": st.artifacts, "runtimes": runtime_versions()}
 
 

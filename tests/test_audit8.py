@@ -62,3 +62,39 @@ def test_gradle_example_command_and_manifest_io(tmp_path):
     assert art["inputs"][0]["quantization"] is None
     readme = (ROOT / "examples/README.md").read_text()
     assert "NCHW float by default" in readme and "until it\nis available" not in readme
+
+
+def _matmul_onnx(path: Path, scale: float) -> None:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array((np.arange(32, dtype=np.float32).reshape(8, 4) * scale), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_a_failed_profile_replaces_no_existing_artifact(tmp_path):
+    """README: 'an existing artifact is never replaced by a failed run'. `convert --profile` profiled after
+    the commit: a run whose profiling failed (exit 2) had already replaced the artifact."""
+    _matmul_onnx(tmp_path / "a.onnx", 1.0)
+    _matmul_onnx(tmp_path / "b.onnx", 0.5)  # same name below, different bytes
+    r = _edgekit(["convert", "a.onnx", "--name", "m", "-t", "ort", "-o", "out"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    art = tmp_path / "out/m.onnxruntime.onnx"
+    before = art.read_bytes()
+    # a device that cannot run an .onnx (adb runs .tflite only)
+    r = _edgekit(["convert", "b.onnx", "--name", "m", "-t", "ort", "-o", "out", "--profile", "adb:NOPE",
+                  "--json"], tmp_path)
+    assert r.returncode != 0 and "error" in json.loads(r.stdout)
+    assert art.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.onnxruntime.onnx"]
+    # a profile that works: the figures name the final path, the artifact is replaced
+    r = _edgekit(["convert", "b.onnx", "--name", "m", "-t", "ort", "-o", "out", "--profile", "local",
+                  "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)["artifacts"][0]
+    assert out["profile"]["artifact"] == out["path"] == "out/m.onnxruntime.onnx"
+    assert out["profile"]["p50_ms"] > 0 and art.read_bytes() != before
