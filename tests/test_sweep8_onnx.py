@@ -141,3 +141,20 @@ def test_tflite_names_a_loop_it_cannot_lower(tmp_path: Path) -> None:
         api.convert(str(model), ["tflite"], tmp_path / "out", calibration=str(npz))
     _passed(api.convert(str(model), ["onnxruntime", "openvino"], tmp_path / "out", calibration=str(npz)),
             ["onnxruntime", "openvino"])
+
+
+def test_openvino_names_a_sequence_typed_graph_output(tmp_path: Path) -> None:
+    """SplitToSequence as the graph output: OpenVINO's refusal ('No conversion rule found for operations:
+    util::SequenceMark') became 'unsupported model: Check 'false' failed at ...' naming nothing; now it names the
+    output and its type. ONNX Runtime converts it (a sequence output compared tensor by tensor)."""
+    from edgekit.errors import UnsupportedModelError
+
+    ys = helper.make_value_info("y", helper.make_sequence_type_proto(
+        helper.make_tensor_type_proto(TensorProto.FLOAT, [1, 2, 8, 8])))
+    nodes = [helper.make_node("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("SplitToSequence", ["c", "two"], ["y"], axis=1)]
+    model, npz = _save(tmp_path, "seqout", nodes, [X], [ys],
+                       {"cw": CNN_INITS["cw"], "cb": CNN_INITS["cb"], "two": np.array([2, 2], np.int64)})
+    with pytest.raises(UnsupportedModelError, match="graph output 'y' is a sequence, not a tensor"):
+        api.convert(str(model), ["openvino"], tmp_path / "out", calibration=str(npz))
+    _passed(api.convert(str(model), ["onnxruntime"], tmp_path / "out", calibration=str(npz)), ["onnxruntime"])

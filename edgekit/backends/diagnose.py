@@ -19,6 +19,16 @@ def unsupported(runtime: str, onnx_path: Path | None, message: str) -> Unsupport
             for node in graph.node:
                 if re.search(rf"\b{re.escape(node.op_type)}\b", message):
                     culprits.append(f"{node.op_type} (node '{node.name or node.output[0]}')")
+            if not culprits:  # a sequence/map/optional graph input or output (OpenVINO: 'util::SequenceMark')
+                io = [(kind, v) for kind, vs in (("input", graph.input), ("output", graph.output)) for v in vs]
+                odd = [(kind, v.name, v.type.WhichOneof("value")) for kind, v in io
+                       if v.type.WhichOneof("value") not in (None, "tensor_type")]
+                if odd:
+                    kind, name, typ = odd[0]
+                    return UnsupportedModelError(
+                        f"{runtime}: unsupported model: graph {kind} '{name}' is a {typ.replace('_type', '')}, not a "
+                        "tensor", hint="make the model take and return tensors (e.g. ConcatFromSequence), or choose "
+                                       "another target")
         except Exception:  # noqa: BLE001
             pass
     what = f"unsupported operator {', '.join(dict.fromkeys(culprits))}" if culprits else "unsupported model"
