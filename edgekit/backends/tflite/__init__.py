@@ -28,9 +28,11 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any] 
     if "precision" not in options and target is not None and getattr(target, "precision", None):
         options["precision"] = None  # follow the graph: QDQ in -> int8 out
     runtime = dict(getattr(target, "runtime", {}) or {})
-    for key in ("io_layout", "io_dtype"):
+    for key in ("io_layout", "io_dtype", "grouped_conv"):
         if key not in options and key in runtime:
             options[key] = runtime[key]
+    if "grouped_conv" not in options and runtime.get("xnnpack"):
+        options["grouped_conv"] = "native"  # ops/conv.py: one grouped CONV_2D, which XNNPACK runs fast
     data = convert(Path(onnx_path), options)
     out = Path(str(out_stem) + ".tflite")
     out.parent.mkdir(parents=True, exist_ok=True)
