@@ -158,3 +158,18 @@ def test_openvino_names_a_sequence_typed_graph_output(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedModelError, match="graph output 'y' is a sequence, not a tensor"):
         api.convert(str(model), ["openvino"], tmp_path / "out", calibration=str(npz))
     _passed(api.convert(str(model), ["onnxruntime"], tmp_path / "out", calibration=str(npz)), ["onnxruntime"])
+
+
+def test_a_graph_input_passed_through_as_an_output(tmp_path: Path) -> None:
+    """Output 'x' is input 'x' itself: OpenVINO's frontend made it a second input ('x_1': KeyError, exit 1) and the
+    int8 quantizer asserted 'Graph is not a DAG' (exit 1); both are now refused in one line (exit 4). ONNX Runtime
+    and TFLite fp32 convert it."""
+    from edgekit.errors import UnsupportedModelError
+
+    model, npz = _save(tmp_path, "passthrough", _cnn_nodes(), [X], [Y, X], CNN_INITS, check=False)
+    with pytest.raises(UnsupportedModelError, match="OpenVINO: graph output 'x' is the graph input"):
+        api.convert(str(model), ["openvino"], tmp_path / "out", calibration=str(npz))
+    with pytest.raises(UnsupportedModelError, match="graph output 'x' is the graph input"):
+        api.convert(str(model), ["onnxruntime"], tmp_path / "out", precision="int8", calibration=str(npz))
+    _passed(api.convert(str(model), ["onnxruntime", "tflite"], tmp_path / "out", precision="fp32",
+                        calibration=str(npz)), ["onnxruntime", "tflite"])

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgekit.backends.base import LoadOptions, TensorInfo, artifact_path
 from edgekit.backends.diagnose import unsupported
-from edgekit.errors import DeviceError
+from edgekit.errors import DeviceError, UnsupportedModelError
 
 NAME = "openvino"
 SUFFIXES = (".xml",)
@@ -26,6 +26,13 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
 
     xml = artifact_path(out_stem, ".xml")
     raw = artifact_path(out_stem, ".raw.xml")
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    same = [o.name for o in graph.output if o.name in {i.name for i in graph.input}]
+    if same:  # the ONNX frontend turns such an output into a second input ('x_1'): a KeyError at run time
+        raise UnsupportedModelError(f"OpenVINO: graph output '{same[0]}' is the graph input of that name, passed "
+                                    "through; OpenVINO's ONNX frontend makes it a second input",
+                                    hint="drop that output from the model (the caller has the input), or choose "
+                                         "another target")
     with frontend_input(Path(onnx_path)) as src:  # nodes the ONNX frontend gets wrong, rewritten
         try:
             model = ov.convert_model(str(src))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.data import SampleSet
-from edgekit.errors import BudgetExceededError, DataError, ModelLoadError, UsageError
+from edgekit.errors import BudgetExceededError, DataError, ModelLoadError, UnsupportedModelError, UsageError
 from edgekit.progress import log, warn
 from edgekit.quantize import (
     bias_correction,
@@ -263,14 +263,20 @@ QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", 
                  "ConvInteger", "MatMulInteger", "QGemm")
 
 
-def _check_not_quantized(model: Any) -> None:
+def _check_quantizable(model: Any) -> None:
     """A model that is already quantized (QDQ from onnxruntime.quantization.quantize_static, QLinearConv/MatMul,
     quantize_dynamic's MatMulInteger) is refused: quantizing it again stacked a second set of Q/DQ nodes on the
-    first (ONNX Runtime: 'two nodes with same node name', internal errors)."""
+    first (ONNX Runtime: 'two nodes with same node name', internal errors). So is a graph output that is a graph
+    input passed through."""
     found: dict[str, int] = {}
     for n in model.graph.node:
         if n.op_type in QUANTIZED_OPS:
             found[n.op_type] = found.get(n.op_type, 0) + 1
+    same = [o.name for o in model.graph.output if o.name in {i.name for i in model.graph.input}]
+    if same:  # ONNX Runtime's quantizer: 'Graph is not a DAG' (an internal error)
+        raise UnsupportedModelError(f"graph output '{same[0]}' is the graph input of that name, passed through; "
+                                    "int8 quantization cannot take it", hint="drop that output from the model (the "
+                                    "caller has the input), or convert with --precision fp32")
     if found:
         ops = ", ".join(f"{k} x{v}" for k, v in sorted(found.items()))
         raise UsageError(f"the model is already quantized ({ops}); edgekit quantizes float models",
@@ -303,7 +309,7 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         model = onnx.load(str(fp32_onnx))
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"{fp32_onnx}: cannot read the ONNX model ({exc})") from exc
-    _check_not_quantized(model)
+    _check_quantizable(model)
     try:
         model = qdq.prepare(model)
     except Exception as exc:  # noqa: BLE001
