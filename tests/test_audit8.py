@@ -60,6 +60,10 @@ def test_gradle_example_command_and_manifest_io(tmp_path):
     art = json.loads((out / "edgekit-manifest.json").read_text())["artifacts"][0]
     assert art["inputs"][0]["layout"] == "NCHW" and art["inputs"][0]["dtype"] == "float32"
     assert art["inputs"][0]["quantization"] is None
+    # the example's max_accuracy_drop is a budget, checked on this fp32 artifact; convert used to warn
+    # that it (as --max-drop) was 'ignored'
+    assert "ignored" not in r.stderr, r.stderr
+    assert [b["budget"] for b in art["budgets"]] == ["max_size_mb", "max_accuracy_drop"]
     readme = (ROOT / "examples/README.md").read_text()
     assert "NCHW float by default" in readme and "until it\nis available" not in readme
 

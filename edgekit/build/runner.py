@@ -89,6 +89,11 @@ def _convert(model: ModelConfig, targets: list[str], outdir: Path) -> dict[str, 
 
         shapes = {k: parse_input_shapes([f"{k}={v}"])[k] if isinstance(v, str) else tuple(v)
                   for k, v in o["input_shapes"].items()}
+    from edgekit.targets import get_target
+
+    # max_accuracy_drop is a budget (budgets.py checks every artifact); it is also --max-drop (float
+    # fallback) for int8 artifacts only: passed for fp32 alone, convert warned that it was 'ignored'
+    int8 = any((o.get("precision") or get_target(t).precision) == "int8" for t in targets)
     return api.convert(
         model.source, targets, outdir, precision=o.get("precision"), input_shapes=shapes,
         weights=o.get("weights"), calibration=o.get("calibration"), calibration_size=o.get("calibration_size"),
@@ -97,7 +102,7 @@ def _convert(model: ModelConfig, targets: list[str], outdir: Path) -> dict[str, 
         prune_macs=o.get("prune_macs"), prune_exclude=tuple(o.get("prune_exclude", ())),
         round_to=o.get("round_to", 8), importance=o.get("importance", "auto"),
         allocation=o.get("allocation", "auto"), layout_by_latency=o.get("layout_by_latency", False),
-        distill_steps=o.get("distill_steps", 0), max_drop=o.get("max_accuracy_drop"),
+        distill_steps=o.get("distill_steps", 0), max_drop=o.get("max_accuracy_drop") if int8 else None,
         fallback_order=o.get("fallback_order", "e2e"),
         int8_finetune=o.get("int8_finetune"), eval_data=o.get("eval_data"), name=model.name, seed=o.get("seed", 0),
         task=o.get("task", "auto"))
