@@ -102,3 +102,29 @@ def test_a_failed_profile_replaces_no_existing_artifact(tmp_path):
     out = json.loads(r.stdout)["artifacts"][0]
     assert out["profile"]["artifact"] == out["path"] == "out/m.onnxruntime.onnx"
     assert out["profile"]["p50_ms"] > 0 and art.read_bytes() != before
+
+
+def _doc_keys(text: str) -> set[str]:
+    """`a, b (note), c {x, y}, d [..]` -> {a, b, c, d}"""
+    for pattern in (r"\([^()]*\)", r"\{[^{}]*\}", r"\[[^\[\]]*\]"):
+        while re.search(pattern, text):
+            text = re.sub(pattern, "", text)
+    return {k.strip() for k in text.replace("\n", " ").split(",") if k.strip()}
+
+
+def test_profile_json_keys_match_the_profile_readme(tmp_path):
+    _matmul_onnx(tmp_path / "a.onnx", 1.0)
+    doc = (ROOT / "edgekit/profile/README.md").read_text()
+    measured = _doc_keys(re.search(r"Measured \(`\"estimate\": false`\), times in ms:\n`(.*?)`\.\n", doc, re.S).group(1))
+    r = _edgekit(["profile", "a.onnx", "--runs", "3", "--warmup", "1", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert set(json.loads(r.stdout)) == measured
+    est = re.search(r"Estimates \(`\"estimate\": true`\): (.*?)\nWith", doc, re.S).group(1)
+    named, rest = est.split("; the\ntiming keys")
+    r = _edgekit(["profile", "a.onnx", "--device", "raspberry-pi-5", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    absent = set(re.findall(r"`(\w+)`", rest.split("`runs` is 0, and")[1]))
+    assert absent and not absent & set(res)
+    assert set(res) == (measured - absent) | set(re.findall(r"`(\w+)`", named))
+    assert res["runs"] == 0 and all(res[k] is None for k in ("load_ms", "first_ms", "std_ms", "p90_ms"))
