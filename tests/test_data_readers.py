@@ -218,3 +218,15 @@ def test_wrong_shape_names_the_shape_as_stored(tmp_path: Path) -> None:
     np.save(tmp_path / "many.npy", np.zeros((4, 1, 20, 10), np.float32))
     with pytest.raises(DataError, match=r"\(4, 1, 20, 10\).*axis 2 of the stored array: 20 != 10"):
         load_samples(str(tmp_path / "many.npy"), spec)
+
+
+def test_synthetic_inputs_share_each_named_dynamic_axis() -> None:
+    """A named dynamic axis gets one value in every input: x[t, b, 8] and lengths[b] (an RNN with sequence_lens)
+    got b = 16 in x and b = 1 in lengths, and the model failed on its own synthetic inputs."""
+    from edgekit.data import synthetic_samples
+
+    specs = [InputSpec("x", ("t", "b", 8), "float32"), InputSpec("lengths", ("b",), "int64"),
+             InputSpec("ids", ("batch", "seq"), "int64"), InputSpec("mask", ("batch", "seq"), "int64")]
+    feed = next(iter(synthetic_samples(specs, count=1)))
+    assert feed["x"].shape == (1, 16, 8) and feed["lengths"].shape == (16,)
+    assert feed["ids"].shape == feed["mask"].shape == (1, 16)

@@ -120,11 +120,24 @@ def load_samples(spec: str, inputs: list[InputSpec], **opts: Any) -> SampleSet:
     )
 
 
+def shared_dims(inputs: list[InputSpec], dims: dict[str, int] | None = None) -> dict[str, int]:
+    """One value per named dynamic axis across all inputs (the given ones, else where the name first appears:
+    1 on a leading axis, 16 elsewhere). Filled by position alone, x[t, b, 8] and lengths[b] got b = 16 and b = 1,
+    and the model failed on its own synthetic inputs (an internal error)."""
+    out = dict(dims or {})
+    for spec in inputs:
+        for axis, d in enumerate(spec.shape):
+            if isinstance(d, str) and d not in out:
+                out[d] = 1 if axis == 0 else 16
+    return out
+
+
 def synthetic_samples(inputs: list[InputSpec], count: int = 8, seed: int = 0,
                       dims: dict[str, int] | None = None, id_high: dict[str, int] | None = None) -> SampleSet:
     """Random inputs of the right shape and dtype (integer inputs get small non-negative ids, below
     `id_high[name]` when given: the size of the embedding table the input indexes, see id_bounds.py)."""
     id_high = id_high or {}
+    dims = shared_dims(inputs, dims)
 
     def make(i: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed * 100003 + i)

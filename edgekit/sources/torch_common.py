@@ -67,8 +67,12 @@ def example_tensors(inputs: list[InputSpec]) -> tuple:
     import numpy as np
     import torch
 
+    from edgekit.data import shared_dims
+
     kind = {s.name: np.dtype(s.dtype).kind for s in inputs}
-    return tuple(torch.from_numpy((np.ones if kind[s.name] in "iu" else np.zeros)(s.concrete_shape(), dtype=s.dtype))
+    dims = shared_dims(inputs)  # a named dynamic axis has one size in every input
+    return tuple(torch.from_numpy((np.ones if kind[s.name] in "iu" else np.zeros)(s.concrete_shape(dims),
+                                                                                   dtype=s.dtype))
                  for s in inputs)
 
 
