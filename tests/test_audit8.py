@@ -128,3 +128,36 @@ def test_profile_json_keys_match_the_profile_readme(tmp_path):
     assert absent and not absent & set(res)
     assert set(res) == (measured - absent) | set(re.findall(r"`(\w+)`", named))
     assert res["runs"] == 0 and all(res[k] is None for k in ("load_ms", "first_ms", "std_ms", "p90_ms"))
+
+
+def test_convert_json_keys_match_the_readme(tmp_path):
+    _matmul_onnx(tmp_path / "a.onnx", 1.0)
+    r = _edgekit(["convert", "a.onnx", "-t", "ort", "-o", "out", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    doc = (ROOT / "README.md").read_text()
+    schema = re.search(r'`\{"edgekit_version".*?\}`', doc, re.S).group(0)
+    art_doc = re.search(r'"artifacts": \[\{(.*?)"verification"', schema, re.S).group(1)
+    ver_doc = re.search(r'"verification": \{(.*?)\.\.\.\}', schema, re.S).group(1)
+    assert set(re.findall(r'"(\w+)"', schema.split('"artifacts"')[0])) - {"prune"} <= set(res)
+    assert {"artifacts", "runtimes"} <= set(res)
+    art = res["artifacts"][0]
+    assert set(re.findall(r'"(\w+)"', art_doc)) | {"verification", "quantization", "profile"} == set(art)
+    assert set(re.findall(r'"(\w+)"', ver_doc)) <= set(art["verification"])
+    assert art["file_sha256"] == {"a.onnxruntime.onnx": art["sha256"]}
+    # the error object
+    r = _edgekit(["convert", "missing.onnx", "-t", "ort", "--json"], tmp_path)
+    assert r.returncode == 2 and set(json.loads(r.stdout)["error"]) == {"type", "message", "exit_code"}
+
+
+def test_build_json_keys_match_the_examples_readme(tmp_path):
+    _matmul_onnx(tmp_path / "a.onnx", 1.0)
+    (tmp_path / "edgekit.toml").write_text('[[models]]\nname = "m"\nsource = "a.onnx"\ntargets = ["ort"]\n')
+    r = _edgekit(["build", "--json"], tmp_path, EDGEKIT_CACHE_DIR=str(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    doc = (ROOT / "examples/README.md").read_text()
+    line = re.search(r"`edgekit build --json` prints `\{(.*?)\}`", doc, re.S).group(1)
+    assert set(re.findall(r'"(\w+)"', line)) == set(res)
+    manifest = json.loads((tmp_path / "edgekit-out/edgekit-manifest.json").read_text())
+    assert set(res["artifacts"][0]) == set(manifest["artifacts"][0]) | {"cached", "file"}
