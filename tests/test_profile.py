@@ -65,6 +65,8 @@ def test_openvino_runner_latency_hint_and_perf_counters(art):
     _check_schema(res, 8)
     opts = res["runtime"]["options"]
     assert opts["PERFORMANCE_HINT"] == "LATENCY" and opts["INFERENCE_NUM_THREADS"] == "1"
+    # timed at the precision verification ran at (a bf16-capable CPU would otherwise pick bf16 kernels)
+    assert opts["INFERENCE_PRECISION_HINT"] == "f32"
     convs = [r for r in res["layers"]["all"] if r["op_type"] == "Convolution"]
     assert len(convs) == 2 and all(r["unit"] for r in convs)  # exec type, e.g. brgconv_avx512_...
 
