@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -68,15 +70,31 @@ def test_gradle_example_command_and_manifest_io(tmp_path):
     assert "NCHW float by default" in readme and "until it\nis available" not in readme
 
 
-def _matmul_onnx(path: Path, scale: float) -> None:
+def _matmul_onnx(path: Path, scale: float, batch: int | str = 1) -> None:
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array((np.arange(32, dtype=np.float32).reshape(8, 4) * scale), "w")
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _mlp_onnx(path: Path) -> None:
+    """x (N, 8) -> MatMul -> Relu -> MatMul -> y (N, 4), dynamic batch."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(8, 16)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(16, 4)).astype(np.float32), "w2")
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [w1, w2])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
@@ -161,3 +179,50 @@ def test_build_json_keys_match_the_examples_readme(tmp_path):
     assert set(re.findall(r'"(\w+)"', line)) == set(res)
     manifest = json.loads((tmp_path / "edgekit-out/edgekit-manifest.json").read_text())
     assert set(res["artifacts"][0]) == set(manifest["artifacts"][0]) | {"cached", "file"}
+
+
+def test_readme_json_paths_of_the_int8_report(tmp_path):
+    """README names quantization.confirmation and quantization.finetune.{outcome, rounds}."""
+    import numpy as np
+
+    _mlp_onnx(tmp_path / "a.onnx")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32))
+    r = _edgekit(["convert", "a.onnx", "-t", "ort", "--precision", "int8", "--int8-finetune", "2",
+                  "--calibration", "x.npy", "--max-drop", "0.01", "-o", "out", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    q = json.loads(r.stdout)["artifacts"][0]["quantization"]
+    doc = (ROOT / "README.md").read_text()
+    paths = set(re.findall(r"JSON `(quantization\.[\w.]+)`", doc))
+    assert {"quantization.confirmation", "quantization.finetune.outcome", "quantization.finetune.rounds"} <= paths
+    for path in paths:
+        node = {"quantization": q}
+        for key in path.split("."):
+            node = node[key]
+
+
+@pytest.mark.xfail(strict=True, reason="edgekit/quantize/e2e_sensitivity.py (not this audit's to change): the "
+                   "reference ORT session is fed batches of 8 that a static batch-1 ONNX input refuses")
+def test_max_drop_on_an_onnx_file_with_a_static_batch_of_one(tmp_path):
+    """`--max-drop` on an ONNX file whose batch axis is 1 (most exported files): internal error, exit 1
+    ('Got invalid dimensions for input: x ... Got: 8 Expected: 1')."""
+    import numpy as np
+
+    _matmul_onnx(tmp_path / "a.onnx", 1.0, batch=1)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(24, 8)).astype(np.float32))
+    r = _edgekit(["convert", "a.onnx", "-t", "ort", "--precision", "int8", "--calibration", "x.npy",
+                  "--max-drop", "0.01", "-o", "out", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.xfail(strict=True, reason="edgekit/quantize (not this audit's to change): fine-tuning runs with "
+                   "no int8 layer left to tune")
+def test_int8_finetune_when_max_drop_keeps_every_layer_float(tmp_path):
+    """--max-drop keeps the only MatMul float (0 quantized nodes), then --int8-finetune: internal error,
+    exit 1 ('element 0 of tensors does not require grad and does not have a grad_fn')."""
+    import numpy as np
+
+    _matmul_onnx(tmp_path / "a.onnx", 1.0, batch="N")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32))
+    r = _edgekit(["convert", "a.onnx", "-t", "ort", "--precision", "int8", "--calibration", "x.npy",
+                  "--max-drop", "0.01", "--int8-finetune", "2", "-o", "out", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
