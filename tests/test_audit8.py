@@ -226,3 +226,13 @@ def test_int8_finetune_when_max_drop_keeps_every_layer_float(tmp_path):
     r = _edgekit(["convert", "a.onnx", "-t", "ort", "--precision", "int8", "--calibration", "x.npy",
                   "--max-drop", "0.01", "--int8-finetune", "2", "-o", "out", "--json"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_github_workflow_does_not_install_pypi_edgekit():
+    """`pip install edgekit` installs PyPI's 'edgekit', an unrelated project (no `edgekit build`)."""
+    yaml = pytest.importorskip("yaml")
+    wf = yaml.safe_load((ROOT / "examples/github/edgekit-models.yml").read_text())
+    job = wf["jobs"]["models"]
+    runs = "\n".join(s["run"] for s in job["steps"] if "run" in s)
+    assert not re.search(r"pip install edgekit\s*$", runs, re.M)
+    assert 'pip install "$EDGEKIT_PACKAGE"' in runs and job["env"]["EDGEKIT_PACKAGE"].startswith("edgekit @ ")
