@@ -236,3 +236,14 @@ def test_github_workflow_does_not_install_pypi_edgekit():
     runs = "\n".join(s["run"] for s in job["steps"] if "run" in s)
     assert not re.search(r"pip install edgekit\s*$", runs, re.M)
     assert 'pip install "$EDGEKIT_PACKAGE"' in runs and job["env"]["EDGEKIT_PACKAGE"].startswith("edgekit @ ")
+
+
+def test_readme_target_aliases_exist():
+    """Every target alias the README names (and its `-t ort` example uses) resolves to that target."""
+    from edgekit.targets import get_target
+
+    doc = (ROOT / "README.md").read_text()
+    for name, aliases in re.findall(r"`([\w-]+)` \(aliases? ([^)]*)\)", doc):
+        for alias in re.findall(r"`([\w-]+)`", aliases):
+            assert get_target(alias).name == name, alias
+    assert get_target("ort").name == "onnxruntime"
