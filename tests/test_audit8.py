@@ -200,8 +200,6 @@ def test_readme_json_paths_of_the_int8_report(tmp_path):
             node = node[key]
 
 
-@pytest.mark.xfail(strict=True, reason="edgekit/quantize/e2e_sensitivity.py (not this audit's to change): the "
-                   "reference ORT session is fed batches of 8 that a static batch-1 ONNX input refuses")
 def test_max_drop_on_an_onnx_file_with_a_static_batch_of_one(tmp_path):
     """`--max-drop` on an ONNX file whose batch axis is 1 (most exported files): internal error, exit 1
     ('Got invalid dimensions for input: x ... Got: 8 Expected: 1')."""
@@ -214,8 +212,6 @@ def test_max_drop_on_an_onnx_file_with_a_static_batch_of_one(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-@pytest.mark.xfail(strict=True, reason="edgekit/quantize (not this audit's to change): fine-tuning runs with "
-                   "no int8 layer left to tune")
 def test_int8_finetune_when_max_drop_keeps_every_layer_float(tmp_path):
     """--max-drop keeps the only MatMul float (0 quantized nodes), then --int8-finetune: internal error,
     exit 1 ('element 0 of tensors does not require grad and does not have a grad_fn')."""

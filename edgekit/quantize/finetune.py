@@ -208,6 +208,9 @@ def finetune(qdq_path: Path, fp32: Any, reference: Path, samples: SampleSet, *, 
         warn(f"int8 fine-tuning skipped: {exc}")
         return None
     del qdq
+    if not graph.params() and not graph.rho:  # e.g. --max-drop kept every layer float: nothing int8 to learn
+        log("int8 fine-tuning skipped: no int8 weight or activation range left to tune")
+        return None
     teacher = session(reference)
     names = [o.name for o in teacher.get_outputs()]
     items = list(samples.select(MAX_SAMPLES, seed=seed) if len(samples) > MAX_SAMPLES else samples)
