@@ -173,3 +173,22 @@ def test_a_graph_input_passed_through_as_an_output(tmp_path: Path) -> None:
         api.convert(str(model), ["onnxruntime"], tmp_path / "out", precision="int8", calibration=str(npz))
     _passed(api.convert(str(model), ["onnxruntime", "tflite"], tmp_path / "out", precision="fp32",
                         calibration=str(npz)), ["onnxruntime", "tflite"])
+
+
+def test_an_input_without_any_shape_takes_the_input_shape_option(tmp_path: Path) -> None:
+    """A graph input whose type has no shape at all (rank unknown: the ONNX checker calls the model invalid, ONNX
+    Runtime runs it) converts with --input-shape (OpenVINO gets the rank in the hub), and without it the error
+    names the input and asks for its shape."""
+    from edgekit.errors import ModelLoadError
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, None)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    src = tmp_path / "noshape.onnx"
+    onnx.save(model, str(src))
+    result = api.convert(str(src), ["onnxruntime", "openvino", "arm"], tmp_path / "out", precision="fp32",
+                         input_shapes={"x": (1, 4)})
+    _passed(result, ["onnxruntime", "openvino", "arm"])
+    with pytest.raises(ModelLoadError, match="input 'x' has no shape.*--input-shape x="):
+        api.convert(str(src), ["onnxruntime"], tmp_path / "out2", precision="fp32")

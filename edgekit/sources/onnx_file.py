@@ -38,6 +38,8 @@ def read_onnx(path: Path):
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001
         first = str(exc).splitlines()[0]
+        if "Field 'shape' of 'type' is required" in first and _shapeless(model):
+            return model  # inputs/outputs without any shape: the runtimes take them; load() asks --input-shape
         if "is deprecated in domain_version" not in first:
             raise ModelLoadError(f"{path}: invalid ONNX model: {first}", hint="re-export the model") from exc
         # an op version later withdrawn (GroupNormalization-18) is still a valid model the runtimes run
@@ -98,6 +100,34 @@ def unique_node_names(model) -> int:
     return renamed
 
 
+def _shapeless(model) -> list[str]:
+    """Graph inputs/outputs whose tensor type has no shape field at all (rank unknown)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [v.name for v in [*model.graph.input, *model.graph.output]
+            if v.name not in inits and v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")]
+
+
+def fill_input_shapes(model, inputs: list[InputSpec]) -> int:
+    """Write the shapes edgekit runs with (--input-shape) into graph inputs that have none in the file: OpenVINO's
+    CPU plugin refuses an input of unknown rank. Returns how many were filled."""
+    specs = {s.name: s for s in inputs}
+    filled = 0
+    for vi in model.graph.input:
+        spec = specs.get(vi.name)
+        if spec is None or not vi.type.HasField("tensor_type") or vi.type.tensor_type.HasField("shape"):
+            continue
+        shape = vi.type.tensor_type.shape
+        shape.SetInParent()
+        for d in spec.shape:
+            dim = shape.dim.add()
+            if isinstance(d, int):
+                dim.dim_value = d
+            elif isinstance(d, str):
+                dim.dim_param = d
+        filled += 1
+    return filled
+
+
 def graph_inputs(model) -> list[InputSpec]:
     inits = {i.name for i in model.graph.initializer}
     specs = []
@@ -128,6 +158,12 @@ def guess_task(model) -> str:
 
 def load(path: Path, *, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
     model = read_onnx(path)
+    no_rank = [n for n in _shapeless(model) if n in {i.name for i in model.graph.input}]
+    missing = [n for n in no_rank if n not in (input_shapes or {}) and not ("" in (input_shapes or {}) and
+                                                                              len(model.graph.input) == 1)]
+    if missing:
+        raise ModelLoadError(f"{path}: input '{missing[0]}' has no shape in the file (not even its rank)",
+                             hint=f"give --input-shape {missing[0]}=1x3x224x224 (its full shape)")
     inputs = apply_overrides(graph_inputs(model), input_shapes, str(path))
     for spec in inputs:
         if any(d is None for d in spec.shape):
