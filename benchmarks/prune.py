@@ -5,10 +5,10 @@
         [--calib 128] [--no-reconstruct] [--shipped-crops] [--distill lr=1e-4,freeze_bn=1,...]
         [--targets "mnist_cnn=0.5,0.5@16"] [--cache DIR] [--held-out N] [--threads 1,2] [--layout-latency TARGET]
 
-For each model and MAC-reduction target: prune (default variance, sensitivity: edgekit's auto with data; kept channels
-rounded to 8, "R@16"
-rounds to 16), refit the following layers by least squares on --calib samples (reconstruct.py), measure
-the quality before and after distillation from the unpruned model, export to ONNX, and time it (batch 1):
+For each model and MAC-reduction target: prune (default variance importance and sensitivity allocation, what
+edgekit's auto picks with data; kept channels rounded to 8, "R@16" rounds to 16), refit the following layers
+by least squares on --calib samples (reconstruct.py), measure the quality before and after distillation from
+the unpruned model, export to ONNX, and time it (batch 1):
   mnist_cnn     accuracy on the 1,000 labelled held-out digits (calibration/mnist/test.npz); distilled
                 on the 256 unlabeled training digits (calibration/mnist/train_sample.npz)
   mobilenet_v2  top-1 agreement with the unpruned model on 256 held-out natural crops (--held-out N: up to

@@ -22,20 +22,23 @@ def _w(*shape: int) -> np.ndarray:
     return (RNG.standard_normal(shape) * 0.3).astype(np.float32)
 
 
-def _save(tmp: Path, name: str, nodes, inputs, outputs, inits: dict, opset: int, ir: int = 8,
-          samples: dict[str, np.ndarray] | None = None) -> tuple[Path, Path]:
+def _save(tmp: Path, name: str, nodes, inputs, outputs, inits: dict, opset: int = 13, ir: int = 8,
+          samples: dict[str, np.ndarray] | None = None, check: bool = True, count: int = 12) -> tuple[Path, Path]:
+    """The model as a file, and an .npz of `count` random samples per input (unless `samples` are given).
+    check=False writes a model the ONNX checker refuses (e.g. a graph input that is also an output)."""
     init = [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()]
     graph = helper.make_graph(nodes, name, inputs, outputs, initializer=init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = ir
-    onnx.checker.check_model(model)
+    if check:
+        onnx.checker.check_model(model)
     path = tmp / f"{name}.onnx"
     onnx.save(model, str(path))
     if samples is None:
         samples = {}
         for vi in inputs:
-            shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-            samples[vi.name] = RNG.standard_normal([12] + shape[1:]).astype(np.float32)
+            shape = [d.dim_value or 1 for d in vi.type.tensor_type.shape.dim]
+            samples[vi.name] = RNG.standard_normal([count] + shape[1:]).astype(np.float32)
     npz = tmp / f"{name}.npz"
     np.savez(str(npz), **samples)
     return path, npz

@@ -8,43 +8,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+from test_onnx_sweep import RNG, X, _passed, _w
+from test_onnx_sweep import _save as _write
 
 from edgekit import api
 
-RNG = np.random.default_rng(0)
 
-
-def _w(*shape: int) -> np.ndarray:
-    return (RNG.standard_normal(shape) * 0.3).astype(np.float32)
-
-
-def _save(tmp: Path, name: str, nodes, inputs, outputs, inits: dict, opset: int = 13, check: bool = True,
-          samples: dict[str, np.ndarray] | None = None) -> tuple[Path, Path]:
-    graph = helper.make_graph(nodes, name, inputs, outputs,
-                              initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    if check:
-        onnx.checker.check_model(model)
-    path = tmp / f"{name}.onnx"
-    onnx.save(model, str(path))
-    if samples is None:
-        samples = {}
-        for vi in inputs:
-            shape = [d.dim_value or 1 for d in vi.type.tensor_type.shape.dim]
-            samples[vi.name] = RNG.standard_normal([16] + shape[1:]).astype(np.float32)
-    npz = tmp / f"{name}.npz"
-    np.savez(str(npz), **samples)
-    return path, npz
-
-
-def _passed(result: dict, targets: list[str]) -> None:
-    assert [a["target"] for a in result["artifacts"]] == targets
-    for a in result["artifacts"]:
-        assert a["verification"]["passed"], a
-
-
-X = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+def _save(*args, **kw):  # the ONNX sweep's writer, with this file's 16 calibration samples
+    return _write(*args, **{"count": 16, **kw})
 
 
 def test_int8_keeps_the_relu_after_a_matmul_that_computes_a_graph_output(tmp_path: Path) -> None:

@@ -48,6 +48,13 @@ def _like(ref) -> dict:
     return {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
 
 
+def _record_outputs(ctx, name: str, m, out, weight_dim: int) -> None:
+    """A layer's output channels `out`: its weight's output axis and its bias follow them."""
+    ctx.record(name, "weight", weight_dim, out, out_dim=True)
+    if getattr(m, "bias", None) is not None:
+        ctx.record(name, "bias", 0, out, out_dim=True)
+
+
 class Handler:
     types: tuple = ()
     produces = False  # creates new channels (Conv/Linear/Embedding): counts as a "layer" for first/last
@@ -88,9 +95,7 @@ class ConvHandler(Handler):
                 ctx.uf.union_all(cin[c::cpg])
             ctx.record(name, "weight", 1, cin[:cpg])
             out = np.tile(ctx.uf.new(opg), g)
-        ctx.record(name, "weight", 0, out, out_dim=True)
-        if m.bias is not None:
-            ctx.record(name, "bias", 0, out, out_dim=True)
+        _record_outputs(ctx, name, m, out, 0)
         return ctx.channel_labels(out, len(ctx.shape(node)), 1)
 
     def rebuild(self, m, keep):
@@ -128,9 +133,7 @@ class ConvTransposeHandler(Handler):
         x = node.args[0]
         ctx.record(name, "weight", 0, ctx.channel_atoms(ctx.lab(x), ctx.shape(x), 1))
         out = ctx.uf.new(m.out_channels)
-        ctx.record(name, "weight", 1, out, out_dim=True)
-        if m.bias is not None:
-            ctx.record(name, "bias", 0, out, out_dim=True)
+        _record_outputs(ctx, name, m, out, 1)
         return ctx.channel_labels(out, len(ctx.shape(node)), 1)
 
     def rebuild(self, m, keep):
@@ -159,9 +162,7 @@ class LinearHandler(Handler):
         shp = ctx.shape(x)
         ctx.record(name, "weight", 1, ctx.channel_atoms(ctx.lab(x), shp, len(shp) - 1))
         out = ctx.uf.new(m.out_features)
-        ctx.record(name, "weight", 0, out, out_dim=True)
-        if m.bias is not None:
-            ctx.record(name, "bias", 0, out, out_dim=True)
+        _record_outputs(ctx, name, m, out, 0)
         nd = len(ctx.shape(node))
         return ctx.channel_labels(out, nd, nd - 1)
 

@@ -85,7 +85,10 @@ def probe(module, inputs: list[InputSpec], source: str) -> tuple[list[str], str]
         with torch.no_grad():
             out = module(*args)
     except Exception as exc:  # noqa: BLE001
-        shapes = ", ".join(f"{s.name}={'x'.join(map(str, s.concrete_shape()))}:{s.dtype}" for s in inputs)
+        from edgekit.data import shared_dims
+
+        dims = shared_dims(inputs)  # the shapes example_tensors ran with
+        shapes = ", ".join(f"{s.name}={'x'.join(map(str, s.concrete_shape(dims)))}:{s.dtype}" for s in inputs)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         hint = "check --input-shape against what the model expects"
         if "Long" in first or "indices" in first:  # e.g. an embedding fed float zeros
