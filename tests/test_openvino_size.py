@@ -12,11 +12,12 @@ ov = pytest.importorskip("openvino")
 onnx = pytest.importorskip("onnx")
 
 
-def _qdq_conv(path: Path) -> Path:
+def _qdq_conv(path: Path, group: int = 1) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    w = rng.normal(size=(16, 8, 3, 3)).astype(np.float32)
+    c_in = 8 if group == 1 else group
+    w = rng.normal(size=(16, c_in // group, 3, 3)).astype(np.float32)
     w_scale = (np.abs(w).reshape(16, -1).max(1) / 127).astype(np.float32)
     x_scale = np.float32(4 / 255)
     b = rng.normal(size=16).astype(np.float32)
@@ -35,12 +36,12 @@ def _qdq_conv(path: Path) -> Path:
         helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"]),
         helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["wd"], axis=0),
         helper.make_node("DequantizeLinear", ["b_q", "b_scale"], ["bd"], axis=0),
-        helper.make_node("Conv", ["xd", "wd", "bd"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["xd", "wd", "bd"], ["c"], pads=[1, 1, 1, 1], group=group),
         helper.make_node("Relu", ["c"], ["r"]),
         helper.make_node("QuantizeLinear", ["r", "x_scale", "x_zero"], ["rq"]),
         helper.make_node("DequantizeLinear", ["rq", "x_scale", "x_zero"], ["y"]),
     ]
-    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 12])],
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, 12, 12])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 12, 12])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     return path
@@ -75,6 +76,36 @@ def test_int8_ir_has_float_biases_shared_constants_and_the_same_outputs(tmp_path
     got = compiled({0: x})[0]
     want = core.compile_model(plain, "CPU")({0: x})[0]
     assert np.array_equal(got, want)
+    precisions = {op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops()
+                  if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
+    assert precisions <= {"u8", "i8"} and precisions
+
+
+@pytest.mark.parametrize("group", [16, 4])
+def test_grouped_int8_ir_stores_weights_grouped_scalar_ranges_and_no_indentation(tmp_path: Path, group: int) -> None:
+    """Depthwise / grouped int8 weights are stored in the 5-D grouped layout (no Reshape after their
+    dequantization), per-tensor FakeQuantize ranges are scalars, the XML has no indentation: the same outputs,
+    bit for bit, and the convolution still runs u8."""
+    from edgekit.backends import openvino as ovb
+    from edgekit.targets import get_target
+
+    src = _qdq_conv(tmp_path / "dw.onnx", group=group)
+    xml, _ = ovb.lower(src, get_target("openvino"), tmp_path / "m", {"precision": "int8"})
+    text = xml.read_text()
+    assert not [line for line in text.splitlines() if line[:1].isspace()]
+    core = ov.Core()
+    ir = core.read_model(str(xml))
+    types = [op.get_type_name() for op in ir.get_ordered_ops()]
+    assert "Reshape" not in types and "GroupConvolution" in types
+    for op in ir.get_ordered_ops():
+        if op.get_type_name() == "FakeQuantize":
+            assert all(len(op.get_input_shape(k)) == 0 for k in range(1, 5))
+
+    plain = ov.convert_model(str(src))
+    x = np.random.default_rng(1).normal(size=(1, group, 12, 12)).astype(np.float32)
+    compiled = core.compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    want = core.compile_model(plain, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({0: x})[0]
+    assert np.array_equal(compiled({0: x})[0], want)
     precisions = {op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops()
                   if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
     assert precisions <= {"u8", "i8"} and precisions

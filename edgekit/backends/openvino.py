@@ -22,7 +22,7 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
 
     from edgekit.backends.openvino_compat import frontend_input
     from edgekit.backends.openvino_rnn import lens_to_tensor_iterator, needs_tensor_iterator
-    from edgekit.backends.openvino_size import share_constants
+    from edgekit.backends.openvino_size import compact_xml, reshape_weights, scalar_ranges, share_constants
 
     xml = artifact_path(out_stem, ".xml")
     raw = artifact_path(out_stem, ".raw.xml")
@@ -40,12 +40,15 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
             raise unsupported("OpenVINO", onnx_path, str(exc)) from exc
         if needs_tensor_iterator(onnx.load(str(onnx_path), load_external_data=False)):
             lens_to_tensor_iterator(model)  # the CPU plugin ignores sequence_lens at dynamic shapes
+        scalar_ranges(model)
+        reshape_weights(model)
         share_constants(model)
         ov.save_model(model, str(raw), compress_to_fp16=bool(target.runtime.get("compress_to_fp16", False)))
     final = ov.Core().read_model(str(raw))  # as saved: constants folded, weights compressed if asked
     _layer_names(final)
     _stable_names(final)
     ov.serialize(final, str(xml), str(artifact_path(out_stem, ".bin")))
+    compact_xml(xml)
     raw.unlink()
     artifact_path(out_stem, ".raw.bin").unlink()
     return [xml, artifact_path(out_stem, ".bin")]
