@@ -90,11 +90,15 @@ def arg_max(ctx, node) -> None:
     perm = drop_axes(v.perm, {axis})
     reduced_shape = tuple(d for i, d in enumerate(ctx.shape(x)) if i != axis)
     out_dt = ctx.dtype(node.output[0])
+    src = v.idx
+    if np.dtype(v.dtype) in (np.dtype(np.int64), np.dtype(np.uint64)):  # LiteRT's ARG_MAX refuses int64 ('type: 4')
+        src = ctx.tensor(node.output[0] + "/i32", ctx.w.shape_of(v.idx), np.int32)
+        ctx.op("CAST", [v.idx], [src], "CastOptions", inDataType=tensor_type(v.dtype), outDataType=tensor_type(np.int32))
     target = ctx.out(node.output[0], v.perm if keep else perm)
     mid = target
     if keep:
         mid = ctx.tensor(node.output[0] + "/nokeep", permute(reduced_shape, perm), out_dt)
-    ctx.op(tfl, [v.idx, ctx.const_tensor(np.asarray([v.perm.index(axis)], np.int32), "axis")], [mid], opts,
+    ctx.op(tfl, [src, ctx.const_tensor(np.asarray([v.perm.index(axis)], np.int32), "axis")], [mid], opts,
            outputType=tensor_type(out_dt))
     if keep:
         shp = list(ctx.w.shape_of(target))
