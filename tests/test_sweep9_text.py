@@ -9,9 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgekit import api
+from edgekit.errors import DataError
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("tokenizers")
@@ -84,3 +86,55 @@ def test_clip_eos_pooling_argmax_over_int64_ids_lowers_to_tflite(tmp_path: Path)
                          task="embedding")
     (fig,) = _passed(result, ["tflite"])
     assert fig["cosine"] > 0.9999
+
+
+def test_text_feeds_a_bool_attention_mask_and_a_padding_mask(tmp_path: Path) -> None:
+    """A model whose attention_mask is bool (True = token, BERT with masked_fill(~mask)) was refused with a text file
+    ("model input 'attention_mask' is bool, not token ids"). Bool masks are fed; a mask named as torch's
+    key_padding_mask marks the padding instead (True = padding), else every token was masked out."""
+    from edgekit.data import InputSpec
+    from edgekit.data.text import read
+
+    text = _text(tmp_path / "data", SENTENCES[:2] + [""] * 2)  # empty lines are skipped
+    specs = [InputSpec("input_ids", (1, 64), "int64"), InputSpec("attention_mask", (1, 64), "bool"),
+             InputSpec("padding_mask", (1, 64), "bool")]
+    first = next(iter(read(str(text), specs)))
+    n = int(first["attention_mask"].sum())
+    assert first["attention_mask"].dtype == np.bool_ and 4 < n < 64 and first["attention_mask"][0, :n].all()
+    np.testing.assert_array_equal(first["padding_mask"], ~first["attention_mask"])
+
+    model = _export(tm.bert_classifier(), ["input_ids", "token_type_ids", "attention_mask"], tmp_path / "bert.onnx",
+                    mask_dtype=torch.bool)
+    result = api.convert(str(model), ["onnxruntime", "openvino"], tmp_path / "out", calibration=str(text),
+                         precision="int8")
+    for fig in _passed(result, ["onnxruntime", "openvino"]):
+        assert fig["top1_agreement"] == 1.0
+
+
+@pytest.mark.parametrize(("value", "match"), [(0, "positive whole number"), ("abc", "positive whole number"),
+                                               (2, "adds 2 special tokens")])
+def test_a_max_length_that_cannot_cut_sentences_is_refused(tmp_path: Path, value, match: str) -> None:
+    """max_length = 0 meant 'not given' (128), "abc" was an internal error (int()), and a max_length no larger than
+    the tokenizer's special tokens made the tokenizers library skip truncation: sentences came out whole."""
+    from edgekit.data import InputSpec
+    from edgekit.data.text import read
+
+    text = _text(tmp_path, SENTENCES, max_length=value)
+    with pytest.raises(DataError, match=match):
+        list(read(str(text), [InputSpec("input_ids", ("batch", "seq"), "int64")]))
+
+
+def test_the_tokenizers_own_truncation_is_the_default_length(tmp_path: Path) -> None:
+    """A tokenizer.json saved with truncation (max_length 12) was cut at 128 tokens anyway."""
+    from tokenizers import Tokenizer
+
+    from edgekit.data import InputSpec
+    from edgekit.data.text import read
+
+    tok = Tokenizer.from_file(str(_wordpiece(tmp_path / "tokenizer.json")))
+    tok.enable_truncation(max_length=12)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    text = _text(tmp_path, [" ".join(SENTENCES)])
+    (feed,) = list(read(str(text), [InputSpec("input_ids", ("batch", "seq"), "int64")]))
+    assert feed["input_ids"].shape == (1, 12)
+

