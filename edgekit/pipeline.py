@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.data import SampleSet, load_samples, synthetic_samples
-from edgekit.errors import DataError, MissingDependencyError, UsageError, VerificationError
+from edgekit.errors import DataError, EdgekitError, MissingDependencyError, UsageError, VerificationError
 from edgekit.progress import log, warn
 from edgekit.sources.model import LoadedModel
 from edgekit.targets import Target
@@ -203,11 +203,14 @@ def stage_references(st: State) -> None:
     bounds = id_bounds(onnx_path=st.hub, names=[i.name for i in st.model.inputs if np.dtype(i.dtype).kind in "iu"])
     for samples in (st.verify_fp32, st.calib, st.held_out):  # the samples the runtimes will be given
         check_ids(samples, bounds, st.samples.description)
+    from edgekit.data.failing_sample import Tracked, data_failure
+
+    tracked = None
     try:
         source = _reference_source(st)
-        st.refs["fp32"] = reference_outputs(source, st.verify_fp32)
+        st.refs["fp32"] = reference_outputs(source, tracked := Tracked(st.verify_fp32))
         if st.held_out is not None:
-            st.refs["int8"] = reference_outputs(source, st.held_out)
+            st.refs["int8"] = reference_outputs(source, tracked := Tracked(st.held_out))
     except Exception as exc:  # noqa: BLE001 - random ids past an axis the model indexes with them (id_bounds.py)
         ints = [i.name for i in st.model.inputs if np.dtype(i.dtype).kind in "iu"]
         if st.samples.synthetic and ints and INDEX_ERROR.search(str(exc)):
@@ -215,6 +218,9 @@ def stage_references(st: State) -> None:
 
             why = (str(exc).split("Status Message:")[-1].strip().splitlines() or [""])[-1]
             raise synthetic_index_error(ints, f"the model failed on random ids ({why[-160:]})") from exc
+        if not st.samples.synthetic and tracked is not None and tracked.last is not None \
+                and not isinstance(exc, EdgekitError):  # the source model itself fails on a user sample
+            raise data_failure(st.samples, tracked, exc) from exc
         raise
     unpruned = st.model.meta.get("unpruned_module")
     if unpruned is not None:  # pruned: artifacts are gated on the pruned model, and compared with the original

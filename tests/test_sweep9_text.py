@@ -138,3 +138,19 @@ def test_the_tokenizers_own_truncation_is_the_default_length(tmp_path: Path) -> 
     (feed,) = list(read(str(text), [InputSpec("input_ids", ("batch", "seq"), "int64")]))
     assert feed["input_ids"].shape == (1, 12)
 
+
+def test_a_sentence_longer_than_the_models_positions_is_a_data_error(tmp_path: Path) -> None:
+    """A text file with a sentence longer than the model's position table (64), cut at the default 128 tokens:
+    ONNX Runtime's 'indices element out of data bounds' in the reference run was an internal error (exit 1). It
+    is a DataError naming the sentence's length, the lengths that ran and where to set max_length; with max_length
+    = 64 in text.toml the same data converts."""
+    model = _export(tm.distilbert(), ["input_ids", "attention_mask"], tmp_path / "distilbert.onnx")
+    lines = SENTENCES + [" ".join(SENTENCES * 2)]  # ~ 200 tokens
+    text = _text(tmp_path / "data", lines)
+    with pytest.raises(DataError, match=r"fails on a sentence of 128 tokens.*up to \d+ tokens ran") as err:
+        api.convert(str(model), ["onnxruntime"], tmp_path / "out", calibration=str(text))
+    assert "max_length = N in text.toml" in err.value.hint and "128 tokens, the default" in err.value.hint
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    (tmp_path / "data" / "text.toml").write_text("max_length = 64\n")
+    result = api.convert(str(model), ["onnxruntime"], tmp_path / "out", calibration=str(text), task="embedding")
+    _passed(result, ["onnxruntime"])
