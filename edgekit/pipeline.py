@@ -319,7 +319,7 @@ def quantized_hub(st: State, target: Target) -> tuple[Path, dict]:
 
 
 def verify_artifact(st: State, backend, path: Path, target: Target, precision: str, options) -> dict[str, Any]:
-    from edgekit.verify import check, compare, run_all
+    from edgekit.verify import check, compare, run_all, summary
 
     role = "int8" if precision == "int8" else "fp32"
     samples = st.held_out if precision == "int8" else st.verify_fp32
@@ -338,14 +338,7 @@ def verify_artifact(st: State, backend, path: Path, target: Target, precision: s
     passed, failures = check(figures, target.tolerances(precision))
     figures.update(passed=passed, synthetic=bool(samples.synthetic), failures=failures)
     level = log if passed else warn
-    cos = f"cosine {figures['cosine_mean']:.6f} (worst {figures['cosine']:.6f})"
-    top1 = f", top-1 agreement {figures['top1_agreement']:.3f}" if figures["top1_agreement"] is not None else ""
-    if figures.get("top1_agreement_confident") is not None and figures["top1_agreement"] < 1.0:
-        top1 += (f" ({figures['top1_agreement_confident']:.3f} on the {figures['confident_samples']} samples the "
-                 f"source classifies with p >= 0.5)")
-    if figures.get("integer_outputs_exact") is not None:
-        top1 += f", integer outputs identical {figures['integer_outputs_exact']:.3f}"
-    level(f"verify {target.name} {precision}: max abs error {figures['max_abs_error']:.3g}, {cos}{top1} "
+    level(f"verify {target.name} {precision}: {summary(figures)} "
           f"on {figures['samples']} samples -> {'ok' if passed else 'FAILED'}")
     if not passed:
         raise VerificationError(f"{target.name} {precision} artifact failed verification: {'; '.join(failures)}",

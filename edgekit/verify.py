@@ -1,8 +1,10 @@
 """Run an artifact in its runtime and compare it with the source model.
 
-Figures: max and mean absolute error (over every output element of every sample), cosine similarity
-(per sample, of each output flattened, the worst output; the minimum over samples is reported, and the mean), and top-1
-agreement for classifiers (argmax of the first output's last axis). Tolerances come from the target's
+Figures: max and mean absolute error (over every float output element of every sample), cosine similarity
+(per sample, of each float output flattened, the worst output; the minimum over samples is reported, and the mean),
+top-1 agreement for classifiers (argmax of the first output's last axis), and for integer outputs (argmax labels,
+ids, masks) the share of equal elements (`integer_agreement`; floor: the target's `integer_agreement`, else its
+`top1_agreement`, else 0.999). A model whose every output is integer has no float figures (None). Tolerances come from the target's
 [verify.<precision>] table: `max_abs_error` is relative to the reference's largest magnitude when that
 exceeds 1 (logits of a few tens tolerate proportionally more), `cosine` (worst sample), `cosine_mean` and
 `top1_agreement` are minima. An int8 artifact is checked twice against the fp32 source: with absolute
@@ -49,7 +51,7 @@ def run_all(session: Any, samples: Iterable[dict[str, np.ndarray]]) -> list[Outp
 
 def _as_output(value: Any) -> np.ndarray:
     """float32, except integer and bool outputs (argmax indices, ids, masks), which `compare` judges exactly."""
-    return np.asarray(value) if _is_integer(value) else np.asarray(value, dtype=np.float32)
+    return np.asarray(value) if is_integer(value) else np.asarray(value, dtype=np.float32)
 
 
 def _finite(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,47 +79,50 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
         raise ValueError("reference and candidate must have the same, non-zero number of samples")
     max_abs, abs_sum, count, cosines, agree, ref_peak = 0.0, 0.0, 0, [], 0, 0.0
     confident, confident_agree = 0, 0
-    exact, n_int = 0, 0
+    exact, n_int, int_equal, int_count = 0, 0, 0, 0
     for ref, cand in zip(refs, cands):
         if len(ref) != len(cand):
             raise ValueError(f"artifact has {len(cand)} outputs, the source model {len(ref)}")
         per_output: list[float] = []
-        integer = [_is_integer(r) for r in ref]
-        # integer outputs (indices, ids, masks) are compared exactly; they join the cosine only when the model
-        # has nothing else (an index is a label, not a magnitude: 500 -> 3 is no further off than 500 -> 501)
-        mixed = any(integer) and not all(integer)
-        if any(integer):
-            n_int += 1
-            exact += all(np.array_equal(np.asarray(r), np.asarray(c).reshape(np.shape(r)))
-                         for r, c, i in zip(ref, cand, integer) if i and np.size(r) == np.size(c))
+        integer = [is_integer(r) for r in ref]
         for r, c, is_int in zip(ref, cand, integer):
-            r = np.asarray(r, dtype=np.float64)
-            c = np.asarray(c, dtype=np.float64)
+            r, c = np.asarray(r), np.asarray(c)
             if r.shape != c.shape:
                 if r.size != c.size:
                     raise ValueError(f"output shape {c.shape} differs from the source model's {r.shape}")
                 c = c.reshape(r.shape)
-            r, c, d = _finite(r, c)
+            if is_int:
+                # indices, ids, masks: labels, not magnitudes (500 -> 3 is no further off than 500 -> 501), judged
+                # by the share of equal elements; a segmentation map's near-tie pixels may flip in fp32 as well
+                int_equal += int(np.count_nonzero(r == c))
+                int_count += r.size
+                continue
+            r, c, d = _finite(np.asarray(r, dtype=np.float64), np.asarray(c, dtype=np.float64))
             max_abs = max(max_abs, float(d.max(initial=0.0)))
             abs_sum += float(d.sum())
             count += d.size
             ref_peak = max(ref_peak, float(np.abs(r).max(initial=0.0)))
-            if not (mixed and is_int):
-                per_output.append(cosine(r, c))
-        # each output on its own: a large output (decoded boxes in pixels) would hide a broken small one (scores)
-        cosines.append(min(per_output))
+            # each output on its own: a large output (decoded boxes in pixels) would hide a broken small one (scores)
+            per_output.append(cosine(r, c))
+        if any(integer):
+            n_int += 1
+            exact += all(np.array_equal(np.asarray(r), np.asarray(c).reshape(np.shape(r)))
+                         for r, c, i in zip(ref, cand, integer) if i)
+        if per_output:
+            cosines.append(min(per_output))
         if task == "classification":
             same = int(np.array_equal(np.argmax(ref[0], axis=-1),
-                                      np.argmax(np.asarray(cand[0]).reshape(ref[0].shape), axis=-1)))
+                                      np.argmax(np.asarray(cand[0]).reshape(np.shape(ref[0])), axis=-1)))
             agree += same
             if top1_probability(ref[0]) >= CONFIDENT:
                 confident += 1
                 confident_agree += same
+    floats = bool(count)  # float figures are None for a model whose every output is integer (an argmax map)
     return {
-        "max_abs_error": max_abs,
-        "mean_abs_error": abs_sum / max(count, 1),
-        "cosine": min(cosines),
-        "cosine_mean": float(np.mean(cosines)),
+        "max_abs_error": max_abs if floats else None,
+        "mean_abs_error": abs_sum / count if floats else None,
+        "cosine": min(cosines) if floats else None,
+        "cosine_mean": float(np.mean(cosines)) if floats else None,
         "top1_agreement": agree / len(refs) if task == "classification" else None,
         # context, not a gate: agreement where the source model itself is decisive (inputs like a labelled
         # benchmark's); disagreements elsewhere are near-ties that any perturbation may flip
@@ -125,8 +130,27 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
         "confident_samples": confident if task == "classification" else None,
         "samples": len(refs),
         "reference_peak": ref_peak,
-        "integer_outputs_exact": exact / n_int if n_int else None,
+        "integer_agreement": int_equal / int_count if int_count else None,  # share of equal integer elements
+        "integer_outputs_exact": exact / n_int if n_int else None,  # share of samples with all of them equal
     }
+
+
+def summary(figures: dict[str, Any]) -> str:
+    """One log line's worth of figures: errors and cosine of the float outputs, top-1 agreement, integer outputs."""
+    parts = []
+    if figures.get("cosine") is not None:
+        parts.append(f"max abs error {figures['max_abs_error']:.3g}, cosine {figures['cosine_mean']:.6f} "
+                     f"(worst {figures['cosine']:.6f})")
+    if figures.get("top1_agreement") is not None:
+        top1 = f"top-1 agreement {figures['top1_agreement']:.3f}"
+        if figures.get("top1_agreement_confident") is not None and figures["top1_agreement"] < 1.0:
+            top1 += (f" ({figures['top1_agreement_confident']:.3f} on the {figures['confident_samples']} samples "
+                     f"the source classifies with p >= 0.5)")
+        parts.append(top1)
+    if figures.get("integer_agreement") is not None:
+        parts.append(f"integer outputs: {figures['integer_agreement']:.4f} of elements equal, "
+                     f"{figures['integer_outputs_exact']:.3f} of samples identical")
+    return ", ".join(parts)
 
 
 CONFIDENT = 0.5  # a sample is "confident" when the source's top-1 probability is at least this
@@ -147,27 +171,47 @@ def top1_probability(output: Any) -> float:
     return float(p.max(-1).min())
 
 
-def _is_integer(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
     return np.issubdtype(np.asarray(value).dtype, np.integer) or np.asarray(value).dtype == np.bool_
 
 
 def check(figures: dict[str, Any], tolerances: dict[str, float]) -> tuple[bool, list[str]]:
-    """Apply a target's tolerances; returns (passed, reasons it failed)."""
+    """Apply a target's tolerances; returns (passed, reasons it failed). A figure that is None (no float
+    output, not a classifier) is not gated."""
     failures = []
-    if "max_abs_error" in tolerances:
+    floats = figures.get("cosine") is not None
+    if "max_abs_error" in tolerances and floats:
         limit = tolerances["max_abs_error"] * max(1.0, figures.get("reference_peak", 1.0))
         if not figures["max_abs_error"] <= limit:
             failures.append(f"max abs error {figures['max_abs_error']:.3g} > {limit:.3g}")
-    if "cosine" in tolerances and not figures["cosine"] >= tolerances["cosine"]:
+    if "cosine" in tolerances and floats and not figures["cosine"] >= tolerances["cosine"]:
         failures.append(f"cosine {figures['cosine']:.6f} < {tolerances['cosine']} (worst sample)")
-    if "cosine_mean" in tolerances and not figures["cosine_mean"] >= tolerances["cosine_mean"]:
+    if "cosine_mean" in tolerances and floats and not figures["cosine_mean"] >= tolerances["cosine_mean"]:
         failures.append(f"mean cosine {figures['cosine_mean']:.6f} < {tolerances['cosine_mean']}")
     hub = figures.get("quantized_graph")  # the int8 ONNX graph's own figures against the source
     margin = tolerances.get("max_loss_vs_quantized_graph")
-    if hub is not None and margin is not None and figures["cosine_mean"] < hub["cosine_mean"] - margin:
+    if hub is not None and margin is not None and floats and figures["cosine_mean"] < hub["cosine_mean"] - margin:
         failures.append(f"mean cosine {figures['cosine_mean']:.4f} trails the int8 ONNX graph's "
                         f"{hub['cosine_mean']:.4f} by more than {margin} (the backend lowered it wrongly)")
     if "top1_agreement" in tolerances and figures.get("top1_agreement") is not None:
         if not figures["top1_agreement"] >= tolerances["top1_agreement"]:
             failures.append(f"top-1 agreement {figures['top1_agreement']:.3f} < {tolerances['top1_agreement']}")
+    agreement = figures.get("integer_agreement")
+    if agreement is not None:
+        floor = integer_floor(tolerances)
+        if not agreement >= floor:
+            failures.append(f"integer outputs agree on {agreement:.4f} of their elements < {floor}")
+        if hub is not None and margin is not None and hub.get("integer_agreement") is not None \
+                and agreement < hub["integer_agreement"] - margin:
+            failures.append(f"integer outputs agree on {agreement:.4f} of their elements, the int8 ONNX graph's "
+                            f"on {hub['integer_agreement']:.4f} (the backend lowered it wrongly)")
     return (not failures), failures
+
+
+INTEGER_AGREEMENT = 0.999  # fp32: one element in a thousand may flip (a near-tie of an argmax map)
+
+
+def integer_floor(tolerances: dict[str, float]) -> float:
+    """The least share of equal elements integer outputs (argmax labels, ids, masks) need: the target's
+    `integer_agreement`, else its top-1 agreement floor (an argmax label is a top-1 decision), else 0.999."""
+    return float(tolerances.get("integer_agreement", tolerances.get("top1_agreement", INTEGER_AGREEMENT)))

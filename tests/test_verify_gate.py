@@ -83,9 +83,9 @@ def test_integer_outputs_are_compared_exactly_not_in_the_cosine():
     assert a["cosine"] == b["cosine"] == pytest.approx(1.0, abs=1e-12)  # the float output is untouched
     assert compare(refs, refs, "generic")["integer_outputs_exact"] == 1.0
     assert compare([[lg] for lg in logits], [[lg] for lg in logits], "generic")["integer_outputs_exact"] is None
-    only_ids = compare([[np.array([500])]], [[np.array([3])]], "generic")  # nothing else: the ids stay in the cosine
-    assert only_ids["integer_outputs_exact"] == 0.0 and only_ids["cosine"] == pytest.approx(1.0)  # 1-element vectors align
-    assert b["max_abs_error"] == 497  # the raw difference is still reported
+    only_ids = compare([[np.array([500])]], [[np.array([3])]], "generic")  # nothing else: no float figures at all
+    assert only_ids["integer_outputs_exact"] == only_ids["integer_agreement"] == 0.0 and only_ids["cosine"] is None
+    assert b["max_abs_error"] == 0 and b["integer_agreement"] == 0.75  # the index is judged apart, as a label
 
 
 def test_confident_agreement_counts_only_samples_the_source_is_sure_of():

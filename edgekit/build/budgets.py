@@ -72,6 +72,8 @@ def accuracy_drop(entry: dict[str, Any]) -> tuple[float | None, str]:
         return 1.0 - float(v["top1_agreement"]), f"top-1 disagreement with the source model on {n} samples"
     if isinstance(v.get("cosine"), (int, float)):
         return 1.0 - float(v["cosine"]), f"1 - cosine similarity to the source model on {n} samples"
+    if isinstance(v.get("integer_agreement"), (int, float)):  # every output integer (an argmax map)
+        return 1.0 - float(v["integer_agreement"]), f"share of integer output elements changed on {n} samples"
     return None, "no verification figures (verify = false?)"
 
 

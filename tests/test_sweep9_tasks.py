@@ -1,0 +1,72 @@
+"""Non-classifier vision models found by the sweep-9 'tasks' sweep (detection heads, segmentation logits and argmax
+maps, depth, super-resolution, keypoints, siamese, uint8 NHWC inputs): what verification and --max-drop judge them by.
+Models: tests/fixtures/sweep9_tasks.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit.build.budgets import accuracy_drop
+from edgekit.quantize.control import held_out_figures
+from edgekit.verify import check, compare, summary
+
+FP32 = {"max_abs_error": 1e-3, "cosine": 0.99999}
+INT8 = {"cosine_mean": 0.9, "top1_agreement": 0.7, "max_loss_vs_quantized_graph": 0.01}
+
+
+def _label_maps(n: int = 4, seed: int = 0) -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [[rng.integers(0, 5, (1, 32, 32)).astype(np.int64)] for _ in range(n)]
+
+
+def test_an_argmax_map_is_judged_by_its_share_of_equal_pixels():
+    """A segmentation net's argmax map (int64, the only output): one near-tie pixel flipped in fp32 failed
+    verification ('max abs error 4 > 0.004; cosine 0.999189 < 0.99999', exit 3 on a correct ORT artifact), and
+    in int8 the map was judged by the cosine of its label values. Labels are judged by the share of equal
+    elements: 0.999 in fp32, the top-1 floor in int8; the label values are no float figures."""
+    refs = _label_maps()
+    one_pixel = [[r[0].copy()] for r in refs]
+    one_pixel[0][0][0, 3, 7] = (one_pixel[0][0][0, 3, 7] + 4) % 5
+    fig = compare(refs, one_pixel, "generic")
+    assert fig["integer_agreement"] == pytest.approx(1 - 1 / (4 * 32 * 32))
+    assert fig["integer_outputs_exact"] == 0.75
+    assert fig["cosine"] is None and fig["max_abs_error"] is None
+    assert check(fig, FP32) == (True, [])
+    assert "of elements equal" in summary(fig)
+    rng = np.random.default_rng(1)
+    noisy = [[np.where(rng.random(r[0].shape) < 0.2, (r[0] + 1) % 5, r[0])] for r in refs]  # 20% of pixels off
+    ok, why = check(compare(refs, noisy, "generic"), FP32)
+    assert not ok and why[0].startswith("integer outputs agree on 0.7") and why[0].endswith("< 0.999")
+    assert check(compare(refs, noisy, "generic"), INT8)[0]  # int8: above the 0.7 floor
+    broken = [[np.zeros_like(r[0])] for r in refs]  # an int8 lowering that lost the logits
+    assert not check(compare(refs, broken, "generic"), INT8)[0]
+    entry = {"artifact": {"verification": compare(refs, noisy, "generic")}}  # a build's max_accuracy_drop
+    assert accuracy_drop(entry)[0] == pytest.approx(0.2, abs=0.01)
+
+
+def test_a_label_flip_next_to_boxes_is_not_a_pixel_error():
+    """A post-processed detector (boxes in pixels, best score, class id): a flipped class id of one anchor
+    entered the max abs error (2 > 1e-3 x 32 px) and failed fp32; it is counted among the labels instead."""
+    rng = np.random.default_rng(0)
+    refs = [[rng.uniform(0, 32, (1, 160, 4)).astype(np.float32), rng.random((1, 160)).astype(np.float32),
+             rng.integers(0, 3, (1, 160)).astype(np.int64)] for _ in range(8)]
+    cands = [[b, s, lab.copy()] for b, s, lab in refs]
+    cands[2][2][0, 5] = (cands[2][2][0, 5] + 2) % 3
+    fig = compare(refs, cands, "generic")
+    assert fig["max_abs_error"] == 0 and fig["integer_agreement"] == pytest.approx(1 - 1 / (8 * 160))
+    assert check(fig, FP32)[0]
+
+
+def test_max_drop_judges_every_output_of_a_generic_model():
+    """--max-drop's held-out drop of a generic model took the first output alone: a detector whose scores int8
+    broke (boxes first) measured a drop of 0 and met any budget; an argmax map was scored by its labels'
+    cosine. Every output counts (the worst per sample), an integer one by its share of equal elements."""
+    rng = np.random.default_rng(0)
+    ref = [[rng.uniform(0, 32, (1, 160, 4)), rng.random((1, 160, 3))] for _ in range(4)]
+    cand = [[b, np.zeros_like(s)] for b, s in ref]
+    assert held_out_figures(ref, cand, "generic")["drop"] == pytest.approx(1.0)
+    assert held_out_figures(ref, cand, "embedding")["drop"] == 0.0  # an embedding model: its first output
+    maps = _label_maps()
+    flipped = [[np.where(np.arange(m[0].size).reshape(m[0].shape) % 10 == 0, (m[0] + 1) % 5, m[0])] for m in maps]
+    assert held_out_figures(maps, flipped, "generic")["drop"] == pytest.approx(0.1, abs=0.001)
