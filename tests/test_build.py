@@ -263,3 +263,28 @@ def test_two_concurrent_builds_share_one_cache(tmp_path):
     assert proc.returncode == 0 and json.loads(proc.stdout)["removed"] == 2
     info = json.loads(run_cli("cache", "info", "--json", env={"EDGEKIT_CACHE_DIR": str(cache)}).stdout)
     assert info["entries"] == 0
+
+
+def test_building_one_target_keeps_the_other_configured_targets_installed(built, tmp_path):
+    """`edgekit build -t openvino` (one Make/Gradle task per platform) builds that target and leaves the
+    artifacts of the config's other targets in place, in the manifest too; a target the config drops goes."""
+    project, cache, _ = built
+    work = tmp_path / "p"
+    work.mkdir()
+    write_config(work)
+    proc, data = build(work, cache)  # the full set, from the cache
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(p.name for p in (work / "models").iterdir())
+    proc, data = build(work, cache, "-t", "openvino")
+    assert proc.returncode == 0, proc.stderr
+    assert {(a["model"], a["target"]) for a in data["artifacts"]} == {("a", "openvino"), ("b", "openvino")}
+    manifest = json.loads((work / "models" / "edgekit-manifest.json").read_text())
+    assert {(r["model"], r["target"]) for r in manifest["artifacts"]} == {
+        ("a", "onnxruntime"), ("a", "openvino"), ("b", "onnxruntime"), ("b", "openvino")}
+    assert set(files) <= {p.name for p in (work / "models").iterdir()}
+    # the config no longer lists b (nor its openvino build): its files go, a's stay
+    (work / "edgekit.toml").write_text(CONFIG.split("[[models]]\nname = \"b\"")[0].format(a_extra="") + "\n")
+    proc, data = build(work, cache)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (work / "models").iterdir()) == [
+        "a.onnxruntime.onnx", "a.openvino.bin", "a.openvino.xml", "edgekit-manifest.json"]

@@ -315,9 +315,12 @@ def run_build(config: BuildConfig, *, output: Path | None = None, use_cache: boo
         # read again under the lock: a concurrent build (make -j, one `edgekit build -m X` per model) may have
         # written its records since this build started, and they must be kept
         old_manifest = read_manifest(outdir) or {}
-        built_names = {m.name for m in models}
-        kept = [r for r in old_manifest.get("artifacts", []) if r.get("model") not in built_names
-                and r.get("model") in {m.name for m in config.models}
+        # kept: what the config still asks for and this run did not build (`-m X`, `-t T` build a subset: the
+        # other configured artifacts stay installed); dropped: what the config no longer lists
+        built = {(i.model.name, i.target) for i in items}
+        configured = {(m.name, t) for m in config.models for t in m.targets}
+        kept = [r for r in old_manifest.get("artifacts", [])
+                if (r.get("model"), r.get("target")) not in built and (r.get("model"), r.get("target")) in configured
                 and all((outdir / f["path"]).is_file() for f in r.get("files", []))]
         records = sorted(kept + records, key=lambda r: (r["model"], r["target"]))
         wanted = {f["path"] for r in records for f in r["files"]}
