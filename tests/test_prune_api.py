@@ -289,3 +289,30 @@ def test_task_option_overrides_the_guess(invoke, tmp_path) -> None:
     assert told.json()["artifacts"][0]["verification"]["top1_agreement"] is None
     bad = invoke("convert", str(src), "-t", "onnxruntime", "--task", "detection", "-o", str(tmp_path / "c"))
     assert bad.returncode == 2 and not (tmp_path / "c").exists()
+
+
+def test_layout_latency_over_several_targets_is_the_geometric_mean_of_their_runtimes(monkeypatch) -> None:
+    """With several targets each distinct backend lowers and runs the candidate (two targets on one backend:
+    timed once), and the score is the geometric mean of the runtimes' times (no runtime's scale dominates)."""
+    torch = pytest.importorskip("torch")
+    from edgekit.data import InputSpec
+    from edgekit.prune import latency
+    from edgekit.targets import get_target
+
+    runs: list[str] = []
+
+    def fake_seconds(sess, feed) -> float:  # the sessions are real; only the clock is replaced
+        runs.append(sess.runtime)
+        return {"onnxruntime": 0.002, "openvino": 0.008}[sess.runtime]
+
+    monkeypatch.setattr(latency, "_seconds", fake_seconds)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
+    targets = [get_target("onnxruntime"), get_target("openvino"), get_target("onnxruntime")]
+    measure = latency.runtime_latency(targets, [InputSpec("x", (1, 3, 8, 8), "float32")], ["y"],
+                                      {"x": torch.zeros(1, 3, 8, 8)})
+    assert measure(model) == pytest.approx(0.004)
+    assert sorted(set(runs)) == ["onnxruntime", "openvino"]
+    assert runs.count("onnxruntime") == runs.count("openvino") == latency.RUNS * latency.REPEATS
+    single = latency.runtime_latency(get_target("openvino"), [InputSpec("x", (1, 3, 8, 8), "float32")], ["y"],
+                                     {"x": torch.zeros(1, 3, 8, 8)})
+    assert single(model) == pytest.approx(0.008)

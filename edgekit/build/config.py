@@ -182,7 +182,7 @@ MODEL_KEYS: dict[str, Key] = {
     "round_to": Key(_int(1), "pruned channel counts are multiples of this (default 8)"),
     "importance": Key(_choice(*IMPORTANCE_CHOICES), f"pruning importance: {' | '.join(IMPORTANCE_CHOICES)}"),
     "allocation": Key(_choice(*ALLOCATION_CHOICES), f"pruning allocation: {' | '.join(ALLOCATION_CHOICES)}"),
-    "layout_by_latency": Key(_bool, "choose the pruned channel layout by latency measured on the first target"),
+    "layout_by_latency": Key(_bool, "choose the pruned channel layout by latency measured on the targets' runtimes"),
     "distill_steps": Key(_int(0), "distillation steps after pruning"),
     "task": Key(_choice(*TASK_CHOICES), f"what the outputs are: {' | '.join(TASK_CHOICES)} (default auto)"),
     "int8_finetune": Key(_int(0), "end-to-end int8 fine-tuning steps (default: the target's, 0)"),

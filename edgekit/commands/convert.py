@@ -45,8 +45,8 @@ from edgekit.prune import ALLOCATION_CHOICES, IMPORTANCE_CHOICES
                    "its measured output loss on the calibration data (sensitivity; auto: sensitivity with "
                    "calibration data, else uniform).")
 @click.option("--layout-by-latency", is_flag=True,
-              help="With --prune-macs: among channel layouts near the MAC target, keep the one the first "
-                   "target's runtime runs fastest on this machine (measured).")
+              help="With --prune-macs: among channel layouts near the MAC target, keep the one the targets' "
+                   "runtimes run fastest on this machine (measured; geometric mean over the runtimes).")
 @click.option("--distill-steps", type=int, default=0, help="Knowledge-distillation steps after pruning.")
 @click.option("--io-layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True,
               help="TFLite model I/O layout.")

@@ -24,7 +24,7 @@ def prune_and_distill(st, work: Path) -> dict[str, Any]:
     student, report = prune_and_distill_loaded(
         lm, samples, prune=job.prune, prune_macs=job.prune_macs, exclude=tuple(job.prune_exclude),
         round_to=job.round_to, importance=job.importance, allocation=job.allocation,
-        layout_target=job.targets[0] if job.layout_by_latency else None, distill_steps=job.distill_steps, seed=job.seed)
+        layout_target=list(job.targets) if job.layout_by_latency else None, distill_steps=job.distill_steps, seed=job.seed)
     lm.meta["unpruned_module"] = teacher
     lm.module = student
     return report
