@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/prune.py [--models mnist_cnn,mobilenet_v2,minilm] [--steps 300] [--runs 30]
         [--importance variance|l2|taylor|...] [--allocation sensitivity|uniform|global] [--round-to 8]
         [--calib 128] [--no-reconstruct] [--shipped-crops] [--distill lr=1e-4,freeze_bn=1,...]
-        [--targets "mnist_cnn=0.5,0.5@16"] [--cache DIR] [--held-out N] [--threads 1,2] [--layout-latency TARGET]
+        [--targets "mnist_cnn=0.5,0.5@16"] [--cache DIR] [--held-out N] [--threads 1,2] [--layout-latency TARGET[,TARGET]]
 
 For each model and MAC-reduction target: prune (default variance importance and sensitivity allocation, what
 edgekit's auto picks with data; kept channels rounded to 8, "R@16" rounds to 16), refit the following layers
@@ -220,8 +220,8 @@ def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "
                 from edgekit.prune.latency import runtime_latency
                 from edgekit.targets import get_target
 
-                layout_latency = runtime_latency(get_target(LAYOUT_TARGET), list(lm.inputs), list(lm.output_names),
-                                                 example)
+                layout_latency = runtime_latency([get_target(t) for t in LAYOUT_TARGET.split(",")], list(lm.inputs),
+                                                 list(lm.output_names), example)
             ck = pcache.key(model=name, target=target, round_to=rt, importance=importance, allocation=allocation,
                             reconstruct=reconstruct, calib=len(idx), fresh=bool(fresh and name in FRESH),
                             seed=seed, layout=LAYOUT_TARGET)
@@ -298,7 +298,8 @@ def main() -> None:
                     help="mobilenet_v2: distil on the shipped 1,000 crops instead of new ones (one per training image)")
     ap.add_argument("--distill", default="", help="distill() overrides, e.g. lr=1e-3,freeze_bn=1,temperature=2")
     ap.add_argument("--layout-latency", metavar="TARGET",
-                    help="choose among channel layouts near the MAC target by latency measured on TARGET")
+                    help="choose among channel layouts near the MAC target by latency measured on TARGET (a comma-"
+                         "separated list: the geometric mean over their runtimes)")
     ap.add_argument("--threads", default="", help="runtime threads for latency, e.g. 1 or 1,2 (one column each; "
                     "default: each runtime's own)")
     ap.add_argument("--cache", help="reuse pruned students from this folder (same model and pruning arguments)")
