@@ -96,16 +96,18 @@ def frontend_input(onnx_path: Path) -> Iterator[Path]:
     """The path to hand to convert_model: `onnx_path` itself, or a rewritten copy (alive inside the block)."""
     import onnx
 
+    from edgekit.backends.openvino_mask import int_mask_sub, needs_int_mask
     from edgekit.backends.openvino_rnn import needs_split, split_bidirectional
     from edgekit.backends.openvino_size import fold_bias_dequantize, has_bias_dequantize
 
     head = onnx.load(str(onnx_path), load_external_data=False)
-    if not needs_rewrite(head) and not has_bias_dequantize(head) and not needs_split(head):
+    if not needs_rewrite(head) and not has_bias_dequantize(head) and not needs_split(head) and not needs_int_mask(head):
         yield onnx_path
         return
     model = onnx.load(str(onnx_path))
     rewrite(model)
     split_bidirectional(model)  # bidirectional RNNs with a run-time sequence_lens (openvino_rnn.py)
+    int_mask_sub(model)  # (1 - mask) * finfo.min beside a constant bias: the plugin's folding erased it (openvino_mask.py)
     fold_bias_dequantize(model)  # not a correctness fix: a smaller IR (openvino_size.py)
     with tempfile.TemporaryDirectory(prefix="edgekit-ov-") as tmp:
         path = Path(tmp) / onnx_path.name
