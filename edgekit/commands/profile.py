@@ -20,7 +20,7 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--samples", "--calibration", "samples", help="Inputs to time with (.npz/.npy, image folder, shipped "
               "set); default synthetic of the artifact's shapes.")
 @click.option("--per-layer", is_flag=True, help="Also time each layer with the runtime's own profiler.")
-@click.option("--top", default=10, show_default=True, help="Layers shown with --per-layer.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="Layers shown with --per-layer.")
 @click.option("--unit", type=click.Choice(["CPU", "GPU", "NPU"], case_sensitive=False),
               help="Execution unit: OpenVINO device, ORT provider family (NPU: QNN / OpenVINO EP), TFLite delegate.")
 @click.option("--provider", help="ONNX Runtime execution provider (QNN, OpenVINO, CUDA, ...).")

@@ -70,16 +70,22 @@ def format_result(res: dict[str, Any]) -> str:
                 f"(roofline: {res['macs'] / 1e6:.1f} MMAC, {res['bytes'] / 1e6:.1f} MB, "
                 f"{res['bound_by']['compute']} compute-bound / {res['bound_by']['memory']} memory-bound layers)")
     rt = res.get("runtime") or {}
+
+    def ms(key: str, digits: int = 3) -> str:  # adb/benchmark_model results have no p90/p99 (null), some no p50
+        v = res.get(key)
+        return "n/a" if v is None else f"{v:.{digits}f}"
+
     lines = [
         f"{res['artifact']}",
         f"  device   {res['device']}",
-        f"  runtime  {rt.get('name')} {rt.get('version')}  threads={res['threads'] or 'default'}  "
+        f"  runtime  {rt.get('name')} {rt.get('version')}  threads={res.get('threads') or 'default'}  "
         f"options={rt.get('options')}",
-        f"  load {res['load_ms']:.1f} ms   first {res['first_ms']:.3f} ms   peak memory "
-        f"{res['peak_memory_mb'] or float('nan'):.1f} MB",
-        f"  {res['runs']} runs after {res['warmup']} warm-up: p50 {res['p50_ms']:.3f}  mean {res['mean_ms']:.3f} "
-        f"± {res['std_ms']:.3f}  min {res['min_ms']:.3f}  p90 {res['p90_ms']:.3f}  p99 {res['p99_ms']:.3f} ms",
+        f"  load {ms('load_ms', 1)} ms   first {ms('first_ms')} ms   peak memory {ms('peak_memory_mb', 1)} MB",
+        f"  {res['runs']} runs after {res['warmup']} warm-up: p50 {ms('p50_ms')}  mean {ms('mean_ms')} "
+        f"± {ms('std_ms')}  min {ms('min_ms')}  p90 {ms('p90_ms')}  p99 {ms('p99_ms')} ms",
     ]
+    if res.get("note"):
+        lines.append(f"  note     {res['note']}")
     if res.get("cpu_p50_ms") is not None:
         lines.append(f"  cpu time per run (all threads): p50 {res['cpu_p50_ms']:.3f} ms")
     if res.get("samples"):

