@@ -6,6 +6,7 @@ no timing is asserted."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from profile_models import make_cnn_onnx
 from sshd import sshd  # noqa: F401  (fixture)
+
+from edgekit.profile import profile_artifact
+from edgekit.profile.stream import RemoteRunError
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "benchmark_model"
@@ -194,6 +198,50 @@ def _start_stuck_profile(artifact: Path, cwd: Path, *extra: str) -> subprocess.P
     return subprocess.Popen([sys.executable, "-m", "edgekit", "profile", str(artifact), "--runs", "1",
                              *STUCK.split(), "--json", *extra], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_profile_leaves_no_runner_behind(cnn, tmp_path, sig, reap_stuck_runners):
+    """SIGTERM (a build system cancelling the step) exited 143 but left the runner process warming up forever
+    (SIGKILL too): a later profile then competed with it for the cores."""
+    proc = _start_stuck_profile(cnn, tmp_path)
+    try:
+        assert _wait_for(lambda: _in_warmup(proc.pid), 30), proc.stderr
+        runner = _runners(proc.pid)[0]
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
+        if sig == signal.SIGTERM:
+            assert json.loads(out)["error"]["exit_code"] == 143
+        assert _wait_for(lambda: not _alive(runner), 15), "the runner outlived the profile"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_an_ssh_profile_that_times_out_stops_the_remote_runner(sshd, cnn, reap_stuck_runners):  # noqa: F811
+    """On a timeout the ssh client was killed but the runner on the device went on (its warm-up writes
+    nothing, so it never met a closed pipe): the board kept a core busy for the next measurement."""
+    before = _stuck_runners()
+    with pytest.raises(RemoteRunError, match="timed out after 4 s"):
+        profile_artifact(cnn, sshd.url, runs=1, warmup=10**8, options={"remote_python": sys.executable, "timeout": 4})
+    assert _wait_for(lambda: not _stuck_runners() - before, 15), "the remote runner went on"
+    assert not list(Path("/tmp").glob("edgekit.*/model.onnx"))  # and its folder is gone
+
+
+def test_sigterm_during_an_ssh_profile_stops_the_remote_runner(sshd, cnn, tmp_path, reap_stuck_runners):  # noqa: F811
+    # the child inherits $EDGEKIT_SSH_CONFIG from the sshd fixture
+    proc = _start_stuck_profile(cnn, tmp_path, "--device", sshd.url, "--remote-python", sys.executable)
+    try:
+        assert _wait_for(lambda: _in_warmup(sshd.proc.pid), 30), proc.stderr
+        remote = set(_runners(sshd.proc.pid))
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err
+        assert _wait_for(lambda: not remote & _stuck_runners(), 15), "the remote runner went on"
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # ---------------------------------------------------------------- device profiles a user writes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +16,9 @@ RUNNER = Path(__file__).with_name("runner.py")
 def run_local(model: Path, feeds: Path, runner_args: list[str], *, timeout: float, python: str | None = None,
               on_record: Callable[[dict[str, Any]], None] | None = None) -> tuple[Collected, str | None]:
     """Returns (what the runner streamed, None) or (partial records, why the run failed)."""
-    argv = [python or sys.executable, str(RUNNER), "--model", str(model), "--feeds", str(feeds), *runner_args]
-    col, rc, err = run_streaming(argv, timeout=timeout, on_record=on_record)
+    argv = [python or sys.executable, str(RUNNER), "--model", str(model), "--feeds", str(feeds), *runner_args,
+            "--exit-on-stdin-eof"]  # dies with us, even when we are killed outright
+    col, rc, err = run_streaming(argv, timeout=timeout, on_record=on_record, stdin=subprocess.PIPE)
     if rc is None:
         return col, f"local run timed out after {timeout:.0f} s"
     if rc != 0 and col.error is None:

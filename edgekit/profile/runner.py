@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 
 try:
@@ -635,6 +636,25 @@ RUNNERS = {".onnx": OrtRunner, ".ort": OrtRunner, ".xml": OvRunner, ".tflite": T
 
 # ------------------------------------------------------------------ main
 
+ORPHANED = 129  # exit code of a runner whose caller went away (stdin closed)
+
+
+def exit_when_stdin_closes() -> None:
+    """Exit as soon as stdin reaches end of file. The caller keeps a pipe open on our stdin and never writes to
+    it; it closes when the caller (edgekit, killed or interrupted) or the ssh connection to it is gone, so a run
+    stuck in a long warm-up or inference does not go on burning the device's cores (and skewing the next
+    profile) with nobody left to read its figures."""
+    def watch() -> None:
+        try:
+            while os.read(0, 65536):
+                pass
+        except OSError:
+            pass
+        os._exit(ORPHANED)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="edgekit latency runner")
     p.add_argument("--model", required=True)
@@ -650,7 +670,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delegate")
     p.add_argument("--litert-api", choices=["interpreter", "compiled"], default="interpreter")
     p.add_argument("--per-layer", type=int, default=0, help="runs of the per-layer pass (0 = off)")
+    p.add_argument("--exit-on-stdin-eof", action="store_true", help="exit when stdin closes (the caller is gone)")
     args = p.parse_args(argv)
+    if args.exit_on_stdin_eof:
+        exit_when_stdin_closes()
     try:
         ext = os.path.splitext(args.model)[1].lower()
         if ext not in RUNNERS:

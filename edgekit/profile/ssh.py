@@ -163,7 +163,10 @@ class SshDevice:
         inner = " ".join(q(w) for w in words)
         script = f"trap {shlex.quote('rm -rf ' + shlex.quote(remote_dir))} EXIT HUP INT TERM; " \
                  f"cd {shlex.quote(remote_dir)} && {inner}"
-        return run_streaming(self.ssh_argv(["sh", "-c", script]), timeout=self.timeout, on_record=on_record)
+        # stdin: a pipe we never write to. When this process or the connection dies, the remote command reads
+        # end of file and the runner (--exit-on-stdin-eof) exits: no run left burning the device's cores
+        return run_streaming(self.ssh_argv(["sh", "-c", script]), timeout=self.timeout, on_record=on_record,
+                             stdin=subprocess.PIPE)
 
     def run_text(self, words: list[str]) -> tuple[int | None, str, str]:
         """Run one remote command (quoted word by word) and return (rc, stdout, stderr); rc None on timeout."""
@@ -184,7 +187,8 @@ class SshDevice:
         remote_dir = self.mkdtemp()
         try:
             self.upload(files, remote_dir)
-            words = [self.python, "runner.py", "--model", remote_model, "--feeds", "feeds.npz", *runner_args]
+            words = [self.python, "runner.py", "--model", remote_model, "--feeds", "feeds.npz", *runner_args,
+                     "--exit-on-stdin-eof"]
             col, rc, err = self.run_command(remote_dir, words, on_record=on_record)
         finally:
             self.cleanup(remote_dir)

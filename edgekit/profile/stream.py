@@ -71,7 +71,10 @@ class Collected:
 def run_streaming(argv: list[str], *, timeout: float, on_record: Callable[[dict[str, Any]], None] | None = None,
                   stdin: Any = subprocess.DEVNULL) -> tuple[Collected, int | None, str]:
     """Run `argv` (no shell), feed each stdout line to a Collected. Returns (collected, returncode, stderr);
-    returncode is None when the overall `timeout` (seconds) expired and the process was killed."""
+    returncode is None when the overall `timeout` (seconds) expired and the process was killed. The process is
+    killed too when this call is interrupted. With stdin=subprocess.PIPE the pipe stays open, unwritten, until
+    the process ends: a runner started with --exit-on-stdin-eof then exits when this process dies (even by
+    SIGKILL) or, over ssh, when the connection is gone."""
     col = Collected()
     try:
         proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -103,6 +106,16 @@ def run_streaming(argv: list[str], *, timeout: float, on_record: Callable[[dict[
         proc.kill()
         proc.wait()
         rc = None
+    except BaseException:  # Ctrl-C, or SIGTERM raised as KeyboardInterrupt: the child must not outlive us
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        if proc.stdin is not None:  # stdin=PIPE: the runner's end-of-file signal (exit_when_stdin_closes)
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
     for t in threads:
         t.join(timeout=5)
     return col, rc, "".join(err_chunks)
