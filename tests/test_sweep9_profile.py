@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from profile_models import make_cnn_onnx
 from sshd import sshd  # noqa: F401  (fixture)
 
+from edgekit.errors import DataError
 from edgekit.profile import profile_artifact
 from edgekit.profile.stream import RemoteRunError
 
@@ -160,6 +161,20 @@ def _alive(pid: int) -> bool:
 
 
 # ---------------------------------------------------------------- token ids on every artifact format
+
+def test_inputs_the_runtime_refuses_are_bad_input_not_an_unavailable_device(token_artifacts, tmp_path):
+    """Samples with ids past the table made the runner crash with a traceback: 'local runner failed (exit 1)',
+    exit 6 (device or runtime unavailable), so a build script would retry a device that is fine."""
+    np.savez(tmp_path / "bad.npz", ids=np.full((1, 10), ROWS + 47, np.int64))
+    r = edgekit("profile", str(token_artifacts[".tflite"]), "--samples", str(tmp_path / "bad.npz"), "--runs", "2",
+                "--json", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    err = json.loads(r.stdout)["error"]
+    assert err["type"] == "DataError" and "gather index out of bounds" in err["message"]
+    assert "Traceback" not in r.stderr and "--samples" in r.stderr
+    with pytest.raises(DataError, match="failed running it on its inputs.*out of data bounds"):
+        profile_artifact(token_artifacts[".ort"], runs=2, samples=str(tmp_path / "bad.npz"))
+
 
 # ---------------------------------------------------------------- text output
 

@@ -40,6 +40,7 @@ UNAVAILABLE = "device_unavailable"
 BAD_MODEL = "bad_model"
 MISSING_RUNTIME = "missing_runtime"
 BAD_INPUT = "bad_input"
+RUN_FAILED = "run_failed"  # the runtime loaded the artifact but failed running it on the feeds
 
 
 class RunnerError(Exception):
@@ -687,36 +688,40 @@ def main(argv: list[str] | None = None) -> int:
         emit({"event": "meta", "runtime": runner.info(), "device": runner.device_name(), "inputs": runner.inputs,
               "load_ms": load_ms, "rss_before_load_mb": rss_before, "pid": os.getpid(),
               "python": sys.version.split()[0], "cpu_count": os.cpu_count(), "samples": len(feeds)})
-        prepared = [runner.prepare(f) for f in feeds]
-        runner.bind(prepared[0])
-        t0 = time.perf_counter()
-        runner.run()
-        emit({"event": "first", "ms": (time.perf_counter() - t0) * 1e3})
-        for i in range(args.warmup):
-            runner.bind(prepared[i % len(prepared)])
+        try:  # a runtime error on the inputs (ids out of the table, a shape the graph refuses): one clear record
+            prepared = [runner.prepare(f) for f in feeds]
+            runner.bind(prepared[0])
+            t0 = time.perf_counter()
             runner.run()
-        # Timed: the inference call only, inputs already in place (as the runtimes' own benchmark tools do).
-        # Run records are written at once but flushed at most every 0.25 s, so the reader on the other end
-        # of the pipe does not wake up (and compete for the cores) between runs; a dying run loses <= 0.25 s.
-        clock = time.perf_counter_ns
-        last_flush = clock()
-        rebind = len(prepared) > 1
-        cpu_clock = time.process_time_ns
-        for i in range(args.runs):
-            if rebind:
+            emit({"event": "first", "ms": (time.perf_counter() - t0) * 1e3})
+            for i in range(args.warmup):
                 runner.bind(prepared[i % len(prepared)])
-            c0 = cpu_clock()
-            t0 = clock()
-            runner.run()
-            t1 = clock()
-            c1 = cpu_clock()
-            # cpu_ms: CPU time of all the process's threads during the run; on a machine shared with other work
-            # wall time >> cpu time / threads shows the runs waited for a core
-            sys.stdout.write(f'{{"event": "run", "i": {i}, "ms": {(t1 - t0) / 1e6!r}, "cpu_ms": {(c1 - c0) / 1e6!r}}}\n')
-            if t1 - last_flush > 250_000_000:
-                sys.stdout.flush()
-                last_flush = t1
-        sys.stdout.flush()
+                runner.run()
+            # Timed: the inference call only, inputs already in place (as the runtimes' own benchmark tools do).
+            # Run records are written at once but flushed at most every 0.25 s, so the reader on the other end
+            # of the pipe does not wake up (and compete for the cores) between runs; a dying run loses <= 0.25 s.
+            clock = time.perf_counter_ns
+            last_flush = clock()
+            rebind = len(prepared) > 1
+            cpu_clock = time.process_time_ns
+            for i in range(args.runs):
+                if rebind:
+                    runner.bind(prepared[i % len(prepared)])
+                c0 = cpu_clock()
+                t0 = clock()
+                runner.run()
+                t1 = clock()
+                c1 = cpu_clock()
+                # cpu_ms: CPU time of all the process's threads during the run; on a machine shared with other work
+                # wall time >> cpu time / threads shows the runs waited for a core
+                sys.stdout.write(f'{{"event": "run", "i": {i}, "ms": {(t1 - t0) / 1e6!r}, "cpu_ms": {(c1 - c0) / 1e6!r}}}\n')
+                if t1 - last_flush > 250_000_000:
+                    sys.stdout.flush()
+                    last_flush = t1
+            sys.stdout.flush()
+        except Exception as exc:  # noqa: BLE001
+            raise RunnerError(RUN_FAILED, f"{runner.name} failed running it on its inputs: {type(exc).__name__}: "
+                              f"{str(exc).strip()[:400]}") from exc
         _, hwm = memory_mb()  # before the per-layer pass, which opens a second session
         if args.per_layer:
             emit({"event": "layers", **runner.layers(feeds, args.per_layer)})

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgekit.errors import DeviceError, MissingDependencyError, UnsupportedModelError, UsageError
+from edgekit.errors import DataError, DeviceError, MissingDependencyError, UnsupportedModelError, UsageError
 
 
 class RemoteRunError(DeviceError):
@@ -136,4 +136,7 @@ def raise_runner_error(col: Collected, where: str) -> None:
         raise UnsupportedModelError(f"{where}: {msg}")
     if kind == "bad_input":
         raise UsageError(f"{where}: {msg}", hint="give samples that match the artifact's inputs")
+    if kind == "run_failed":  # the artifact loaded but its runtime refused the inputs: not the device's fault
+        raise DataError(f"{where}: {msg}", hint="the runtime refused these inputs: give --samples the model "
+                                                "accepts (real inputs: valid ids, the shapes it was built for)")
     raise DeviceError(f"{where}: {msg}")
