@@ -74,23 +74,74 @@ def cosine(r: Any, c: Any) -> float:
     return float(np.clip(r @ c / denom, -1.0, 1.0)) if denom > 0 else float(np.allclose(r, c))
 
 
-def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, Any]:
+def _paired(refs: list[Outputs], cands: list[Outputs]) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """(reference, candidate) arrays per sample and output, the candidate in the reference's shape."""
     if len(refs) != len(cands) or not refs:
         raise ValueError("reference and candidate must have the same, non-zero number of samples")
-    max_abs, abs_sum, count, cosines, agree, ref_peak = 0.0, 0.0, 0, [], 0, 0.0
-    confident, confident_agree = 0, 0
-    exact, n_int, int_equal, int_count = 0, 0, 0, 0
+    pairs = []
     for ref, cand in zip(refs, cands):
         if len(ref) != len(cand):
             raise ValueError(f"artifact has {len(cand)} outputs, the source model {len(ref)}")
-        per_output: list[float] = []
-        integer = [is_integer(r) for r in ref]
-        for r, c, is_int in zip(ref, cand, integer):
+        row = []
+        for r, c in zip(ref, cand):
             r, c = np.asarray(r), np.asarray(c)
             if r.shape != c.shape:
                 if r.size != c.size:
                     raise ValueError(f"output shape {c.shape} differs from the source model's {r.shape}")
                 c = c.reshape(r.shape)
+            row.append((r, c))
+        pairs.append(row)
+    return pairs
+
+
+def _centre(values: list[np.ndarray]) -> float:
+    """The reference mean a generic output's cosine is taken about (0 for an output that does not vary: priors)."""
+    finite = np.concatenate([np.asarray(v, np.float64).ravel() for v in values])
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return 0.0
+    mu = float(finite.mean())
+    return mu if float(np.sqrt(np.mean((finite - mu) ** 2))) > 1e-6 * max(1.0, abs(mu)) else 0.0
+
+
+def output_scores(refs: list[Outputs], cands: list[Outputs], task: str) -> list[list[float]]:
+    """Per sample, per output: the cosine of a float output, the share of equal elements of an integer one.
+
+    A generic model's float outputs are compared about the reference's mean (over every sample and element):
+    depth in metres, boxes in pixels, scores near 0.5, an image are far from zero, and a plain cosine called an
+    output stuck at its mean 0.999 (a depth map) or 0.95 (a super-resolution net without its learned branch). An
+    output of one value per sample (a similarity, an angle) has no direction of its own: it is judged over the
+    samples together. Classifier logits and embeddings keep the plain cosine."""
+    pairs = _paired(refs, cands)
+    scores = [[0.0] * len(row) for row in pairs]
+    for o in range(len(pairs[0])):
+        column = [row[o] for row in pairs]
+        if is_integer(column[0][0]):
+            for s, (r, c) in enumerate(column):
+                scores[s][o] = float(np.mean(r == c)) if r.size else 1.0
+            continue
+        mu = _centre([r for r, _ in column]) if task == "generic" else 0.0
+        if task == "generic" and all(r.size == 1 for r, _ in column) and len(column) > 1:
+            r, c, _ = _finite(*(np.array([np.asarray(p[i], np.float64).ravel()[0] for p in column]) for i in (0, 1)))
+            joint = cosine(r - mu, c - mu)
+            for s in range(len(column)):
+                scores[s][o] = joint
+            continue
+        for s, (r, c) in enumerate(column):
+            r, c, _ = _finite(np.asarray(r, np.float64), np.asarray(c, np.float64))
+            scores[s][o] = cosine(r - mu, c - mu)
+    return scores
+
+
+def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, Any]:
+    scores = output_scores(refs, cands, task)
+    max_abs, abs_sum, count, cosines, agree, ref_peak = 0.0, 0.0, 0, [], 0, 0.0
+    confident, confident_agree = 0, 0
+    exact, n_int, int_equal, int_count = 0, 0, 0, 0
+    for ref, row, score in zip(refs, _paired(refs, cands), scores):
+        per_output: list[float] = []
+        integer = [is_integer(r) for r in ref]
+        for (r, c), is_int, cos in zip(row, integer, score):
             if is_int:
                 # indices, ids, masks: labels, not magnitudes (500 -> 3 is no further off than 500 -> 501), judged
                 # by the share of equal elements; a segmentation map's near-tie pixels may flip in fp32 as well
@@ -103,16 +154,14 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
             count += d.size
             ref_peak = max(ref_peak, float(np.abs(r).max(initial=0.0)))
             # each output on its own: a large output (decoded boxes in pixels) would hide a broken small one (scores)
-            per_output.append(cosine(r, c))
+            per_output.append(cos)
         if any(integer):
             n_int += 1
-            exact += all(np.array_equal(np.asarray(r), np.asarray(c).reshape(np.shape(r)))
-                         for r, c, i in zip(ref, cand, integer) if i)
+            exact += all(np.array_equal(r, c) for (r, c), i in zip(row, integer) if i)
         if per_output:
             cosines.append(min(per_output))
         if task == "classification":
-            same = int(np.array_equal(np.argmax(ref[0], axis=-1),
-                                      np.argmax(np.asarray(cand[0]).reshape(np.shape(ref[0])), axis=-1)))
+            same = int(np.array_equal(np.argmax(ref[0], axis=-1), np.argmax(row[0][1], axis=-1)))
             agree += same
             if top1_probability(ref[0]) >= CONFIDENT:
                 confident += 1

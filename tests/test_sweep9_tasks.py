@@ -65,8 +65,47 @@ def test_max_drop_judges_every_output_of_a_generic_model():
     rng = np.random.default_rng(0)
     ref = [[rng.uniform(0, 32, (1, 160, 4)), rng.random((1, 160, 3))] for _ in range(4)]
     cand = [[b, np.zeros_like(s)] for b, s in ref]
-    assert held_out_figures(ref, cand, "generic")["drop"] == pytest.approx(1.0)
+    assert held_out_figures(ref, cand, "generic")["drop"] == pytest.approx(1.0, abs=0.01)
     assert held_out_figures(ref, cand, "embedding")["drop"] == 0.0  # an embedding model: its first output
     maps = _label_maps()
     flipped = [[np.where(np.arange(m[0].size).reshape(m[0].shape) % 10 == 0, (m[0] + 1) % 5, m[0])] for m in maps]
     assert held_out_figures(maps, flipped, "generic")["drop"] == pytest.approx(0.1, abs=0.001)
+
+
+def _depth_maps(n: int = 8, seed: int = 0) -> list[list[np.ndarray]]:
+    """Depth in metres: a scene at 20-40 m with +-5 m of structure."""
+    rng = np.random.default_rng(seed)
+    return [[(rng.uniform(20, 40) + 5 * rng.standard_normal((1, 1, 16, 16))).astype(np.float32)] for _ in range(n)]
+
+
+def test_a_generic_output_far_from_zero_is_compared_about_its_mean():
+    """A plain cosine of outputs far from zero (depth in metres, boxes in pixels, sigmoid scores near 0.5)
+    called a depth net stuck at its mean depth 0.98 and a scores output stuck at 0.5 0.999: both passed the
+    int8 floor (0.9) and met any --max-drop. A generic model's outputs are compared about the reference's mean."""
+    refs = _depth_maps()
+    mean = float(np.mean([r[0].mean() for r in refs]))
+    stuck = [[np.full_like(r[0], mean)] for r in refs]
+    fig = compare(refs, stuck, "generic")
+    assert fig["cosine_mean"] < 0.5 and not check(fig, INT8)[0]
+    assert held_out_figures(refs, stuck, "generic")["drop"] > 0.5
+    assert held_out_figures(refs, refs, "generic")["drop"] == 0.0
+    rng = np.random.default_rng(1)
+    noisy = [[r[0] + 0.5 * rng.standard_normal(r[0].shape).astype(np.float32)] for r in refs]  # int8-like noise
+    assert 0.99 < compare(refs, noisy, "generic")["cosine_mean"] < 0.999 and check(compare(refs, noisy, "generic"),
+                                                                                   INT8)[0]
+    offset = [[r[0] + 6.0] for r in refs]  # every depth 6 m too far: seen too (not only the shape of the map)
+    assert compare(refs, offset, "generic")["cosine_mean"] < 0.9
+    # classifier logits and embeddings keep the plain cosine
+    assert compare(refs, stuck, "embedding")["cosine_mean"] > 0.9
+
+
+def test_one_value_per_sample_is_judged_over_the_samples():
+    """A siamese net's similarity (one value per sample): per sample, a 1-element cosine is only its sign (1.0
+    for 0.9 vs 0.1). It is judged over the samples together; an output that does not vary (priors) stays plain."""
+    rng = np.random.default_rng(0)
+    sim = [[np.array([v], np.float32), np.ones((4, 4), np.float32)] for v in rng.uniform(0.2, 0.9, 16)]
+    swapped = [[np.array([1.1 - s[0][0]], np.float32), s[1]] for s in sim]  # similar pairs called dissimilar
+    fig = compare(sim, swapped, "generic")
+    assert fig["cosine"] < 0 and not check(fig, INT8)[0]
+    close = [[s[0] + np.float32(1e-3), s[1] + np.float32(1e-7)] for s in sim]
+    assert compare(sim, close, "generic")["cosine"] > 0.9999

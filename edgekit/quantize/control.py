@@ -4,7 +4,8 @@ Drop = what the budget is spent on:
   labelled eval set     fp32 accuracy - int8 accuracy (argmax of the first output vs the labels)
   classification        1 - top-1 agreement with fp32
   embedding             1 - mean cosine similarity with fp32 (first output, per sample)
-  generic               1 - mean over samples of the worst output's cosine (integer outputs: share of equal elements)
+  generic               1 - mean over samples of the worst output's score as verification has it (verify.output_scores:
+                        cosine about the reference's mean; integer outputs: share of equal elements)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from edgekit.data import SampleSet
 from edgekit.progress import log
 from edgekit.quantize.collect import run_checked, session
-from edgekit.verify import CONFIDENT, cosine, is_integer, top1_probability
+from edgekit.verify import CONFIDENT, cosine, output_scores, top1_probability
 
 Outputs = list[np.ndarray]
 
@@ -32,16 +33,11 @@ def _top1(outs: list[Outputs]) -> np.ndarray:
     return np.array([int(np.argmax(np.asarray(o[0]).reshape(-1))) for o in outs])
 
 
-def _worst_output(ref: Outputs, cand: Outputs) -> float:
-    """A generic model's score on one sample: its worst output's cosine (share of equal elements for an integer
-    output: argmax labels, ids), as verification judges it; a detector's boxes must not hide its scores."""
-    return min((float(np.mean(np.asarray(r) == np.asarray(c).reshape(np.shape(r)))) if is_integer(r)
-                else cosine(r, c)) for r, c in zip(ref, cand))
-
-
 def held_out_figures(ref: list[Outputs], cand: list[Outputs], task: str) -> dict[str, Any]:
-    per_sample = _worst_output if task == "generic" else (lambda r, c: cosine(r[0], c[0]))
-    cos = float(np.mean([per_sample(r, c) for r, c in zip(ref, cand)]))
+    if task == "generic":  # every output, as verification judges it: a detector's boxes must not hide its scores
+        cos = float(np.mean([min(row) for row in output_scores(ref, cand, task)]))
+    else:
+        cos = float(np.mean([cosine(r[0], c[0]) for r, c in zip(ref, cand)]))
     out: dict[str, Any] = {"samples": len(ref), "cosine": round(cos, 6)}
     if task == "classification":
         same = _top1(ref) == _top1(cand)
