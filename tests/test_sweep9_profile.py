@@ -23,6 +23,7 @@ from sshd import sshd  # noqa: F401  (fixture)
 
 from edgekit.errors import DataError
 from edgekit.profile import profile_artifact
+from edgekit.profile.artifact_ids import artifact_id_bounds
 from edgekit.profile.stream import RemoteRunError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,6 +162,18 @@ def _alive(pid: int) -> bool:
 
 
 # ---------------------------------------------------------------- token ids on every artifact format
+
+def test_synthetic_ids_stay_inside_the_table_in_every_artifact_format(token_artifacts):
+    """Synthetic ids were drawn inside the embedding table only for .onnx files; .ort and .tflite artifacts of
+    any token-id model failed on their first run (exit 6, 'indices element out of data bounds' / 'gather index
+    out of bounds') and OpenVINO silently gathered zeros for ids past the table."""
+    for suffix in (".ort", ".xml", ".tflite", ".onnx"):
+        assert artifact_id_bounds(token_artifacts[suffix], ["ids"]) == {"ids": ROWS}, suffix
+    for suffix in (".ort", ".tflite"):
+        res = profile_artifact(token_artifacts[suffix], runs=2, warmup=0)
+        assert res["complete"] is True and res["samples"]["synthetic"] is True
+        assert res["inputs"][0]["name"] == "ids" and "int" in res["inputs"][0]["dtype"]
+
 
 def test_inputs_the_runtime_refuses_are_bad_input_not_an_unavailable_device(token_artifacts, tmp_path):
     """Samples with ids past the table made the runner crash with a traceback: 'local runner failed (exit 1)',

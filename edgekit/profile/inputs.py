@@ -85,12 +85,10 @@ def make_samples(path: Path, samples: str | SampleSet | None, max_samples: int =
     """The samples a profile run feeds: `samples` (a SampleSet, or a spec for edgekit.data.load_samples) or
     synthetic ones of the artifact's input shapes and dtypes."""
     specs = artifact_inputs(path)
-    if samples is None:
-        high = {}
-        if Path(path).suffix == ".onnx":  # ids inside the embedding table (the other formats: small ids)
-            from edgekit.data.id_bounds import id_bounds
+    if samples is None:  # integer ids inside the tables they index, read from the artifact's own graph
+        from edgekit.profile.artifact_ids import artifact_id_bounds
 
-            high = id_bounds(onnx_path=path, names=[s.name for s in specs if np.dtype(s.dtype).kind in "iu"])
+        high = artifact_id_bounds(Path(path), [s.name for s in specs if np.dtype(s.dtype).kind in "iu"])
         return synthetic_samples(specs, count=1, id_high=high), specs
     if isinstance(samples, SampleSet):
         return samples.select(max_samples), specs
