@@ -21,9 +21,10 @@ from onnx import TensorProto, helper, numpy_helper
 from profile_models import make_cnn_onnx
 from sshd import sshd  # noqa: F401  (fixture)
 
-from edgekit.errors import DataError
+from edgekit.errors import ConfigError, DataError
 from edgekit.profile import profile_artifact
 from edgekit.profile.artifact_ids import artifact_id_bounds
+from edgekit.profile.devices import list_profiles
 from edgekit.profile.stream import RemoteRunError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,3 +274,34 @@ def test_sigterm_during_an_ssh_profile_stops_the_remote_runner(sshd, cnn, tmp_pa
 
 
 # ---------------------------------------------------------------- device profiles a user writes
+
+@pytest.mark.parametrize("body, problem", [
+    ('description = "x"\naccess = "pi@raspberrypi.local"\n', "'access' must be an [access] table"),
+    ('description = "x"\n[units]\nCPU = 3\n', "'units' must be a table"),
+    ('description = "x"\nmemory_bandwidth_gbs = "fast"\n[units.CPU]\npeak_fp32_gops = 1.0\n',
+     "'memory_bandwidth_gbs' must be a positive number"),
+    ('name = 5\ndescription = "x"\n', "'name' must be a string"),
+    ('description = "x"\n[access]\nkind = "ssh"\nhost = "127.0.0.1"\nport = "22"\n', "[access] port must be"),
+    ('description = "x"\n[access]\nkind = "ssh"\nhost = 5\n', "[access] host must be a string"),
+])
+def test_a_user_device_profile_of_the_wrong_types_is_a_config_error(tmp_path, monkeypatch, body, problem):
+    """These were internal errors (exit 1: 'dictionary update sequence element', ''int' object has no attribute
+    'items'', 'invalid literal for int()') in `edgekit devices` and `profile --device`, or, host = 5, an ssh
+    connection to 0.0.0.5."""
+    (tmp_path / "mine.toml").write_text(body)
+    monkeypatch.setenv("EDGEKIT_DEVICE_PATH", str(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        list_profiles()
+    assert problem in str(info.value) and "mine.toml" in str(info.value)
+    r = edgekit("devices", "--json", cwd=tmp_path, env={"EDGEKIT_DEVICE_PATH": str(tmp_path)})
+    assert r.returncode == 2 and json.loads(r.stdout)["error"]["type"] == "ConfigError"
+
+
+def test_a_user_profile_without_rates_or_access_says_what_to_add(cnn, tmp_path):
+    """It was 'device or runtime unavailable' (exit 6) for what is an incomplete file."""
+    (tmp_path / "bare.toml").write_text('description = "my board"\n')
+    r = edgekit("profile", str(cnn), "--device", "bare", "--json", cwd=tmp_path,
+                env={"EDGEKIT_DEVICE_PATH": str(tmp_path)})
+    assert r.returncode == 2, r.stderr
+    msg = json.loads(r.stdout)["error"]["message"]
+    assert "bare.toml" in msg and "peak_fp32_gops" in msg and "[access]" in msg

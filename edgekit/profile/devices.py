@@ -64,6 +64,59 @@ def search_path() -> list[Path]:
 _KNOWN = {f for f in DeviceProfile.__dataclass_fields__ if f not in ("extra", "source")}
 
 
+# key -> (what it must be, check). A profile is user-written: a wrong type is named here (exit 2), not met later
+# as an internal error in `edgekit devices` or an estimate ('int' object has no attribute 'items').
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def _words(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+_FIELDS: dict[str, tuple[str, Any]] = {
+    "name": ("a string", lambda v: isinstance(v, str) and bool(v.strip())),
+    "description": ("a string", lambda v: isinstance(v, str)),
+    "kind": ("a string", lambda v: isinstance(v, str)),
+    "os": ("a string", lambda v: isinstance(v, str)),
+    "arch": ("a string", lambda v: isinstance(v, str)),
+    "isa": ("a list of strings", _words),
+    "cores": ("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+    "clock_ghz": ("a positive number", _number),
+    "memory_gb": ("a positive number", _number),
+    "memory_bandwidth_gbs": ("a positive number", _number),
+    "runtimes": ("a list of strings", _words),
+    "delegates": ("a list of strings", _words),
+    "sources": ("a list of strings", _words),
+    "detected": ("true or false", lambda v: isinstance(v, bool)),
+    "units": ("a table of [units.NAME] tables", lambda v: isinstance(v, dict) and all(isinstance(r, dict)
+                                                                                     for r in v.values())),
+    "access": ("an [access] table", lambda v: isinstance(v, dict)),
+}
+_ACCESS_FIELDS: dict[str, tuple[str, Any]] = {
+    "kind": (f"one of {', '.join(ACCESS_KINDS)}", lambda v: v in ACCESS_KINDS),
+    "host": ("a string such as \"pi@raspberrypi.local\"", lambda v: isinstance(v, str)),
+    "port": ("a port number (1-65535)", lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536),
+    "serial": ("a string (see `adb devices`)", lambda v: isinstance(v, str)),
+    "python": ("a string (the interpreter's path on the device)", lambda v: isinstance(v, str)),
+    "benchmark_model": ("a string (the tool's path on the device)", lambda v: isinstance(v, str)),
+}
+
+
+def _check_fields(path: Path, raw: dict[str, Any]) -> None:
+    for key, (what, ok) in _FIELDS.items():
+        if key in raw and not ok(raw[key]):
+            raise ConfigError(f"{path}: '{key}' must be {what} (got {raw[key]!r})")
+    for key, (what, ok) in _ACCESS_FIELDS.items():
+        value = raw.get("access", {}).get(key)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{path}: [access] {key} must be {what} (got {value!r})")
+    for unit, rates in raw.get("units", {}).items():
+        for k, v in rates.items():
+            if not _number(v):
+                raise ConfigError(f"{path}: units.{unit}.{k} must be a positive number (got {v!r})")
+
+
 def parse_profile(path: Path) -> DeviceProfile:
     try:
         raw = toml.loads(path.read_text())
@@ -71,13 +124,8 @@ def parse_profile(path: Path) -> DeviceProfile:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     if "description" not in raw:
         raise ConfigError(f"{path}: missing key 'description'")
+    _check_fields(path, raw)
     access = dict(raw.get("access", {}))
-    if access.get("kind", "none") not in ACCESS_KINDS:
-        raise ConfigError(f"{path}: [access] kind must be one of {', '.join(ACCESS_KINDS)}")
-    for unit, rates in raw.get("units", {}).items():
-        for k, v in rates.items():
-            if not isinstance(v, (int, float)) or v <= 0:
-                raise ConfigError(f"{path}: units.{unit}.{k} must be a positive number")
     kwargs = {k: v for k, v in raw.items() if k in _KNOWN}
     kwargs.setdefault("name", path.stem)
     kwargs["access"] = access

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import DeviceError, ModelLoadError, UsageError
+from edgekit.errors import ConfigError, DeviceError, ModelLoadError, UsageError
 from edgekit.profile.devices import DeviceProfile
 from edgekit.profile.layers import summarize_layers
 
@@ -152,13 +152,19 @@ def analyze_onnx(path: Path) -> list[dict[str, Any]]:
 
 def estimate_rows(rows: list[dict[str, Any]], profile: DeviceProfile, unit: str, threads: int | None) -> dict:
     unit = unit.upper()
+    where = f" ({profile.source})" if profile.source else ""
+    fill = (f"for an estimate add memory_bandwidth_gbs and [units.{unit}] peak_fp32_gops to the profile; to measure "
+            "on the device, an [access] host (ssh) or serial (adb)")
+    if not profile.units:  # a profile that can be neither reached nor estimated: its file is incomplete
+        raise ConfigError(f"device profile '{profile.name}'{where} has no rates and no access", hint=fill)
     if unit not in profile.units:
         raise DeviceError(f"device profile '{profile.name}' has no {unit} rates",
                           hint=f"its units: {', '.join(profile.units) or 'none'}")
     peaks = {p: profile.peak_gops(unit, p) for p in ("fp32", "int8")}
     bw = profile.memory_bandwidth_gbs
     if not peaks["fp32"] or not bw:
-        raise DeviceError(f"device profile '{profile.name}' lacks peak_fp32_gops or memory_bandwidth_gbs for {unit}")
+        raise ConfigError(f"device profile '{profile.name}'{where} lacks peak_fp32_gops or memory_bandwidth_gbs for "
+                          f"{unit}", hint=fill)
     scale = 1.0
     if threads and profile.cores and unit == "CPU":
         scale = min(threads, profile.cores) / profile.cores
