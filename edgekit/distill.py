@@ -27,7 +27,7 @@ TASKS = ("classification", "embedding", "generic")
 TASK_CHOICES = ("auto", *TASKS)
 TASK_HELP = ("What the model's outputs are, for verification, --max-drop and distillation: classification (top-1 "
              "agreement; KL on logits), embedding (cosine), generic (error, cosine); auto: a zoo model's own, "
-             "classification for a single (N, C) output, else generic.")
+             "classification for a single (N, C) output of class scores (logits, or probabilities), else generic.")
 
 
 MATERIALIZE_MAX = 4096  # larger sample sets (e.g. fresh generated crops, one per training image) are read lazily

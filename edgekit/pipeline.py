@@ -128,6 +128,23 @@ def stage_samples(st: State) -> None:
         if job.calibration_size is None:  # range statistics settle long before this; keeps big sets quick
             st.calib = st.calib.select(DEFAULT_CALIBRATION_SIZE, seed=job.seed)
         st.held_out = st.held_out.select(max(VERIFY_SAMPLES, 100), seed=job.seed + 2)
+    if job.task == "auto" and m.task == "classification" and m.kind != "zoo":
+        _confirm_classifier(st)
+
+
+def _confirm_classifier(st: State) -> None:
+    """The shape guess (one (N, C) output: a classifier) checked on a few real samples: a landmark or box
+    regressor's output is not class scores, and top-1 agreement of its coordinates would judge it."""
+    from edgekit.verify import looks_like_class_scores, reference_outputs
+
+    try:
+        outs = reference_outputs(st.model, st.verify_fp32.select(8, seed=st.job.seed))
+    except Exception:  # noqa: BLE001 - the references stage runs the model again and reports its failure
+        return
+    if not looks_like_class_scores([o[0] for o in outs]):
+        st.model.task = st.info["model"]["task"] = "generic"
+        log(f"output '{st.model.output_names[0]}' is (N, C) but not class scores (no negative logit, rows not "
+            "summing to 1): judged by error and cosine, not top-1 agreement (--task classification to override)")
 
 
 def stage_prune(st: State) -> None:

@@ -205,6 +205,18 @@ def summary(figures: dict[str, Any]) -> str:
 CONFIDENT = 0.5  # a sample is "confident" when the source's top-1 probability is at least this
 
 
+def looks_like_class_scores(outputs: list[Any]) -> bool:
+    """Whether a single (N, C) output, seen on real samples, can be class scores: logits (some negative somewhere)
+    or probabilities (rows summing to 1). All non-negative rows that do not sum to 1 are regression values
+    (landmarks or a box in pixels, a sigmoid-scaled measure), multi-label scores or indices: top-1 agreement
+    means nothing there."""
+    x = np.concatenate([np.asarray(o, np.float64).reshape(-1, np.shape(o)[-1]) for o in outputs])
+    x = x[np.isfinite(x).all(-1)]
+    if not x.size or (x < 0).any():
+        return True
+    return bool(np.allclose(x.sum(-1), 1.0, atol=1e-3))
+
+
 def top1_probability(output: Any) -> float:
     """The smallest top-1 probability over the rows of a classifier output: its own values when they are
     already probabilities (non-negative, rows summing to 1), else their softmax (logits)."""

@@ -109,3 +109,28 @@ def test_one_value_per_sample_is_judged_over_the_samples():
     assert fig["cosine"] < 0 and not check(fig, INT8)[0]
     close = [[s[0] + np.float32(1e-3), s[1] + np.float32(1e-7)] for s in sim]
     assert compare(sim, close, "generic")["cosine"] > 0.9999
+
+
+def test_a_regression_output_of_shape_n_c_is_not_judged_by_top1(invoke, tmp_path):
+    """Face landmarks (N, 10) in pixels, from a factory and from an ONNX file: one (N, C) output was taken for
+    a classifier, so verification and --max-drop judged the argmax of the coordinates ('top-1 agreement').
+    The guess is checked on real samples: non-negative rows not summing to 1 are no class scores."""
+    import torch
+    from sweep9_tasks import landmarks
+
+    path = tmp_path / "lm.onnx"
+    torch.onnx.export(landmarks(), (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False, input_names=["image"],
+                      output_names=["points"], dynamic_axes={"image": {0: "n"}, "points": {0: "n"}})
+    for source in ("sweep9_tasks:landmarks", str(path)):
+        res = invoke("convert", source, "--input-shape", "image=1x3x32x32", "-t", "ort", "-o", str(tmp_path / "o"),
+                     "--calibration", "natural_images", "--calibration-size", "16", "--json")
+        assert res.returncode == 0, res.stderr
+        out = res.json()
+        assert out["model"]["task"] == "generic" and "not class scores" in res.stderr
+        assert out["artifacts"][0]["verification"]["top1_agreement"] is None
+    res = invoke("convert", "tinymodels:tiny_cnn", "--input-shape", "image=1x3x16x16", "-t", "ort",
+                 "-o", str(tmp_path / "c"), "--json")  # logits: still a classifier
+    assert res.returncode == 0 and res.json()["model"]["task"] == "classification"
+    res = invoke("convert", "sweep9_tasks:landmarks", "--input-shape", "image=1x3x32x32", "-t", "ort",
+                 "--task", "classification", "-o", str(tmp_path / "o"), "--json")  # as the user says
+    assert res.json()["model"]["task"] == "classification" and "not class scores" not in res.stderr
