@@ -305,3 +305,28 @@ def test_a_user_profile_without_rates_or_access_says_what_to_add(cnn, tmp_path):
     assert r.returncode == 2, r.stderr
     msg = json.loads(r.stdout)["error"]["message"]
     assert "bare.toml" in msg and "peak_fp32_gops" in msg and "[access]" in msg
+
+
+# ---------------------------------------------------------------- remote artifacts with sidecar files
+
+def test_ssh_sends_external_data_named_with_spaces_and_unicode(sshd, cnn, tmp_path):  # noqa: F811
+    """ONNX external data named 'poids ü $(id).data' (next to the model, as onnx.save writes it) was refused as
+    'missing or not a plain file name': only [A-Za-z0-9._-] could travel. The name never reaches a shell (scp
+    carries it; only ONNX Runtime reads it), so any one-component name goes; a folder or a missing file is named."""
+    from edgekit.errors import UsageError
+
+    model = onnx.load(str(cnn))
+    path = tmp_path / "mon modèle.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="poids ü '$(touch PWNED)'.data", size_threshold=0)
+    res = profile_artifact(path, sshd.url, runs=2, warmup=0, options={"remote_python": sys.executable})
+    assert res["complete"] is True and res["runs"] == 2
+    assert not list(Path("/tmp").glob("edgekit.*/PWNED")) and not list(Path.home().glob("PWNED"))
+    (tmp_path / "poids ü '$(touch PWNED)'.data").unlink()
+    with pytest.raises(UsageError, match="is missing"):
+        profile_artifact(path, sshd.url, runs=1, options={"remote_python": sys.executable})
+    (tmp_path / "w").mkdir()
+    onnx.save(onnx.load(str(cnn)), str(tmp_path / "sub.onnx"), save_as_external_data=True, location="w/sub.data",
+              size_threshold=0)
+    with pytest.raises(UsageError, match="in another folder"):
+        profile_artifact(tmp_path / "sub.onnx", sshd.url, runs=1, options={"remote_python": sys.executable})

@@ -31,7 +31,13 @@ from edgekit.profile.devices import DeviceTarget
 from edgekit.profile.local import RUNNER
 from edgekit.profile.stream import Collected, run_streaming
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+def sendable(name: str) -> bool:
+    """A file name scp can give the device: one path component, no control characters (the scp protocol
+    carries it line by line), no leading '-'. It never reaches a shell: the runner gets fixed names (model.onnx)
+    and only the model itself reads its external data files, by the names it records (spaces and all)."""
+    return (bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+            and not name.startswith("-") and not any(ord(c) < 32 or ord(c) == 127 for c in name))
 
 
 def q(word: str) -> str:
@@ -141,9 +147,9 @@ class SshDevice:
     def upload(self, files: dict[str, Path], remote_dir: str) -> None:
         """Copy files under the given remote names (staged as symlinks so no local name travels)."""
         for name in files:
-            if not _SAFE_NAME.match(name):
-                raise UsageError(f"cannot send a file named '{name}' to the device",
-                                 hint="use letters, digits, '.', '_' and '-' only")
+            if not sendable(name):
+                raise UsageError(f"cannot send a file named {name!r} to the device",
+                                 hint="one file name without control characters or a leading '-'")
         with tempfile.TemporaryDirectory(prefix="edgekit-ssh-") as stage:
             staged = []
             for name, src in files.items():
@@ -238,7 +244,15 @@ def onnx_external_files(model: Path) -> list[str]:
             for kv in t.external_data:
                 if kv.key == "location":
                     locs.add(kv.value)
-    for loc in locs:
-        if not _SAFE_NAME.match(loc) or not (model.parent / loc).is_file():
-            raise UsageError(f"{model}: external data file '{loc}' is missing or not a plain file name next to it")
+    for loc in sorted(locs):
+        if "/" in loc or "\\" in loc or loc in (".", ".."):
+            raise UsageError(f"{model}: its external data file '{loc}' is in another folder; a remote profile sends "
+                             "the files next to the model", hint="save the model with its data next to it "
+                             "(onnx.save(..., save_as_external_data=True, location='NAME.data'))")
+        if not (model.parent / loc).is_file():
+            raise UsageError(f"{model}: its external data file '{loc}' is missing (looked next to the model)")
+        if not sendable(loc):
+            raise UsageError(f"{model}: cannot send its external data file {loc!r} to the device",
+                             hint="rename it (and the location recorded in the model) without control characters "
+                                  "or a leading '-'")
     return sorted(locs)
