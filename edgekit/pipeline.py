@@ -135,13 +135,17 @@ def stage_samples(st: State) -> None:
 def _confirm_classifier(st: State) -> None:
     """The shape guess (one (N, C) output: a classifier) checked on a few real samples: a landmark or box
     regressor's output is not class scores, and top-1 agreement of its coordinates would judge it."""
-    from edgekit.verify import looks_like_class_scores, reference_outputs
+    from edgekit.verify import looks_like_class_scores, looks_like_unit_embeddings, reference_outputs
 
     try:
         outs = reference_outputs(st.model, st.verify_fp32.select(8, seed=st.job.seed))
     except Exception:  # noqa: BLE001 - the references stage runs the model again and reports its failure
         return
-    if not looks_like_class_scores([o[0] for o in outs]):
+    if looks_like_unit_embeddings([o[0] for o in outs]):  # ends in an L2 normalization: an embedding model
+        st.model.task = st.info["model"]["task"] = "embedding"
+        log(f"output '{st.model.output_names[0]}' has unit-norm rows: judged as an embedding (cosine), not by "
+            "top-1 agreement (--task classification to override)")
+    elif not looks_like_class_scores([o[0] for o in outs]):
         st.model.task = st.info["model"]["task"] = "generic"
         log(f"output '{st.model.output_names[0]}' is (N, C) but not class scores (no negative logit, rows not "
             "summing to 1): judged by error and cosine, not top-1 agreement (--task classification to override)")

@@ -217,6 +217,15 @@ def looks_like_class_scores(outputs: list[Any]) -> bool:
     return bool(np.allclose(x.sum(-1), 1.0, atol=1e-3))
 
 
+def looks_like_unit_embeddings(outputs: list[Any]) -> bool:
+    """Whether a single (N, D) output holds L2-normalized rows (a sentence or image embedding model ending in a
+    normalization): every row's norm within 1e-3 of 1, and not probabilities (those sum to 1 instead)."""
+    x = np.concatenate([np.asarray(o, np.float64).reshape(-1, np.shape(o)[-1]) for o in outputs])
+    if x.shape[-1] < 2 or not x.size or not np.isfinite(x).all():
+        return False
+    return bool(np.allclose(np.linalg.norm(x, axis=-1), 1.0, atol=1e-3) and not np.allclose(x.sum(-1), 1.0, atol=1e-3))
+
+
 def top1_probability(output: Any) -> float:
     """The smallest top-1 probability over the rows of a classifier output: its own values when they are
     already probabilities (non-negative, rows summing to 1), else their softmax (logits)."""
