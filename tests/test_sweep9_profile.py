@@ -330,3 +330,17 @@ def test_ssh_sends_external_data_named_with_spaces_and_unicode(sshd, cnn, tmp_pa
               size_threshold=0)
     with pytest.raises(UsageError, match="in another folder"):
         profile_artifact(tmp_path / "sub.onnx", sshd.url, runs=1, options={"remote_python": sys.executable})
+
+
+def test_an_option_of_another_runtime_is_not_dropped_silently(tmp_path):
+    """`--provider CUDA` on a .tflite (or --no-xnnpack on an OpenVINO IR) measured the CPU without a word."""
+    from profile_models import make_tflite
+
+    model = make_tflite(tmp_path / "m.tflite")
+    r = edgekit("profile", str(model), "--runs", "2", "--warmup", "0", "--provider", "CUDA", "--hint", "throughput",
+                "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "--provider applies to ONNX Runtime only" in r.stderr and "--hint applies to OpenVINO only" in r.stderr
+    assert json.loads(r.stdout)["backend"] == "litert"  # stdout: still exactly the one result object
+    r = edgekit("profile", str(model), "--runs", "2", "--warmup", "0", "--json", cwd=tmp_path)
+    assert "warning" not in r.stderr  # the defaults (--hint latency, --xnnpack) are not options asked for

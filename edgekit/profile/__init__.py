@@ -62,6 +62,7 @@ def profile_artifact(path: Path, device: str = "local", *, runs: int = 50, warmu
         raise ModelLoadError(f"{path}: no such artifact", hint="give the path of a .onnx, .ort, .xml or .tflite file")
     path = check_artifact_file(path)  # missing, a folder, empty, an .xml without its .bin: exit code 2
 
+    _warn_inapplicable(path, options)
     target = resolve_device(device, remote_python=options.get("remote_python"))
     if options.get("estimate") or target.kind == "estimate":
         from edgekit.profile.roofline import estimate_artifact
@@ -75,6 +76,29 @@ def profile_artifact(path: Path, device: str = "local", *, runs: int = 50, warmu
                                        per_layer=per_layer, options=options)
     return _profile_with_runner(path, target, runs=runs, warmup=warmup, threads=threads, samples=samples,
                                 per_layer=per_layer, options=options)
+
+
+# runtime-specific options -> (the artifact suffixes they act on, the runtime, the value that means "not asked for")
+_RUNTIME_OPTIONS = {
+    "provider": ((".onnx", ".ort"), "ONNX Runtime", None),
+    "hint": ((".xml",), "OpenVINO", "latency"),
+    "pin": ((".xml",), "OpenVINO", None),
+    "xnnpack": ((".tflite",), "LiteRT", True),
+    "delegate": ((".tflite",), "LiteRT", None),
+    "litert_api": ((".tflite",), "LiteRT", None),
+}
+
+
+def _warn_inapplicable(path: Path, options: dict[str, Any]) -> None:
+    """An option of another runtime (--provider CUDA on a .tflite) is not silently dropped: the run would be
+    taken for one on the unit asked for."""
+    from edgekit.progress import warn
+
+    suffix = path.suffix.lower()
+    for key, (suffixes, runtime, default) in _RUNTIME_OPTIONS.items():
+        if options.get(key, default) != default and suffix not in suffixes:
+            flag = "--no-xnnpack" if key == "xnnpack" else "--" + key.replace("_", "-")
+            warn(f"{flag} applies to {runtime} only ({', '.join(suffixes)} artifacts); ignored for {path.name}")
 
 
 def runner_args(runs: int, warmup: int, threads: int | None, per_layer: bool, options: dict[str, Any]) -> list[str]:
