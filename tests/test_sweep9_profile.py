@@ -344,3 +344,15 @@ def test_an_option_of_another_runtime_is_not_dropped_silently(tmp_path):
     assert json.loads(r.stdout)["backend"] == "litert"  # stdout: still exactly the one result object
     r = edgekit("profile", str(model), "--runs", "2", "--warmup", "0", "--json", cwd=tmp_path)
     assert "warning" not in r.stderr  # the defaults (--hint latency, --xnnpack) are not options asked for
+
+
+def test_a_device_profile_that_cannot_be_found_says_why(cnn, tmp_path, monkeypatch):
+    """`--device my/pi.toml` (a typo in the path) and a $EDGEKIT_DEVICE_PATH naming no folder both ended in
+    "unknown device 'my/pi.toml'" / "unknown device 'mydev'", with no word of the file or folder."""
+    from edgekit.errors import UsageError
+
+    with pytest.raises(UsageError, match="device profile file my/pi.toml not found"):
+        profile_artifact(cnn, "my/pi.toml")
+    monkeypatch.setenv("EDGEKIT_DEVICE_PATH", str(tmp_path / "devics"))
+    with pytest.raises(UsageError, match="EDGEKIT_DEVICE_PATH names no such folder: .*devics"):
+        profile_artifact(cnn, "mydev")

@@ -159,8 +159,11 @@ def list_profiles() -> list[DeviceProfile]:
 
 
 def get_profile(name: str) -> DeviceProfile:
-    if name.endswith(".toml") and Path(name).is_file():
-        return parse_profile(Path(name))
+    if name.endswith(".toml"):
+        if Path(name).is_file():
+            return parse_profile(Path(name))
+        raise UsageError(f"device profile file {name} not found",
+                         hint="give the path of a .toml device profile, or a profile name (`edgekit devices`)")
     for d in search_path():
         for p in sorted(d.glob("*.toml")):
             if p.stem == name:
@@ -169,7 +172,9 @@ def get_profile(name: str) -> DeviceProfile:
         if prof.name == name:
             return prof
     names = ", ".join(p.name for p in list_profiles())
-    raise UsageError(f"unknown device '{name}'",
+    missing = [p for p in os.environ.get("EDGEKIT_DEVICE_PATH", "").split(os.pathsep) if p and not Path(p).is_dir()]
+    gone = f"; $EDGEKIT_DEVICE_PATH names no such folder: {', '.join(missing)}" if missing else ""
+    raise UsageError(f"unknown device '{name}'{gone}",
                      hint=f"use local, ssh://user@host[:port], adb:SERIAL or a profile: {names} (`edgekit devices`)")
 
 
