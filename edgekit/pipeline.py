@@ -21,6 +21,7 @@ from edgekit.sources.model import LoadedModel
 from edgekit.targets import Target
 
 VERIFY_SAMPLES = 32  # fp32 verification samples drawn from the calibration set
+FEW_CALIBRATION_SAMPLES = 32  # fewer int8 calibration samples than this: a warning
 DEFAULT_CALIBRATION_SIZE = 256  # int8 calibration samples used when --calibration-size is not given
 
 
@@ -102,6 +103,10 @@ def stage_samples(st: State) -> None:
             samples = load_samples(spec, m.inputs, seed=job.seed)
             if not job.calibration:
                 log(f"using the shipped calibration set '{spec}' of {m.name}")
+            elif samples.meta.get("kind") == "images":
+                from edgekit.data.images import describe
+
+                log(f"{samples.description}: {describe(samples.meta)}")
         except (DataError, MissingDependencyError) as exc:
             if job.calibration or any(p == "int8" for p in _precisions(job)):
                 raise
@@ -128,6 +133,10 @@ def stage_samples(st: State) -> None:
         if job.calibration_size is None:  # range statistics settle long before this; keeps big sets quick
             st.calib = st.calib.select(DEFAULT_CALIBRATION_SIZE, seed=job.seed)
         st.held_out = st.held_out.select(max(VERIFY_SAMPLES, 100), seed=job.seed + 2)
+        if len(st.calib) < FEW_CALIBRATION_SAMPLES:
+            warn(f"int8 ranges from {len(st.calib)} calibration sample(s), int8 checked on {len(st.held_out)} "
+                 f"held-out one(s) ({samples.description}): ranges from so few rarely hold on new inputs; give "
+                 f"{FEW_CALIBRATION_SAMPLES * 4}+ representative samples (--calibration)")
     if job.task == "auto" and m.task == "classification" and m.kind != "zoo":
         _confirm_classifier(st)
 

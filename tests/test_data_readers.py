@@ -230,3 +230,23 @@ def test_synthetic_inputs_share_each_named_dynamic_axis() -> None:
     feed = next(iter(synthetic_samples(specs, count=1)))
     assert feed["x"].shape == (1, 16, 8) and feed["lengths"].shape == (16,)
     assert feed["ids"].shape == feed["mask"].shape == (1, 16)
+
+
+def test_an_image_folder_says_its_preprocessing_and_skipped_files_and_few_samples_warn(invoke, tmp_path) -> None:
+    """A user's photo folder: the log names the preprocessing used (and where it came from) and the files that
+    are not images; int8 from a handful of samples warns that such ranges rarely hold."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    (photos / "notes.txt").write_text("shot on a phone")
+    res = invoke("convert", "tinymodels:tiny_cnn", "--input-shape", "image=1x3x16x16", "-t", "ort",
+                 "--precision", "int8", "--calibration", str(photos), "-o", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    assert "preprocessing from imagenet preset (no preprocess.toml found): resize" in res.stderr
+    assert "skipped 1 non-image file(s): notes.txt" in res.stderr
+    assert "int8 ranges from 4 calibration sample(s)" in res.stderr

@@ -100,6 +100,32 @@ def read(spec: str, inputs: list[InputSpec], *, preprocess: dict | str | None = 
     def make(i: int) -> dict[str, np.ndarray]:
         return {model_input.name: pre.apply(decode(images[i]))}
 
+    skipped = _other_files(path, images)
     return SampleSet(f"{len(images)} images from {path.name}", len(images), make,
                      labels=_labels(root, images) if path.is_dir() else None,
-                     meta={"kind": "images", "preprocess": pre.to_dict(), "preprocess_source": source})
+                     meta={"kind": "images", "preprocess": pre.to_dict(), "preprocess_source": source,
+                           "skipped_files": skipped})
+
+
+def _other_files(path: Path, images: list[Path]) -> list[str]:
+    """Files of the folder that are neither images nor the folder's own spec / labels (skipped, and said so)."""
+    if not path.is_dir():
+        return []
+    own = {*SPEC_NAMES, "labels.txt"}
+    taken = set(images)
+    return [str(p.relative_to(path)) for p in sorted(path.rglob("*"))
+            if p.is_file() and not p.name.startswith(".") and p not in taken and p.name not in own]
+
+
+def describe(meta: dict[str, Any]) -> str:
+    """One line on how a folder's images become inputs, for the log."""
+    pre = meta.get("preprocess", {})
+    crop = "x".join(map(str, pre.get("crop", [])))
+    line = (f"preprocessing from {meta.get('preprocess_source')}: resize {pre.get('resize')}, crop {crop}, "
+            f"scale {pre.get('scale'):.6g}, mean {pre.get('mean')}, std {pre.get('std')}, "
+            f"{pre.get('channel_order')}, {pre.get('layout')}")
+    skipped = meta.get("skipped_files") or []
+    if skipped:
+        line += (f"; skipped {len(skipped)} non-image file(s): {', '.join(skipped[:3])}"
+                 + (" ..." if len(skipped) > 3 else ""))
+    return line
