@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -356,3 +357,29 @@ def test_a_device_profile_that_cannot_be_found_says_why(cnn, tmp_path, monkeypat
     monkeypatch.setenv("EDGEKIT_DEVICE_PATH", str(tmp_path / "devics"))
     with pytest.raises(UsageError, match="EDGEKIT_DEVICE_PATH names no such folder: .*devics"):
         profile_artifact(cnn, "mydev")
+
+
+def test_each_exit_code_of_the_profile_readme_is_returned(cnn, tmp_path):
+    """edgekit/profile/README.md lists the exit code of each failure class a build script meets; one real case
+    of each row (2, 4, 6, 7) returns it, with one JSON error object on stdout."""
+    from sshd import free_port
+
+    rows = dict(re.findall(r"^\| (\d+) \| (.+) \|$", (ROOT / "edgekit/profile/README.md").read_text(), re.M))
+    custom = tmp_path / "custom.onnx"
+    graph = helper.make_graph([helper.make_node("FooOp", ["x"], ["y"], domain="com.acme")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.acme", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(custom))
+    cases = {
+        "2": (["profile", str(tmp_path / "nope.onnx")], {}),
+        "4": (["profile", str(custom)], {}),
+        "6": (["profile", str(cnn), "--device", f"ssh://nobody@127.0.0.1:{free_port()}"], {}),
+        "7": (["profile", str(cnn), "--device", "ssh://pi@board"], {"PATH": str(tmp_path)}),  # no ssh client
+    }
+    assert set(cases) <= set(rows)
+    for code, (args, env) in cases.items():
+        r = edgekit(*args, "--runs", "1", "--json", cwd=tmp_path, env=env)
+        assert r.returncode == int(code), (code, r.stderr)
+        assert json.loads(r.stdout)["error"]["exit_code"] == int(code) and "Traceback" not in r.stderr
