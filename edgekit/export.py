@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edgekit.data import InputSpec
 from edgekit.errors import UnsupportedModelError, UsageError
+from edgekit.native_output import CapturedOutput
 from edgekit.progress import log
 
 OPSET = 17
@@ -41,7 +42,7 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
         module.eval()
     except NotImplementedError:  # torch.export's unlifted module is already in inference form
         pass
-    captured = _CapturedOutput()
+    captured = CapturedOutput()
     try:
         with warnings.catch_warnings(), torch.no_grad(), _quiet(), no_mha_fastpath(), captured:
             warnings.simplefilter("ignore")
@@ -201,43 +202,6 @@ def explicit_conv_pads(model) -> bool:
         node.attribute.extend([*keep, onnx.helper.make_attribute("pads", begin + end)])
         changed = True
     return changed
-
-
-class _CapturedOutput:
-    """File descriptors 1 and 2 redirected to a temporary file while the exporter runs: torch's TorchScript
-    exporter switches its C++ log on whatever `verbose` says (torch 2.13 tests the function
-    _jit_is_onnx_log_enabled instead of calling it), and when an export fails that log prints the whole
-    TorchScript graph, 100+ lines, on C++ stdout: past Python's redirection, into the one JSON object --json
-    promises. The text is kept (`text`) for --verbose; the user gets one clear error line."""
-
-    text = ""
-
-    def __enter__(self):
-        import os
-        import sys
-        import tempfile
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self._file = tempfile.TemporaryFile(mode="w+b")
-        self._saved = [os.dup(1), os.dup(2)]
-        for fd in (1, 2):
-            os.dup2(self._file.fileno(), fd)
-        return self
-
-    def __exit__(self, *exc):
-        import os
-        import sys
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for fd, saved in zip((1, 2), self._saved):
-            os.dup2(saved, fd)
-            os.close(saved)
-        self._file.seek(0)
-        self.text = self._file.read().decode("utf-8", "replace")
-        self._file.close()
-        return False
 
 
 class _quiet:

@@ -10,6 +10,7 @@ import numpy as np
 from edgekit.backends.base import LoadOptions, TensorInfo
 from edgekit.backends.tflite.writer import read_metadata, read_model
 from edgekit.errors import MissingDependencyError, ModelLoadError
+from edgekit.native_output import quiet_info
 
 
 def _interpreter_module() -> Any:
@@ -43,8 +44,9 @@ class TFLiteSession:
         if extra.get("delegate"):
             kwargs["experimental_delegates"] = [mod.load_delegate(str(extra["delegate"]))]
         try:
-            self.interpreter = mod.Interpreter(**kwargs)
-            self.interpreter.allocate_tensors()
+            with quiet_info():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" line, per session
+                self.interpreter = mod.Interpreter(**kwargs)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"{path}: LiteRT could not load the model: {exc}") from exc
         meta = read_metadata(read_model(data))
