@@ -419,7 +419,9 @@ def resolve_feature_layers(model, names: list[str] | None, task: str) -> list[st
     if [n.lower() for n in names] == ["none"]:
         return []
     if AUTO in names:
-        names = [n for n in names if n != AUTO] + block_layers(model)
+        from edgekit.distill_taps import graph_blocks
+
+        names = [n for n in names if n != AUTO] + (block_layers(model) or graph_blocks(model))
     return list(dict.fromkeys(names))
 
 
@@ -429,10 +431,13 @@ class _Features:
     def __init__(self, teacher, student, names: list[str]) -> None:
         import torch
 
+        from edgekit.distill_taps import Taps
+
         self.t, self.s, self.hooks, self.adapters = {}, {}, [], torch.nn.ModuleDict()
+        self.taps = (Taps(teacher), Taps(student))  # a block inlined in a pruned GraphModule (distill_taps.py)
         for name in names:
             try:
-                tm, sm = teacher.get_submodule(name), student.get_submodule(name)
+                tm, sm = self.taps[0].point(name), self.taps[1].point(name)
             except AttributeError as exc:
                 raise UsageError(f"feature layer '{name}' is not a layer of both teacher and student",
                                  hint="give names from model.named_modules()") from exc
@@ -464,6 +469,8 @@ class _Features:
     def remove(self) -> None:
         for h in self.hooks:
             h.remove()
+        for taps in self.taps:
+            taps.remove()
 
 
 def class_labels(labels, classes: int) -> np.ndarray:

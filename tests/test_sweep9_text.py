@@ -175,3 +175,32 @@ def test_openvino_keeps_a_constant_attention_bias_beside_an_hf_padding_mask(tmp_
     model = onnx.load(str(_export(tm.t5(), ["input_ids", "attention_mask"], tmp_path / "t5.onnx")))
     assert int_mask_sub(model) == 1  # one mask, shared by both layers
     assert int_mask_sub(model) == 0
+
+
+def test_distilling_a_pruned_transformer_matches_its_blocks_hidden_states() -> None:
+    """Pruning heads rewrites the graph (torch.fx GraphModule: `view(b, t, heads, hd)` gets the new head count),
+    where a transformer block is inlined: block_layers found no repeated blocks and a hook on 'blocks.0' would never
+    fire, so distilling a pruned text model (zoo:minilm too) silently matched no hidden states (feature_layers []).
+    The blocks come from the trace's module stacks and are hooked at their output node (distill_taps.py)."""
+    from edgekit.distill import _Features, distill, resolve_feature_layers
+    from edgekit.prune import prune_model
+
+    teacher = tm.gpt()
+    feeds = {"input_ids": torch.randint(1, 100, (2, 9), generator=torch.Generator().manual_seed(0))}
+    student, rep = prune_model(teacher, feeds, ratio=0.5, round_to=8, keep_first_last=False)
+    assert rep["graph_rewritten"]
+    assert resolve_feature_layers(student, None, "generic") == ["blocks.0", "blocks.1"]
+    feats = _Features(teacher, student, ["blocks.0", "blocks.1"])
+    with torch.no_grad():
+        before = student(**feeds)
+        teacher(**feeds)
+    assert {k: tuple(v.shape) for k, v in feats.s.items()} == {"blocks.0": (2, 9, 32), "blocks.1": (2, 9, 32)}
+    assert float(feats.loss()) > 0
+    feats.remove()
+    assert not [n for n, _ in student.named_modules() if "tap" in n]
+    with torch.no_grad():
+        torch.testing.assert_close(student(**feeds), before, rtol=0, atol=0)
+    rng = np.random.default_rng(0)
+    samples = [{"input_ids": rng.integers(1, 100, (1, 9))} for _ in range(8)]
+    report = distill(teacher, student, samples, steps=2, task="generic", batch_size=4)
+    assert report["feature_layers"] == ["blocks.0", "blocks.1"]
