@@ -383,3 +383,14 @@ def test_each_exit_code_of_the_profile_readme_is_returned(cnn, tmp_path):
         r = edgekit(*args, "--runs", "1", "--json", cwd=tmp_path, env=env)
         assert r.returncode == int(code), (code, r.stderr)
         assert json.loads(r.stdout)["error"]["exit_code"] == int(code) and "Traceback" not in r.stderr
+
+
+def test_a_remote_python_that_is_not_one_is_named(sshd, cnn):  # noqa: F811
+    """--remote-python pointing at something that is not a Python (a wrapper script, /bin/true) gave 'the runner
+    stopped (exit 0): exit 0' with an empty partial result, as if a run had been cut short."""
+    from edgekit.errors import DeviceError
+
+    for program, said in (("/bin/true", "printing nothing"), ("/bin/echo", "it printed: runner.py --model")):
+        with pytest.raises(DeviceError, match="did not run edgekit's runner") as info:
+            profile_artifact(cnn, sshd.url, runs=1, options={"remote_python": program})
+        assert said in str(info.value) and not isinstance(info.value, RemoteRunError)
