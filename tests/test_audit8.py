@@ -245,3 +245,19 @@ def test_readme_target_aliases_exist():
         for alias in re.findall(r"`([\w-]+)`", aliases):
             assert get_target(alias).name == name, alias
     assert get_target("ort").name == "onnxruntime"
+
+
+def test_the_readme_python_api_example_runs_as_written(tmp_path):
+    """The README's Python API block, run as written in a fresh process: artifacts, passed verification, the
+    inspected inputs; and `import edgekit` alone imports no torch."""
+    code = re.search(r"### Python API\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert lines[0] == "out/mnist_cnn.onnxruntime.onnx fp32 True"
+    assert lines[1] == "out/mnist_cnn.arm.int8.tflite int8 True"
+    assert "input" in lines[2]
+    r = subprocess.run([sys.executable, "-c", "import sys, edgekit; print('torch' in sys.modules)"],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.stdout.strip() == "False"
