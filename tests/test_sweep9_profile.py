@@ -394,3 +394,30 @@ def test_a_remote_python_that_is_not_one_is_named(sshd, cnn):  # noqa: F811
         with pytest.raises(DeviceError, match="did not run edgekit's runner") as info:
             profile_artifact(cnn, sshd.url, runs=1, options={"remote_python": program})
         assert said in str(info.value) and not isinstance(info.value, RemoteRunError)
+
+
+def _chain(path: Path, n: int) -> Path:
+    """x[1, 16] -> n MatMuls (n layers no runtime fuses) -> y."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal((16, 16)) * 0.3).astype(np.float32), f"w{i}")
+             for i in range(n)]
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i - 1}", f"w{i}"], [f"h{i}" if i < n - 1 else "y"],
+                              name=f"mm{i}") for i in range(n)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("device", ["local", "raspberry-pi-5"])
+def test_per_layer_top_shows_as_many_layers_as_asked(tmp_path, device):
+    """--top 14 showed 10 rows (the JSON's own top-10 list), an estimate's table said 'mean of 0 runs', and
+    layers of a few microseconds printed as 0.000 ms."""
+    model = _chain(tmp_path / "chain.onnx", 14)
+    r = edgekit("profile", str(model), "--device", device, "--per-layer", "--top", "14", "--runs", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    table = r.stdout[r.stdout.index("per-layer"):]
+    assert len(re.findall(r"^ +[\d.]+ +[\d.]+%  MatMul ", table, re.M)) == 14
+    assert "mean of 0 runs" not in table and "   0.000 " not in table

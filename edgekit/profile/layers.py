@@ -40,15 +40,19 @@ def summarize_layers(report: dict[str, Any], top: int = 10) -> dict[str, Any]:
 
 
 def format_layers(layers: dict[str, Any], top: int = 10) -> str:
-    """Human-readable table for the CLI."""
+    """Human-readable table for the CLI: the `top` slowest layers (from all of them: the JSON's `top` keeps 10)."""
     if not layers.get("top"):
         return f"per-layer: {layers.get('note') or 'no per-layer data'}"
-    lines = [f"per-layer ({layers['source']}, mean of {layers['runs']} runs, {layers['layers']} layers, "
-             f"sum {layers['total_ms']:.3f} ms):"]
-    lines.append(f"  {'ms':>8} {'share':>6}  {'op type':<18} {'unit':<26} layer")
-    for r in layers["top"][:top]:
-        lines.append(f"  {r['ms']:8.3f} {100 * r['share']:5.1f}%  {str(r['op_type'])[:18]:<18} "
-                     f"{str(r['unit'])[:26]:<26} {r['name']}")
-    lines.append("  by op type: " + ", ".join(f"{k} {v['ms']:.3f} ms ({100 * v['share']:.0f}%)"
+    total = float(layers["total_ms"])
+    rows = sorted(layers.get("all") or layers["top"], key=lambda r: -float(r["ms"]))[:top]
+    digits = 3 if total >= 1 else 4 if total >= 0.1 else 5  # a 20 us layer is not "0.000 ms"
+    runs = f"mean of {layers['runs']} runs, " if layers.get("runs") else ""
+    lines = [f"per-layer ({layers['source']}, {runs}{layers['layers']} layers, sum {total:.{digits}f} ms):"]
+    lines.append(f"  {'ms':>9} {'share':>6}  {'op type':<18} {'unit':<26} layer")
+    for r in rows:
+        ms = float(r["ms"])
+        lines.append(f"  {ms:9.{digits}f} {100 * ms / total if total else 0.0:5.1f}%  {str(r.get('op_type'))[:18]:<18} "
+                     f"{str(r.get('unit'))[:26]:<26} {r['name']}")
+    lines.append("  by op type: " + ", ".join(f"{k} {v['ms']:.{digits}f} ms ({100 * v['share']:.0f}%)"
                                              for k, v in list(layers["by_op_type"].items())[:8]))
     return "\n".join(lines)
