@@ -204,3 +204,18 @@ def test_distilling_a_pruned_transformer_matches_its_blocks_hidden_states() -> N
     samples = [{"input_ids": rng.integers(1, 100, (1, 9))} for _ in range(8)]
     report = distill(teacher, student, samples, steps=2, task="generic", batch_size=4)
     assert report["feature_layers"] == ["blocks.0", "blocks.1"]
+
+
+def test_a_text_model_without_input_shapes_is_shown_token_shapes(tmp_path: Path) -> None:
+    """A torch text model given without --input-shape was told to pass input_ids=1x3x224x224 (an image shape, float:
+    the embedding then fails on it); token inputs are shown as integer sequences."""
+    from edgekit.errors import UsageError
+    from edgekit.sources import parse_input_shapes
+
+    with pytest.raises(UsageError) as err:
+        api.convert("sweep9_text_models:distilbert", ["onnxruntime"], tmp_path / "out")
+    assert err.value.hint == "give --input-shape input_ids=1x128:int64 --input-shape attention_mask=1x128:int64"
+    with pytest.raises(UsageError) as err:
+        api.convert("sweep9_text_models:distilbert", ["onnxruntime"], tmp_path / "out",
+                    input_shapes=parse_input_shapes(["input_ids=1x8:int64"]))
+    assert err.value.hint == "give --input-shape attention_mask=1x128:int64"

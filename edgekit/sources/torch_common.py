@@ -21,18 +21,26 @@ def forward_input_names(module) -> list[str]:
     return names
 
 
+def _example(name: str) -> str:
+    """An --input-shape example for an input: token ids and masks (by name, as text data matches them) are
+    integer sequences; anything else is shown as an image."""
+    from edgekit.data.text import input_role
+
+    return f"{name}=1x128:int64" if input_role(name) else f"{name}=1x3x224x224"
+
+
 def specs_from_overrides(names: list[str], overrides: dict[str, tuple[int, ...]] | None,
                          source: str) -> list[InputSpec]:
     """Torch sources state no shapes: every input needs --input-shape; the batch axis stays dynamic."""
     blank = [InputSpec(n, (), "float32") for n in names]
     if not overrides:
         raise UsageError(f"{source}: input shapes are unknown for a torch model",
-                         hint="give --input-shape " + " --input-shape ".join(f"{n}=1x3x224x224" for n in names))
+                         hint="give --input-shape " + " --input-shape ".join(_example(n) for n in names))
     specs = apply_overrides(blank, overrides, source)
     missing = [s.name for s in specs if not s.shape]
     if missing:
         raise UsageError(f"{source}: no --input-shape for input(s) {', '.join(missing)}",
-                         hint=f"give --input-shape {missing[0]}=1x3x224x224")
+                         hint=f"give --input-shape {_example(missing[0])}")
     specs = [InputSpec(s.name, ("batch", *s.shape[1:]), s.dtype) for s in specs]
     require_static(specs, source)
     return specs
