@@ -31,4 +31,23 @@ def check_artifact_file(path: str | Path) -> Path:
             state = "missing" if not weights.exists() else "empty" if weights.is_file() else "not a file"
             raise ModelLoadError(f"{p}: its weights file {weights.name} is {state}",
                                  hint="an OpenVINO IR is an .xml and a .bin with the same stem; copy both")
+    if p.suffix.lower() == ".onnx":
+        for loc in _external_data(p):
+            if not (p.parent / loc).is_file():
+                raise ModelLoadError(f"{p}: its external data file '{loc}' is missing (looked in {p.parent})",
+                                     hint="an ONNX model saved with external data needs its data files beside it; "
+                                          "copy them too")
     return p
+
+
+def _external_data(p: Path) -> list[str]:
+    """The external data files an ONNX model names (none when the file does not parse: the loader says why)."""
+    try:
+        import onnx
+
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception:  # noqa: BLE001
+        return []
+    locs = {kv.value for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+            for kv in t.external_data if kv.key == "location"}
+    return sorted(locs)

@@ -421,3 +421,16 @@ def test_per_layer_top_shows_as_many_layers_as_asked(tmp_path, device):
     table = r.stdout[r.stdout.index("per-layer"):]
     assert len(re.findall(r"^ +[\d.]+ +[\d.]+%  MatMul ", table, re.M)) == 14
     assert "mean of 0 runs" not in table and "   0.000 " not in table
+
+
+def test_an_onnx_model_without_its_external_data_is_bad_input(cnn, tmp_path):
+    """An .onnx copied without its external data file: `profile` said 'unsupported model' (exit 4, ONNX Runtime's
+    'External data path validation failed') and `inspect` crashed (internal error, FileNotFoundError)."""
+    path = tmp_path / "model with data.onnx"
+    onnx.save(onnx.load(str(cnn)), str(path), save_as_external_data=True, location="weights.data", size_threshold=0)
+    (tmp_path / "weights.data").unlink()
+    for command in ("profile", "inspect"):
+        r = edgekit(command, str(path), "--json", cwd=tmp_path)
+        assert r.returncode == 2, (command, r.stderr)
+        err = json.loads(r.stdout)["error"]
+        assert err["type"] == "ModelLoadError" and "external data file 'weights.data' is missing" in err["message"]
