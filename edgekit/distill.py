@@ -57,6 +57,19 @@ def _materialize(samples):
     return items, labels
 
 
+def _training_modes(student, freeze_bn: bool, dropout: bool) -> None:
+    """The student's modes for a training step. Without `dropout` it runs its inference forward and only its
+    BatchNorm layers train (unless `freeze_bn`): anything else a model does differently in training mode
+    (stochastic depth / DropPath written on self.training, auxiliary outputs) would be noise or a different
+    output against the teacher's exact targets. With `dropout` the whole student is in training mode."""
+    import torch
+
+    student.train(dropout)
+    for m in student.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.train(not freeze_bn)
+
+
 def _stack(items: list[dict[str, np.ndarray]], axes: dict[str, int] | None = None) -> dict[str, Any]:
     """Concatenate batch-1 samples along each input's batch axis (`axes`, default 0); ragged axes (token
     sequences) are zero-padded to the longest."""
@@ -616,11 +629,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
                 feed = _stack([items[i] for i in idx], axes)
                 if augment:
                     feed = _augment(feed, gen)
-                student.train()
-                for m in student.modules():
-                    if (freeze_bn and isinstance(m, torch.nn.modules.batchnorm._BatchNorm)) or \
-                            (not dropout and isinstance(m, torch.nn.modules.dropout._DropoutNd)):
-                        m.eval()
+                _training_modes(student, freeze_bn, dropout)
                 feed = fast.inputs(feed)
                 with fast.autocast():
                     with torch.no_grad():

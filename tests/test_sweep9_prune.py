@@ -1,0 +1,102 @@
+"""Pruning + distillation sweep on architectures the earlier sweeps did not cover (models in
+tests/fixtures/sweep9_prune_models.py): MobileNetV3 (SE, hardswish), ShuffleNetV2 (chunk, channel shuffle),
+DenseNet concat chains, a U-Net (ConvTranspose2d + interpolate skips), GhostNet, RepVGG, EfficientNet with
+stochastic depth, a tiny ViT (cls token, learned positions), a 1-D keyword-spotting net, weight sharing and
+dict/tuple outputs."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import sweep9_prune_models as zoo  # noqa: E402  (tests/fixtures is on sys.path: conftest.py)
+from torch import nn  # noqa: E402
+
+from edgekit.data import SampleSet  # noqa: E402
+from edgekit.distill import distill  # noqa: E402
+from edgekit.prune import prune_model  # noqa: E402
+
+
+def _feeds(name: str, batch: int = 1, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(batch, *s[1:], generator=g) for k, s in zoo.FACTORIES[name][1].items()}
+
+
+def _tensors(out) -> list:
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _tensors(o)]
+    return [out]
+
+
+# --- channel coupling: pruned model == original with the removed channels' inputs zeroed -------------------------
+def _zeroed_equivalent(model, feeds, frac: float = 0.4, seed: int = 0) -> None:
+    """Remove random units of every group; the pruned model must compute what the original computes with the
+    removed channels' input weights zeroed in every consumer (conv/linear dim 1, transposed conv dim 0)."""
+    from edgekit.prune.apply import build_pruned
+    from edgekit.prune.graph import analyze
+
+    an = analyze(model.eval(), feeds)
+    rng = np.random.default_rng(seed)
+    removed = {g.units[i].root for g in an.groups()
+               for i in rng.choice(len(g.units), int(len(g.units) * frac), replace=False)}
+    assert removed
+    pruned, _ = build_pruned(an, removed, feeds, original=model)
+    zeroed = copy.deepcopy(model)
+    rm = np.fromiter(removed, dtype=np.int64)
+    for (mod, pname, dim), atoms in an.slices.items():
+        layer = zeroed.get_submodule(mod)
+        reads = 0 if isinstance(layer, nn.modules.conv._ConvTransposeNd) else 1
+        if dim == reads and isinstance(layer, (nn.modules.conv._ConvNd, nn.Linear)) and layer.weight.shape[reads] > 1:
+            idx = torch.as_tensor(np.nonzero(np.isin(an.uf.roots(atoms), rm))[0])
+            with torch.no_grad():
+                getattr(layer, pname).index_fill_(reads, idx, 0.0)
+    with torch.no_grad():
+        for a, b in zip(_tensors(pruned(**feeds)), _tensors(zeroed(**feeds))):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(zoo.FACTORIES))
+def test_pruned_equals_original_with_removed_channels_zeroed(name: str) -> None:
+    fn, _ = zoo.FACTORIES[name]
+    _zeroed_equivalent(fn(), _feeds(name))
+
+
+@pytest.mark.parametrize("name", sorted(zoo.FACTORIES))
+def test_macs_target_reached_and_outputs_keep_their_shapes(name: str) -> None:
+    fn, _ = zoo.FACTORIES[name]
+    model = fn()
+    pruned, rep = prune_model(model, _feeds(name), macs_ratio=0.3, round_to=4)
+    x = _feeds(name, batch=3, seed=1)
+    with torch.no_grad():
+        got, want = _tensors(pruned(**x)), _tensors(model(**x))
+    assert [t.shape for t in got] == [t.shape for t in want]
+    for g in rep["groups"]:
+        assert 0 < g["channels_after"] <= g["channels_before"]
+        assert g["channels_after"] % math.lcm(4, g["unit_size"]) == 0 or g["channels_after"] == g["channels_before"]
+
+
+# --- distillation ---------------------------------------------------------------------------------------------
+def _images(n: int = 48, size: int = 64) -> SampleSet:
+    data = np.random.default_rng(0).standard_normal((n, 3, size, size)).astype(np.float32)
+    return SampleSet("images", n, lambda i: {"image": data[i:i + 1]})
+
+
+def test_distillation_runs_the_student_without_stochastic_depth() -> None:
+    """distill(dropout=False) turned off nn.Dropout layers only: EfficientNet's stochastic depth (drop_path on
+    self.training, like timm's DropPath or torchvision's StochasticDepth, neither a Dropout class) stayed on, so a
+    student identical to its teacher had a training loss of 0.36 at the first step (noise against exact targets).
+    The student now runs its inference forward while training, BatchNorm aside."""
+    teacher = zoo.efficientnet()
+    rep = distill(teacher, copy.deepcopy(teacher), _images(), steps=2, batch_size=4, lr=1e-9, augment=False,
+                  freeze_bn=True, task="classification")
+    assert rep["train_loss_first"] == pytest.approx(0.0, abs=1e-6)
+    student = copy.deepcopy(teacher)
+    rep = distill(teacher, student, _images(), steps=2, batch_size=8, lr=1e-9, augment=False, task="classification")
+    assert rep["train_loss_first"] > 0  # BatchNorm still trains on batch statistics when not frozen
+    assert not student.training  # handed back in inference mode
