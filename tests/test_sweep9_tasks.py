@@ -134,3 +134,71 @@ def test_a_regression_output_of_shape_n_c_is_not_judged_by_top1(invoke, tmp_path
     res = invoke("convert", "sweep9_tasks:landmarks", "--input-shape", "image=1x3x32x32", "-t", "ort",
                  "--task", "classification", "-o", str(tmp_path / "o"), "--json")  # as the user says
     assert res.json()["model"]["task"] == "classification" and "not class scores" not in res.stderr
+
+
+def test_dense_prediction_ops_have_differentiable_kernels():
+    """Resize (a segmentation/depth decoder, FPN), ConvTranspose (keypoint heads), DepthToSpace (PixelShuffle),
+    SpaceToDepth, LogSoftmax and ArgMax had no kernel in the torch evaluator of QDQ graphs: --max-drop fell back
+    to the per-layer order ('no differentiable kernel for Resize') and --int8-finetune was skipped on every
+    segmentation, depth, super-resolution and pose model. Each kernel matches ONNX Runtime."""
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.quantize.torch_graph import TorchGraph
+
+    rng = np.random.default_rng(0)
+
+    def init(name, v):
+        return numpy_helper.from_array(np.asarray(v), name)
+
+    empty = init("none", np.zeros(0, np.float32))
+    cases = {
+        "bilinear": ([helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="linear")],
+                     [init("sc", np.array([1, 1, 2, 2], np.float32))]),
+        "bilinear_corners": ([helper.make_node("Resize", ["x", "", "", "sz"], ["y"], mode="linear",
+                                               coordinate_transformation_mode="align_corners")],
+                             [init("sz", np.array([2, 8, 13, 7], np.int64))]),
+        "nearest": ([helper.make_node("Resize", ["x", "none", "sc"], ["y"], mode="nearest",
+                                      coordinate_transformation_mode="asymmetric", nearest_mode="floor")],
+                    [empty, init("sc", np.array([1, 1, 3, 2], np.float32))]),
+        "bicubic": ([helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="cubic")],
+                    [init("sc", np.array([1, 1, 2, 2], np.float32))]),
+        "deconv": ([helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1],
+                                     output_padding=[1, 1], kernel_shape=[4, 4])],
+                   [init("w", rng.normal(size=(8, 3, 4, 4)).astype(np.float32)), init("b", np.ones(3, np.float32))]),
+        "d2s_dcr": ([helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2)], []),
+        "d2s_crd": ([helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, mode="CRD")], []),
+        "s2d": ([helper.make_node("SpaceToDepth", ["x"], ["y"], blocksize=2)], []),
+        "log_softmax": ([helper.make_node("LogSoftmax", ["x"], ["y"], axis=1)], []),
+        "argmax": ([helper.make_node("ArgMax", ["x"], ["y"], axis=1, keepdims=0)], []),
+    }
+    x = rng.normal(size=(2, 8, 6, 4)).astype(np.float32)
+    for name, (nodes, inits) in cases.items():
+        out_type = TensorProto.INT64 if name == "argmax" else TensorProto.FLOAT
+        g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("y", out_type, None)], inits)
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        out = TorchGraph(model, [])({"x": torch.as_tensor(x)})[0].numpy()
+        assert out.shape == ref[0].shape, name
+        np.testing.assert_allclose(out, ref[0], rtol=1e-4, atol=1e-4, err_msg=name)
+    half = helper.make_graph([helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="nearest")], "h",
+                             [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                             [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                             [init("sc", np.array([1, 1, 2, 2], np.float32))])
+    with pytest.raises(NotImplementedError, match="round_prefer_floor"):  # a variant torch lacks: named, not wrong
+        TorchGraph(helper.make_model(half, opset_imports=[helper.make_opsetid("", 17)]), [])({"x": torch.as_tensor(x)})
+
+
+def test_max_drop_on_a_segmentation_net_uses_the_end_to_end_order(invoke, tmp_path):
+    """A segmentation net (bilinear upsample to the input size) with --max-drop: the end-to-end order ran
+    (no 'falls back to the per-layer order' warning) and fine-tuning ran through Resize."""
+    res = invoke("convert", "sweep9_tasks:segnet", "--input-shape", "image=1x3x32x32", "-t", "ort", "--precision",
+                 "int8", "--calibration", "natural_images", "--calibration-size", "48", "--max-drop", "0.001",
+                 "--int8-finetune", "2", "-o", str(tmp_path / "o"), "--json")
+    assert res.returncode == 0, res.stderr
+    assert "per-layer order" not in res.stderr and "fine-tuning skipped" not in res.stderr
+    q = res.json()["artifacts"][0]["quantization"]
+    assert q["fallback_order"] == "e2e" and q["accuracy"]["held_out"]["metric"] == "cosine"
+

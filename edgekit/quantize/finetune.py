@@ -148,7 +148,9 @@ def _loss(student: list[Any], teacher: list[Any], task: str) -> Any:
     total = 0.0
     for s, t in zip(student, teacher):
         t = torch.as_tensor(t)
-        if task == "classification" and s.dim() == 2 and s.shape[-1] > 1:
+        if not s.is_floating_point():  # argmax labels, ids: the share that changed (no gradient through them)
+            total = total + (s != t.reshape(s.shape)).float().mean()
+        elif task == "classification" and s.dim() == 2 and s.shape[-1] > 1:
             total = total + torch.nn.functional.kl_div(s.log_softmax(-1), t.log_softmax(-1), log_target=True,
                                                       reduction="batchmean")
         else:
@@ -218,6 +220,10 @@ def finetune(qdq_path: Path, fp32: Any, reference: Path, samples: SampleSet, *, 
         with torch.no_grad():
             probe = graph({k: torch.as_tensor(v) for k, v in items[0].items()})
         float(_loss(probe, teacher.run(names, items[0]), task))
+        if not any(p.is_floating_point() for p in probe):
+            warn("int8 fine-tuning skipped: every output of the model is integer (argmax labels): no gradient "
+                 "reaches the weights")
+            return None
     except Exception as exc:  # noqa: BLE001 - an op variant the evaluator does not cover
         warn(f"int8 fine-tuning skipped: the graph does not run in its torch evaluator ({type(exc).__name__}: "
              f"{str(exc).splitlines()[0][:120] if str(exc) else ''})")

@@ -72,6 +72,72 @@ def _conv(x, a):
                 groups=a.get("group", 1))
 
 
+def _conv_transpose(x, a):
+    inp, w = x[0], x[1]
+    b = x[2] if len(x) > 2 else None
+    nd = w.dim() - 2
+    pads = list(a.get("pads", [0] * (2 * nd)))
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or "output_shape" in a or pads[:nd] != pads[nd:]:
+        raise NotImplementedError("ConvTranspose auto_pad, output_shape or asymmetric pads")
+    conv = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1]
+    return conv(inp, w, b, stride=a.get("strides", 1), padding=pads[:nd],
+                output_padding=a.get("output_padding", 0), groups=a.get("group", 1), dilation=a.get("dilations", 1))
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _resize(x, a):
+    """ONNX Resize over the spatial axes, in the variants F.interpolate computes exactly."""
+    inp = x[0]
+    nd = inp.dim() - 2
+    scales = x[2] if len(x) > 2 and x[2] is not None and x[2].numel() else None
+    sizes = x[3] if len(x) > 3 and x[3] is not None and x[3].numel() else None
+    lead = (sizes[:2].tolist() == list(inp.shape[:2])) if sizes is not None else (scales[:2].tolist() == [1.0, 1.0])
+    mode, ctm = _text(a.get("mode", "nearest")), _text(a.get("coordinate_transformation_mode", "half_pixel"))
+    nearest = _text(a.get("nearest_mode", "round_prefer_floor"))
+    if not lead or a.get("antialias", 0) or "axes" in a or nd not in (1, 2, 3):
+        raise NotImplementedError("Resize of the batch or channel axis, antialias or axes")
+    if mode == "linear" and ctm in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+        how, corners = ("linear", "bilinear", "trilinear")[nd - 1], ctm == "align_corners"
+    elif mode == "cubic" and nd == 2 and ctm in ("half_pixel", "align_corners") and \
+            float(a.get("cubic_coeff_a", -0.75)) == -0.75 and not a.get("exclude_outside", 0):
+        how, corners = "bicubic", ctm == "align_corners"
+    elif mode == "nearest" and ctm == "asymmetric" and nearest == "floor":
+        how, corners = "nearest", None
+    elif mode == "nearest" and ctm == "half_pixel" and nearest == "round_prefer_ceil":
+        how, corners = "nearest-exact", None
+    else:
+        raise NotImplementedError(f"Resize mode {mode}, coordinate_transformation_mode {ctm}, nearest_mode {nearest}")
+    if sizes is not None:
+        return F.interpolate(inp, size=[int(v) for v in sizes[2:]], mode=how, align_corners=corners)
+    return F.interpolate(inp, scale_factor=[float(v) for v in scales[2:]], mode=how, align_corners=corners,
+                         recompute_scale_factor=False)
+
+
+def _depth_to_space(x, a):
+    n, c, h, w = x[0].shape
+    b = int(a["blocksize"])
+    if _text(a.get("mode", "DCR")) == "CRD":
+        return F.pixel_shuffle(x[0], b)
+    return x[0].reshape(n, b, b, c // (b * b), h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, c // (b * b), h * b, w * b)
+
+
+def _space_to_depth(x, a):
+    n, c, h, w = x[0].shape
+    b = int(a["blocksize"])
+    return x[0].reshape(n, c, h // b, b, w // b, b).permute(0, 3, 5, 1, 2, 4).reshape(n, c * b * b, h // b, w // b)
+
+
+def _arg(fn):
+    def f(x, a):
+        if a.get("select_last_index", 0):
+            raise NotImplementedError("ArgMax/ArgMin select_last_index")
+        return fn(x[0], dim=a.get("axis", 0), keepdim=bool(a.get("keepdims", 1)))
+    return f
+
+
 def _gemm(x, a):
     A = x[0].transpose(-1, -2) if a.get("transA", 0) else x[0]
     B = x[1].transpose(-1, -2) if a.get("transB", 0) else x[1]
@@ -205,6 +271,10 @@ OPS: dict[str, Any] = {
     "HardSigmoid": lambda x, a: (a.get("alpha", 0.2) * x[0] + a.get("beta", 0.5)).clamp(0, 1),
     "HardSwish": lambda x, a: x[0] * (x[0] / 6 + 0.5).clamp(0, 1),
     "Softmax": lambda x, a: x[0].softmax(a.get("axis", -1)),
+    "LogSoftmax": lambda x, a: x[0].log_softmax(a.get("axis", -1)),
+    "ConvTranspose": _conv_transpose, "Resize": _resize,
+    "DepthToSpace": _depth_to_space, "SpaceToDepth": _space_to_depth,
+    "ArgMax": _arg(torch.argmax), "ArgMin": _arg(torch.argmin),
     "GlobalAveragePool": lambda x, a: x[0].mean(dim=tuple(range(2, x[0].dim())), keepdim=True),
     "GlobalMaxPool": lambda x, a: x[0].amax(dim=tuple(range(2, x[0].dim())), keepdim=True),
     "AveragePool": _pool("Average"), "MaxPool": _pool("Max"),
