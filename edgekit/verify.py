@@ -104,6 +104,11 @@ def _centre(values: list[np.ndarray]) -> float:
     return mu if float(np.sqrt(np.mean((finite - mu) ** 2))) > 1e-6 * max(1.0, abs(mu)) else 0.0
 
 
+def _scored(r: np.ndarray, c: np.ndarray, d: np.ndarray) -> float:
+    """cosine(r, c); 0 (unrelated) when a value is inf/NaN on one side only, which the cosine cannot see."""
+    return 0.0 if np.isinf(d).any() else cosine(r, c)
+
+
 def output_scores(refs: list[Outputs], cands: list[Outputs], task: str) -> list[list[float]]:
     """Per sample, per output: the cosine of a float output, the share of equal elements of an integer one.
 
@@ -122,14 +127,14 @@ def output_scores(refs: list[Outputs], cands: list[Outputs], task: str) -> list[
             continue
         mu = _centre([r for r, _ in column]) if task == "generic" else 0.0
         if task == "generic" and all(r.size == 1 for r, _ in column) and len(column) > 1:
-            r, c, _ = _finite(*(np.array([np.asarray(p[i], np.float64).ravel()[0] for p in column]) for i in (0, 1)))
-            joint = cosine(r - mu, c - mu)
+            r, c, d = _finite(*(np.array([np.asarray(p[i], np.float64).ravel()[0] for p in column]) for i in (0, 1)))
+            joint = _scored(r - mu, c - mu, d)
             for s in range(len(column)):
                 scores[s][o] = joint
             continue
         for s, (r, c) in enumerate(column):
-            r, c, _ = _finite(np.asarray(r, np.float64), np.asarray(c, np.float64))
-            scores[s][o] = cosine(r - mu, c - mu)
+            r, c, d = _finite(np.asarray(r, np.float64), np.asarray(c, np.float64))
+            scores[s][o] = _scored(r - mu, c - mu, d)
     return scores
 
 
@@ -137,7 +142,7 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
     scores = output_scores(refs, cands, task)
     max_abs, abs_sum, count, cosines, agree, ref_peak = 0.0, 0.0, 0, [], 0, 0.0
     confident, confident_agree = 0, 0
-    exact, n_int, int_equal, int_count = 0, 0, 0, 0
+    exact, n_int, int_equal, int_count, one_sided = 0, 0, 0, 0, 0
     for ref, row, score in zip(refs, _paired(refs, cands), scores):
         per_output: list[float] = []
         integer = [is_integer(r) for r in ref]
@@ -150,6 +155,7 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
                 continue
             r, c, d = _finite(np.asarray(r, dtype=np.float64), np.asarray(c, dtype=np.float64))
             max_abs = max(max_abs, float(d.max(initial=0.0)))
+            one_sided += int(np.count_nonzero(np.isinf(d)))
             abs_sum += float(d.sum())
             count += d.size
             ref_peak = max(ref_peak, float(np.abs(r).max(initial=0.0)))
@@ -179,6 +185,8 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
         "confident_samples": confident if task == "classification" else None,
         "samples": len(refs),
         "reference_peak": ref_peak,
+        # inf/NaN on one side only (an int8 log of a value rounded to 0): always a failure
+        "non_finite_mismatches": one_sided,
         "integer_agreement": int_equal / int_count if int_count else None,  # share of equal integer elements
         "integer_outputs_exact": exact / n_int if n_int else None,  # share of samples with all of them equal
     }
@@ -250,6 +258,9 @@ def check(figures: dict[str, Any], tolerances: dict[str, float]) -> tuple[bool, 
     output, not a classifier) is not gated."""
     failures = []
     floats = figures.get("cosine") is not None
+    if figures.get("non_finite_mismatches"):
+        failures.append(f"{figures['non_finite_mismatches']} output value(s) are inf or NaN where the source model's "
+                        "are finite, or the reverse")
     if "max_abs_error" in tolerances and floats:
         limit = tolerances["max_abs_error"] * max(1.0, figures.get("reference_peak", 1.0))
         if not figures["max_abs_error"] <= limit:

@@ -202,3 +202,20 @@ def test_max_drop_on_a_segmentation_net_uses_the_end_to_end_order(invoke, tmp_pa
     q = res.json()["artifacts"][0]["quantization"]
     assert q["fallback_order"] == "e2e" and q["accuracy"]["held_out"]["metric"] == "cosine"
 
+
+def test_inf_on_one_side_only_fails_int8_verification_and_counts_in_the_drop():
+    """log(clamp(softmax, 1e-6)) quantized to int8: the clamp's floor rounds to 0 and the artifact writes -inf
+    where the source has -13.8. The non-finite value was masked out of the cosine (1.000000) and int8 has no
+    max-abs gate, so the artifact passed and --max-drop measured a drop of 0. It fails, and scores 0."""
+    rng = np.random.default_rng(0)
+    refs = [[np.log(np.clip(rng.dirichlet(np.ones(4), size=(1, 8, 8)), 1e-6, None)).astype(np.float32)]
+            for _ in range(4)]
+    cands = [[r[0].copy()] for r in refs]
+    cands[1][0][0, 2, 3, 1] = -np.inf
+    fig = compare(refs, cands, "generic")
+    ok, why = check(fig, INT8)
+    assert fig["non_finite_mismatches"] == 1 and not ok and "inf or NaN" in why[0]
+    assert held_out_figures(refs, cands, "generic")["drop"] == pytest.approx(0.25)
+    same_inf = [[np.where(np.arange(32).reshape(1, 8, 4) == 5, -np.inf, 0).astype(np.float32)]]
+    assert check(compare(same_inf, same_inf, "generic"), FP32)[0]  # the same -inf on both sides is a match
+
