@@ -434,3 +434,29 @@ def test_an_onnx_model_without_its_external_data_is_bad_input(cnn, tmp_path):
         assert r.returncode == 2, (command, r.stderr)
         err = json.loads(r.stdout)["error"]
         assert err["type"] == "ModelLoadError" and "external data file 'weights.data' is missing" in err["message"]
+
+
+def test_litert_per_layer_on_a_device_without_the_tflite_schema(sshd, tmp_path):  # noqa: F811
+    """A device with tflite-runtime (Raspberry Pi / Jetson setups; measured with tflite-runtime 2.14 on Python
+    3.8) has no TFLite flatbuffer schema: the runner could not take the model apart, and --per-layer gave only
+    'per-op timing unavailable (ImportError ...)'. The one-op models are now made on the host and sent along.
+    The device here is this machine with the schema module hidden from its Python."""
+    from profile_models import make_tflite
+
+    blocker = tmp_path / "no_schema"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.endswith('schema_py_generated'):\n"
+        "            raise ImportError('no TFLite schema on this device')\n"
+        "sys.meta_path.insert(0, _Hide())\n")
+    python = tmp_path / "device python"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH='{blocker}' exec '{sys.executable}' \"$@\"\n")
+    python.chmod(0o755)
+    model = make_tflite(tmp_path / "m.tflite")
+    res = profile_artifact(model, sshd.url, runs=2, warmup=0, per_layer=True, options={"remote_python": str(python)})
+    layers = res["layers"]
+    assert "note" not in layers, layers.get("note")
+    assert set(layers["by_op_type"]) == {"FULLY_CONNECTED", "RELU"} and layers["layers"] == 2

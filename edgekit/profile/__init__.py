@@ -141,12 +141,37 @@ def _profile_with_runner(path: Path, target: DeviceTarget, *, runs: int, warmup:
         elif target.kind == "ssh":
             from edgekit.profile.ssh import SshDevice
 
+            extra = _remote_op_models(path, Path(tmp), per_layer, options)
+            if extra:
+                args += ["--op-models", "ops.npz"]
             col, problem = SshDevice.from_target(target, timeout=timeout).run_runner(
-                path, feeds, args, on_record=on_record)
+                path, feeds, args, on_record=on_record, extra=extra)
         else:  # pragma: no cover - resolve_device only makes the kinds above
             raise UsageError(f"cannot run on device kind '{target.kind}'")
     return finish(col, problem, path=path, target=target, warmup=warmup, threads=threads,
                   samples=describe(sample_set))
+
+
+def _remote_op_models(path: Path, tmp: Path, per_layer: bool, options: dict[str, Any]) -> dict[str, Path]:
+    """LiteRT per-layer on a device: the one-op models are made here, where ai-edge-litert's flatbuffer schema
+    is installed; a device with tflite-runtime (or tensorflow) has none, and its per-layer pass gave only a
+    note. Empty when not needed or when this model cannot be taken apart (the device then says so itself)."""
+    if not per_layer or path.suffix.lower() != ".tflite" or options.get("delegate") or \
+            options.get("litert_api") == "compiled":
+        return {}
+    from edgekit.profile import runner
+
+    try:
+        plan = runner.op_plan(str(path))
+    except Exception as exc:  # noqa: BLE001
+        from edgekit.progress import log
+
+        log(f"profile: cannot split {path.name} into one-op models here ({type(exc).__name__}: {exc})",
+            verbose_only=True)
+        return {}
+    out = tmp / "ops.npz"
+    runner.save_op_plan(plan, str(out))
+    return {"ops.npz": out}
 
 
 def finish(col: Collected, problem: str | None, *, path: Path, target: DeviceTarget, warmup: int,

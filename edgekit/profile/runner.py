@@ -488,17 +488,53 @@ def _one_op_model(fb, flatbuffers, model, sg, op, code) -> tuple[bytes, list[int
 _SKIP_OPS = ("WHILE", "IF", "CALL_ONCE", "CUSTOM", "DELEGATE", "PLACEHOLDER_FOR_GREATER_OP_CODES")
 
 
-def _isolated_ops(runner: TfliteRunner, feeds: list, runs: int) -> list[dict]:
+def op_plan(model_path: str) -> list[dict]:
+    """One entry per operator of the model's main graph that can run alone: {content (the one-op .tflite),
+    fed (tensor indices of the whole model that feed it, in input order), op_type, name (its output tensor),
+    order}. Needs the TFLite flatbuffer schema, which ai-edge-litert ships and tflite-runtime / tensorflow do
+    not: edgekit builds the plan on the host and sends it (--op-models) to devices it profiles remotely."""
     import flatbuffers
 
     try:
         from ai_edge_litert import schema_py_generated as fb
     except ImportError:
         from tflite_runtime import schema_py_generated as fb  # type: ignore[no-redef]
-    with open(runner.args.model, "rb") as f:
+    with open(model_path, "rb") as f:
         model = fb.ModelT.InitFromPackedBuf(bytearray(f.read()), 0)
     names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
     sg = model.subgraphs[0]
+    plan = []
+    for k, op in enumerate(sg.operators):
+        code = model.operatorCodes[op.opcodeIndex]
+        op_type = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+        if op_type in _SKIP_OPS or any(t >= 0 and sg.tensors[t].isVariable for t in op.inputs):
+            continue
+        content, fed = _one_op_model(fb, flatbuffers, model, sg, op, code)
+        out_name = sg.tensors[op.outputs[0]].name
+        plan.append({"content": content, "fed": [int(t) for t in fed], "op_type": op_type,
+                     "name": out_name.decode() if isinstance(out_name, bytes) else str(out_name), "order": k})
+    return plan
+
+
+def save_op_plan(plan: list[dict], path: str) -> None:
+    """The plan as an .npz (no pickle): "<k>/model" bytes, "<k>/fed" indices, "__meta__" JSON."""
+    arrays = {"__meta__": np.array(json.dumps([{k: v for k, v in e.items() if k not in ("content", "fed")}
+                                               for e in plan]))}
+    for k, e in enumerate(plan):
+        arrays[f"{k}/model"] = np.frombuffer(e["content"], dtype=np.uint8)
+        arrays[f"{k}/fed"] = np.array(e["fed"], dtype=np.int64)
+    np.savez(path, **arrays)
+
+
+def load_op_plan(path: str) -> list[dict]:
+    data = np.load(path)
+    meta = json.loads(str(data["__meta__"]))
+    return [{**m, "content": data[f"{k}/model"].tobytes(), "fed": [int(t) for t in data[f"{k}/fed"]]}
+            for k, m in enumerate(meta)]
+
+
+def _isolated_ops(runner: TfliteRunner, feeds: list, runs: int) -> list[dict]:
+    plan = load_op_plan(runner.args.op_models) if runner.args.op_models else op_plan(runner.args.model)
     kwargs: dict = {"experimental_preserve_all_tensors": True}
     if runner.args.threads:
         kwargs["num_threads"] = int(runner.args.threads)
@@ -511,16 +547,11 @@ def _isolated_ops(runner: TfliteRunner, feeds: list, runs: int) -> list[dict]:
     full.invoke()
 
     rows = []
-    for k, op in enumerate(sg.operators):
-        code = model.operatorCodes[op.opcodeIndex]
-        op_type = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
-        if op_type in _SKIP_OPS or any(t >= 0 and sg.tensors[t].isVariable for t in op.inputs):
-            continue
-        content, fed = _one_op_model(fb, flatbuffers, model, sg, op, code)
-        kw = {key: v for key, v in kwargs.items() if key != "experimental_preserve_all_tensors"}
-        interp = runner.mod.Interpreter(model_content=content, **kw)
+    kw = {key: v for key, v in kwargs.items() if key != "experimental_preserve_all_tensors"}
+    for entry in plan:
+        interp = runner.mod.Interpreter(model_content=entry["content"], **kw)
         interp.allocate_tensors()
-        for d, ti in zip(interp.get_input_details(), fed):
+        for d, ti in zip(interp.get_input_details(), entry["fed"]):
             interp.set_tensor(d["index"], full.get_tensor(ti))
         interp.invoke()
         times = []
@@ -529,10 +560,9 @@ def _isolated_ops(runner: TfliteRunner, feeds: list, runs: int) -> list[dict]:
             interp.invoke()
             times.append((time.perf_counter() - t0) * 1000.0)
         times.sort()
-        out_name = sg.tensors[op.outputs[0]].name
-        rows.append({"name": out_name.decode() if isinstance(out_name, bytes) else str(out_name), "op_type": op_type,
+        rows.append({"name": entry["name"], "op_type": entry["op_type"],
                      "unit": "XNNPACK" if runner.args.xnnpack else "CPU", "ms": times[len(times) // 2],
-                     "order": k})
+                     "order": entry["order"]})
     return rows
 
 
@@ -672,6 +702,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--litert-api", choices=["interpreter", "compiled"], default="interpreter")
     p.add_argument("--per-layer", type=int, default=0, help="runs of the per-layer pass (0 = off)")
     p.add_argument("--exit-on-stdin-eof", action="store_true", help="exit when stdin closes (the caller is gone)")
+    p.add_argument("--op-models", help="LiteRT per-layer: the one-op models (.npz of op_plan), made where the "
+                   "TFLite schema is installed")
     args = p.parse_args(argv)
     if args.exit_on_stdin_eof:
         exit_when_stdin_closes()

@@ -187,8 +187,10 @@ class SshDevice:
 
     # ------------------------------------------------------------ the runner
     def run_runner(self, model: Path, feeds: Path, runner_args: list[str], *,
-                   on_record: Callable[[dict[str, Any]], None] | None = None) -> tuple[Collected, str | None]:
-        files = {"runner.py": RUNNER, "feeds.npz": feeds, **artifact_files(model)}
+                   on_record: Callable[[dict[str, Any]], None] | None = None,
+                   extra: dict[str, Path] | None = None) -> tuple[Collected, str | None]:
+        """`extra`: more files for the runner, under fixed names its arguments refer to (ops.npz)."""
+        files = {"runner.py": RUNNER, "feeds.npz": feeds, **artifact_files(model), **(extra or {})}
         remote_model = next(n for n in files if n.startswith("model."))
         remote_dir = self.mkdtemp()
         try:
