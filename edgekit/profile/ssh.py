@@ -221,7 +221,7 @@ class SshDevice:
         if col.meta is None:  # it never started the runner: not a Python (3 with the json module) at all
             shown = f"; it printed: {said[-1][:200]}" if said else ", printing nothing"
             raise DeviceError(f"{self.label}: '{self.python}' did not run edgekit's runner (exit {rc}{shown})",
-                              hint="give --remote-python the path of a Python 3 interpreter on the device (with "
+                              hint="give --remote-python the path of a Python 3.7 or newer on the device (with "
                                    "numpy and the runtime)")
         tail = said[-1] if said else "no message"
         return col, f"the runner stopped (exit {rc}): {tail}"
