@@ -219,3 +219,36 @@ def test_a_text_model_without_input_shapes_is_shown_token_shapes(tmp_path: Path)
         api.convert("sweep9_text_models:distilbert", ["onnxruntime"], tmp_path / "out",
                     input_shapes=parse_input_shapes(["input_ids=1x8:int64"]))
     assert err.value.hint == "give --input-shape attention_mask=1x128:int64"
+
+
+def test_gather_nd_lowers_to_tflite(tmp_path: Path) -> None:
+    """torch.export writes advanced indexing as GatherND: a CLIP text tower saved as .pt2 (EOS pooling
+    x[arange(B), ids.argmax(-1)]) was refused for TFLite ('op GatherND has no TFLite lowering', exit 4). It lowers
+    to GATHER_ND; run-time indices, negative ones included, are wrapped and cast to int32."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekit.sources import parse_input_shapes
+
+    nodes = [helper.make_node("GatherND", ["x", "i"], ["y"])]
+    graph = helper.make_graph(nodes, "gnd", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 4, 3]),
+                                             helper.make_tensor_value_info("i", TensorProto.INT64, [1, 6, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "gnd.onnx"))
+    rng = np.random.default_rng(0)
+    idx = np.stack([rng.integers(-1, 1, (8, 6)), rng.integers(-5, 5, (8, 6)), rng.integers(-4, 4, (8, 6))], -1)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((8, 5, 4, 3)).astype(np.float32), i=idx)
+    result = api.convert(str(tmp_path / "gnd.onnx"), ["tflite"], tmp_path / "out", calibration=str(tmp_path / "d.npz"))
+    (fig,) = _passed(result, ["tflite"])
+    assert fig["max_abs_error"] == 0.0
+
+    ids = torch.randint(1, 100, (2, 9))
+    program = torch.export.export(tm.clip_text(), (ids,))
+    torch.export.save(program, str(tmp_path / "clip.pt2"))
+    text = _text(tmp_path / "data", SENTENCES)
+    result = api.convert(str(tmp_path / "clip.pt2"), ["tflite", "arm"], tmp_path / "out2", calibration=str(text),
+                         input_shapes=parse_input_shapes(["input_ids=1x9"]), task="embedding")
+    for fig in _passed(result, ["tflite", "arm"]):
+        assert fig["cosine"] > 0.999

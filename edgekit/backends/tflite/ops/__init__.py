@@ -6,6 +6,7 @@ from edgekit.backends.tflite.ops import (  # noqa: F401 - imported for their reg
     cumsum,
     elementwise,
     gather_elements,
+    gather_nd,
     lrn,
     matmul,
     norm,
