@@ -460,3 +460,17 @@ def test_litert_per_layer_on_a_device_without_the_tflite_schema(sshd, tmp_path):
     layers = res["layers"]
     assert "note" not in layers, layers.get("note")
     assert set(layers["by_op_type"]) == {"FULLY_CONNECTED", "RELU"} and layers["layers"] == 2
+
+
+def test_a_string_input_is_an_unsupported_model_not_an_internal_error(tmp_path):
+    """An ONNX graph taking strings (a tokenizer in the graph) crashed the profile: internal error, exit 1,
+    "data type 'tensor(string)' not understood"."""
+    graph = helper.make_graph([helper.make_node("Identity", ["text"], ["y"])], "g",
+                              [helper.make_tensor_value_info("text", TensorProto.STRING, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.STRING, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "strings.onnx"))
+    r = edgekit("profile", str(tmp_path / "strings.onnx"), "--json", cwd=tmp_path)
+    assert r.returncode == 4, r.stderr
+    assert "input 'text' is of type tensor(string)" in json.loads(r.stdout)["error"]["message"]

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.data import InputSpec, SampleSet, load_samples, synthetic_samples
-from edgekit.errors import DataError, EdgekitError, ModelLoadError
+from edgekit.errors import DataError, EdgekitError, ModelLoadError, UnsupportedModelError
 
 
 def artifact_inputs(path: Path) -> list[InputSpec]:
@@ -85,6 +85,15 @@ def make_samples(path: Path, samples: str | SampleSet | None, max_samples: int =
     """The samples a profile run feeds: `samples` (a SampleSet, or a spec for edgekit.data.load_samples) or
     synthetic ones of the artifact's input shapes and dtypes."""
     specs = artifact_inputs(path)
+    for spec in specs:  # a string (or sequence/map) input: nothing numeric to feed; was an internal error
+        try:
+            kind = np.dtype(spec.dtype).kind
+        except TypeError:
+            kind = None
+        if kind not in ("f", "i", "u", "b"):
+            raise UnsupportedModelError(f"{Path(path).name}: input '{spec.name}' is of type {spec.dtype}; a profile "
+                                        "feeds numeric tensors only",
+                                        hint="profile the graph after its string processing (e.g. the tokenizer)")
     if samples is None:  # integer ids inside the tables they index, read from the artifact's own graph
         from edgekit.profile.artifact_ids import artifact_id_bounds
 
