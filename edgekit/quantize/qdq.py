@@ -143,7 +143,7 @@ def write_qdq(prepared: Path, out_path: Path, ranges: dict[str, tuple[float, flo
         if per_tensor:
             extra["TensorQuantOverrides"] = {w: [{"symmetric": scheme.weight_symmetric}] for w in per_tensor}
     exclude = (list(exclude) + nonfinite_constant_readers(graph) + mixed_range_concats(graph, ranges)
-               + standalone_norm_inputs(graph))
+               + standalone_norm_inputs(graph) + pole_inputs(graph, ranges))
     root = logging.getLogger()
     level = root.level
     with tempfile.TemporaryDirectory(prefix="edgekit-qdq-") as tmp:
@@ -235,6 +235,39 @@ def standalone_norm_inputs(graph: Any) -> list[str]:
         if src is not None and src.name and src.op_type not in WEIGHTED and src.name not in keep:
             keep.append(src.name)
     return keep
+
+
+POLES = {"Log": 0, "Reciprocal": 0, "Div": 1}  # op -> the input at which 0 gives -inf/inf
+# ops a pole's input is walked back through (one activation input; the others constants): clamp, epsilon, softmax
+CARRIERS = ("Clip", "Relu", "Softmax", "Sigmoid", "Exp", "Abs", "Add", "Mul", "Max", "Min")
+
+
+def pole_inputs(graph: Any, ranges: dict[str, tuple[float, float]]) -> list[str]:
+    """The element-wise chain (no weights) that computes a Log's input, or a Reciprocal's or divisor's whose
+    calibrated range is non-negative and starts within one int8 step of 0, kept float. Quantized, its small values
+    round to exactly 0 (or lose their relative precision, all a log keeps): log(clamp(softmax(x), 1e-6)), a
+    NaN-safe log-probability, wrote -inf on TFLite int8 where the source has -13.8, and with the clamp float but
+    the softmax at TFLite's fixed 1/256 grid, errors of 7.6. Float, the chain runs on the dequantized input of its
+    first node (logits), and the clamp or epsilon holds."""
+    producer = {o: n for n in graph.node for o in n.output}
+    consts, inputs = {t.name for t in graph.initializer}, {v.name for v in graph.input}
+    keep: dict[str, None] = {}
+    for n in graph.node:
+        at = POLES.get(n.op_type)
+        if at is None or len(n.input) <= at:
+            continue
+        if n.op_type != "Log":
+            lo, hi = (float(v) for v in ranges.get(n.input[at], (-1.0, 0.0)))
+            if not 0.0 <= lo < hi / 255.0:
+                continue
+        src = producer.get(n.input[at])
+        while src is not None and src.name and src.name not in keep and src.op_type in CARRIERS:
+            acts = [i for i in src.input if i and i not in consts and (i in producer or i in inputs)]
+            if len(acts) != 1:
+                break
+            keep[src.name] = None
+            src = producer.get(acts[0])
+    return list(keep)
 
 
 def quantized_nodes(qdq_model: Any) -> set[str]:
