@@ -284,6 +284,9 @@ def build_artifact(st: State, target: Target, precision: str) -> dict[str, Any]:
     stem = stage_dir / artifact_stem(st.model.name, target, precision, backend.SUFFIXES[0])
     options = {"io_layout": st.job.io_layout, "io_dtype": st.job.io_dtype, "precision": precision,
                "input_shapes": {i.name: tuple(i.shape) for i in st.model.inputs}}  # str = still dynamic
+    if qreport is not None and qreport.get("quantized_nodes") == 0:  # --max-drop kept every layer float
+        warn(f"--max-drop {st.job.max_drop} kept every layer float: the {target.name} int8 artifact computes in float")
+        options["precision"] = "fp32"  # a backend that lowers int8 from Q/DQ (TFLite) finds none: lower it as float
     log(f"lowering to {target.name} ({precision})")
     files = backend.lower(hub, target, stem, options)
     entry: dict[str, Any] = {
@@ -338,14 +341,25 @@ def quantized_hub(st: State, target: Target) -> tuple[Path, dict]:
 
         out = st.work / f"{st.model.name}.int8-{key}.onnx"
         eval_set = _eval_samples(st) if st.job.eval_data else None
-        log(f"quantizing to int8 ({scheme.get('activations', 'uint8')} activations, "
-            f"{scheme.get('calibration_method', 'minmax')} calibration, {len(st.calib)} samples)")
+        log(f"quantizing to int8 ({_scheme_line(st, target)})")
         report = quantize_model(st.hub, out, target, st.calib, method=st.job.calibration_method,
                                 held_out=st.held_out, task=st.model.task, max_drop=st.job.max_drop,
                                 eval_set=eval_set, finetune_steps=st.job.int8_finetune,
                                 fallback=st.job.fallback_order)
         st.quantized[key] = (out, report)
     return st.quantized[key]
+
+
+def _scheme_line(st: State, target: Target) -> str:
+    """What the quantizer is about to do, as the scheme it will use says (calibrated ranges, or none)."""
+    from edgekit.quantize.scheme import scheme_for
+
+    s = scheme_for(target, st.job.calibration_method, st.job.int8_finetune)
+    if s.transformer_activations != "static" and not s.op_types and _hub_is_transformer(st):
+        per_run = ("quantized per run by ONNX Runtime" if s.transformer_activations == "dynamic"
+                   else "float, quantized by the runtime per run")
+        return f"transformer graph: int8 weights, activations {per_run}; no ranges to calibrate"
+    return f"{s.activations} activations, {s.method} calibration, {len(st.calib)} samples"
 
 
 def verify_artifact(st: State, backend, path: Path, target: Target, precision: str, options) -> dict[str, Any]:

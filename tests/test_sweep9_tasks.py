@@ -230,3 +230,16 @@ def test_the_chain_into_a_log_stays_float_in_int8(invoke, tmp_path):
     v = res.json()["artifacts"][0]["verification"]
     assert v["non_finite_mismatches"] == 0 and v["max_abs_error"] < 1.0 and v["cosine"] > 0.99
 
+
+def test_max_drop_keeping_every_layer_float_still_lowers_to_tflite(invoke, tmp_path):
+    """--max-drop 0 on a segmentation net with an argmax map (every int8 pixel flip is a drop) keeps every layer
+    float; the TFLite int8 lowering then found no Q/DQ and stopped with exit 2, a temp path and 'quantize first'.
+    It lowers the float graph, with a warning saying so."""
+    res = invoke("convert", "sweep9_tasks:segnet_argmax", "--input-shape", "image=1x3x32x32", "-t", "arm",
+                 "--precision", "int8", "--calibration", "natural_images", "--calibration-size", "32",
+                 "--max-drop", "0", "-o", str(tmp_path / "o"), "--json")
+    assert res.returncode == 0, res.stderr
+    art = res.json()["artifacts"][0]
+    assert art["quantization"]["quantized_nodes"] == 0 and "kept every layer float" in res.stderr
+    assert art["verification"]["integer_agreement"] == 1.0 and (tmp_path / "o" / "segnet_argmax.arm.int8.tflite").is_file()
+
