@@ -4,6 +4,7 @@ activations at run time; OpenVINO's stays static QDQ."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,21 @@ def test_weights_only_quantizes_each_weight_on_its_output_channel_axis(tmp_path:
     got = ort.InferenceSession(str(tmp_path / "q.onnx")).run(None, ids)
     for r, g in zip(ref, got):  # all three read the int8 table: close, not equal
         assert np.abs(r - g).max() <= 0.02 * np.abs(r).max() and not np.array_equal(r, g)
+
+
+def test_convert_says_a_transformer_is_not_calibrated(block, tmp_path: Path) -> None:
+    """The progress line names what the scheme does: a transformer's activations are quantized per run (ONNX
+    Runtime) or by the runtime (OpenVINO), with no calibrated ranges; a CNN's are calibrated. The line said
+    'uint8 activations, mse calibration, N samples' for both."""
+    import sys
+
+    fp32, _, _ = block
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).normal(size=(16, 1, T, D)).astype(np.float32))
+    res = subprocess.run([sys.executable, "-m", "edgekit", "convert", str(fp32), "-t", "ort", "-t", "openvino",
+                          "--precision", "int8", "--calibration", str(tmp_path / "x.npz"), "--task", "embedding",
+                          "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert ("quantizing to int8 (transformer graph: int8 weights, activations quantized per run by ONNX Runtime; "
+            "no ranges to calibrate)") in res.stderr
+    assert "activations float, quantized by the runtime per run; no ranges to calibrate" in res.stderr
+    assert "calibration," not in res.stderr
