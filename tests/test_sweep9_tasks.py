@@ -243,3 +243,28 @@ def test_max_drop_keeping_every_layer_float_still_lowers_to_tflite(invoke, tmp_p
     assert art["quantization"]["quantized_nodes"] == 0 and "kept every layer float" in res.stderr
     assert art["verification"]["integer_agreement"] == 1.0 and (tmp_path / "o" / "segnet_argmax.arm.int8.tflite").is_file()
 
+
+def test_a_batch_free_input_keeps_its_leading_axis(invoke, tmp_path):
+    """A model taking one (C, H, W) image (forward() adds the batch axis): the leading axis of every torch input
+    was made a dynamic batch axis run at 1, so --input-shape image=3x32x32 failed with 'does not run on inputs
+    image=1x32x32 ... check --input-shape' (a .pt2 exported at (3, 32, 32) too), and a .npz of such samples,
+    (N, 3, 32, 32), was refused ('expects rank 3 ... store samples as (N, ...)'). The axis stays static when the
+    model runs only at the stated size; .npz samples are read one per leading index."""
+    import torch
+    from sweep9_tasks import batch_free
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "frames.npz"
+    np.savez(data, image=rng.normal(size=(12, 3, 32, 32)).astype(np.float32))
+    pt2 = tmp_path / "bf.pt2"
+    torch.export.save(torch.export.export(batch_free(), (torch.zeros(3, 32, 32),)), str(pt2))
+    for source, shape in (("sweep9_tasks:batch_free", ["--input-shape", "image=3x32x32"]), (str(pt2), [])):
+        res = invoke("convert", source, *shape, "-t", "ort", "--calibration", str(data), "-o", str(tmp_path / "o"),
+                     "--json")
+        assert res.returncode == 0, res.stderr
+        out = res.json()
+        assert out["model"]["inputs"][0]["shape"] == [3, 32, 32] and "no batch axis" in res.stderr
+        assert out["artifacts"][0]["verification"]["samples"] == 12
+    res = invoke("convert", "tinymodels:tiny_cnn", "--input-shape", "image=4x3x16x16", "-t", "ort",
+                 "-o", str(tmp_path / "c"), "--json")  # a real batch axis stays dynamic
+    assert res.returncode == 0 and res.json()["model"]["inputs"][0]["shape"][0] == "batch"

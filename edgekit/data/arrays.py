@@ -16,8 +16,17 @@ def accepts(spec: str) -> bool:
     return spec.lower().endswith((".npy", ".npz"))
 
 
+def stacked(arr: np.ndarray, spec: InputSpec) -> bool:
+    """Samples of an input with no batch axis ((C, H, W): forward() adds it), stored one per leading index."""
+    want = spec.shape
+    return (bool(want) and arr.ndim == len(want) + 1 and all(isinstance(d, int) and d > 0 for d in want)
+            and tuple(arr.shape[1:]) == tuple(want))
+
+
 def _check(name: str, arr: np.ndarray, spec: InputSpec, path: str) -> np.ndarray:
     want, stored = spec.shape, tuple(arr.shape)  # messages name the shape as stored in the file
+    if stacked(arr, spec):
+        return arr
     single = arr.ndim == len(want) - 1
     if single:
         arr = arr[None]  # a single sample without a batch axis
@@ -72,8 +81,10 @@ def read(spec: str, inputs: list[InputSpec], **_: object) -> SampleSet:
     if labels is not None and len(labels) != count:
         raise DataError(f"{path}: {len(labels)} labels for {count} samples")
     dtypes = {i.name: i.dtype for i in inputs}
+    whole = {i.name for i in inputs if stacked(arrays[i.name], i)}  # one sample = a[i], no batch axis to keep
 
     def make(i: int) -> dict[str, np.ndarray]:
-        return {k: np.ascontiguousarray(a[i : i + 1]).astype(dtypes[k], copy=False) for k, a in arrays.items()}
+        return {k: np.ascontiguousarray(a[i] if k in whole else a[i : i + 1]).astype(dtypes[k], copy=False)
+                for k, a in arrays.items()}
 
     return SampleSet(f"{count} samples from {path.name}", count, make, labels=labels)

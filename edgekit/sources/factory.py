@@ -10,7 +10,12 @@ from pathlib import Path
 from edgekit.errors import ModelLoadError
 from edgekit.sources.model import LoadedModel
 from edgekit.sources.onnx_file import file_sha256
-from edgekit.sources.torch_common import forward_input_names, probe, specs_from_overrides
+from edgekit.sources.torch_common import (
+    forward_input_names,
+    probe_leading_axis,
+    specs_from_overrides,
+    stated_shapes,
+)
 from edgekit.sources.weights import apply_state_dict, load_state_dict
 
 
@@ -37,7 +42,8 @@ def load(spec: str, *, weights: Path | None = None, input_shapes=None) -> Loaded
         apply_state_dict(module, load_state_dict(Path(weights)), Path(weights))
         h.update(file_sha256(Path(weights)).encode())
     module.eval()
-    specs = specs_from_overrides(forward_input_names(module), input_shapes, spec)
-    out_names, task = probe(module, specs, spec)
+    names = forward_input_names(module)
+    specs, out_names, task = probe_leading_axis(module, specs_from_overrides(names, input_shapes, spec),
+                                                stated_shapes(names, input_shapes, spec), spec)
     return LoadedModel(name=fn_name, kind="factory", inputs=specs, output_names=out_names, task=task,
                        module=module, source_bytes_sha256=h.hexdigest())

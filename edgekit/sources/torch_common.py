@@ -46,6 +46,36 @@ def specs_from_overrides(names: list[str], overrides: dict[str, tuple[int, ...]]
     return specs
 
 
+def stated_shapes(names: list[str], overrides: dict[str, tuple[int, ...]] | None, source: str) -> list[InputSpec]:
+    """The shapes exactly as --input-shape gives them (leading axis included)."""
+    return apply_overrides([InputSpec(n, (), "float32") for n in names], overrides, source)
+
+
+def probe_leading_axis(module, specs: list[InputSpec], stated: list[InputSpec],
+                       source: str) -> tuple[list[InputSpec], list[str], str]:
+    """probe() with the leading axis dynamic (as a batch axis); a model that runs only at the leading size it was
+    stated with (a batch-free (C, H, W) input: forward() adds the batch itself) keeps that axis static. Returns
+    (specs, output names, task)."""
+    try:
+        return (specs, *probe(module, specs, source))
+    except UsageError as first:
+        fixed = [InputSpec(s.name, (g.shape[0], *s.shape[1:]), s.dtype)
+                 if s.shape and s.shape[0] == "batch" and g.shape and isinstance(g.shape[0], int) and g.shape[0] > 1
+                 else s for s, g in zip(specs, stated)]
+        if fixed == specs:
+            raise
+        try:
+            names, task = probe(module, fixed, source)
+        except UsageError:
+            raise first from None
+    from edgekit.progress import log
+
+    moved = [f"{f.name} ({f.shape[0]})" for s, f in zip(specs, fixed) if s != f]
+    log(f"{source}: the leading axis of {', '.join(moved)} is no batch axis (the model runs only at the size "
+        "given): kept static")
+    return fixed, names, task
+
+
 def flat_outputs(out) -> list:
     """A forward()'s result as a list of tensors: a tensor, a (nested) tuple/list, or a dict (its values, in
     order: the ONNX exporter flattens it the same way), or a dataclass (its fields)."""

@@ -10,7 +10,12 @@ from edgekit.errors import ModelLoadError
 from edgekit.sources.model import LoadedModel
 from edgekit.sources.onnx_file import file_sha256
 from edgekit.sources.shapes import apply_overrides, require_static
-from edgekit.sources.torch_common import forward_input_names, probe, specs_from_overrides
+from edgekit.sources.torch_common import (
+    forward_input_names,
+    probe_leading_axis,
+    specs_from_overrides,
+    stated_shapes,
+)
 
 _DT = {"torch.float32": "float32", "torch.int64": "int64", "torch.int32": "int32", "torch.float16": "float16",
        "torch.uint8": "uint8", "torch.int8": "int8", "torch.bool": "bool"}
@@ -42,19 +47,22 @@ def load_exported(path: Path, *, input_shapes=None) -> LoadedModel:
         raise ModelLoadError(f"{path}: cannot load the torch.export program ({str(exc).splitlines()[0]})",
                              hint="re-save it with torch.export.save") from exc
     specs: list[InputSpec] = []
+    stated: list[InputSpec] = []  # as the program states them (a static leading axis may be no batch axis)
     for node in ep.graph.nodes:
         if node.op != "placeholder" or node.name not in ep.graph_signature.user_inputs:
             continue
         val = node.meta.get("val")
         dims = tuple(int(d) if isinstance(d, int) or str(d).isdigit() else ("batch" if i == 0 else str(d))
                      for i, d in enumerate(val.shape)) if val is not None else ()
+        dtype = _DT.get(str(getattr(val, "dtype", "")), "float32")
+        stated.append(InputSpec(node.name, dims, dtype))
         if dims and isinstance(dims[0], int):
             dims = ("batch", *dims[1:])
-        specs.append(InputSpec(node.name, dims, _DT.get(str(getattr(val, "dtype", "")), "float32")))
+        specs.append(InputSpec(node.name, dims, dtype))
     specs = apply_overrides(specs, input_shapes, str(path))
     require_static(specs, str(path))
     module = ep.module()
-    names, task = probe(module, specs, str(path))
+    specs, names, task = probe_leading_axis(module, specs, stated, str(path))
     return LoadedModel(name=path.stem, kind="pt2", inputs=specs, output_names=names, task=task, module=module,
                        source_bytes_sha256=file_sha256(path), meta={"exported_program": ep})
 
@@ -72,7 +80,7 @@ def load_torchscript(path: Path, *, input_shapes=None) -> LoadedModel:
         names = [a.name for a in args]
     except Exception:  # noqa: BLE001
         names = forward_input_names(module)
-    specs = specs_from_overrides(names, input_shapes, str(path))
-    out_names, task = probe(module, specs, str(path))
+    specs, out_names, task = probe_leading_axis(module, specs_from_overrides(names, input_shapes, str(path)),
+                                                stated_shapes(names, input_shapes, str(path)), str(path))
     return LoadedModel(name=path.stem, kind="torchscript", inputs=specs, output_names=out_names, task=task,
                        module=module, source_bytes_sha256=file_sha256(path))
