@@ -218,6 +218,10 @@ elif argv[2] == "shell" and "benchmark_model" in argv[3]:
     assert r.stdout.count("CONV_2D") >= 2  # the per-layer table follows
     r = edgekit("profile", str(model), "--device", "adb:R58", "--per-layer", "--top", "0", cwd=tmp_path, env=env)
     assert r.returncode == 2 and "--top" in r.stderr  # was accepted: a header with no rows (-1: all but one)
+    # README: adb results have "the same keys" as any measurement; cpu_*, host and rss_before_load_mb were absent
+    adb = json.loads(edgekit("profile", str(model), "--device", "adb:R58", "--json", cwd=tmp_path, env=env).stdout)
+    local = json.loads(edgekit("profile", str(model), "--runs", "2", "--json", cwd=tmp_path).stdout)
+    assert set(local) <= set(adb) and adb["cpu_p50_ms"] is None and adb["p90_ms"] is None
 
 
 # ---------------------------------------------------------------- the runner never outlives the profile

@@ -152,4 +152,8 @@ def profile_benchmark_model(path: Path, target: DeviceTarget, *, runs: int, warm
         "complete": True,
         "device_profile": target.profile.name if target.profile else None,
     }
+    from edgekit.profile.result import measured_keys
+
+    for key in measured_keys():  # the same keys as any measurement (README); what the tool does not say is null
+        res.setdefault(key, None)
     return res

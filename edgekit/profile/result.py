@@ -45,10 +45,9 @@ def build_result(col: Collected, *, path: Path, device_label: str, device_kind: 
         "first_ms": col.first_ms,
     }
     res.update(summarize(col.runs_ms))
-    if col.cpu_ms:
-        cpu = sorted(col.cpu_ms)
-        res["cpu_p50_ms"] = cpu[len(cpu) // 2]
-        res["cpu_mean_ms"] = sum(cpu) / len(cpu)
+    cpu = sorted(col.cpu_ms)
+    res["cpu_p50_ms"] = cpu[len(cpu) // 2] if cpu else None
+    res["cpu_mean_ms"] = sum(cpu) / len(cpu) if cpu else None
     res.update({
         "warmup": warmup,
         "threads": threads,
@@ -62,6 +61,12 @@ def build_result(col: Collected, *, path: Path, device_label: str, device_kind: 
         "complete": complete,
     })
     return res
+
+
+def measured_keys() -> list[str]:
+    """Every key of a measured result (what build_result writes), for results made another way (benchmark_model)."""
+    return list(build_result(Collected(), path=Path("-"), device_label="-", device_kind="-", warmup=0, threads=None,
+                             samples=None))
 
 
 def format_result(res: dict[str, Any]) -> str:
