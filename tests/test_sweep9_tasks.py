@@ -268,3 +268,21 @@ def test_a_batch_free_input_keeps_its_leading_axis(invoke, tmp_path):
     res = invoke("convert", "tinymodels:tiny_cnn", "--input-shape", "image=4x3x16x16", "-t", "ort",
                  "-o", str(tmp_path / "c"), "--json")  # a real batch axis stays dynamic
     assert res.returncode == 0 and res.json()["model"]["inputs"][0]["shape"][0] == "batch"
+
+
+def test_io_layout_nhwc_leaves_an_input_that_is_already_nhwc(invoke, tmp_path):
+    """A model taking uint8 (N, H, W, 3) pixels (it permutes to channels-first itself): --io-layout nhwc
+    transposed every rank-4 input, giving the app a (1, 32, 3, 32) input (verification, transposing the same
+    way, passed). An input the model transposes with perm (0, 3, 1, 2) (an output it transposed with (0, 2, 3, 1))
+    is already NHWC and kept; a channels-first input still becomes NHWC."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    shapes = {}
+    for fn, shape in (("uint8_nhwc", "pixels=1x32x32x3:uint8"), ("segnet", "image=1x3x32x32")):
+        res = invoke("convert", f"sweep9_tasks:{fn}", "--input-shape", shape, "-t", "tflite", "--io-layout", "nhwc",
+                     "-o", str(tmp_path / fn), "--json")
+        assert res.returncode == 0, res.stderr
+        it = Interpreter(res.json()["artifacts"][0]["path"])
+        shapes[fn] = (list(it.get_input_details()[0]["shape"]), list(it.get_output_details()[0]["shape"]))
+    assert shapes["uint8_nhwc"] == ([1, 32, 32, 3], [1, 4])
+    assert shapes["segnet"] == ([1, 32, 32, 3], [1, 32, 32, 5])

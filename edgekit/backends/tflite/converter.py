@@ -12,7 +12,7 @@ from edgekit.backends.tflite.context import Context, Val, channels_last, identit
 from edgekit.backends.tflite.fuse import fuse_activations
 from edgekit.backends.tflite.ops import OPS
 from edgekit.backends.tflite.ops.common import OTHER_TARGETS
-from edgekit.backends.tflite.prepare import Graph, load_graph
+from edgekit.backends.tflite.prepare import Graph, attrs, load_graph
 from edgekit.backends.tflite.versions import assign_versions
 from edgekit.errors import UnsupportedModelError, UsageError
 
@@ -77,7 +77,7 @@ def convert(onnx_path: Path, options: dict[str, Any] | None = None) -> bytes:
     io_meta: dict[str, list] = {"inputs": [], "outputs": []}
     for name in g.inputs:
         shape = g.shapes[name]
-        perm = channels_last(len(shape)) if io_layout == "nhwc" and len(shape) == 4 else identity(len(shape))
+        perm = _io_perm(g, name, io_layout, output=False)
         dt = np.dtype(g.dtypes[name])
         q = g.act_quant.get(name) if io_dtype == "int8" and np_float(dt) else None
         tdt = np.dtype(np.int8) if q is not None else (np.dtype(np.float32) if np_float(dt) else dt)
@@ -107,7 +107,7 @@ def convert(onnx_path: Path, options: dict[str, Any] | None = None) -> bytes:
     names_taken = {t.name: i for i, t in enumerate(w.tensors)}
     for name in g.outputs:
         shape = g.shapes[name]
-        perm = channels_last(len(shape)) if io_layout == "nhwc" and len(shape) == 4 else identity(len(shape))
+        perm = _io_perm(g, name, io_layout, output=True)
         dt = np.dtype(g.dtypes[name])
         if io_dtype == "int8" and name in g.act_quant:
             v = ctx.x(name, perm, q=g.act_quant[name])
@@ -133,6 +133,40 @@ def convert(onnx_path: Path, options: dict[str, Any] | None = None) -> bytes:
         sort_keys=True,
     ).encode()
     return w.finish()
+
+
+CARRIERS = ("Cast", "QuantizeLinear", "DequantizeLinear", "Identity")  # keep a tensor's layout
+
+
+def _already_channels_last(g: Graph, name: str, output: bool) -> bool:
+    """A rank-4 graph input that the model itself transposes to channels-first (uint8 (N, H, W, C) pixels, then
+    permute(0, 3, 1, 2)), or an output it transposed to channels-last: already NHWC, left as it is by
+    --io-layout nhwc (transposed again it became (N, H, C, W))."""
+    if output:
+        producer = {o: n for n in g.nodes for o in n.output}
+        node = producer.get(name)
+        while node is not None and node.op_type in CARRIERS:
+            node = producer.get(node.input[0])
+        return node is not None and node.op_type == "Transpose" and list(attrs(node).get("perm", [])) == [0, 2, 3, 1]
+    frontier, seen = [name], 0
+    while frontier:
+        t = frontier.pop()
+        readers = [n for n in g.nodes if t in n.input]
+        for n in readers:
+            if n.op_type in CARRIERS and n.input[0] == t:
+                frontier += list(n.output)
+            elif n.op_type == "Transpose" and list(attrs(n).get("perm", [])) == [0, 3, 1, 2]:
+                seen += 1
+            else:
+                return False
+    return seen > 0
+
+
+def _io_perm(g: Graph, name: str, io_layout: str, output: bool) -> tuple[int, ...]:
+    rank = len(g.shapes[name])
+    if io_layout == "nhwc" and rank == 4 and not _already_channels_last(g, name, output):
+        return channels_last(rank)
+    return identity(rank)
 
 
 def _io_entry(name: str, shape: tuple, perm: tuple, onnx_dtype: np.dtype, tfl_dtype: np.dtype) -> dict:
