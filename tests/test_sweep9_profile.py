@@ -177,18 +177,40 @@ def test_synthetic_ids_stay_inside_the_table_in_every_artifact_format(token_arti
         assert res["inputs"][0]["name"] == "ids" and "int" in res["inputs"][0]["dtype"]
 
 
-def test_inputs_the_runtime_refuses_are_bad_input_not_an_unavailable_device(token_artifacts, tmp_path):
-    """Samples with ids past the table made the runner crash with a traceback: 'local runner failed (exit 1)',
-    exit 6 (device or runtime unavailable), so a build script would retry a device that is fine."""
-    np.savez(tmp_path / "bad.npz", ids=np.full((1, 10), ROWS + 47, np.int64))
-    r = edgekit("profile", str(token_artifacts[".tflite"]), "--samples", str(tmp_path / "bad.npz"), "--runs", "2",
-                "--json", cwd=tmp_path)
+def test_inputs_the_runtime_refuses_are_bad_input_not_an_unavailable_device(tmp_path):
+    """A model that fails on its inputs (here a positional table fixing seq at 10; the synthetic seq is 16) made
+    the runner crash with a traceback: 'local runner failed (exit 1)', exit 6 (device or runtime unavailable),
+    so a build script would retry a device that is fine."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["e"]), helper.make_node("Add", ["e", "pos"], ["y"])], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [numpy_helper.from_array(rng.standard_normal((ROWS, 8)).astype(np.float32), "table"),
+         numpy_helper.from_array(rng.standard_normal((10, 8)).astype(np.float32), "pos")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "positions.onnx"))
+    r = edgekit("profile", str(tmp_path / "positions.onnx"), "--runs", "2", "--json", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     err = json.loads(r.stdout)["error"]
-    assert err["type"] == "DataError" and "gather index out of bounds" in err["message"]
+    assert err["type"] == "DataError" and "failed running it on its inputs" in err["message"]
     assert "Traceback" not in r.stderr and "--samples" in r.stderr
-    with pytest.raises(DataError, match="failed running it on its inputs.*out of data bounds"):
-        profile_artifact(token_artifacts[".ort"], runs=2, samples=str(tmp_path / "bad.npz"))
+    np.savez(tmp_path / "ten.npz", ids=rng.integers(0, ROWS, (2, 10)))  # the shapes it was built for: it runs
+    assert profile_artifact(tmp_path / "positions.onnx", runs=2, samples=str(tmp_path / "ten.npz"))["complete"]
+
+
+def test_given_ids_past_the_table_are_named_before_the_run(token_artifacts, tmp_path):
+    """--samples whose ids (or tokenizer) do not fit the artifact's embedding table: named with the table's size
+    (as convert does), read from the .tflite/.ort/.xml graph; it was the runtime's 'gather index out of bounds'
+    (or, OpenVINO, a silent run on zeros)."""
+    np.savez(tmp_path / "bad.npz", ids=np.full((1, 10), ROWS + 47, np.int64))
+    for suffix in (".tflite", ".ort", ".xml"):
+        with pytest.raises(DataError, match=f"id {ROWS + 47} in 'ids' is outside the model's embedding table "
+                                            f"\\({ROWS} rows\\)"):
+            profile_artifact(token_artifacts[suffix], runs=2, samples=str(tmp_path / "bad.npz"))
+    with pytest.raises(DataError, match=f"tokenizer.json has \\d+ tokens but .* 'ids' has {ROWS} rows"):
+        profile_artifact(token_artifacts[".tflite"], runs=2, samples="sentences")
 
 
 # ---------------------------------------------------------------- text output

@@ -94,14 +94,21 @@ def make_samples(path: Path, samples: str | SampleSet | None, max_samples: int =
             raise UnsupportedModelError(f"{Path(path).name}: input '{spec.name}' is of type {spec.dtype}; a profile "
                                         "feeds numeric tensors only",
                                         hint="profile the graph after its string processing (e.g. the tokenizer)")
-    if samples is None:  # integer ids inside the tables they index, read from the artifact's own graph
-        from edgekit.profile.artifact_ids import artifact_id_bounds
+    from edgekit.profile.artifact_ids import artifact_id_bounds
 
-        high = artifact_id_bounds(Path(path), [s.name for s in specs if np.dtype(s.dtype).kind in "iu"])
+    # integer ids index tables whose sizes the artifact's own graph gives: synthetic ids are drawn inside them,
+    # given ones are checked against them (a tokenizer for another vocabulary is named as such)
+    high = artifact_id_bounds(Path(path), [s.name for s in specs if np.dtype(s.dtype).kind in "iu"])
+    if samples is None:
         return synthetic_samples(specs, count=1, id_high=high), specs
     if isinstance(samples, SampleSet):
-        return samples.select(max_samples), specs
-    return load_samples(str(samples), specs).select(max_samples), specs
+        chosen = samples.select(max_samples)
+    else:
+        chosen = load_samples(str(samples), specs).select(max_samples)
+    from edgekit.data.id_bounds import check_ids
+
+    check_ids(chosen, high, f"--samples {samples if not isinstance(samples, SampleSet) else chosen.description}")
+    return chosen, specs
 
 
 def write_feeds(sample_set: SampleSet, specs: list[InputSpec], out: Path) -> Path:
