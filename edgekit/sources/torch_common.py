@@ -78,9 +78,12 @@ def probe_leading_axis(module, specs: list[InputSpec], stated: list[InputSpec],
 
 def flat_outputs(out) -> list:
     """A forward()'s result as a list of tensors: a tensor, a (nested) tuple/list, or a dict (its values, in
-    order: the ONNX exporter flattens it the same way), or a dataclass (its fields)."""
+    order: the ONNX exporter flattens it the same way), or a dataclass (its fields). None is no output (nanoGPT's
+    (logits, loss) with no targets; a ModelOutput field left unset): the exporter drops it too."""
     import dataclasses
 
+    if out is None:
+        return []
     if dataclasses.is_dataclass(out) and not isinstance(out, type):
         out = [getattr(out, f.name) for f in dataclasses.fields(out)]
     if isinstance(out, dict):
@@ -93,8 +96,8 @@ def flat_outputs(out) -> list:
 def output_names(out) -> list[str]:
     """Names for the flattened outputs: a dict's keys (when each holds one tensor), else output / output_i."""
     flat = flat_outputs(out)
-    if isinstance(out, dict) and len(out) == len(flat):
-        return [str(k) for k in out]
+    if isinstance(out, dict) and sum(v is not None for v in out.values()) == len(flat):
+        return [str(k) for k, v in out.items() if v is not None]
     return ["output"] if len(flat) == 1 else [f"output_{i}" for i in range(len(flat))]
 
 
