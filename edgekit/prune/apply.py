@@ -50,11 +50,13 @@ def _slice_param(owner, pname: str, dims: dict[int, np.ndarray]) -> None:
     setattr(owner, pname, torch.nn.Parameter(t.clone(), requires_grad=getattr(owner, pname).requires_grad))
 
 
-def _rewrite_shape_args(gm, node, old: tuple, new: tuple, values: dict[str, Any], static: set[str]) -> bool:
+def _rewrite_shape_args(gm, node, old: tuple, new: tuple, values: dict[str, Any], static: set[str],
+                        follow: dict[str, int] | None = None) -> bool:
     """Replace integer size constants of a view/reshape/expand whose axis changed size (literals inside a computed
     size tuple too: the tuple is rebuilt from its elements, computed ones staying computed). A computed size the
     pruning cannot change (`C` of `B, N, C = x.shape` with x's channels kept, ops.is_static) becomes the new
-    literal: it is a fixed number, so the literal is exact."""
+    literal: it is a fixed number, so the literal is exact. `follow` {size node: its value in the pruned graph}
+    (ops.read_size): such a size stays computed where that value is the axis's new size, else becomes the literal."""
     import operator
 
     rest = list(node.args[1:])
@@ -64,7 +66,13 @@ def _rewrite_shape_args(gm, node, old: tuple, new: tuple, values: dict[str, Any]
         return False
     changed = False
     for ax, d in enumerate(dims):
-        fixed = d if isinstance(d, int) else values.get(d.name) if getattr(d, "name", None) in static else None
+        name = getattr(d, "name", None)
+        if follow and name in follow:
+            if follow[name] != new[ax]:
+                dims[ax] = new[ax]
+                changed = True
+            continue
+        fixed = d if isinstance(d, int) else values.get(name) if name in static else None
         if fixed is not None and fixed != -1 and old[ax] != new[ax] and fixed == old[ax]:
             dims[ax] = new[ax]
             changed = True
@@ -189,12 +197,14 @@ def _build_graph(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
 
         compensate(an, gm, keep, means, new_modules)
     rewritten = False
+    follow = {n: an.expected_shape(x.name, removed)[ax[0]] for n, (x, ax) in an.follow_sizes.items()}
     for node in gm.graph.nodes:
         if node.target in RESHAPES or (node.op == "call_function" and getattr(node.target, "__name__", "") == "reshape"):
             old = an.shapes.get(node.name)
             new = an.expected_shape(node.name, removed)
-            if isinstance(old, tuple) and old != new:
-                rewritten |= _rewrite_shape_args(gm, node, old, new, an.values, an.static_sizes)
+            if isinstance(old, tuple) and (old != new or any(getattr(a, "name", None) in follow
+                                                             for a in an.flat_args(node))):
+                rewritten |= _rewrite_shape_args(gm, node, old, new, an.values, an.static_sizes, follow)
         elif node.target in ("split", torch.split) and len(node.args) > 1:  # sizes, or one size (literal or computed)
             old = an.shapes.get(node.name)
             new = an.expected_shape(node.name, removed)

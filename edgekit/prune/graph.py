@@ -184,6 +184,7 @@ class Analysis:
         self.split_choice = dict(split_choice or {})  # reshape node -> index of the split axis sliced into units
         self.splits: dict[str, tuple] = {}  # reshape node -> (labels before the merge, sliced axis, candidates)
         self.static_sizes: set[str] = set()  # scalar nodes whose value pruning cannot change (ops.is_static)
+        self.follow_sizes: dict[str, tuple] = {}  # size node -> (tensor node, [axis]) it was read from (ops.read_size)
         self.shapes, self.values = shapes, values
         self.uf = UnionFind()
         self.labels: dict[str, Any] = {}

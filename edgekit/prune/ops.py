@@ -144,19 +144,29 @@ def shape_items(arg, values: dict[str, Any]) -> list | None:
 
 def _computed_sizes(ctx, node, out):
     """A reshape whose size for a channel axis is computed (not a literal the pruner can rewrite) keeps that
-    axis whole: the computed number would not follow the pruned channels."""
+    axis whole: the computed number would not follow the pruned channels. Fixed sizes (is_static) and sizes read
+    from a channel axis for reshapes only (follows) are rewritten where the count changes (apply.py)."""
     rest = list(node.args[1:]) or [node.kwargs.get("shape")]
     items = shape_items(rest[0] if len(rest) == 1 and not isinstance(rest[0], int) else rest, ctx.values)
     vary = varying_axes(out)
     if items is None or len(items) != out.dim():
+        for a in ctx.flat_args(node):  # a size that follows channels, on an axis not known: those channels stay
+            if getattr(a, "name", None) in ctx.follow_sizes:
+                _block_axes(ctx, *ctx.follow_sizes[a.name])
         if vary:
             ctx.block(out)
             return block_const(out.dim())
         return out
-    if any(not isinstance(d, int) and ax in vary and not is_static(ctx, d) for ax, d in enumerate(items)):
+    if any(not isinstance(d, int) and ax in vary and not is_static(ctx, d) and not follows(ctx, d)
+           for ax, d in enumerate(items)):
         ctx.block(out)
         return compress(ctx.canon(out))
     return out
+
+
+def follows(ctx, d) -> bool:
+    """A size read from a channel axis and used only in reshapes (read_size): rewritten where it must be."""
+    return hasattr(d, "name") and d.name in ctx.follow_sizes
 
 
 def is_static(ctx, d) -> bool:
@@ -196,9 +206,8 @@ def getitem(ctx, node):
         idx = node.args[1]
         if isinstance(idx, int) and not node.users:  # `b, n, _ = x.shape`: a size never used fixes nothing
             return None
-        if isinstance(idx, int):  # after the read the axis is whole (kept by it or before): a fixed number
-            _block_axes(ctx, x, [idx])
-            ctx.static_sizes.add(node.name)
+        if isinstance(idx, int):  # a number that follows the channels, or a fixed one (the axis kept whole)
+            read_size(ctx, node, x, idx)
         else:
             _block_axes(ctx, x, list(range(len(ctx.shape(x))))[idx])
     return None
@@ -306,9 +315,32 @@ def meta(ctx, node):
     if node.target == "size" and ctx.is_tensor(node.args[0]):
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         if isinstance(dim, int):
-            _block_axes(ctx, node.args[0], [dim])
-            ctx.static_sizes.add(node.name)
+            read_size(ctx, node, node.args[0], dim)
     return None
+
+
+def _reshape_size_use(user, node) -> bool:
+    """`user` is a view/reshape taking the scalar `node` as one whole axis size (`y.view(b, c, 1, 1)`)."""
+    if user.target not in ("view", "reshape", torch_reshape()) or not user.args or user.args[0] is node:
+        return False
+    flat: list = []
+    for a in [*user.args[1:], *user.kwargs.values()]:
+        flat += list(a) if isinstance(a, (list, tuple)) else [a]
+    return any(a is node for a in flat)
+
+
+def read_size(ctx, node, x, axis: int) -> None:
+    """`node` is x's size along `axis`. Used only as whole axis sizes of reshapes (SENet's `b, c, _, _ = x.size();
+    y = pool(x).view(b, c); ... fc(y).view(b, c, 1, 1)`), x's channels stay prunable: where the reshaped axis
+    keeps another count than x's pruned axis, the pruned graph gets that count as a literal (apply.py), else the
+    number follows x at run time. Any other use (`c // heads`, a new tensor's size) makes it a fixed number and
+    keeps the axis whole."""
+    nd = len(ctx.shape(x))
+    if node.users and all(_reshape_size_use(u, node) for u in node.users):
+        ctx.follow_sizes[node.name] = (x, [axis % nd])
+        return
+    _block_axes(ctx, x, [axis])
+    ctx.static_sizes.add(node.name)
 
 
 def _block_axes(ctx, x, axes) -> bool:
