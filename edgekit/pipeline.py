@@ -252,6 +252,13 @@ def stage_references(st: State) -> None:
                 and not isinstance(exc, EdgekitError):  # the source model itself fails on a user sample
             raise data_failure(st.samples, tracked, exc) from exc
         raise
+    if st.model.task == "classification" and st.refs["fp32"]:
+        from edgekit.verify import class_axis_problem
+
+        problem = class_axis_problem(st.refs["fp32"][0][0])
+        if problem:
+            raise UsageError(f"--task classification: output '{st.model.output_names[0]}' has no single class axis: "
+                             f"{problem}", hint="use --task generic (each output compared by error and cosine)")
     unpruned = st.model.meta.get("unpruned_module")
     if unpruned is not None:  # pruned: artifacts are gated on the pruned model, and compared with the original
         from dataclasses import replace

@@ -1,10 +1,11 @@
 """Run an artifact in its runtime and compare it with the source model.
 
 Figures: max and mean absolute error (over every float output element of every sample), cosine similarity
-(per sample, of each float output flattened, the worst output; the minimum over samples is reported, and the mean),
-top-1 agreement for classifiers (argmax of the first output's last axis), and for integer outputs (argmax labels,
-ids, masks) the share of equal elements (`integer_agreement`; floor: the target's `integer_agreement`, else its
-`top1_agreement`, else 0.999). A model whose every output is integer has no float figures (None). Tolerances come from the target's
+(per sample, of each float output flattened, the worst output; the minimum over samples is reported, and the
+mean), top-1 agreement for classifiers (argmax over the first output's class axis, `class_rows`; per sample the
+share of rows that agree), and for integer outputs (argmax labels, ids, masks) the share of equal elements
+(`integer_agreement`; floor: the target's `integer_agreement`, else its `top1_agreement`, else 0.999). A model
+whose every output is integer has no float figures (None). Tolerances come from the target's
 [verify.<precision>] table: `max_abs_error` is relative to the reference's largest magnitude when that
 exceeds 1 (logits of a few tens tolerate proportionally more), `cosine` (worst sample), `cosine_mean` and
 `top1_agreement` are minima. An int8 artifact is checked twice against the fp32 source: with absolute
@@ -167,7 +168,7 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
         if per_output:
             cosines.append(min(per_output))
         if task == "classification":
-            same = int(np.array_equal(np.argmax(ref[0], axis=-1), np.argmax(row[0][1], axis=-1)))
+            same = top1_same(ref[0], row[0][1])
             agree += same
             if top1_probability(ref[0]) >= CONFIDENT:
                 confident += 1
@@ -234,11 +235,35 @@ def looks_like_unit_embeddings(outputs: list[Any]) -> bool:
     return bool(np.allclose(np.linalg.norm(x, axis=-1), 1.0, atol=1e-3) and not np.allclose(x.sum(-1), 1.0, atol=1e-3))
 
 
+def class_rows(output: Any) -> np.ndarray:
+    """A classifier output as (rows, classes): the class axis is the last axis longer than 1 past the batch
+    axis, so (N, C), (N, 1, C) and a conv head's (N, C, 1, 1) are N rows of C (argmax over a trailing axis of
+    1 always agreed), (N, T, C) token logits N*T rows."""
+    x = np.asarray(output)
+    long = [d for d in x.shape[1:] if d != 1]
+    return x.reshape(-1, long[-1] if long else 1)
+
+
+def top1_same(ref: Any, cand: Any) -> float:
+    """The share of a sample's rows (one for an image classifier) whose argmax agrees."""
+    r = class_rows(ref)
+    c = class_rows(np.asarray(cand).reshape(np.shape(ref)))
+    return float(np.mean(np.argmax(r, axis=-1) == np.argmax(c, axis=-1)))
+
+
+def class_axis_problem(output: Any) -> str | None:
+    """Why an output cannot be judged by top-1 agreement: more than (rows, classes) of long axes (a segmentation
+    map (N, C, H, W), whose argmax over W means nothing); None when it can."""
+    shape = np.shape(output)
+    if len([d for d in shape[1:] if d != 1]) > 2:
+        return f"its shape {tuple(shape)} is a dense map, not (N, C) or (N, T, C) class scores"
+    return None
+
+
 def top1_probability(output: Any) -> float:
     """The smallest top-1 probability over the rows of a classifier output: its own values when they are
     already probabilities (non-negative, rows summing to 1), else their softmax (logits)."""
-    x = np.asarray(output, dtype=np.float64)
-    x = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+    x = class_rows(np.asarray(output, dtype=np.float64))
     if not np.isfinite(x).all():
         return 0.0
     if x.min() >= 0 and np.allclose(x.sum(-1), 1.0, atol=1e-3):

@@ -286,3 +286,25 @@ def test_io_layout_nhwc_leaves_an_input_that_is_already_nhwc(invoke, tmp_path):
         shapes[fn] = (list(it.get_input_details()[0]["shape"]), list(it.get_output_details()[0]["shape"]))
     assert shapes["uint8_nhwc"] == ([1, 32, 32, 3], [1, 4])
     assert shapes["segnet"] == ([1, 32, 32, 3], [1, 32, 32, 5])
+
+
+def test_top1_agreement_takes_the_class_axis(invoke, tmp_path):
+    """--task classification on a conv head's (N, C, 1, 1) output: the argmax over the trailing axis of 1 always
+    agreed (top-1 agreement 1.0 with every class changed), while --max-drop flattened the output; token logits
+    (N, T, C) needed every token to agree in verification. The class axis is the last axis longer than 1; the
+    agreement is the share of rows. A segmentation map under --task classification is refused (it failed int8
+    verification with 'top-1 agreement 0.062' on an artifact computing in float)."""
+    rng = np.random.default_rng(0)
+    logits = [[rng.normal(size=(1, 6, 1, 1)).astype(np.float32)] for _ in range(8)]
+    rolled = [[np.roll(r[0], 1, axis=1)] for r in logits]
+    assert compare(logits, rolled, "classification")["top1_agreement"] == 0.0
+    assert held_out_figures(logits, rolled, "classification")["top1_agreement"] == 0.0
+    tokens = [[rng.normal(size=(1, 10, 5)).astype(np.float32)] for _ in range(4)]
+    one_token = [[t[0].copy()] for t in tokens]
+    for t in one_token:
+        t[0][0, 3] = np.roll(t[0][0, 3], 1)
+    assert compare(tokens, one_token, "classification")["top1_agreement"] == pytest.approx(0.9)
+    assert held_out_figures(tokens, one_token, "classification")["top1_agreement"] == pytest.approx(0.9)
+    res = invoke("convert", "sweep9_tasks:segnet", "--input-shape", "image=1x3x32x32", "-t", "ort", "--task",
+                 "classification", "-o", str(tmp_path / "o"), "--json")
+    assert res.returncode == 2 and "dense map" in res.json()["error"]["message"]

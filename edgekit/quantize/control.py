@@ -19,7 +19,7 @@ import numpy as np
 from edgekit.data import SampleSet
 from edgekit.progress import log
 from edgekit.quantize.collect import run_checked, session
-from edgekit.verify import CONFIDENT, cosine, output_scores, top1_probability
+from edgekit.verify import CONFIDENT, cosine, output_scores, top1_probability, top1_same
 
 Outputs = list[np.ndarray]
 
@@ -40,7 +40,7 @@ def held_out_figures(ref: list[Outputs], cand: list[Outputs], task: str) -> dict
         cos = float(np.mean([cosine(r[0], c[0]) for r, c in zip(ref, cand)]))
     out: dict[str, Any] = {"samples": len(ref), "cosine": round(cos, 6)}
     if task == "classification":
-        same = _top1(ref) == _top1(cand)
+        same = np.array([top1_same(r[0], c[0]) for r, c in zip(ref, cand)])  # as verification has it
         agree = float(np.mean(same))
         out.update(metric="top1_agreement", top1_agreement=round(agree, 4), drop=round(1.0 - agree, 4))
         sure = np.array([top1_probability(r[0]) >= CONFIDENT for r in ref])
