@@ -111,7 +111,7 @@ def _traceable(module, args: tuple):
         def forward(self, *xs):
             return tuple(flat_outputs(self.inner(*xs)))
 
-    return Traceable(module)
+    return Traceable(module).train(module.training)  # the exporter restores the wrapper's mode on the model
 
 
 @contextlib.contextmanager
