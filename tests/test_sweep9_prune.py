@@ -165,3 +165,11 @@ def test_models_with_dict_or_nested_outputs_verify_after_export(name: str, invok
     assert out["prune"]["prune"]["macs_removed"] > 0.1
     for art in out["artifacts"]:
         assert art["verification"]["passed"] and art["verification"]["cosine"] > 0.9999
+
+
+def test_an_unreachable_mac_target_says_how_far_it_falls_short(capsys) -> None:
+    """The channel shuffle fixes all but one group: 30% cannot be reached, and the warning read 'cannot remove
+    30% of MACs (at most 30% ...)' for 29.5%."""
+    _, rep = prune_model(zoo.flatten_shuffle(), _feeds("flatten_shuffle"), macs_ratio=0.3, round_to=4)
+    err = capsys.readouterr().err
+    assert rep["macs_removed"] < 0.3 and f"at most {100 * rep['macs_removed']:.1f}%" in err

@@ -157,8 +157,10 @@ def near_fastest(layouts: list[tuple[int, ...]], measure, slack: float = SPEED_S
 def search_ratio(removed_at, target: float, hi: float = 0.95, iters: int = 14) -> float:
     """Smallest channel ratio whose MAC reduction reaches `target` (bisection; monotone up to rounding)."""
     if removed_at(hi) < target:
-        warn(f"cannot remove {100 * target:.0f}% of MACs (at most {100 * removed_at(hi):.0f}% with the prunable "
-             "layers); pruning as much as allowed")
+        most = 100 * removed_at(hi)  # a decimal where whole percents read 'cannot remove 30% (at most 30%)'
+        shown = f"{most:.0f}" if round(most) < round(100 * target) else f"{most:.1f}"
+        warn(f"cannot remove {100 * target:g}% of MACs (at most {shown}% with the prunable layers); pruning as much "
+             "as allowed")
         return hi
     lo = 0.0
     for _ in range(iters):
