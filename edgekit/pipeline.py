@@ -16,6 +16,7 @@ from typing import Any
 
 from edgekit.data import SampleSet, load_samples, synthetic_samples
 from edgekit.errors import DataError, EdgekitError, MissingDependencyError, UsageError, VerificationError
+from edgekit.memory import release_freed_memory
 from edgekit.progress import log, warn
 from edgekit.sources.model import LoadedModel
 from edgekit.targets import Target
@@ -276,6 +277,7 @@ def stage_targets(st: State) -> None:
             raise UsageError(f"target '{target.name}' does not offer {precision}",
                              hint=f"it offers: {', '.join(target.precisions)}")
         st.artifacts.append(build_artifact(st, target, precision))
+        release_freed_memory()
 
 
 def build_artifact(st: State, target: Target, precision: str) -> dict[str, Any]:
@@ -469,6 +471,7 @@ def run(job: Job) -> dict[str, Any]:
     try:
         for stage in STAGES:
             stage(st)
+            release_freed_memory()  # an exporter's or a session's freed buffers: not the next stage's baseline
         stage_profile(st)
         commit(st)
     except BaseException:
