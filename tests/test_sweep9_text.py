@@ -274,3 +274,26 @@ def test_nanogpt_interface_converts_from_text_and_distills(tmp_path: Path) -> No
     samples = [{"idx": rng.integers(1, 100, (1, 9))} for _ in range(6)]
     report = distill(teacher, copy.deepcopy(teacher), samples, steps=2, task="generic", batch_size=3)
     assert report["steps"] == 2
+
+
+def test_pruning_keeps_tied_embeddings_one_matrix() -> None:
+    """GPT's lm_head.weight is wte.weight. Pruning the hidden width rebuilt both layers with copies (an untied
+    second vocab matrix: GPT-2 would gain 38.6M parameters while losing MACs), and with the width kept, the
+    least-squares refit moved lm_head's weight in place, changing the shared token embedding under the model
+    (max 0.26 here). Tied parameters are tied again after pruning (prune/tie.py) and the refit skips them."""
+    from edgekit.prune import prune_model
+
+    teacher = tm.gpt()
+    gen = torch.Generator().manual_seed(0)
+    feeds = {"input_ids": torch.randint(1, 100, (2, 12), generator=gen)}
+    calib = [{"input_ids": torch.randint(1, 100, (1, 12), generator=gen).numpy()} for _ in range(8)]
+    pruned, rep = prune_model(teacher, feeds, ratio=0.5, calib=calib, reconstruct=True, task="generic",
+                              exclude=("wte", "wpe"))
+    assert rep["reconstruction"]["layers"] > 0
+    wte, head = pruned.get_submodule("wte"), pruned.get_submodule("lm_head")
+    assert head.weight is wte.weight and head.bias is None
+    torch.testing.assert_close(wte.weight, teacher.wte.weight, rtol=0, atol=0)
+
+    narrow, _ = prune_model(teacher, feeds, ratio=0.5, round_to=8, keep_first_last=False)
+    wte, head = narrow.get_submodule("wte"), narrow.get_submodule("lm_head")
+    assert wte.weight.shape[1] < 32 and head.weight is wte.weight

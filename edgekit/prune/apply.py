@@ -161,6 +161,9 @@ def build_pruned(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
         owner = model.get_submodule(name) if name else model
         for pname, dims in params.items():
             _slice_param(owner, pname, dims)
+    from edgekit.prune.tie import retie
+
+    retie(original, model)
     return model, False
 
 
@@ -218,6 +221,9 @@ def _build_graph(an: Analysis, removed: set[int], example_inputs: dict[str, Any]
             rewritten |= _chunk_to_split(node, an.expected_shape(node.name, removed))
         elif node.op == "call_function" and node.target in _last_axis_norms():
             rewritten |= _rewrite_normalized_shape(an, node, removed)
+    from edgekit.prune.tie import retie
+
+    retie(an.gm, gm)  # rebuilt layers hold copies: tied embeddings were two matrices (prune/tie.py)
     gm.recompile()
     check_shapes(an, gm, removed, example_inputs)
     return gm, rewritten, new_modules, sliced

@@ -158,6 +158,9 @@ def reconstruct(teacher, student, keep_out: dict[str, Any], calib: list[dict[str
 
     names = {n for n, m in student.named_modules() if n and _eligible(m)}
     names &= {n for n, _ in teacher.named_modules()}
+    from edgekit.prune.tie import tied_layers
+
+    names -= tied_layers(student)  # a shared weight (tied embeddings) refit for one use would break the others
     order = _order(student, calib[0], names)
     first = next((i for i, n in enumerate(order) if n in changed), len(order))
     was = (teacher.training, student.training)
