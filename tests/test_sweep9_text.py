@@ -297,3 +297,16 @@ def test_pruning_keeps_tied_embeddings_one_matrix() -> None:
     narrow, _ = prune_model(teacher, feeds, ratio=0.5, round_to=8, keep_first_last=False)
     wte, head = narrow.get_submodule("wte"), narrow.get_submodule("lm_head")
     assert wte.weight.shape[1] < 32 and head.weight is wte.weight
+
+
+def test_sentences_opening_with_a_hashtag_are_text(tmp_path: Path) -> None:
+    """Every line starting with '#' was dropped as a comment: tweets opening with a hashtag and titles like '#1 hit'
+    vanished from the calibration set (a file of them read as 'no sentences (empty file)'). Comments are '# ...'."""
+    from edgekit.data.text import text_lines
+
+    path = tmp_path / "t.txt"
+    path.write_text("#tbt the best summer ever\n# a note\n\n#1 hit single of the year\n#\n")
+    assert text_lines(path) == ["#tbt the best summer ever", "#1 hit single of the year"]
+    path.write_text("# one\n\n# two\n")
+    with pytest.raises(DataError, match=r"no sentences \(all 3 lines are empty or '# ' comments\)"):
+        text_lines(path)

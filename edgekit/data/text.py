@@ -73,10 +73,17 @@ def text_lines(path: Path) -> list[str]:
         lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text", hint="one sentence per line, UTF-8") from exc
-    lines = [ln for ln in lines if ln and not ln.startswith("#")]
-    if not lines:
-        raise DataError(f"{path}: no sentences (empty file)", hint="write one sentence per line")
-    return lines
+    kept = [ln for ln in lines if ln and not is_comment(ln)]
+    if not kept:
+        what = "empty file" if not any(lines) else f"all {len(lines)} lines are empty or '# ' comments"
+        raise DataError(f"{path}: no sentences ({what})", hint="write one sentence per line")
+    return kept
+
+
+def is_comment(line: str) -> bool:
+    """'# note' and a bare '#' are comments; a hashtag or number sign opening a sentence ('#tbt ...', '#1 hit') is
+    text (tweets and titles were dropped as comments)."""
+    return line == "#" or line.startswith(("# ", "#\t", "##"))
 
 
 def tokenized_samples(lines: list[str], tokenizer_path: Path, inputs: list[InputSpec], *,
