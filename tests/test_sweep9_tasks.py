@@ -128,9 +128,6 @@ def test_a_regression_output_of_shape_n_c_is_not_judged_by_top1(invoke, tmp_path
         out = res.json()
         assert out["model"]["task"] == "generic" and "not class scores" in res.stderr
         assert out["artifacts"][0]["verification"]["top1_agreement"] is None
-    res = invoke("convert", "tinymodels:tiny_cnn", "--input-shape", "image=1x3x16x16", "-t", "ort",
-                 "-o", str(tmp_path / "c"), "--json")  # logits: still a classifier
-    assert res.returncode == 0 and res.json()["model"]["task"] == "classification"
     res = invoke("convert", "sweep9_tasks:landmarks", "--input-shape", "image=1x3x32x32", "-t", "ort",
                  "--task", "classification", "-o", str(tmp_path / "o"), "--json")  # as the user says
     assert res.json()["model"]["task"] == "classification" and "not class scores" not in res.stderr
@@ -195,8 +192,8 @@ def test_max_drop_on_a_segmentation_net_uses_the_end_to_end_order(invoke, tmp_pa
     """A segmentation net (bilinear upsample to the input size) with --max-drop: the end-to-end order ran
     (no 'falls back to the per-layer order' warning) and fine-tuning ran through Resize."""
     res = invoke("convert", "sweep9_tasks:segnet", "--input-shape", "image=1x3x32x32", "-t", "ort", "--precision",
-                 "int8", "--calibration", "natural_images", "--calibration-size", "48", "--max-drop", "0.001",
-                 "--int8-finetune", "2", "-o", str(tmp_path / "o"), "--json")
+                 "int8", "--calibration", "natural_images", "--calibration-size", "32", "--max-drop", "0.001",
+                 "--int8-finetune", "1", "-o", str(tmp_path / "o"), "--json")
     assert res.returncode == 0, res.stderr
     assert "per-layer order" not in res.stderr and "fine-tuning skipped" not in res.stderr
     q = res.json()["artifacts"][0]["quantization"]
