@@ -194,7 +194,7 @@ def test_distilling_a_pruned_transformer_matches_its_blocks_hidden_states() -> N
     with torch.no_grad():
         before = student(**feeds)
         teacher(**feeds)
-    assert {k: tuple(v.shape) for k, v in feats.s.items()} == {"blocks.0": (2, 9, 32), "blocks.1": (2, 9, 32)}
+    assert {k: tuple(v.shape[:2]) for k, v in feats.s.items()} == {"blocks.0": (2, 9), "blocks.1": (2, 9)}
     assert float(feats.loss()) > 0
     feats.remove()
     assert not [n for n, _ in student.named_modules() if "tap" in n]
