@@ -310,3 +310,29 @@ def test_sentences_opening_with_a_hashtag_are_text(tmp_path: Path) -> None:
     path.write_text("# one\n\n# two\n")
     with pytest.raises(DataError, match=r"no sentences \(all 3 lines are empty or '# ' comments\)"):
         text_lines(path)
+
+
+def test_fixed_length_text_is_padded_with_the_tokenizers_pad_id(tmp_path: Path) -> None:
+    """Fixed-length inputs were padded with id 0 whatever the tokenizer: for RoBERTa (<s> = 0, <pad> = 1) every
+    sentence ended in a run of <s> tokens, and its position ids (counted over tokens != <pad>) ran on through them.
+    The pad id is the tokenizer.json's padding, else its pad token, else 0."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+    from edgekit.data import InputSpec
+    from edgekit.data.text import read
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.train_from_iterator(SENTENCES, trainers.BpeTrainer(vocab_size=200, special_tokens=["<s>", "<pad>", "</s>", "<unk>"]))
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    text = _text(tmp_path, SENTENCES[:1])
+    specs = [InputSpec("input_ids", (1, 40), "int64"), InputSpec("attention_mask", (1, 40), "int64")]
+    (feed,) = list(read(str(text), specs))
+    n = int(feed["attention_mask"].sum())
+    assert feed["input_ids"][0, 0] == 0 and feed["input_ids"][0, n - 1] == 2 and n < 40
+    assert (feed["input_ids"][0, n:] == 1).all() and (feed["attention_mask"][0, n:] == 0).all()
+    tok.enable_padding(pad_id=3, pad_token="<unk>")
+    tok.save(str(tmp_path / "tokenizer.json"))
+    (feed,) = list(read(str(text), specs))
+    assert (feed["input_ids"][0, n:] == 3).all()

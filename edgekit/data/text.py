@@ -116,6 +116,7 @@ def tokenized_samples(lines: list[str], tokenizer_path: Path, inputs: list[Input
     if not fixed and length <= specials:  # the tokenizers library then skips truncation: sentences came out whole
         raise DataError(f"{where}: max_length {length} leaves no room for a word: the tokenizer adds {specials} "
                         f"special tokens to every sentence", hint=f"set max_length to more than {specials}")
+    pad = {"input_ids": pad_id(tok)}  # masks and token types pad with 0
     tok.no_padding()
     tok.enable_truncation(max_length=length)
     dtypes = {spec.name: spec.dtype for spec in inputs}
@@ -127,7 +128,7 @@ def tokenized_samples(lines: list[str], tokenizer_path: Path, inputs: list[Input
         for name, role in roles.items():
             arr = np.asarray(arrays[role], dtype=np.int64)[:length]
             if fixed:
-                arr = np.pad(arr[:fixed], (0, max(0, fixed - len(arr))))
+                arr = np.pad(arr[:fixed], (0, max(0, fixed - len(arr))), constant_values=pad.get(role, 0))
             if role == "attention_mask" and "pad" in name.lower():  # True = padding (key_padding_mask)
                 arr = 1 - arr
             out[name] = arr[None].astype(dtypes[name])
@@ -161,6 +162,20 @@ def read(spec: str, inputs: list[InputSpec], *, tokenizer: str | None = None, ma
     return tokenized_samples(lines, tok_path, inputs, max_length=checked_max_length(length, str(side) if max_length
                                                                                     is None else "max_length"),
                              where=spec, vocab_size=vocab_size, length_from=length_from)
+
+
+PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<PAD>", "[pad]", "<|padding|>")
+
+
+def pad_id(tok: Any) -> int:
+    """The id a fixed-length input is padded with: the tokenizer.json's own padding, else its pad token by the usual
+    names, else 0. RoBERTa's <pad> is 1 (0 is <s>): padded with 0, sentences ended in a run of <s> tokens, and its
+    position ids (counted over tokens != pad) ran on through them."""
+    own = (tok.padding or {}).get("pad_id")
+    if own is not None:
+        return int(own)
+    found = (tok.token_to_id(t) for t in PAD_TOKENS)
+    return next((i for i in found if i is not None), 0)
 
 
 def checked_max_length(value: Any, where: str) -> int | None:
