@@ -96,13 +96,20 @@ def _paired(refs: list[Outputs], cands: list[Outputs]) -> list[list[tuple[np.nda
 
 
 def _centre(values: list[np.ndarray]) -> float:
-    """The reference mean a generic output's cosine is taken about (0 for an output that does not vary: priors)."""
-    finite = np.concatenate([np.asarray(v, np.float64).ravel() for v in values])
-    finite = finite[np.isfinite(finite)]
-    if not finite.size:
+    """The reference mean a generic output's cosine is taken about (0 for an output that does not vary: priors).
+    Accumulated sample by sample: 100 segmentation maps of 21x512x512 are 4 GB as one float64 array."""
+    n, total, squares = 0, 0.0, 0.0
+    for v in values:
+        v = np.asarray(v, np.float64).ravel()
+        v = v[np.isfinite(v)]
+        n, total = n + v.size, total + float(v.sum())
+    if not n:
         return 0.0
-    mu = float(finite.mean())
-    return mu if float(np.sqrt(np.mean((finite - mu) ** 2))) > 1e-6 * max(1.0, abs(mu)) else 0.0
+    mu = total / n
+    for v in values:
+        v = np.asarray(v, np.float64).ravel()
+        squares += float(np.square(v[np.isfinite(v)] - mu).sum())
+    return mu if np.sqrt(squares / n) > 1e-6 * max(1.0, abs(mu)) else 0.0
 
 
 def _scored(r: np.ndarray, c: np.ndarray, d: np.ndarray) -> float:
