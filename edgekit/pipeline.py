@@ -306,8 +306,13 @@ def build_artifact(st: State, target: Target, precision: str) -> dict[str, Any]:
         "file_sha256": {f.name: _sha256(f) for f in files},
     }
     if st.job.verify:
-        entry["verification"] = verify_artifact(st, backend, files[0], target, precision,
-                                                LoadOptions(extra={"io_layout": st.job.io_layout}))
+        load_options = LoadOptions(extra={"io_layout": st.job.io_layout})
+        entry["verification"] = verify_artifact(st, backend, files[0], target, precision, load_options)
+        others = [f for f in files[1:] if f.suffix in backend.SUFFIXES]  # an .ort beside the .onnx: run it too
+        if others:
+            entry["verification"]["files"] = {
+                f.name: verify_artifact(st, backend, f, target, precision, load_options, label=f" ({f.suffix})")
+                for f in others}
     for f in files:
         final = st.job.outdir / f.name
         st.staged.append((f, final))
@@ -371,7 +376,8 @@ def _scheme_line(st: State, target: Target) -> str:
     return f"{s.activations} activations, {s.method} calibration, {len(st.calib)} samples"
 
 
-def verify_artifact(st: State, backend, path: Path, target: Target, precision: str, options) -> dict[str, Any]:
+def verify_artifact(st: State, backend, path: Path, target: Target, precision: str, options,
+                    label: str = "") -> dict[str, Any]:
     from edgekit.verify import check, compare, run_all, summary
 
     role = "int8" if precision == "int8" else "fp32"
@@ -391,10 +397,10 @@ def verify_artifact(st: State, backend, path: Path, target: Target, precision: s
     passed, failures = check(figures, target.tolerances(precision))
     figures.update(passed=passed, synthetic=bool(samples.synthetic), failures=failures)
     level = log if passed else warn
-    level(f"verify {target.name} {precision}: {summary(figures)} "
+    level(f"verify {target.name} {precision}{label}: {summary(figures)} "
           f"on {figures['samples']} samples -> {'ok' if passed else 'FAILED'}")
     if not passed:
-        raise VerificationError(f"{target.name} {precision} artifact failed verification: {'; '.join(failures)}",
+        raise VerificationError(f"{target.name} {precision}{label} artifact failed verification: {'; '.join(failures)}",
                                 hint="nothing was written; use --no-verify to keep it anyway")
     return figures
 
