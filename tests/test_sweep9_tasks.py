@@ -305,3 +305,24 @@ def test_top1_agreement_takes_the_class_axis(invoke, tmp_path):
     res = invoke("convert", "sweep9_tasks:segnet", "--input-shape", "image=1x3x32x32", "-t", "ort", "--task",
                  "classification", "-o", str(tmp_path / "o"), "--json")
     assert res.returncode == 2 and "dense map" in res.json()["error"]["message"]
+
+
+def test_eval_labels_per_pixel_give_pixel_accuracy(tmp_path):
+    """--eval with a segmentation net's per-pixel labels ((N, H, W)) was an internal error ('operands could not
+    be broadcast together with shapes (48,) (49152,)'): the labelled metric flattened the whole map into one
+    argmax per sample. The argmax runs over the one output axis the labels lack (pixel accuracy), labels outside
+    [0, C) (255: ignore) are not judged, and labels that fit nothing are a DataError."""
+    from edgekit.errors import DataError
+    from edgekit.quantize.control import labelled_figures
+
+    rng = np.random.default_rng(0)
+    maps = [[rng.normal(size=(1, 5, 8, 8)).astype(np.float32)] for _ in range(6)]
+    labels = np.stack([m[0][0].argmax(0) for m in maps])
+    labels[0, :2] = 255  # ignored
+    noisy = [[m[0] + 0.8 * rng.normal(size=m[0].shape).astype(np.float32)] for m in maps]
+    fig = labelled_figures(maps, noisy, labels)
+    assert fig["fp32_accuracy"] == 1.0 and 0.3 < fig["int8_accuracy"] < 0.99
+    logits = [[rng.normal(size=(1, 4)).astype(np.float32)] for _ in range(6)]  # a classifier: one label a sample
+    assert labelled_figures(logits, logits, np.array([r[0].argmax() for r in logits]))["fp32_accuracy"] == 1.0
+    with pytest.raises(DataError, match="do not fit"):
+        labelled_figures(maps, maps, np.zeros((6, 7, 7), np.int64))

@@ -1,7 +1,8 @@
 """Accuracy of an int8 graph against fp32 on held-out samples, and the --max-drop fallback search.
 
 Drop = what the budget is spent on:
-  labelled eval set     fp32 accuracy - int8 accuracy (argmax of the first output vs the labels)
+  labelled eval set     fp32 accuracy - int8 accuracy (argmax of the first output vs the labels: one per sample,
+                        or per pixel/token)
   classification        1 - top-1 agreement with fp32
   embedding             1 - mean cosine similarity with fp32 (first output, per sample)
   generic               1 - mean over samples of the worst output's score as verification has it (verify.output_scores:
@@ -29,10 +30,6 @@ def run_outputs(model: Any, samples: SampleSet) -> list[Outputs]:
     return [run_checked(sess, feed, samples.description) for feed in samples]
 
 
-def _top1(outs: list[Outputs]) -> np.ndarray:
-    return np.array([int(np.argmax(np.asarray(o[0]).reshape(-1))) for o in outs])
-
-
 def held_out_figures(ref: list[Outputs], cand: list[Outputs], task: str) -> dict[str, Any]:
     if task == "generic":  # every output, as verification judges it: a detector's boxes must not hide its scores
         cos = float(np.mean([min(row) for row in output_scores(ref, cand, task)]))
@@ -51,10 +48,34 @@ def held_out_figures(ref: list[Outputs], cand: list[Outputs], task: str) -> dict
     return out
 
 
+def _label_hits(outs: list[Outputs], labels: np.ndarray) -> tuple[int, int]:
+    """(correct, judged) class ids of the first output against the labels: one per sample (a classifier), or one
+    per pixel or token ((H, W) labels of a (1, C, H, W) segmentation map): the argmax runs over the output's one
+    axis the labels lack. Labels outside [0, C) (255, -100: 'ignore') are not judged."""
+    hits = judged = 0
+    for o, lab in zip(outs, labels):
+        x = np.asarray(o[0])
+        y = np.squeeze(x[0] if x.ndim and x.shape[0] == 1 else x)
+        lab = np.squeeze(np.asarray(lab))
+        axis = next((k for k in range(y.ndim) if y.shape[:k] + y.shape[k + 1:] == lab.shape), None)
+        if axis is None:
+            from edgekit.errors import DataError
+
+            raise DataError(f"--eval labels of shape {np.shape(lab)} per sample do not fit the model's first output "
+                            f"{x.shape}: one class id per sample, or one per element of the output without its class "
+                            "axis (a segmentation map's (H, W))", hint="check the 'labels' array of the --eval .npz")
+        valid = (lab >= 0) & (lab < y.shape[axis])
+        hits += int(np.count_nonzero((np.argmax(y, axis=axis) == lab) & valid))
+        judged += int(np.count_nonzero(valid))
+    return hits, max(judged, 1)
+
+
 def labelled_figures(ref: list[Outputs], cand: list[Outputs], labels: np.ndarray) -> dict[str, Any]:
-    labels = np.asarray(labels).reshape(-1)
-    acc32 = float(np.mean(_top1(ref) == labels))
-    acc8 = float(np.mean(_top1(cand) == labels))
+    labels = np.asarray(labels)
+    labels = labels.reshape(len(ref), -1) if labels.ndim == 1 or labels.size == len(ref) else labels
+    acc32 = _label_hits(ref, labels)
+    acc8 = _label_hits(cand, labels)
+    acc32, acc8 = acc32[0] / acc32[1], acc8[0] / acc8[1]
     return {"samples": len(labels), "metric": "accuracy", "fp32_accuracy": round(acc32, 4),
             "int8_accuracy": round(acc8, 4), "drop": round(acc32 - acc8, 4)}
 
