@@ -175,3 +175,24 @@ def test_litert_per_layer_times_every_operator_alone(art, tmp_path):
         assert [r["order"] for r in layers["all"]] == list(range(sum(ops.values())))
         assert all(r["ms"] > 0 for r in layers["all"]) and layers["total_ms"] > 0
         assert set(layers["by_unit"]) == {"XNNPACK" if xnnpack else "CPU"}
+
+
+def test_convert_profile_times_the_ort_file_and_says_when_the_npu_is_missing(invoke, tmp_path):
+    """`convert --profile`: an ort-mobile artifact's .ort (the file the app loads) is timed beside its .onnx;
+    an intel-npu artifact is timed on the NPU when the host has one, else on the CPU with a note saying so
+    (it was timed on the CPU without a word)."""
+    import openvino as ov
+
+    res = invoke("convert", "zoo:mnist_cnn", "-t", "intel-npu", "-t", "ort-mobile", "--profile", "local",
+                 "--calibration-size", "48", "-o", str(tmp_path / "o"), "--json")
+    assert res.returncode == 0, res.stderr
+    arts = {a["target"]: a for a in res.json()["artifacts"]}
+    ort_profile = arts["ort-mobile"]["profile"]
+    assert ort_profile["artifact"].endswith(".onnx")
+    (name, timed), = ort_profile["files"].items()
+    assert name == "mnist_cnn.ort-mobile.ort" and timed["artifact"].endswith(".ort") and timed["p50_ms"] > 0
+    npu = arts["intel-npu"]["profile"]
+    if "NPU" in ov.Core().available_devices:
+        assert npu["unit"] == "NPU" and "note" not in npu
+    else:
+        assert npu["unit"] == "CPU" and "no NPU" in npu["note"] and "timed on its CPU" in res.stderr
