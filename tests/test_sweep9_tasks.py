@@ -324,5 +324,8 @@ def test_eval_labels_per_pixel_give_pixel_accuracy(tmp_path):
     assert fig["fp32_accuracy"] == 1.0 and 0.3 < fig["int8_accuracy"] < 0.99
     logits = [[rng.normal(size=(1, 4)).astype(np.float32)] for _ in range(6)]  # a classifier: one label a sample
     assert labelled_figures(logits, logits, np.array([r[0].argmax() for r in logits]))["fp32_accuracy"] == 1.0
+    argmax_maps = [[m[0].argmax(1)] for m in maps]  # a model with its own argmax output
+    labels[0, :2] = -100  # ignored: C is unknown here, negative labels are not judged
+    assert labelled_figures(argmax_maps, argmax_maps, labels)["fp32_accuracy"] == 1.0
     with pytest.raises(DataError, match="do not fit"):
         labelled_figures(maps, maps, np.zeros((6, 7, 7), np.int64))

@@ -51,12 +51,18 @@ def held_out_figures(ref: list[Outputs], cand: list[Outputs], task: str) -> dict
 def _label_hits(outs: list[Outputs], labels: np.ndarray) -> tuple[int, int]:
     """(correct, judged) class ids of the first output against the labels: one per sample (a classifier), or one
     per pixel or token ((H, W) labels of a (1, C, H, W) segmentation map): the argmax runs over the output's one
-    axis the labels lack. Labels outside [0, C) (255, -100: 'ignore') are not judged."""
+    axis the labels lack; an integer output of the labels' shape (the model's own argmax) as it is. Labels outside
+    [0, C) (255, -100: 'ignore'; negative ones for an argmax output, whose C is unknown) are not judged."""
     hits = judged = 0
     for o, lab in zip(outs, labels):
         x = np.asarray(o[0])
         y = np.squeeze(x[0] if x.ndim and x.shape[0] == 1 else x)
         lab = np.squeeze(np.asarray(lab))
+        if y.shape == lab.shape and np.asarray(y).dtype.kind in "iu":  # the model's own argmax (labels, a map)
+            valid = lab >= 0
+            hits += int(np.count_nonzero((y == lab) & valid))
+            judged += int(np.count_nonzero(valid))
+            continue
         axis = next((k for k in range(y.ndim) if y.shape[:k] + y.shape[k + 1:] == lab.shape), None)
         if axis is None:
             from edgekit.errors import DataError
