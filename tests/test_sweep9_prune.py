@@ -173,3 +173,31 @@ def test_an_unreachable_mac_target_says_how_far_it_falls_short(capsys) -> None:
     _, rep = prune_model(zoo.flatten_shuffle(), _feeds("flatten_shuffle"), macs_ratio=0.3, round_to=4)
     err = capsys.readouterr().err
     assert rep["macs_removed"] < 0.3 and f"at most {100 * rep['macs_removed']:.1f}%" in err
+
+
+class _TiedAutoencoder(nn.Module):
+    """The decoder reuses the encoder's conv weights (F.conv_transpose2d(h, self.enc2.weight)): tied weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1, self.enc2 = nn.Conv2d(3, 16, 3, 2, 1), nn.Conv2d(16, 32, 3, 2, 1)
+        self.mid1, self.mid2 = nn.Conv2d(32, 48, 1), nn.Conv2d(48, 32, 1)
+
+    def forward(self, image):
+        h = torch.relu(self.enc2(torch.relu(self.enc1(image))))
+        h = torch.relu(self.mid2(torch.relu(self.mid1(h))))
+        d = torch.relu(torch.nn.functional.conv_transpose2d(h, self.enc2.weight, stride=2, padding=1, output_padding=1))
+        return torch.nn.functional.conv_transpose2d(d, self.enc1.weight, stride=2, padding=1, output_padding=1)
+
+
+def test_a_layer_weight_also_read_whole_keeps_its_channels() -> None:
+    """enc2's output channels were pruned although the decoder reads enc2.weight whole: the pruned model did not
+    run (exit 4, 'weight of size [16, 8, 3, 3], expected input ... to have 16 channels, but got 32'). A weight
+    read whole by a graph op keeps every channel of the layer; the rest of the model still prunes."""
+    torch.manual_seed(0)
+    model = _TiedAutoencoder().eval()
+    feeds = {"image": torch.randn(1, 3, 16, 16)}
+    pruned, rep = prune_model(model, feeds, ratio=0.5, round_to=1, keep_first_last=False)
+    assert [g["modules"] for g in rep["groups"]] == [["mid1", "mid2"]]
+    assert pruned.mid1.out_channels == 24 and pruned.enc2.weight.shape == model.enc2.weight.shape
+    _zeroed_equivalent(_TiedAutoencoder().eval(), feeds)

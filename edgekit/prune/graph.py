@@ -184,6 +184,7 @@ class Analysis:
         self.split_choice = dict(split_choice or {})  # reshape node -> index of the split axis sliced into units
         self.splits: dict[str, tuple] = {}  # reshape node -> (labels before the merge, sliced axis, candidates)
         self.static_sizes: set[str] = set()  # scalar nodes whose value pruning cannot change (ops.is_static)
+        self.whole_params: set[tuple[str, str]] = set()  # (module, parameter) read whole by a graph op (_get_attr)
         self.follow_sizes: dict[str, tuple] = {}  # size node -> (tensor node, [axis]) it was read from (ops.read_size)
         self.shapes, self.values = shapes, values
         self.uf = UnionFind()
@@ -331,6 +332,10 @@ class Analysis:
                 for a in self.flat_args(node):
                     if self.is_tensor(a):
                         self.block(self.lab(a))
+        for key, atoms in self.slices.items():  # a layer's weight also read whole (a decoder reusing it): kept whole
+            if key[:2] in self.whole_params:
+                for a in atoms:
+                    self.uf.union(BLOCK, int(a))
         return self
 
     def _get_attr(self, node):
@@ -352,6 +357,7 @@ class Analysis:
             if len(shp) > 1:
                 self.tables.add((owner, pname, axis))
             return self.channel_labels(atoms, len(shp), axis)
+        self.whole_params.add((owner, pname))
         return block_const(len(shp))  # used as a whole tensor: its shape is fixed
 
     # --- results ---------------------------------------------------------------------------------------
