@@ -196,3 +196,17 @@ def test_convert_profile_times_the_ort_file_and_says_when_the_npu_is_missing(inv
         assert npu["unit"] == "NPU" and "note" not in npu
     else:
         assert npu["unit"] == "CPU" and "no NPU" in npu["note"] and "timed on its CPU" in res.stderr
+
+
+def test_several_artifacts_one_failing_keeps_the_earlier_results_in_json(art, invoke, tmp_path):
+    """`profile a b --json` where b fails: one JSON object with a's result and b's error (with b's path), and
+    b's exit code; it printed only the error, losing a's measurement."""
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"\x00" * 64)
+    res = invoke("profile", str(art["onnx"]), str(broken), "--runs", "3", "--json")
+    assert res.returncode == 2, res.stderr
+    out = res.json()
+    assert [r["artifact"] for r in out["results"]] == [str(art["onnx"])]
+    assert out["error"]["artifact"] == str(broken) and out["error"]["exit_code"] == 2
+    single = invoke("profile", str(broken), "--json")  # one artifact: the plain error object, as before
+    assert single.returncode == 2 and set(single.json()) == {"error"}

@@ -55,6 +55,7 @@ def profile(artifacts: tuple[Path, ...], device: str, runs: int, warmup: int, th
       edgekit profile out/m.tflite --device adb:R58M123 --gpu
       edgekit profile out/m.onnx --device raspberry-pi-5        (not attached: roofline estimate)
     """
+    from edgekit.errors import EdgekitError
     from edgekit.profile import profile_artifact
     from edgekit.profile.layers import format_layers
     from edgekit.profile.result import format_result
@@ -71,11 +72,19 @@ def profile(artifacts: tuple[Path, ...], device: str, runs: int, warmup: int, th
         try:
             res = profile_artifact(path, device, runs=runs, warmup=warmup, threads=threads, samples=samples,
                                    per_layer=per_layer, options=options)
-        except RemoteRunError as exc:
+        except EdgekitError as exc:
+            if not isinstance(exc, RemoteRunError) and len(artifacts) == 1:
+                raise  # handle_errors prints it
             click.echo(f"edgekit: error: {exc}", err=True)
-            if as_json:
-                emit_json({"error": {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code},
-                           "partial": exc.partial})
+            if as_json:  # the artifacts measured before this one are kept (a script reads them)
+                error = {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code,
+                         "artifact": str(path)}
+                out: dict = {"error": error}
+                if isinstance(exc, RemoteRunError):
+                    out["partial"] = exc.partial
+                if len(artifacts) > 1:
+                    out["results"] = results
+                emit_json(out)
             sys.exit(exc.exit_code)
         results.append(res)
         if not as_json:
