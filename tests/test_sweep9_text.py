@@ -336,3 +336,33 @@ def test_fixed_length_text_is_padded_with_the_tokenizers_pad_id(tmp_path: Path) 
     tok.save(str(tmp_path / "tokenizer.json"))
     (feed,) = list(read(str(text), specs))
     assert (feed["input_ids"][0, n:] == 3).all()
+
+
+@pytest.mark.parametrize("name", ["t5_sdpa", "distilbert"])
+def test_sdpa_attn_mask_follows_the_pruned_heads(name: str) -> None:
+    """F.scaled_dot_product_attention's attn_mask was ignored by pruning: a T5 encoder passing its relative position
+    bias (one row per head) as attn_mask lost a head but kept its bias ('the pruned model does not run', exit 4).
+    A per-head mask is coupled with the heads (the bias table's column goes with its head); a padding mask
+    broadcast over the heads (DistilBERT's (B, 1, 1, T)) leaves them prunable."""
+    import copy
+
+    from edgekit.prune.apply import build_pruned
+    from edgekit.prune.graph import analyze
+
+    model = getattr(tm, name)()
+    for layer in model.layers:
+        layer.attn.sdpa = True
+    feeds = {"input_ids": torch.randint(1, 100, (2, 9), generator=torch.Generator().manual_seed(0)),
+             "attention_mask": torch.tensor([[1] * 9, [1] * 6 + [0] * 3])}
+    an = analyze(model, feeds)
+    heads = next(g for g in an.groups() if "layers.0.attn.q" in g.modules())
+    assert len(heads.units) == 4 and ("rel" in heads.modules()) == (name == "t5_sdpa")
+    pruned, _ = build_pruned(an, {heads.units[1].root}, feeds, original=model)
+    q = pruned.get_submodule("layers.0.attn.q")
+    gone = (set(range(4)) - {next(i for i in range(32) if torch.equal(model.layers[0].attn.q.weight[i], r)) // 8
+                             for r in q.weight}).pop()
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in zeroed.layers if name == "t5_sdpa" else zeroed.layers[:1]:
+            layer.attn.o.weight[:, gone * 8:(gone + 1) * 8] = 0.0
+        torch.testing.assert_close(pruned(**feeds), zeroed(**feeds), rtol=1e-5, atol=1e-5)

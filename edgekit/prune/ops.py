@@ -282,10 +282,33 @@ def matmul(ctx, node):
 
 
 def sdpa(ctx, node):
-    args = _tensor_args(ctx, node)[:3]
+    """F.scaled_dot_product_attention: per batch index (head) one unit, as matmul. An attn_mask is added to the
+    (..., Tq, Tk) scores: where it varies along the head axes (T5's relative position bias, ALiBi slopes, Swin's
+    bias table) its heads are the heads' (a pruned head takes its bias slice along); one broadcast over them (a
+    padding mask) adds nothing. It was ignored: a pruned model with a per-head bias did not run (exit 4)."""
+    args = _tensor_args(ctx, node)
     out_shape = tuple(ctx.shape(node))
-    labs = [ctx.canon(align(ctx.lab(a), len(out_shape))) for a in args]
-    return _batched_union(ctx, labs, out_shape[:-2], out_shape)
+    labs = [ctx.canon(align(ctx.lab(a), len(out_shape))) for a in args[:3]]
+    out = _batched_union(ctx, labs, out_shape[:-2], out_shape)
+    mask = node.kwargs.get("attn_mask", node.args[3] if len(node.args) > 3 else None)
+    if not ctx.is_tensor(mask):
+        return out
+    nd, nb = len(out_shape), len(out_shape) - 2
+    shp = (1,) * (nd - len(ctx.shape(mask))) + tuple(ctx.shape(mask))
+    lab = align(ctx.lab(mask), nd)
+    if varying_axes(lab) - set(range(nb)):  # labels along the query/key axes: not a per-head tensor
+        ctx.block(lab)
+        ctx.block(out)
+        return out
+    heads = varying_axes(align(out, nd))
+    if {ax for ax in range(nb) if shp[ax] == 1 and out_shape[ax] > 1} & heads:
+        return out  # broadcast over the heads: indexes none of them
+    batch = out_shape[:nb]
+    pairs = np.stack([lab[(..., 0, 0)].expand(batch).reshape(-1).numpy(),
+                      align(out, nd)[(..., 0, 0)].expand(batch).reshape(-1).numpy()], 1)
+    for a, b in np.unique(pairs, axis=0):
+        ctx.uf.union(a, b)
+    return out
 
 
 def last_axis_norm(ctx, node):
