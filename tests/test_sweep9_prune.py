@@ -201,3 +201,51 @@ def test_a_layer_weight_also_read_whole_keeps_its_channels() -> None:
     assert [g["modules"] for g in rep["groups"]] == [["mid1", "mid2"]]
     assert pruned.mid1.out_channels == 24 and pruned.enc2.weight.shape == model.enc2.weight.shape
     _zeroed_equivalent(_TiedAutoencoder().eval(), feeds)
+
+
+class _TwoHeadDetector(nn.Module):
+    """Boxes from one branch, scores from another (a detector's heads): two outputs, each its own channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.a, self.box = zoo.cbn(3, 16, 3, 2), zoo.cbn(16, 32), nn.Conv2d(32, 4, 1)
+        self.b1, self.b2, self.score = zoo.cbn(16, 64), zoo.cbn(64, 32), nn.Conv2d(32, 3, 1)
+
+    def forward(self, image):
+        x = self.stem(image)
+        return self.box(self.a(x)).flatten(1), self.score(self.b2(self.b1(x))).flatten(1)
+
+
+def test_sensitivity_allocation_measures_every_output_of_a_generic_model(monkeypatch) -> None:
+    """The sensitivity allocation measured the first output only: pruning the score branch of a (boxes, scores)
+    model cost 'nothing', so its channels were the free ones to cut (allocation by a loss of exactly 0). Every
+    float output of a generic model now counts, as in distillation."""
+    import edgekit.prune.sensitivity as sens
+
+    measured = {}
+    real = sens.curves
+
+    def spy(groups, *a, **k):
+        out = real(groups, *a, **k)
+        measured.update({tuple(g.modules()): float(losses.max()) for g, (_, losses) in zip(groups, out)})
+        return out
+
+    monkeypatch.setattr(sens, "curves", spy)
+    torch.manual_seed(0)
+    model = zoo._stats(_TwoHeadDetector())
+    calib = [{"image": torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(i))} for i in range(2)]
+    prune_model(model, {"image": calib[0]["image"][:1]}, macs_ratio=0.4, allocation="sensitivity", calib=calib,
+                task="generic", importance="variance", round_to=4)
+    assert any("b1.0" in m for m in measured) and all(loss > 0 for loss in measured.values()), measured
+
+
+def test_taylor_importance_on_a_model_returning_a_dict() -> None:
+    """--importance taylor took `out[0]` of a tuple and the result as is otherwise: a dict-returning model ended
+    in an internal error (exit 1, "'dict' object has no attribute 'mean'"). Its gradients now come from every
+    float output (generic) or the first (classification)."""
+    calib = [_feeds("dict_out", batch=4, seed=i) for i in range(2)]
+    for task in ("generic", "classification"):
+        pruned, rep = prune_model(zoo.dict_out(), _feeds("dict_out"), ratio=0.5, importance="taylor", calib=calib,
+                                  task=task, round_to=4)
+        assert rep["importance"] == "taylor" and rep["macs_removed"] > 0.2
+        assert set(pruned(**calib[0])) == {"logits", "embedding"}

@@ -141,21 +141,28 @@ def taylor_grads(module, calib: list[dict[str, Any]], task: str = "classificatio
     """Gradients of a self-supervised loss, summed over the calibration batches.
 
     Classification: cross-entropy against the labels if given, else against the model's own top-1.
-    Other tasks: half the squared norm of the outputs' deviation from their batch mean."""
+    Other tasks: half the squared norm of the outputs' deviation from their batch mean (every float output of a
+    model returning several: a tuple, a dict, a dataclass)."""
     import torch
     import torch.nn.functional as F
+
+    from edgekit.distill import model_outputs
 
     was_training = module.training
     module.eval()
     module.zero_grad(set_to_none=True)
     for i, feed in enumerate(calib):
-        out = module(**feed)
-        out = out[0] if isinstance(out, (tuple, list)) else out
+        outs = [o for o in model_outputs(module(**feed)) if o.is_floating_point()]
+        if not outs:
+            raise UsageError("taylor importance needs a floating-point model output (this model has none)",
+                             hint="use --importance variance or l2")
+        out = outs[0]
         if task == "classification" and out.dim() == 2:
             target = torch.as_tensor(labels[i]) if labels is not None else out.argmax(-1).detach()
             loss = F.cross_entropy(out, target.reshape(-1).long())
         else:
-            loss = 0.5 * (out - out.mean(0, keepdim=True).detach()).pow(2).sum() + 0.5 * out.pow(2).sum()
+            loss = sum(0.5 * (o - o.mean(0, keepdim=True).detach()).pow(2).sum() + 0.5 * o.pow(2).sum()
+                       for o in (outs if task == "generic" else outs[:1]))
         loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in module.named_parameters() if p.grad is not None}
     module.zero_grad(set_to_none=True)
