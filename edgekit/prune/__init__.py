@@ -51,7 +51,7 @@ def _by_sensitivity(an, groups, removed_by, module, example_inputs, calib, task,
     prunable channels."""
     import torch
 
-    from edgekit.distill import first_output
+    from edgekit.distill import first_output, model_outputs
     from edgekit.prune.apply import pruned_graph
     from edgekit.prune.sensitivity import allocate_by_sensitivity, curves, output_loss, predicted_loss
     from edgekit.prune.suffix import PrefixRunner
@@ -65,15 +65,21 @@ def _by_sensitivity(an, groups, removed_by, module, example_inputs, calib, task,
         batches.append(_to_tensors(c))
         n += int(next(iter(batches[-1].values())).shape[0])
     loss = output_loss(task)
+
+    def pick(out) -> list:  # what the loss compares: the task's output, or every float output of a generic model
+        if task != "generic":
+            return [first_output(out)]
+        return [t for t in model_outputs(out) if t.is_floating_point()]
+
     with torch.no_grad():
-        ref = [first_output(module(**b)) for b in batches]
+        ref = [pick(module(**b)) for b in batches]
 
     runner = PrefixRunner(an.gm, batches)  # one group pruned at a time: the graph before it is computed once
 
     def loss_at(counts: list[int]) -> float:
         gm, changed = pruned_graph(an, removed_by(counts), example_inputs, means=means)
         outs = runner.outputs(gm.eval(), changed)
-        return float(np.mean([loss(first_output(o), r) for o, r in zip(outs, ref)]))
+        return float(np.mean([np.mean([loss(a, b) for a, b in zip(pick(o), r)]) for o, r in zip(outs, ref)]))
 
     full = [len(g.units) for g in groups]
     total = sum(full)
