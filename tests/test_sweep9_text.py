@@ -366,3 +366,21 @@ def test_sdpa_attn_mask_follows_the_pruned_heads(name: str) -> None:
         for layer in zeroed.layers if name == "t5_sdpa" else zeroed.layers[:1]:
             layer.attn.o.weight[:, gone * 8:(gone + 1) * 8] = 0.0
         torch.testing.assert_close(pruned(**feeds), zeroed(**feeds), rtol=1e-5, atol=1e-5)
+
+
+def test_input_shape_sizes_a_shared_sequence_axis_once(tmp_path: Path) -> None:
+    """An ONNX export whose input_ids and attention_mask share the axis 'seq': --input-shape input_ids=1x24 left the
+    mask dynamic (a static target then refused it), and input_ids=1x24 with attention_mask=1x20 was taken (the JSON
+    stated a model that cannot run). One size per named axis: given once, every input sharing it takes it; two
+    sizes are a UsageError."""
+    from edgekit.errors import UsageError
+
+    model = _export(tm.distilbert(), ["input_ids", "attention_mask"], tmp_path / "db.onnx")
+    text = _text(tmp_path / "data", SENTENCES)
+    result = api.convert(str(model), ["tflite"], tmp_path / "out", calibration=str(text),
+                         input_shapes={"input_ids": (1, 24)})
+    _passed(result, ["tflite"])
+    assert [i["shape"] for i in result["model"]["inputs"]] == [["batch", 24], ["batch", 24]]
+    with pytest.raises(UsageError, match="axis 'seq' two sizes: 24 for 'input_ids', 20 for 'attention_mask'"):
+        api.convert(str(model), ["onnxruntime"], tmp_path / "out2", calibration=str(text),
+                    input_shapes={"input_ids": (1, 24), "attention_mask": (1, 20)})

@@ -22,8 +22,9 @@ def apply_overrides(inputs: list[InputSpec], overrides: dict[str, tuple[int, ...
         raise UsageError(f"{source}: --input-shape names unknown input(s) {', '.join(sorted(unknown))}",
                          hint=f"inputs are: {', '.join(i.name for i in inputs)}")
     out = []
+    named = _named_sizes(inputs, overrides, source)
     for spec in inputs:
-        shape = list(spec.shape)
+        shape = [named.get(d, d) if isinstance(d, str) and ax > 0 else d for ax, d in enumerate(spec.shape)]
         if spec.name in overrides:
             given = overrides[spec.name]
             if shape and len(given) != len(shape):
@@ -53,3 +54,25 @@ def require_static(inputs: list[InputSpec], source: str) -> None:
         if not spec.shape or any(d is None for d in spec.shape[1:]):
             raise UsageError(f"{source}: the shape of input '{spec.name}' is unknown",
                              hint=f"give --input-shape {spec.name}=1x3x224x224 (your model's real shape)")
+
+
+def _named_sizes(inputs: list[InputSpec], overrides: dict[str, tuple[int, ...]], source: str) -> dict[str, int]:
+    """Sizes --input-shape gives to named dynamic axes past the first ('seq' of input_ids and attention_mask): one
+    size per name, which every input sharing the name takes (given for input_ids alone, attention_mask stayed
+    dynamic and a static target refused it). Two sizes for one name is an error: the model needs them equal."""
+    named: dict[str, tuple[int, str]] = {}
+    for spec in inputs:
+        given = overrides.get(spec.name)
+        if given is None or len(given) != len(spec.shape):
+            continue
+        for ax, (have, want) in enumerate(zip(spec.shape, given)):
+            if ax == 0 or not isinstance(have, str):
+                continue
+            if have in named and named[have][0] != want:
+                other, first = named[have][1], named[have][0]
+                raise UsageError(f"{source}: --input-shape gives axis '{have}' two sizes: {first} for '{other}', "
+                                 f"{want} for '{spec.name}' (the model has one '{have}' for both)",
+                                 hint=f"give both the same size, e.g. {spec.name}="
+                                      f"{'x'.join(map(str, (*given[:ax], first, *given[ax + 1:])))}")
+            named.setdefault(have, (int(want), spec.name))
+    return {name: size for name, (size, _) in named.items()}
