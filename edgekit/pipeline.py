@@ -248,7 +248,8 @@ def stage_references(st: State) -> None:
             from edgekit.data.id_bounds import synthetic_index_error
 
             why = (str(exc).split("Status Message:")[-1].strip().splitlines() or [""])[-1]
-            raise synthetic_index_error(ints, f"the model failed on random ids ({why[-160:]})") from exc
+            raise synthetic_index_error(ints, f"the model failed on random ids ({why[-160:]})",
+                                        list(st.model.inputs)) from exc
         if not st.samples.synthetic and tracked is not None and tracked.last is not None \
                 and not isinstance(exc, EdgekitError):  # the source model itself fails on a user sample
             raise data_failure(st.samples, tracked, exc) from exc

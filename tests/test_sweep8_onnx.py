@@ -164,3 +164,36 @@ def test_an_input_without_any_shape_takes_the_input_shape_option(tmp_path: Path)
     _passed(result, ["onnxruntime", "openvino", "arm"])
     with pytest.raises(ModelLoadError, match="input 'x' has no shape.*--input-shape x="):
         api.convert(str(src), ["onnxruntime"], tmp_path / "out2", precision="fp32")
+
+
+def test_a_position_table_shorter_than_the_default_length_names_the_axis(tmp_path):
+    """An ONNX text model with a dynamic 'seq' axis whose position table has 10 rows: synthetic inputs get the
+    default length 16 and fail in the position Gather. The error names that axis and its default length and
+    how to fix it (--input-shape), not only 'random ids cannot stand in'; ONNX Runtime's own red error log
+    lines are not printed beside it."""
+    import subprocess
+    import sys
+
+    torch = pytest.importorskip("torch")
+
+    class M(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tok, self.pos = torch.nn.Embedding(100, 8), torch.nn.Embedding(10, 8)
+            self.head = torch.nn.Linear(8, 4)
+
+        def forward(self, input_ids):
+            positions = torch.arange(input_ids.shape[1]).unsqueeze(0)
+            return self.head((self.tok(input_ids) + self.pos(positions)).mean(1))
+
+    path = tmp_path / "pos.onnx"
+    torch.onnx.export(M().eval(), (torch.zeros(1, 8, dtype=torch.long),), str(path), dynamo=False,
+                      input_names=["input_ids"], output_names=["logits"],
+                      dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch"}})
+    run = [sys.executable, "-m", "edgekit", "convert", str(path), "-t", "ort", "-o", str(tmp_path / "o")]
+    res = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2
+    assert "the dynamic axis 'seq' of 'input_ids' was given the default length 16" in res.stderr
+    assert "--input-shape input_ids=1xN:int64" in res.stderr and "[E:onnxruntime" not in res.stderr
+    res = subprocess.run(run + ["--input-shape", "input_ids=1x8:int64"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr

@@ -31,7 +31,7 @@ def _session(path: Path, options: LoadOptions, level: str = "all", save_to: Path
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[level]
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # FATAL only: a failing run raises with its message; ORT also logged it in red
     if options.threads:
         so.intra_op_num_threads = int(options.threads)
         so.inter_op_num_threads = 1

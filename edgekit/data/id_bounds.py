@@ -90,11 +90,23 @@ def check_ids(samples: Any, bounds: dict[str, int], what: str) -> None:
                                 hint=hint)
 
 
-def synthetic_index_error(names: list[str], detail: str) -> Exception:
-    """The DataError for a model that indexes with an integer input when only random ids stand in for it."""
+def synthetic_index_error(names: list[str], detail: str, inputs: list | None = None) -> Exception:
+    """The DataError for a model that indexes with an integer input when only random ids stand in for it. With
+    `inputs`, dynamic axes past the batch (filled with a default length) are named too: a position table
+    shorter than that length fails the same way, whatever the ids."""
     from edgekit.errors import DataError
 
     which = ", ".join(f"'{n}'" for n in names)
+    hint = "pass --calibration with real inputs (.npz/.npy holding valid indices for " + which + ")"
+    lengths = [(spec, i, d) for spec in inputs or [] for i, d in enumerate(spec.shape) if i > 0 and not isinstance(d, int)]
+    if lengths:
+        spec, i, d = lengths[0]
+        shape = list(spec.concrete_shape())
+        axis = f"'{d}'" if isinstance(d, str) else f"{i}"
+        detail += (f" (the dynamic axis {axis} of '{spec.name}' was given the default length {shape[i]}: a model "
+                   "whose position table is shorter fails the same way)")
+        shape[i] = "N"
+        dtype = f":{spec.dtype}" if spec.dtype != "float32" else ""
+        hint += f", or fix that length: --input-shape {spec.name}={'x'.join(map(str, shape))}{dtype} with N small enough"
     return DataError(f"no --calibration given and the model indexes a tensor with integer input {which}: "
-                     f"{detail}; random synthetic ids cannot stand in for it",
-                     hint="pass --calibration with real inputs (.npz/.npy holding valid indices for " + which + ")")
+                     f"{detail}; random synthetic ids cannot stand in for it", hint=hint)

@@ -133,7 +133,7 @@ def session(model_or_path: Any, threads: int | None = None) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # FATAL only: a failing run raises with its message; ORT also logged it in red
     if threads:
         so.intra_op_num_threads = threads
     data = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
