@@ -249,3 +249,22 @@ def test_taylor_importance_on_a_model_returning_a_dict() -> None:
                                   task=task, round_to=4)
         assert rep["importance"] == "taylor" and rep["macs_removed"] > 0.2
         assert set(pruned(**calib[0])) == {"logits", "embedding"}
+
+
+def test_functional_layers_count_in_the_macs() -> None:
+    """F.conv_transpose2d / F.conv2d / F.linear on a weight tensor were not counted: the tied decoder's 101,376 of
+    251,904 MACs were missing, so --prune-macs fractions and the report's MACs were off by 40%."""
+    from edgekit.prune import count_macs
+
+    assert count_macs(_TiedAutoencoder().eval(), {"image": torch.randn(1, 3, 16, 16)}) == 251_904
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w, self.v = nn.Parameter(torch.randn(8, 4, 3, 3)), nn.Parameter(torch.randn(5, 8))
+
+        def forward(self, x):
+            y = torch.nn.functional.conv2d(x, self.w, padding=1, groups=2)  # (1, 8, 6, 6), 4 inputs per output
+            return torch.nn.functional.linear(y.mean((2, 3)), self.v)
+
+    assert count_macs(Functional(), {"x": torch.randn(1, 8, 6, 6)}) == 8 * 36 * 4 * 9 + 5 * 8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -105,7 +106,40 @@ def graph_macs(gm, shape_of: Callable[[Any], tuple | None], width_of: Callable[[
         elif node.target is F.scaled_dot_product_attention:
             q, k = shape_of(node.args[0]), shape_of(node.args[1])
             total += _prod(q[:-1]) * k[-2] * (q[-1] + out[-1])
+        elif node.op == "call_function" and node.target in _functional_layers():
+            total += _functional_macs(node, out, shape_of)
     return int(total)
+
+
+@functools.lru_cache(maxsize=1)
+def _functional_layers() -> dict:
+    """F.linear / F.conv*d / F.conv_transpose*d called on a weight tensor (a decoder reusing its encoder's
+    weights, a weight-standardized conv written in the parent module): kind of each."""
+    import torch
+    import torch.nn.functional as F
+
+    kinds = {F.linear: "linear"}
+    for f in (F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d):
+        kinds[f] = "conv"
+    for f in (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d, torch.conv_transpose1d,
+              torch.conv_transpose2d, torch.conv_transpose3d):
+        kinds[f] = "transposed"
+    return kinds
+
+
+def _functional_macs(node, out: tuple, shape_of) -> int:
+    """MACs of a functional layer from its weight's shape: linear (out, in); conv (out, in / groups, k...);
+    transposed conv (in, out / groups, k...), one weight slice per input element."""
+    w = shape_of(node.args[1] if len(node.args) > 1 else node.kwargs.get("weight"))
+    if not isinstance(w, tuple) or len(w) < 2:
+        return 0
+    kind = _functional_layers()[node.target]
+    if kind == "linear":
+        return _prod(out) * w[1]
+    if kind == "conv":
+        return _prod(out) * _prod(w[1:])
+    inp = shape_of(node.args[0])
+    return _prod(inp) * _prod(w[1:]) if isinstance(inp, tuple) else 0
 
 
 def count_macs(module, example_inputs: dict[str, Any]) -> int:
