@@ -384,3 +384,26 @@ def test_input_shape_sizes_a_shared_sequence_axis_once(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="axis 'seq' two sizes: 24 for 'input_ids', 20 for 'attention_mask'"):
         api.convert(str(model), ["onnxruntime"], tmp_path / "out2", calibration=str(text),
                     input_shapes={"input_ids": (1, 24), "attention_mask": (1, 20)})
+
+
+def test_text_feeds_position_ids_and_a_float_mask(tmp_path: Path) -> None:
+    """Decoder exports (Hugging Face GPT-2, Llama) take position_ids and often a float attention_mask: text data was
+    refused for them ('text feeds inputs named input_ids / attention_mask / token_type_ids'; 'is float32, not token
+    ids'). position_ids are 0, 1, 2 ... and a float mask is 1.0 / 0.0."""
+    names = ["input_ids", "attention_mask", "position_ids"]
+    feeds = (torch.randint(1, 100, (2, 7)), torch.ones(2, 7), torch.arange(7).expand(2, 7))
+    path = tmp_path / "gpt2.onnx"
+    torch.onnx.export(tm.gpt2_export(), feeds, str(path), input_names=names, output_names=["logits"],
+                      dynamic_axes={n: {0: "batch", 1: "seq"} for n in names}, dynamo=False, opset_version=17)
+    text = _text(tmp_path / "data", SENTENCES, max_length=64)
+    result = api.convert(str(path), ["onnxruntime", "openvino"], tmp_path / "out", calibration=str(text))
+    for fig in _passed(result, ["onnxruntime", "openvino"]):
+        assert fig["max_abs_error"] < 1e-4
+    from edgekit.data import InputSpec
+    from edgekit.data.text import read
+
+    specs = [InputSpec("input_ids", (1, 48), "int64"), InputSpec("attention_mask", (1, 48), "float32"),
+             InputSpec("position_ids", (1, 48), "int64")]
+    feed = next(iter(read(str(text), specs)))
+    n = int(feed["attention_mask"].sum())
+    assert feed["attention_mask"].dtype == np.float32 and (feed["position_ids"][0, :n] == np.arange(n)).all()

