@@ -210,3 +210,29 @@ def test_several_artifacts_one_failing_keeps_the_earlier_results_in_json(art, in
     assert out["error"]["artifact"] == str(broken) and out["error"]["exit_code"] == 2
     single = invoke("profile", str(broken), "--json")  # one artifact: the plain error object, as before
     assert single.returncode == 2 and set(single.json()) == {"error"}
+
+
+def test_litert_per_layer_times_a_zero_pad_with_the_convolution_it_feeds(tmp_path):
+    """A stride-2 convolution with PyTorch's symmetric padding lowers to PAD + CONV_2D (TFLite SAME pads the
+    other side). XNNPACK merges them, so the per-layer table times them together (one 'PAD+CONV_2D' row);
+    alone, the PAD showed time the whole model never spends. Without XNNPACK the PAD is its own kernel."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.backends import tflite
+    from edgekit.profile import profile_artifact
+
+    w = np.random.default_rng(0).normal(size=(16, 8, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])],
+                              [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "c.onnx"))
+    path = tflite.lower(tmp_path / "c.onnx", None, tmp_path / "c", {})[0]
+    on = profile_artifact(path, runs=3, warmup=1, threads=1, per_layer=True)
+    kinds = list(on["layers"]["by_op_type"])
+    assert "PAD+CONV_2D" in kinds and "PAD" not in kinds, kinds
+    off = profile_artifact(path, runs=3, warmup=1, threads=1, per_layer=True, options={"xnnpack": False})
+    kinds = list(off["layers"]["by_op_type"])
+    assert "PAD" in kinds and "CONV_2D" in kinds, kinds

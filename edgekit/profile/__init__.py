@@ -162,7 +162,7 @@ def _remote_op_models(path: Path, tmp: Path, per_layer: bool, options: dict[str,
     from edgekit.profile import runner
 
     try:
-        plan = runner.op_plan(str(path))
+        plan = runner.op_plan(str(path), fuse_pad=options.get("xnnpack", True) is not False)
     except Exception as exc:  # noqa: BLE001
         from edgekit.progress import log
 

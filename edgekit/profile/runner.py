@@ -444,12 +444,14 @@ class TfliteRunner:
                     "note": f"per-op timing unavailable ({type(exc).__name__}: {str(exc)[:160]}); use benchmark_model "
                             "--enable_op_profiling=true (edgekit does this for adb devices)"}
         return {"rows": rows, "runs": max(1, min(runs, 20)),
-                "source": "LiteRT, each operator timed alone as a one-op model on its recorded inputs"}
+                "source": "LiteRT, each operator timed alone as a one-op model on its recorded inputs"
+                          + (" (a zero PAD with the convolution it feeds, as XNNPACK runs them)" if self.args.xnnpack else "")}
 
 
-def _one_op_model(fb, flatbuffers, model, sg, op, code) -> tuple[bytes, list[int]]:
-    """A .tflite holding only `op` (its constant operands copied, its other inputs as model inputs); returns
-    the bytes and the original tensor indices to feed, in input order."""
+def _one_op_model(fb, flatbuffers, model, sg, ops: list, codes: list) -> tuple[bytes, list[int]]:
+    """A .tflite holding only `ops` (one operator, or a chain XNNPACK runs as one: a zero PAD and the convolution
+    it feeds): their constant operands copied, their other inputs as model inputs; returns the bytes and the
+    original tensor indices to feed, in input order."""
     import copy
 
     def const(ti: int) -> bool:
@@ -457,7 +459,7 @@ def _one_op_model(fb, flatbuffers, model, sg, op, code) -> tuple[bytes, list[int
         return buf.data is not None and len(buf.data) > 0
 
     sub, tensors, remap = fb.ModelT(), [], {}
-    sub.version, sub.operatorCodes, sub.buffers = model.version, [code], [fb.BufferT()]
+    sub.version, sub.operatorCodes, sub.buffers = model.version, list(codes), [fb.BufferT()]
 
     def add(ti: int) -> int:
         if ti < 0:
@@ -473,26 +475,54 @@ def _one_op_model(fb, flatbuffers, model, sg, op, code) -> tuple[bytes, list[int
             tensors.append(t)
         return remap[ti]
 
-    one = copy.copy(op)
-    one.opcodeIndex = 0
-    one.inputs, one.outputs, one.intermediates = [add(t) for t in op.inputs], [add(t) for t in op.outputs], []
-    fed = [t for t in op.inputs if t >= 0 and not const(t)]
+    made: set[int] = set()
+    fed: list[int] = []
+    copies = []
+    for k, op in enumerate(ops):
+        one = copy.copy(op)
+        one.opcodeIndex = k
+        fed += [t for t in op.inputs if t >= 0 and not const(t) and t not in made and t not in fed]
+        one.inputs, one.outputs, one.intermediates = [add(t) for t in op.inputs], [add(t) for t in op.outputs], []
+        made.update(op.outputs)
+        copies.append(one)
     g = fb.SubGraphT()
-    g.tensors, g.operators, g.inputs, g.outputs = tensors, [one], [remap[t] for t in fed], list(one.outputs)
+    g.tensors, g.operators, g.inputs, g.outputs = tensors, copies, [remap[t] for t in fed], list(copies[-1].outputs)
     sub.subgraphs = [g]
     builder = flatbuffers.Builder(1024)
     builder.Finish(sub.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output()), fed
 
 
+_FUSED_AFTER_PAD = ("CONV_2D", "DEPTHWISE_CONV_2D")  # XNNPACK folds a preceding zero PAD into their padding
+
+
+def _zero_pad(model, sg, op, op_type: str) -> bool:
+    """A PAD/PADV2 whose padding value is zero (or absent): one XNNPACK merges into the next convolution. For
+    int8 tensors zero means the zero point (what PAD writes when PADV2 has no value)."""
+    if op_type == "PAD":
+        return True
+    if op_type != "PADV2" or len(op.inputs) < 3 or op.inputs[2] < 0:
+        return op_type == "PADV2"
+    t = sg.tensors[op.inputs[2]]
+    data = model.buffers[t.buffer].data
+    if data is None or len(data) == 0:
+        return False
+    zero = t.quantization.zeroPoint[0] if t.quantization is not None and t.quantization.zeroPoint is not None \
+        and len(t.quantization.zeroPoint) else 0
+    return all(b == (zero & 0xFF) for b in bytes(data)) if len(data) <= 4 else False
+
+
 _SKIP_OPS = ("WHILE", "IF", "CALL_ONCE", "CUSTOM", "DELEGATE", "PLACEHOLDER_FOR_GREATER_OP_CODES")
 
 
-def op_plan(model_path: str) -> list[dict]:
+def op_plan(model_path: str, fuse_pad: bool = True) -> list[dict]:
     """One entry per operator of the model's main graph that can run alone: {content (the one-op .tflite),
     fed (tensor indices of the whole model that feed it, in input order), op_type, name (its output tensor),
-    order}. Needs the TFLite flatbuffer schema, which ai-edge-litert ships and tflite-runtime / tensorflow do
-    not: edgekit builds the plan on the host and sends it (--op-models) to devices it profiles remotely."""
+    order}. fuse_pad (XNNPACK): a zero PAD feeding only a convolution is timed with it, as one row
+    "PAD+CONV_2D" (XNNPACK merges them; alone, the PAD showed ~15% of a small CNN's time that the whole model
+    never spends). Needs the TFLite flatbuffer schema, which ai-edge-litert ships and tflite-runtime /
+    tensorflow do not: edgekit builds the plan on the host and sends it (--op-models) to devices it profiles
+    remotely."""
     import flatbuffers
 
     try:
@@ -503,15 +533,32 @@ def op_plan(model_path: str) -> list[dict]:
         model = fb.ModelT.InitFromPackedBuf(bytearray(f.read()), 0)
     names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
     sg = model.subgraphs[0]
-    plan = []
-    for k, op in enumerate(sg.operators):
+
+    def kind(op) -> str:
         code = model.operatorCodes[op.opcodeIndex]
-        op_type = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
-        if op_type in _SKIP_OPS or any(t >= 0 and sg.tensors[t].isVariable for t in op.inputs):
+        return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+
+    readers: dict[int, int] = {}
+    for op in sg.operators:
+        for t in op.inputs:
+            readers[t] = readers.get(t, 0) + 1
+    outputs = set(sg.outputs)
+    plan, absorbed = [], set()
+    for k, op in enumerate(sg.operators):
+        op_type = kind(op)
+        if k in absorbed or op_type in _SKIP_OPS or any(t >= 0 and sg.tensors[t].isVariable for t in op.inputs):
             continue
-        content, fed = _one_op_model(fb, flatbuffers, model, sg, op, code)
-        out_name = sg.tensors[op.outputs[0]].name
-        plan.append({"content": content, "fed": [int(t) for t in fed], "op_type": op_type,
+        group, label = [op], op_type
+        nxt = next((j for j in range(k + 1, len(sg.operators)) if op.outputs[0] in sg.operators[j].inputs), None)
+        if (fuse_pad and nxt is not None and _zero_pad(model, sg, op, op_type) and readers.get(op.outputs[0]) == 1
+                and op.outputs[0] not in outputs and kind(sg.operators[nxt]) in _FUSED_AFTER_PAD
+                and sg.operators[nxt].inputs[0] == op.outputs[0]):
+            group, label = [op, sg.operators[nxt]], f"{op_type}+{kind(sg.operators[nxt])}"
+            absorbed.add(nxt)
+        content, fed = _one_op_model(fb, flatbuffers, model, sg, group,
+                                     [model.operatorCodes[o.opcodeIndex] for o in group])
+        out_name = sg.tensors[group[-1].outputs[0]].name
+        plan.append({"content": content, "fed": [int(t) for t in fed], "op_type": label,
                      "name": out_name.decode() if isinstance(out_name, bytes) else str(out_name), "order": k})
     return plan
 
@@ -534,7 +581,8 @@ def load_op_plan(path: str) -> list[dict]:
 
 
 def _isolated_ops(runner: TfliteRunner, feeds: list, runs: int) -> list[dict]:
-    plan = load_op_plan(runner.args.op_models) if runner.args.op_models else op_plan(runner.args.model)
+    plan = load_op_plan(runner.args.op_models) if runner.args.op_models else \
+        op_plan(runner.args.model, fuse_pad=bool(runner.args.xnnpack))
     kwargs: dict = {"experimental_preserve_all_tensors": True}
     if runner.args.threads:
         kwargs["num_threads"] = int(runner.args.threads)
