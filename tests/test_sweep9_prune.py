@@ -268,3 +268,35 @@ def test_functional_layers_count_in_the_macs() -> None:
             return torch.nn.functional.linear(y.mean((2, 3)), self.v)
 
     assert count_macs(Functional(), {"x": torch.randn(1, 8, 6, 6)}) == 8 * 36 * 4 * 9 + 5 * 8
+
+
+class _InplaceHardSwishBlock(nn.Module):
+    """h-swish / h-sigmoid written with in-place and less common tensor math, as older MobileNetV3 ports do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.expand = zoo.cbn(3, 16, 3, 2, act=None), zoo.cbn(16, 64, 1, act=None)
+        self.dw, self.project = zoo.cbn(64, 64, 3, groups=64, act=None), zoo.cbn(64, 16, 1, act=None)
+        self.se1, self.se2 = nn.Conv2d(64, 16, 1), nn.Conv2d(16, 64, 1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, image):
+        x = self.stem(image)
+        y = self.expand(x)
+        y = y * torch.nn.functional.relu6(y + 3.0).div_(6.0)  # h-swish, in place
+        y = self.dw(y).clamp_(min=-6.0, max=6.0)
+        s = torch.clip(self.se2(torch.relu(self.se1(y.mean((2, 3), keepdim=True)))) + 3, 0, 6) / 6  # h-sigmoid
+        y = torch.square(y * s).sqrt_()  # |y * s|
+        return self.fc((x + self.project(y)).mean((2, 3)))
+
+
+def test_in_place_and_other_elementwise_math_keeps_channels_prunable() -> None:
+    """x.div_(6), x.clamp_(), torch.clip, torch.square, x.sqrt_() ... were unknown operators, so every channel
+    they touched stayed whole (this block: only the SE squeeze was prunable, the 64 expansion channels never)."""
+    torch.manual_seed(0)
+    model = zoo._stats(_InplaceHardSwishBlock())
+    feeds = {"image": torch.randn(1, 3, 32, 32)}
+    pruned, rep = prune_model(model, feeds, ratio=0.5, round_to=1)
+    assert pruned.expand[0].out_channels == pruned.dw[0].out_channels == pruned.se2.out_channels == 32
+    torch.manual_seed(0)
+    _zeroed_equivalent(zoo._stats(_InplaceHardSwishBlock()), feeds)

@@ -281,6 +281,36 @@ def matmul(ctx, node):
     return _batched_union(ctx, [la, lb], batch, out_shape)
 
 
+def einsum(ctx, node):
+    """torch.einsum as attention writes it: one operand with its axes reordered ('bhtd->bthd': the labels are
+    permuted), or two operands whose shared output letters are batch axes ('bhqd,bhkd->bhqk': per batch index
+    (head) one unit, as matmul). Anything else (ellipsis, a diagonal, three operands) is not understood."""
+    eq = node.args[0] if node.args and isinstance(node.args[0], str) else None
+    ops = [a for a in ctx.flat_args(node) if ctx.is_tensor(a)]
+    out_shape = ctx.shape(node)
+    if eq is None or "..." in eq or "->" not in eq or not isinstance(out_shape, tuple) or len(ops) not in (1, 2):
+        return unknown(ctx, node)
+    ins, out = eq.replace(" ", "").split("->")
+    ins = ins.split(",")
+    if len(ins) != len(ops) or any(len(set(t)) != len(t) or len(t) != len(ctx.shape(a)) for t, a in zip(ins, ops)) \
+            or len(set(out)) != len(out):
+        return unknown(ctx, node)
+    labs = [align(ctx.lab(a), len(t)) for t, a in zip(ins, ops)]
+    if len(ops) == 1:
+        if sorted(ins[0]) != sorted(out):
+            return unknown(ctx, node)
+        return labs[0].permute(*[ins[0].index(c) for c in out]).contiguous()
+    batch = [c for c in out if c in ins[0] and c in ins[1]]
+    if not batch:  # a contraction with no batch axis (a Linear written as einsum): its inputs stay whole
+        return unknown(ctx, node)
+    firsts = [lab.permute(*[t.index(c) for c in batch + [c for c in t if c not in batch]]) for t, lab in zip(ins, labs)]
+    sizes = tuple(out_shape[out.index(c)] for c in batch)
+    merged = _batched_union(ctx, firsts, sizes, (*sizes, *([1] * (len(out) - len(batch)))))
+    merged = align(merged, len(out)).reshape(*merged.shape[:len(batch)], *([1] * (len(out) - len(batch))))
+    order = batch + [c for c in out if c not in batch]
+    return merged.permute(*[order.index(c) for c in out]).contiguous()
+
+
 def sdpa(ctx, node):
     """F.scaled_dot_product_attention: per batch index (head) one unit, as matmul. An attn_mask is added to the
     (..., Tq, Tk) scores: where it varies along the head axes (T5's relative position bias, ALiBi slopes, Swin's
@@ -440,6 +470,15 @@ def _table() -> dict[object, Callable]:
               "split", "chunk", "narrow", "expand", "expand_as", "view_as", "reshape_as", "movedim", "unbind",
               "repeat", "select"):
         t[f] = movement
+    for f in (torch.log, torch.log1p, torch.expm1, torch.square, torch.reciprocal, torch.clip, torch.sign, torch.sin,
+              torch.cos, torch.round, torch.floor, torch.clamp_min, torch.clamp_max, torch.true_divide, torch.rsub,
+              torch.floor_divide, torch.lerp, torch.addcmul, torch.nan_to_num, torch.relu_, torch.sigmoid_, F.relu_,
+              F.hardtanh_, F.elu_, F.leaky_relu_, F.threshold_,
+              "sub_", "div_", "pow_", "clamp_", "clamp_min_", "clamp_max_", "clip", "clip_", "sigmoid_", "tanh_",
+              "exp_", "abs_", "neg_", "sqrt_", "rsqrt_", "log", "log_", "log1p", "expm1", "square", "square_",
+              "reciprocal", "sign", "sin", "cos", "floor", "round", "true_divide", "rsub", "lerp", "addcmul",
+              "nan_to_num", "masked_fill_", "bool", "long", "int", "bfloat16", "logical_not"):
+        t.setdefault(f, elementwise)  # in-place variants and more per-element math: operands share channels
     t[operator.getitem] = getitem
     t[F.glu] = glu
     t[F.pad] = pad
@@ -456,6 +495,7 @@ def _table() -> dict[object, Callable]:
         t[f] = pool_fn
     for f in (torch.matmul, torch.bmm, operator.matmul, "matmul", "bmm"):
         t[f] = matmul
+    t[torch.einsum] = einsum
     t[F.scaled_dot_product_attention] = sdpa
     for f in (F.layer_norm, getattr(F, "rms_norm", None)):
         if f is not None:
