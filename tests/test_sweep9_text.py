@@ -407,3 +407,44 @@ def test_text_feeds_position_ids_and_a_float_mask(tmp_path: Path) -> None:
     feed = next(iter(read(str(text), specs)))
     n = int(feed["attention_mask"].sum())
     assert feed["attention_mask"].dtype == np.float32 and (feed["position_ids"][0, :n] == np.arange(n)).all()
+
+
+class _EinsumAttention(torch.nn.Module):
+    """Attention written with torch.einsum, heads kept on axis 2 ('bqhd,bkhd->bhqk')."""
+
+    def __init__(self, d: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.inp, self.q, self.k, self.v, self.o = (torch.nn.Linear(d, d) for _ in range(5))
+
+    def forward(self, x):
+        x = self.inp(x)
+        b, t, c = x.shape
+        q, k, v = (f(x).view(b, t, self.heads, c // self.heads) for f in (self.q, self.k, self.v))
+        a = torch.einsum("bqhd,bkhd->bhqk", q, k).softmax(-1)
+        y = torch.einsum("bhqk,bkhd->bhqd", a, v)
+        return x + self.o(torch.einsum("bhqd->bqhd", y).reshape(b, t, c))
+
+
+def test_einsum_attention_prunes_whole_heads() -> None:
+    """torch.einsum was unknown to pruning, so attention written with it (and a 'bhtd->bthd' permute) kept every
+    head. One operand: its labels are permuted; two: the output letters both share are batch axes (one unit per
+    head), as matmul. Pruned = the original with the removed head's output columns zeroed."""
+    import copy
+
+    from edgekit.prune.apply import build_pruned
+    from edgekit.prune.graph import analyze
+
+    torch.manual_seed(0)
+    model = _EinsumAttention().eval()
+    feeds = {"x": torch.randn(2, 5, 32)}
+    an = analyze(model, feeds)
+    heads = next(g for g in an.groups() if "q" in g.modules())
+    assert heads.modules() == ["k", "o", "q", "v"] and len(heads.units) == 4
+    pruned, _ = build_pruned(an, {heads.units[2].root}, feeds, original=model)
+    gone = (set(range(4)) - {next(i for i in range(32) if torch.equal(model.q.weight[i], r)) // 8
+                             for r in pruned.get_submodule("q").weight}).pop()
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        zeroed.o.weight[:, gone * 8:(gone + 1) * 8] = 0.0
+        torch.testing.assert_close(pruned(**feeds), zeroed(**feeds), rtol=1e-5, atol=1e-5)
