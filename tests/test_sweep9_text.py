@@ -448,3 +448,14 @@ def test_einsum_attention_prunes_whole_heads() -> None:
     with torch.no_grad():
         zeroed.o.weight[:, gone * 8:(gone + 1) * 8] = 0.0
         torch.testing.assert_close(pruned(**feeds), zeroed(**feeds), rtol=1e-5, atol=1e-5)
+
+
+def test_distill_help_names_the_sources_it_takes() -> None:
+    """`edgekit distill --help` offered '.pt2' as a MODEL, which the command then refuses (a torch.export program has
+    no torch.nn layers to prune)."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    out = CliRunner().invoke(cli, ["distill", "--help"]).output
+    assert "a .pt2 or TorchScript file has none" in " ".join(out.split()) and "torch model: .pt2" not in out

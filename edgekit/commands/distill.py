@@ -46,8 +46,9 @@ def distill(model: str, output: str, prune: float | None, prune_macs: float | No
             round_to: int, importance: str, allocation: str, no_reconstruct: bool, distill_steps: int, calibration: str | None,
             train_data: str | None, batch_size: int, lr: float | None, temperature: float, feature_layers: tuple[str, ...],
             no_augment: bool, train_precision: str, input_shapes: tuple[str, ...], weights: str | None, seed: int, task: str, as_json: bool) -> None:
-    """Prune MODEL (a torch model: .pt2, TorchScript-free factory pkg.module:fn, or zoo:NAME) and recover it
-    by distilling from the original on unlabeled data. Writes a torch.export program (-o OUT.pt2).
+    """Prune MODEL (a torch model with its torch.nn layers: a Python factory pkg.module:fn, or zoo:NAME; a .pt2 or
+    TorchScript file has none) and recover it by distilling from the original on unlabeled data. Writes a
+    torch.export program (-o OUT.pt2).
 
     \b
     Examples:
