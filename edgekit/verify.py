@@ -95,23 +95,55 @@ def _paired(refs: list[Outputs], cands: list[Outputs]) -> list[list[tuple[np.nda
     return pairs
 
 
-def _centre(values: list[np.ndarray]) -> float:
-    """The reference mean a generic output's cosine is taken about (0 for an output that barely varies: priors).
-    Accumulated sample by sample: 100 segmentation maps of 21x512x512 are 4 GB as one float64 array."""
-    n, total, squares = 0, 0.0, 0.0
+def _finite_f64(v: Any) -> tuple[np.ndarray, np.ndarray]:
+    v = np.asarray(v, np.float64)
+    ok = np.isfinite(v)
+    return np.where(ok, v, 0.0), ok
+
+
+def feature_axis(shape: tuple[int, ...]) -> int | None:
+    """The axis whose entries are different quantities: the shortest non-batch axis longer than 1, when it is at
+    most half as long as another (a YOLO head's 4 + K columns of (1, 8400, 4 + K) or its (1, 4 + K, 8400), a
+    segmentation map's classes, a pose net's joints, an image's colours); None for a plain vector or map."""
+    long = [(d, i) for i, d in enumerate(shape) if i >= 1 and d > 1]
+    if len(long) < 2:
+        return None
+    d, axis = min(long)
+    return axis if 2 * d <= max(e for e, i in long if i != axis) else None
+
+
+def _standardizer(values: list[np.ndarray]) -> tuple[Any, Any]:
+    """(centre, scale) a generic output is compared with, from the reference over every sample (accumulated sample
+    by sample: 100 segmentation maps of 21x512x512 are 4 GB as one float64 array).
+
+    Centre: the reference's mean; per feature (feature_axis) with each feature scaled by its spread, so that one
+    tensor of box corners in pixels and class scores in 0..1 does not hide all-zero scores behind its boxes.
+    (0, 1) (the plain cosine) for an output that varies by no more than 1e-3 of its magnitude: about its mean
+    that is float32 rounding (10 ulps of a value around 40 are 5e-5)."""
+    n, total = 0, 0.0
     for v in values:
-        v = np.asarray(v, np.float64).ravel()
-        v = v[np.isfinite(v)]
-        n, total = n + v.size, total + float(v.sum())
+        v, ok = _finite_f64(v)
+        n, total = n + int(ok.sum()), total + float(v.sum())
     if not n:
-        return 0.0
+        return 0.0, 1.0
     mu = total / n
-    for v in values:
-        v = np.asarray(v, np.float64).ravel()
-        squares += float(np.square(v[np.isfinite(v)] - mu).sum())
-    # about the mean only when the output varies well above float32 rounding of its magnitude (10 ulps of a value
-    # around 40 are 5e-5: spread 1e-3 of it leaves fp32 artifacts at cosine 1 - 1e-6, not below the 0.99999 gate)
-    return mu if np.sqrt(squares / n) > 1e-3 * abs(mu) else 0.0
+    spread = np.sqrt(sum(float(np.square(np.where(ok, v - mu, 0.0)).sum()) for v, ok in map(_finite_f64, values)) / n)
+    if not spread > 1e-3 * abs(mu):
+        return 0.0, 1.0
+    shape = np.shape(values[0])
+    axis = feature_axis(shape)
+    if axis is None or any(np.shape(v) != shape for v in values):
+        return mu, 1.0
+    others = tuple(i for i in range(len(shape)) if i != axis)
+    count = sum(ok.sum(axis=others, keepdims=True) for _, ok in map(_finite_f64, values))
+    mu_f = sum(v.sum(axis=others, keepdims=True) for v, _ in map(_finite_f64, values)) / np.maximum(count, 1)
+    var_f = sum(np.where(ok, np.square(v - mu_f), 0.0).sum(axis=others, keepdims=True)
+                for v, ok in map(_finite_f64, values)) / np.maximum(count, 1)
+    sd_f = np.sqrt(var_f)
+    scale = np.maximum(sd_f, np.maximum(1e-3 * np.abs(mu_f), 1e-3 * spread))
+    if float(np.sqrt(np.mean(np.square(sd_f / scale)))) < 0.1:  # no feature varies beyond rounding: whole-output
+        return mu, 1.0
+    return mu_f, scale
 
 
 def _scored(r: np.ndarray, c: np.ndarray, d: np.ndarray) -> float:
@@ -122,9 +154,10 @@ def _scored(r: np.ndarray, c: np.ndarray, d: np.ndarray) -> float:
 def output_scores(refs: list[Outputs], cands: list[Outputs], task: str) -> list[list[float]]:
     """Per sample, per output: the cosine of a float output, the share of equal elements of an integer one.
 
-    A generic model's float outputs are compared about the reference's mean (over every sample and element):
-    depth in metres, boxes in pixels, scores near 0.5, an image are far from zero, and a plain cosine called an
-    output stuck at its mean 0.999 (a depth map) or 0.95 (a super-resolution net without its learned branch). An
+    A generic model's float outputs are compared about the reference's mean (over every sample and element; per
+    feature, each scaled by its spread, see _standardizer): depth in metres, boxes in pixels, scores near 0.5, an
+    image are far from zero, and a plain cosine called an output stuck at its mean 0.999 (a depth map), and a
+    YOLO-style (1, M, 4 + K) tensor with all-zero scores 0.9999995. An
     output of one value per sample (a similarity, an angle) has no direction of its own: it is judged over the
     samples together. Classifier logits and embeddings keep the plain cosine."""
     pairs = _paired(refs, cands)
@@ -135,7 +168,7 @@ def output_scores(refs: list[Outputs], cands: list[Outputs], task: str) -> list[
             for s, (r, c) in enumerate(column):
                 scores[s][o] = float(np.mean(r == c)) if r.size else 1.0
             continue
-        mu = _centre([r for r, _ in column]) if task == "generic" else 0.0
+        mu, scale = _standardizer([r for r, _ in column]) if task == "generic" else (0.0, 1.0)
         if task == "generic" and all(r.size == 1 for r, _ in column) and len(column) > 1:
             r, c, d = _finite(*(np.array([np.asarray(p[i], np.float64).ravel()[0] for p in column]) for i in (0, 1)))
             joint = _scored(r - mu, c - mu, d)
@@ -144,7 +177,7 @@ def output_scores(refs: list[Outputs], cands: list[Outputs], task: str) -> list[
             continue
         for s, (r, c) in enumerate(column):
             r, c, d = _finite(np.asarray(r, np.float64), np.asarray(c, np.float64))
-            scores[s][o] = _scored(r - mu, c - mu, d)
+            scores[s][o] = _scored((r - mu) / scale, (c - mu) / scale, d)
     return scores
 
 

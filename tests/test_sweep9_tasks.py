@@ -338,3 +338,20 @@ def test_an_output_that_barely_varies_keeps_the_plain_cosine_in_fp32():
     refs = [[(100 + 3e-4 * rng.normal(size=(1, 64))).astype(np.float32)] for _ in range(8)]
     ulps = [[r[0] + np.float32(3 * 7.6e-6) * rng.choice([-1, 1], size=r[0].shape).astype(np.float32)] for r in refs]
     assert check(compare(refs, ulps, "generic"), FP32)[0]
+
+
+def test_one_tensor_of_boxes_and_scores_is_judged_per_feature():
+    """A YOLO-style head writes one (1, M, 4 + K) tensor (or its (1, 4 + K, M) transpose): box corners in
+    pixels next to class scores in 0..1. All-zero scores scored 0.9999995 (the boxes dominate the vector) and
+    passed every floor. Each feature (the short axis) is standardized by its own spread first."""
+    rng = np.random.default_rng(0)
+    refs = [[np.concatenate([rng.uniform(0, 640, (1, 100, 4)), rng.random((1, 100, 3)) ** 4], -1).astype(np.float32)]
+            for _ in range(16)]
+    zeroed = [[np.concatenate([r[0][..., :4], np.zeros_like(r[0][..., 4:])], -1)] for r in refs]
+    for layout in ((0, 1, 2), (0, 2, 1)):
+        ref = [[np.ascontiguousarray(r[0].transpose(layout))] for r in refs]
+        bad = [[np.ascontiguousarray(z[0].transpose(layout))] for z in zeroed]
+        assert compare(ref, bad, "generic")["cosine_mean"] < 0.8 and not check(compare(ref, bad, "generic"), INT8)[0]
+        assert held_out_figures(ref, bad, "generic")["drop"] > 0.2
+        close = [[r[0] * np.float32(1 + 1e-7)] for r in ref]
+        assert check(compare(ref, close, "generic"), FP32)[0]
