@@ -300,3 +300,48 @@ def test_in_place_and_other_elementwise_math_keeps_channels_prunable() -> None:
     assert pruned.expand[0].out_channels == pruned.dw[0].out_channels == pruned.se2.out_channels == 32
     torch.manual_seed(0)
     _zeroed_equivalent(zoo._stats(_InplaceHardSwishBlock()), feeds)
+
+
+class _FrozenBatchNorm2d(nn.Module):
+    """torchvision.ops.misc.FrozenBatchNorm2d (detection backbones: Faster R-CNN, RetinaNet, DETR): statistics
+    and affine as buffers, applied with tensor math."""
+
+    def __init__(self, n: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.rand(n) + 0.5)
+        self.register_buffer("bias", torch.randn(n) * 0.1)
+        self.register_buffer("running_mean", torch.randn(n) * 0.1)
+        self.register_buffer("running_var", torch.rand(n) + 0.5)
+
+    def forward(self, x):
+        scale = self.weight.reshape(1, -1, 1, 1) * (self.running_var.reshape(1, -1, 1, 1) + self.eps).rsqrt()
+        return x * scale + (self.bias.reshape(1, -1, 1, 1) - self.running_mean.reshape(1, -1, 1, 1) * scale)
+
+
+class _FrozenBNBackbone(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.n1 = nn.Conv2d(3, 16, 3, 2, 1, bias=False), _FrozenBatchNorm2d(16)
+        self.c2, self.n2 = nn.Conv2d(16, 32, 3, 1, 1, bias=False), _FrozenBatchNorm2d(32)
+        self.c3, self.n3 = nn.Conv2d(32, 16, 1, bias=False), _FrozenBatchNorm2d(16)
+        self.head = nn.Conv2d(16, 5, 1)
+
+    def forward(self, image):
+        x = torch.relu(self.n1(self.c1(image)))
+        return self.head(torch.relu(x + self.n3(self.c3(torch.relu(self.n2(self.c2(x)))))))
+
+
+def test_frozen_batchnorm_buffers_follow_the_channels() -> None:
+    """FrozenBatchNorm2d keeps its per-channel statistics in buffers, which were taken for fixed whole tensors:
+    every channel they touched stayed (this backbone: 0% removed at --prune 0.5, silently). A floating-point
+    buffer with one wide axis is sliced with its channels and stays a buffer."""
+    torch.manual_seed(0)
+    model = _FrozenBNBackbone().eval()
+    feeds = {"image": torch.randn(1, 3, 16, 16)}
+    pruned, rep = prune_model(model, feeds, ratio=0.5, round_to=1)
+    assert pruned.c2.out_channels == pruned.n2.running_var.numel() == pruned.c3.in_channels == 16
+    assert dict(pruned.n2.named_buffers()).keys() == dict(model.n2.named_buffers()).keys()
+    assert not dict(pruned.n2.named_parameters()) and rep["macs_removed"] > 0.4
+    torch.manual_seed(0)
+    _zeroed_equivalent(_FrozenBNBackbone().eval(), feeds)

@@ -41,12 +41,16 @@ def _set_module(root, name: str, new) -> None:
 
 
 def _slice_param(owner, pname: str, dims: dict[int, np.ndarray]) -> None:
+    """Keep the indices `dims` of a parameter (or a buffer, which stays a buffer) of a module pruning does not rebuild."""
     import torch
 
     t = getattr(owner, pname)
     with torch.no_grad():
         for dim, idx in dims.items():
             t = t.index_select(dim, torch.as_tensor(idx, dtype=torch.long))
+    if pname in owner._buffers:
+        owner.register_buffer(pname, t.clone(), persistent=pname not in owner._non_persistent_buffers_set)
+        return
     setattr(owner, pname, torch.nn.Parameter(t.clone(), requires_grad=getattr(owner, pname).requires_grad))
 
 

@@ -347,7 +347,9 @@ class Analysis:
         owner, _, pname = node.target.rpartition(".")
         t = getattr(self.modules[owner], pname) if owner else getattr(self.gm, pname)
         wide = [ax for ax, d in enumerate(shp) if d != 1]
-        if isinstance(t, torch.nn.Parameter) and (len(shp) == 2 or len(wide) <= 1):
+        per_channel_buffer = not isinstance(t, torch.nn.Parameter) and isinstance(t, torch.Tensor) \
+            and t.is_floating_point() and len(wide) <= 1  # FrozenBatchNorm2d's statistics and affine
+        if (isinstance(t, torch.nn.Parameter) and (len(shp) == 2 or len(wide) <= 1)) or per_channel_buffer:
             # a per-channel parameter (scale, bias; (C, 1, 1) or (1, C, 1, 1) layer scales and biases broadcast
             # over NCHW), a (1, 1, C) token, or a table whose rows are gathered (Swin's relative position bias,
             # (positions, heads)): channels on its one wide axis, else the last; the op rules take it from here
