@@ -345,3 +345,12 @@ def test_frozen_batchnorm_buffers_follow_the_channels() -> None:
     assert not dict(pruned.n2.named_parameters()) and rep["macs_removed"] > 0.4
     torch.manual_seed(0)
     _zeroed_equivalent(_FrozenBNBackbone().eval(), feeds)
+
+
+def test_a_prune_ratio_that_removes_nothing_warns(capsys) -> None:
+    """--prune 0.5 on a model whose channels are all fixed (here: by the first layer and the output) removed
+    nothing and said so only in the log line 'pruned: ... (0.0% removed)'; --prune-macs warned."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    _, rep = prune_model(model, {"input": torch.randn(1, 3, 8, 8)}, ratio=0.5)
+    assert rep["macs_removed"] == 0
+    assert "warning: --prune 0.5: only 0.0% of MACs removed: no channel group can be pruned" in capsys.readouterr().err

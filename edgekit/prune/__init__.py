@@ -211,8 +211,11 @@ def prune_model(module, example_inputs: dict[str, Any], *, ratio: float | None =
     }
     log(f"pruned: params {report['params_before']:,} -> {report['params_after']:,}, "
         f"MACs {macs_before:,} -> {macs_after:,} ({100 * report['macs_removed']:.1f}% removed)")
-    if macs_ratio is not None and report["macs_removed"] < macs_ratio / 2:
-        warn(f"--prune-macs {macs_ratio:g}: only {100 * report['macs_removed']:.1f}% of MACs removed: "
+    short = report["macs_removed"] < macs_ratio / 2 if macs_ratio is not None else target > 0 and not report[
+        "macs_removed"]  # --prune R that removed nothing said so in a log line only
+    if short:
+        option = f"--prune-macs {macs_ratio:g}" if macs_ratio is not None else f"--prune {target:g}"
+        warn(f"{option}: only {100 * report['macs_removed']:.1f}% of MACs removed: "
              + (f"{len(groups)} prunable channel group(s)" if groups else "no channel group can be pruned")
              + f"; channels stay whole when model inputs/outputs fix them, in the first and last layers (kept: "
              f"{', '.join(sorted(excluded)) or 'none'}) and around layers pruning does not know (JSON prune.groups)")
