@@ -82,7 +82,7 @@ def test_macs_target_reached_and_outputs_keep_their_shapes(name: str) -> None:
 
 
 # --- distillation ---------------------------------------------------------------------------------------------
-def _images(n: int = 48, size: int = 64) -> SampleSet:
+def _images(n: int = 24, size: int = 32) -> SampleSet:
     data = np.random.default_rng(0).standard_normal((n, 3, size, size)).astype(np.float32)
     return SampleSet("images", n, lambda i: {"image": data[i:i + 1]})
 
@@ -93,12 +93,10 @@ def test_distillation_runs_the_student_without_stochastic_depth() -> None:
     student identical to its teacher had a training loss of 0.36 at the first step (noise against exact targets).
     The student now runs its inference forward while training, BatchNorm aside."""
     teacher = zoo.efficientnet()
-    rep = distill(teacher, copy.deepcopy(teacher), _images(), steps=2, batch_size=4, lr=1e-9, augment=False,
-                  freeze_bn=True, task="classification")
-    assert rep["train_loss_first"] == pytest.approx(0.0, abs=1e-6)
     student = copy.deepcopy(teacher)
-    rep = distill(teacher, student, _images(), steps=2, batch_size=8, lr=1e-9, augment=False, task="classification")
-    assert rep["train_loss_first"] > 0  # BatchNorm still trains on batch statistics when not frozen
+    rep = distill(teacher, student, _images(), steps=1, batch_size=4, lr=1e-9, augment=False, freeze_bn=True,
+                  task="classification")
+    assert rep["train_loss_first"] == pytest.approx(0.0, abs=1e-6)
     assert not student.training  # handed back in inference mode
 
 
