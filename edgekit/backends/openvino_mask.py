@@ -44,12 +44,13 @@ def _const(model: Any, producers: dict[str, Any], name: str) -> np.ndarray | Non
     return None
 
 
-def _from_int_cast(name: str, producers: dict[str, Any], types: dict[str, int]) -> Any:
-    """The Cast-to-float of an integer/bool tensor that `name` is (through ops that only move values), else None."""
+def _from_int_cast(name: str, producers: dict[str, Any], types: dict[str, int] | None) -> Any:
+    """The Cast-to-float of an integer/bool tensor that `name` is (through ops that only move values), else None
+    (types None: any Cast)."""
     node = producers.get(name)
     while node is not None and node.op_type in MOVES:
         node = producers.get(node.input[0])
-    if node is None or node.op_type != "Cast" or types.get(node.input[0]) not in INTS:
+    if node is None or node.op_type != "Cast" or (types is not None and types.get(node.input[0]) not in INTS):
         return None
     return node
 
@@ -57,13 +58,15 @@ def _from_int_cast(name: str, producers: dict[str, Any], types: dict[str, int]) 
 def _matches(model: Any, types: dict[str, int] | None = None) -> list[tuple[Any, int, np.ndarray, Any]]:
     """(Sub node, index of its mask operand, the other operand's integer constant, the Cast) for each rewrite."""
     g = model.graph
-    types = types if types is not None else _types(model)
     producers = {o: n for n in g.node for o in n.output}
     muls = {i for n in g.node if n.op_type == "Mul" for i in n.input}
+    subs = [n for n in g.node if n.op_type == "Sub" and n.domain in ("", "ai.onnx") and n.output[0] in muls
+            and any(_from_int_cast(i, producers, None) is not None for i in n.input)]
+    if not subs:
+        return []
+    types = types if types is not None else _types(model)  # shape inference only when a candidate is there
     found = []
-    for node in g.node:
-        if node.op_type != "Sub" or node.domain not in ("", "ai.onnx") or node.output[0] not in muls:
-            continue
+    for node in subs:
         for k in (1, 0):
             cast = _from_int_cast(node.input[k], producers, types)
             const = _const(model, producers, node.input[1 - k]) if cast is not None else None
