@@ -352,3 +352,14 @@ def test_a_prune_ratio_that_removes_nothing_warns(capsys) -> None:
     _, rep = prune_model(model, {"input": torch.randn(1, 3, 8, 8)}, ratio=0.5)
     assert rep["macs_removed"] == 0
     assert "warning: --prune 0.5: only 0.0% of MACs removed: no channel group can be pruned" in capsys.readouterr().err
+
+
+def test_yolov8_c2f_list_of_chunks_traces_and_prunes() -> None:
+    """Ultralytics' C2f builds `y = list(self.cv1(x).chunk(2, 1))`: list() asks the traced value for its length,
+    which torch.fx refuses, so --prune refused every YOLOv8 model (exit 4, "'len' is not supported in symbolic
+    tracing"). A chunk / split whose arguments give the part count has that length while tracing."""
+    model = zoo.tiny_yolo()
+    pruned, rep = prune_model(model, _feeds("tiny_yolo"), macs_ratio=0.4, round_to=4)
+    assert rep["macs_removed"] >= 0.4
+    assert pruned.c2f2.m[0].cv1.conv.in_channels < model.c2f2.m[0].cv1.conv.in_channels  # a chunk half pruned
+    assert pruned(**_feeds("tiny_yolo", batch=2)).shape == (2, 19, 64)

@@ -10,6 +10,7 @@ interchangeable: the channels of one coupled layer set).
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,7 +94,7 @@ def trace(module, inputs=None):
     try:
         tracer = Tracer()
         tracer.proxy_buffer_attributes = True  # a buffer sliced by a traced size: position_ids[:, :seq_len]
-        with traceable_torch_calls():
+        with traceable_torch_calls(), _known_lengths():
             graph = tracer.trace(module, concrete_args=_unfed_defaults(module, inputs) or None)
         return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
     except Exception as exc:  # noqa: BLE001
@@ -103,6 +104,25 @@ def trace(module, inputs=None):
             hint="pruning needs a forward without data-dependent Python control flow or Python numbers made from "
                  "tensor sizes (int(x.shape[0] / n): use x.shape[0] // n or -1 in view); convert without --prune",
         ) from exc
+
+
+@contextlib.contextmanager
+def _known_lengths():
+    """len() of a traced chunk / split result whose part count the arguments give (`_parts_count`):
+    `list(x.chunk(2, 1))` (YOLOv8's C2f) asks for it before iterating; any other len() still fails."""
+    from torch.fx import Proxy
+
+    original = Proxy.__len__
+
+    def length(self):
+        n = _parts_count(self.node)
+        return original(self) if n is None else n
+
+    Proxy.__len__ = length
+    try:
+        yield
+    finally:
+        Proxy.__len__ = original
 
 
 def _parts_count(node) -> int | None:
