@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import DataError, UsageError
-from edgekit.progress import Progress, log
+from edgekit.progress import Progress, log, warn
 
 TASKS = ("classification", "embedding", "generic")
 # --task: "auto" takes the source's own (a zoo model's, else classification for one (N, C) output, else generic)
@@ -673,6 +673,7 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     if calib and not freeze_bn:
         n_bn_end = _recalibrate_if_better(student, calib, evaluate, final)
         final, _ = evaluate()
+    kept_start = final > before and best[0] >= before  # no checkpoint beat the weights distillation started from
     if final > best[0]:
         student.load_state_dict(best[1])
     after, agree_after = evaluate()
@@ -697,5 +698,14 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     }
     if accuracy is not None:
         report["held_out_accuracy_after"] = accuracy
-    log(f"distilled {step} steps: held-out loss {before:.4g} -> {after:.4g}")
+    report["kept_start"] = kept_start
+    which = "top-1 agreement" if task == "classification" else "cosine"
+    figures = f"held-out loss {before:.4g} -> {after:.4g}"
+    if agree_before is not None and agree_after is not None:
+        figures += f", {which} with the teacher {agree_before:.4f} -> {agree_after:.4f}"
+    if kept_start:
+        warn(f"distilled {step} steps: no checkpoint beat the starting weights on the held-out samples ({figures}); "
+             "those weights are kept. More steps, another --lr or more (or augmented) training data may help")
+    else:
+        log(f"distilled {step} steps: {figures}")
     return report

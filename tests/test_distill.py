@@ -338,3 +338,19 @@ def test_feature_loss_bridges_pruned_channels_of_1d_blocks():
     rep = distill(teacher, student, samples, steps=12, task="generic", batch_size=16, lr=1e-3, recalibrate=False)
     assert rep["feature_layers"] == ["blocks.0", "blocks.1", "blocks.2"]
     assert rep["held_out_loss_after"] <= rep["held_out_loss_before"]
+
+
+def test_a_run_that_never_beats_its_start_says_so(capsys):
+    """A student that is already the teacher cannot improve: the starting weights are kept, the report says
+    kept_start and a warning names it with the held-out figures (it logged 'held-out loss x -> x', as if
+    distillation had run and done nothing); a run that improves does not warn."""
+    import copy
+
+    teacher = Wrap(teacher_cnn())
+    rep = distill(teacher, copy.deepcopy(teacher), image_samples(), steps=8, batch_size=16, lr=3e-2, seed=0)
+    err = capsys.readouterr().err
+    assert rep["kept_start"] and rep["held_out_loss_after"] == rep["held_out_loss_before"]
+    assert "no checkpoint beat the starting weights" in err and "top-1 agreement with the teacher" in err
+    student, _ = prune_model(teacher, {"x": torch.randn(1, 3, 12, 12)}, ratio=0.5, keep_first_last=False)
+    rep = distill(teacher, student, image_samples(), steps=60, batch_size=16, lr=3e-3, seed=3, augment=False)
+    assert not rep["kept_start"] and "no checkpoint beat" not in capsys.readouterr().err
