@@ -186,6 +186,7 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
     max_abs, abs_sum, count, cosines, agree, ref_peak = 0.0, 0.0, 0, [], 0, 0.0
     confident, confident_agree = 0, 0
     exact, n_int, int_equal, int_count, one_sided = 0, 0, 0, 0, 0
+    classes: set[int] = set()  # the source's top-1 classes over the samples
     for ref, row, score in zip(refs, _paired(refs, cands), scores):
         per_output: list[float] = []
         integer = [is_integer(r) for r in ref]
@@ -212,6 +213,8 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
         if task == "classification":
             same = top1_same(ref[0], row[0][1])
             agree += same
+            classes.update(np.asarray(ref[0]).reshape(-1, np.shape(ref[0])[-1]).argmax(-1).tolist()
+                           if np.ndim(ref[0]) else [])
             if top1_probability(ref[0]) >= CONFIDENT:
                 confident += 1
                 confident_agree += same
@@ -226,6 +229,8 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
         # benchmark's); disagreements elsewhere are near-ties that any perturbation may flip
         "top1_agreement_confident": confident_agree / confident if confident else None,
         "confident_samples": confident if task == "classification" else None,
+        # one class for every sample (a skewed set, a collapsed model): top-1 agreement cannot show a changed answer
+        "reference_classes": len(classes) if task == "classification" else None,
         "samples": len(refs),
         "reference_peak": ref_peak,
         # inf/NaN on one side only (an int8 log of a value rounded to 0): always a failure
@@ -246,6 +251,8 @@ def summary(figures: dict[str, Any]) -> str:
         if figures.get("top1_agreement_confident") is not None and figures["top1_agreement"] < 1.0:
             top1 += (f" ({figures['top1_agreement_confident']:.3f} on the {figures['confident_samples']} samples "
                      f"the source classifies with p >= 0.5)")
+        if figures.get("reference_classes") == 1 and figures.get("samples", 0) > 1:
+            top1 += " (the source gives every sample one class: top-1 agreement shows nothing here, cosine does)"
         parts.append(top1)
     if figures.get("integer_agreement") is not None:
         parts.append(f"integer outputs: {figures['integer_agreement']:.4f} of elements equal, "

@@ -459,3 +459,19 @@ def test_distill_help_names_the_sources_it_takes() -> None:
 
     out = CliRunner().invoke(cli, ["distill", "--help"]).output
     assert "a .pt2 or TorchScript file has none" in " ".join(out.split()) and "torch model: .pt2" not in out
+
+
+def test_top1_agreement_on_one_reference_class_says_it_shows_nothing() -> None:
+    """A text classifier that puts every calibration sentence in one class (a skewed set, or the random BERT heads
+    here: all 85 sentences class 0) verified with 'top-1 agreement 1.000' as if that meant something: any artifact
+    agrees on a constant answer. The figures count the source's classes and the log line says so."""
+    from edgekit.verify import compare, summary
+
+    rng = np.random.default_rng(0)
+    refs = [[np.array([[3.0, 0.1, -1.0]]) + rng.normal(0, 0.01, (1, 3))] for _ in range(6)]
+    figures = compare(refs, [[r[0] + 0.001] for r in refs], "classification")
+    assert figures["reference_classes"] == 1 and figures["top1_agreement"] == 1.0
+    assert "every sample one class" in summary(figures)
+    refs[0] = [np.array([[0.0, 2.0, 0.0]])]
+    figures = compare(refs, [[r[0] + 0.001] for r in refs], "classification")
+    assert figures["reference_classes"] == 2 and "every sample" not in summary(figures)
