@@ -377,22 +377,38 @@ def _scheme_line(st: State, target: Target) -> str:
     return f"{s.activations} activations, {s.method} calibration, {len(st.calib)} samples"
 
 
+def _ranked_groups(st: State) -> list[dict[str, Any]]:
+    """The graph outputs an in-graph TopK ranks (once per run, from the fp32 hub graph)."""
+    meta = st.model.meta
+    if "ranked_groups" not in meta:
+        import onnx
+
+        from edgekit.verify_ranked import ranked_groups
+
+        meta["ranked_groups"] = ranked_groups(onnx.load(str(st.hub), load_external_data=False))
+    return meta["ranked_groups"]
+
+
 def verify_artifact(st: State, backend, path: Path, target: Target, precision: str, options,
                     label: str = "") -> dict[str, Any]:
     from edgekit.verify import check, compare, run_all, summary
+    from edgekit.verify_ranked import align_ranked
 
     role = "int8" if precision == "int8" else "fp32"
     samples = st.held_out if precision == "int8" else st.verify_fp32
     refs = st.refs[role]
     session = backend.load(path, options)
     outputs = run_all(session, samples)
+    ranked = _ranked_groups(st)
     try:
+        outputs = align_ranked(refs, outputs, ranked)  # TopK rows in the reference's order (verify_ranked.py)
         figures = compare(refs, outputs, st.model.task)
     except ValueError as exc:  # the artifact's outputs differ in count or shape from the source model's
         raise VerificationError(f"{target.name} {precision} artifact failed verification: {exc}",
                                 hint="nothing was written; the backend lowered the model wrongly") from exc
     if precision == "int8":
-        figures["quantized_graph"] = compare(refs, quantized_refs(st, target), st.model.task)
+        figures["quantized_graph"] = compare(refs, align_ranked(refs, quantized_refs(st, target), ranked),
+                                            st.model.task)
     if f"unpruned:{role}" in st.refs:
         figures["vs_unpruned"] = compare(st.refs[f"unpruned:{role}"], outputs, st.model.task)
     passed, failures = check(figures, target.tolerances(precision))
