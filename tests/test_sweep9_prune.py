@@ -363,3 +363,30 @@ def test_yolov8_c2f_list_of_chunks_traces_and_prunes() -> None:
     assert rep["macs_removed"] >= 0.4
     assert pruned.c2f2.m[0].cv1.conv.in_channels < model.c2f2.m[0].cv1.conv.in_channels  # a chunk half pruned
     assert pruned(**_feeds("tiny_yolo", batch=2)).shape == (2, 19, 64)
+
+
+class _SEExpand(nn.Module):
+    """SE whose gate is expanded to x's size read from x: `.view(b, c, 1, 1).expand(b, c, h, w)`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.exp, self.proj = zoo.cbn(3, 16, 3, 2), zoo.cbn(16, 64, 1), zoo.cbn(64, 16, 1, act=None)
+        self.fc1, self.fc2, self.fc = nn.Linear(64, 16), nn.Linear(16, 64), nn.Linear(16, 10)
+
+    def forward(self, image):
+        x = self.stem(image)
+        y = self.exp(x)
+        b, c, h, w = y.size()
+        gate = torch.sigmoid(self.fc2(torch.relu(self.fc1(y.mean((2, 3)))))).view(b, c, 1, 1).expand(b, c, h, w)
+        return self.fc((x + self.proj(y * gate)).mean((2, 3)))
+
+
+def test_sizes_read_for_an_expand_follow_the_channels_too() -> None:
+    torch.manual_seed(0)
+    model = zoo._stats(_SEExpand())
+    feeds = {"image": torch.randn(1, 3, 32, 32)}
+    pruned, rep = prune_model(model, feeds, ratio=0.5, round_to=1)
+    assert type(pruned) is type(model) and pruned.exp[0].out_channels == pruned.fc2.out_features == 32
+    assert pruned(torch.randn(2, 3, 40, 40)).shape == (2, 10)  # h, w stay read from the input
+    torch.manual_seed(0)
+    _zeroed_equivalent(zoo._stats(_SEExpand()), feeds)

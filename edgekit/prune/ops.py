@@ -80,7 +80,7 @@ def movement(ctx, node):
     if isinstance(out, (tuple, list)):
         return tuple(compress(ctx.canon(o)) for o in out)
     out = rectangular(ctx, out, [ctx.lab(a) for a in _tensor_args(ctx, node)], key=node.name)
-    if node.target in ("view", "reshape", torch_reshape()):
+    if node.target in ("view", "reshape", "expand", torch_reshape()):
         out = _computed_sizes(ctx, node, out)
     return out
 
@@ -373,8 +373,8 @@ def meta(ctx, node):
 
 
 def _reshape_size_use(user, node) -> bool:
-    """`user` is a view/reshape taking the scalar `node` as one whole axis size (`y.view(b, c, 1, 1)`)."""
-    if user.target not in ("view", "reshape", torch_reshape()) or not user.args or user.args[0] is node:
+    """`user` is a view/reshape/expand taking the scalar `node` as one whole axis size (`y.view(b, c, 1, 1)`)."""
+    if user.target not in ("view", "reshape", "expand", torch_reshape()) or not user.args or user.args[0] is node:
         return False
     flat: list = []
     for a in [*user.args[1:], *user.kwargs.values()]:
