@@ -390,3 +390,28 @@ def test_sizes_read_for_an_expand_follow_the_channels_too() -> None:
     assert pruned(torch.randn(2, 3, 40, 40)).shape == (2, 10)  # h, w stay read from the input
     torch.manual_seed(0)
     _zeroed_equivalent(zoo._stats(_SEExpand()), feeds)
+
+
+def test_pruned_distilled_se_mobilenet_converts_and_verifies_on_every_runtime(invoke, tmp_path) -> None:
+    """The SENet-style MobileNetV3 end to end: --prune-macs with calibration data (sensitivity allocation,
+    variance importance, refit), a few distillation steps, then ONNX Runtime fp32 and TFLite full int8, each
+    verified; the pruned channel counts are what the report says."""
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "calib.npz"
+    np.savez(npz, image=rng.standard_normal((16, 3, 32, 32)).astype(np.float32))
+    res = invoke("convert", "sweep9_prune_models:mobilenet_v3_se_linear", "--input-shape", "image=1x3x32x32",
+                 "--calibration", str(npz), "--prune-macs", "0.4", "--distill-steps", "2", "-t", "onnxruntime",
+                 "-t", "arm", "-o", str(tmp_path / "out"), "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.json()
+    prune = out["prune"]["prune"]
+    assert prune["allocation"] == "sensitivity" and prune["macs_removed"] >= 0.4
+    assert any("blocks.4.dw.0" in g["modules"] and g["channels_after"] < g["channels_before"] for g in prune["groups"])
+    assert {a["target"]: a["precision"] for a in out["artifacts"]} == {"onnxruntime": "fp32", "arm": "int8"}
+    assert all(a["verification"]["passed"] for a in out["artifacts"])
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "out" / "mobilenet_v3_se_linear.onnxruntime.onnx")).graph
+    weights = {i.name: list(i.dims) for i in graph.initializer}
+    dw = [d for n, d in weights.items() if len(d) == 4 and d[1] == 1 and d[0] > 16]  # depthwise kernels
+    assert dw and max(d[0] for d in dw) < 120  # the last block's 120 expansion channels are pruned in the file
