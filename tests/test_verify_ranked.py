@@ -64,3 +64,34 @@ def test_int8_detector_with_topk_verifies(invoke, tmp_path):
     for art in res.json()["artifacts"]:
         ver = art["verification"]
         assert ver["passed"] and ver["integer_agreement"] >= 0.8, (art["target"], ver)
+
+
+def test_max_drop_judges_a_topk_detector_as_ranked_sets(tmp_path):
+    """--max-drop's judge measures the drop the way verification does: a candidate whose TopK rows come in another
+    order (the same detector, its ranked outputs permuted) has no drop; position by position it had a large one."""
+    torch = pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+    from topk_detector import detector
+
+    from edgekit.data import InputSpec, load_samples
+    from edgekit.quantize.control import Judge
+
+    ref_path, cand_path = tmp_path / "det.onnx", tmp_path / "swapped.onnx"
+    torch.onnx.export(detector(), (torch.zeros(1, 3, 32, 32),), str(ref_path), dynamo=False,
+                      input_names=["image"], output_names=["scores", "boxes", "idx"])
+    m = onnx.load(str(ref_path))
+    perm = numpy_helper.from_array(np.array([3, 1, 2, 0, 4, 5, 6, 7, 9, 8], np.int64), "perm")
+    m.graph.initializer.append(perm)
+    for out in m.graph.output:  # rename each output's producer, then gather its rows in the swapped order
+        for n in m.graph.node:
+            n.output[:] = [f"{o}_raw" if o == out.name else o for o in n.output]
+            n.input[:] = [f"{i}_raw" if i == out.name else i for i in n.input]
+        m.graph.node.append(helper.make_node("Gather", [f"{out.name}_raw", "perm"], [out.name], axis=1))
+    onnx.save(m, str(cand_path))
+    held = load_samples("natural_images", [InputSpec("image", (1, 3, 32, 32))]).select(8, seed=3)
+    judge = Judge(ref_path, "generic", held, None)
+    assert judge.ranked == [{"k": 10, "outputs": [0, 1, 2]}]
+    assert judge.figures(cand_path)["drop"] < 1e-6
+    judge.ranked = None  # position by position
+    assert judge.figures(cand_path)["drop"] > 0.1

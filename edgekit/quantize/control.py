@@ -103,6 +103,14 @@ class Judge:
         self.labels = eval_set.label_array() if eval_set is not None else None
         self.ref_held = run_outputs(fp32, held_out) if held_out is not None else None
         self.ref_eval = run_outputs(fp32, eval_set) if eval_set is not None and self.labels is not None else None
+        self.ranked = None  # outputs an in-graph TopK ranks: compared as ranked sets, as verification does
+        if self.ref_held is not None and task == "generic":
+            import onnx
+
+            from edgekit.verify_ranked import ranked_groups
+
+            self.ranked = ranked_groups(onnx.load(str(fp32), load_external_data=False) if isinstance(fp32, (str, Path))
+                                        else fp32)
 
     @property
     def active(self) -> bool:
@@ -113,6 +121,10 @@ class Judge:
         out: dict[str, Any] = {}
         if self.ref_held is not None:
             cand = [run_checked(sess, f, self.held_out.description) for f in self.held_out]
+            if self.ranked:
+                from edgekit.verify_ranked import align_ranked
+
+                cand = align_ranked(self.ref_held, cand, self.ranked)
             out["held_out"] = held_out_figures(self.ref_held, cand, self.task)
         if self.ref_eval is not None:
             cand = [run_checked(sess, f, self.eval_set.description) for f in self.eval_set]
