@@ -24,10 +24,18 @@ class CapturedOutput:
         import sys
         import tempfile
 
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):  # closed or absent streams (a daemon, pythonw)
+                pass
+        self._saved = []
+        try:
+            saved = [os.dup(1), os.dup(2)]
+        except OSError:  # fd 1 or 2 closed (a service without stdio): nothing to capture, run as is
+            return self
         self._file = tempfile.TemporaryFile(mode="w+b")
-        self._saved = [os.dup(1), os.dup(2)]
+        self._saved = saved
         for fd in (1, 2):
             os.dup2(self._file.fileno(), fd)
         return self
@@ -36,8 +44,13 @@ class CapturedOutput:
         import os
         import sys
 
-        sys.stdout.flush()
-        sys.stderr.flush()
+        if not self._saved:
+            return False
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
         for fd, saved in zip((1, 2), self._saved):
             os.dup2(saved, fd)
             os.close(saved)
