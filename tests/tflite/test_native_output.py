@@ -34,12 +34,14 @@ def test_other_native_lines_pass_through(capfd) -> None:
     assert "ERROR: the reason it failed" in err and "chatter" not in err
 
 
-def test_a_process_without_stdio_runs_without_capture(tmp_path):
-    """A service started with stdout/stderr closed: the capture steps aside (os.dup of a closed fd raised)."""
-    import subprocess
-    import sys
+def test_a_process_without_stdio_runs_without_capture(monkeypatch):
+    """A service started with stdout/stderr closed: os.dup(1) fails (EBADF), and the capture steps aside instead
+    of failing every LiteRT session and export."""
+    def no_fd(fd):
+        raise OSError(9, "Bad file descriptor")
 
-    code = ("import os, sys\nos.close(1); os.close(2)\nfrom edgekit.native_output import quiet_info\n"
-            "with quiet_info():\n    x = 1\nopen(sys.argv[1], 'w').write('ok')\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "done")], timeout=60)
-    assert proc.returncode == 0 and (tmp_path / "done").read_text() == "ok"
+    monkeypatch.setattr(os, "dup", no_fd)
+    ran = []
+    with quiet_info():
+        ran.append(True)
+    assert ran == [True]
