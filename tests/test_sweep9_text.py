@@ -475,3 +475,21 @@ def test_top1_agreement_on_one_reference_class_says_it_shows_nothing() -> None:
     refs[0] = [np.array([[0.0, 2.0, 0.0]])]
     figures = compare(refs, [[r[0] + 0.001] for r in refs], "classification")
     assert figures["reference_classes"] == 2 and "every sample" not in summary(figures)
+
+
+def test_rotary_frequencies_are_not_a_prunable_group() -> None:
+    """Float buffers now follow channels like parameters, so a rotary embedding's inv_freq (head_dim / 2 entries)
+    became a group of its own: cos/sin of it multiply q (b, heads, t, head_dim), a product that had no coupling
+    for it, and pruning it broke the model ('the pruned model does not run', exit 4 at --prune 0.5 --round-to 1;
+    Llama's 64 frequencies are prunable at any --round-to). Channels of an operand broadcast over the others'
+    channels are blocked; the heads stay prunable."""
+    from edgekit.prune import prune_model
+    from edgekit.prune.graph import analyze
+
+    model = tm.rotary()
+    feeds = {"input_ids": torch.randint(1, 100, (2, 9), generator=torch.Generator().manual_seed(0))}
+    groups = [g.modules() for g in analyze(model, feeds).groups()]
+    assert not [g for g in groups if all(m.endswith("rope") for m in g)]
+    assert ["layers.0.attn.k", "layers.0.attn.o", "layers.0.attn.q", "layers.0.attn.v"] in groups
+    pruned, _ = prune_model(model, feeds, ratio=0.5, round_to=1)
+    assert pruned(**feeds).shape == (2, 9, tm.VOCAB)

@@ -24,7 +24,10 @@ def elementwise(ctx, node):
     """add, mul, where, masked_fill ...: operands share channels position by position (residual adds).
 
     An operand broadcast (size 1) along an axis where another operand's channels vary does not index
-    those channels (a (b, s, 1) mask times (b, s, c) hidden states), so it adds no coupling."""
+    those channels (a (b, s, 1) mask times (b, s, c) hidden states), so it adds no coupling; channels of its own
+    on another axis are then blocked: that axis is full size in the others, which keep it whole (rotary
+    embeddings' cos/sin from an inv_freq buffer times q (b, heads, t, head_dim): inv_freq was a group of its
+    own, and pruning it broke the product, 'the pruned model does not run')."""
     out_shape = ctx.shape(node)
     if out_shape is None:
         args = ctx.flat_args(node)
@@ -43,6 +46,8 @@ def elementwise(ctx, node):
         bcast = {ax for ax in range(nd) if shp[ax] == 1 and out_shape[ax] > 1}
         if not (bcast & others):
             effective.append(lab)
+        elif varying_axes(lab):
+            ctx.block(lab)
     if not effective:
         for lab, _ in ops:
             ctx.block(lab)
