@@ -493,3 +493,21 @@ def test_rotary_frequencies_are_not_a_prunable_group() -> None:
     assert ["layers.0.attn.k", "layers.0.attn.o", "layers.0.attn.q", "layers.0.attn.v"] in groups
     pruned, _ = prune_model(model, feeds, ratio=0.5, round_to=1)
     assert pruned(**feeds).shape == (2, 9, tm.VOCAB)
+
+
+def test_an_onnx_file_without_its_external_data_says_so(tmp_path: Path) -> None:
+    """torch.onnx.export (dynamo) writes the weights to <name>.onnx.data; a model copied without it was 'not a valid
+    ONNX file (ValidationError: ... should be stored in ..., but it is not regular file)' with the hint 'the file
+    is corrupt or truncated; re-export it': onnx reports the missing file as a ValidationError now."""
+    import onnx
+
+    from edgekit.errors import ModelLoadError
+
+    path = _export(tm.distilbert(), ["input_ids", "attention_mask"], tmp_path / "db.onnx")
+    model = onnx.load(str(path))
+    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.onnx.data",
+              size_threshold=0)
+    (tmp_path / "ext.onnx.data").unlink()
+    with pytest.raises(ModelLoadError, match=r"external data file is missing \(.*ext\.onnx\.data\)") as err:
+        api.convert(str(tmp_path / "ext.onnx"), ["onnxruntime"], tmp_path / "out")
+    assert err.value.hint == "keep the .onnx.data/.bin file next to the .onnx"

@@ -28,6 +28,13 @@ def read_onnx(path: Path):
         raise ModelLoadError(f"{path}: its external data file is missing ({exc.filename})",
                              hint="keep the .onnx.data/.bin file next to the .onnx") from exc
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        import re
+
+        # onnx >= 1.16 reports a missing external data file as a ValidationError, not FileNotFoundError
+        gone = re.search(r"should be stored in (.+?), but it is not regular file", str(exc))
+        if gone:
+            raise ModelLoadError(f"{path}: its external data file is missing ({gone.group(1)})",
+                                 hint="keep the .onnx.data/.bin file next to the .onnx") from exc
         raise ModelLoadError(f"{path}: not a valid ONNX file ({type(exc).__name__}: {exc})",
                              hint="the file is corrupt or truncated; re-export it") from exc
     if not model.graph.node:
