@@ -511,3 +511,31 @@ def test_an_onnx_file_without_its_external_data_says_so(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"external data file is missing \(.*ext\.onnx\.data\)") as err:
         api.convert(str(tmp_path / "ext.onnx"), ["onnxruntime"], tmp_path / "out")
     assert err.value.hint == "keep the .onnx.data/.bin file next to the .onnx"
+
+
+def test_build_cache_key_of_text_data_covers_its_tokenizer_and_max_length(tmp_path: Path) -> None:
+    """edgekit build keyed text calibration by the .txt alone: a new tokenizer.json or max_length in text.toml
+    changes every sample (int8 ranges, verification) but the stale artifacts were reported 'cached'. The key
+    covers the sidecar and the tokenizer it names (or the tokenizer.json beside the text)."""
+    from edgekit.build.cache import data_fingerprint
+
+    text = _text(tmp_path, SENTENCES)
+    first = data_fingerprint(str(text))
+    assert data_fingerprint(str(text)) == first
+    (tmp_path / "text.toml").write_text("max_length = 32\n")
+    second = data_fingerprint(str(text))
+    assert second != first
+    _wordpiece(tmp_path / "tokenizer.json", vocab=90)
+    third = data_fingerprint(str(text))
+    assert third not in (first, second)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "tokenizer.json").rename(tmp_path / "sub" / "tk.json")
+    (tmp_path / "text.toml").write_text('max_length = 32\ntokenizer = "sub/tk.json"\n')
+    named = data_fingerprint(str(text))
+    _wordpiece(tmp_path / "sub" / "tk.json", vocab=100)
+    assert data_fingerprint(str(text)) != named
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x=np.zeros(3))
+    from edgekit.build.cache import _sha_tree
+
+    assert data_fingerprint(str(npz)) == _sha_tree(npz)  # other data keys as before

@@ -269,7 +269,13 @@ def data_fingerprint(value: str | None) -> str:
         return ""
     p = Path(value)
     if p.exists():
-        return _sha_tree(p)
+        from edgekit.data.text import accepts, side_files
+
+        if not (p.is_file() and accepts(value)):
+            return _sha_tree(p)
+        _track(p.parent)  # a sidecar or tokenizer.json created later changes the folder
+        # a text file's samples also come from its <stem>.toml (max_length) and tokenizer: both in the key
+        return _sha_text(_sha_tree(p), *(f"{f.name}:{_sha_file(f)}" for f in side_files(p)))
     from edgekit.resources import data_dir
 
     shipped = data_dir("calibration")

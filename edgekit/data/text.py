@@ -180,6 +180,25 @@ def pad_id(tok: Any) -> int:
     return next((i for i in found if i is not None), 0)
 
 
+def side_files(path: Path) -> list[Path]:
+    """The files besides the text that its samples depend on: the sidecar <stem>.toml and the tokenizer it names
+    (or the tokenizer.json next to the text). For build caches: a changed tokenizer or max_length changes every
+    sample. Unreadable or missing ones are left out (reading the data reports them)."""
+    side, out = path.with_suffix(".toml"), []
+    ref = "tokenizer.json"
+    if side.is_file():
+        out.append(side)
+        try:
+            ref = str(dict(toml.loads(side.read_text())).get("tokenizer", ref))
+        except Exception:  # noqa: BLE001
+            pass
+    if not ref.startswith("pkg:"):
+        tok = Path(ref) if Path(ref).is_absolute() else path.parent / ref
+        if tok.is_file():
+            out.append(tok)
+    return out
+
+
 def checked_max_length(value: Any, where: str) -> int | None:
     """A max_length as given (None = not given): a positive integer, else a DataError naming where it was set."""
     if value is None:
