@@ -325,9 +325,13 @@ def build_artifact(st: State, target: Target, precision: str) -> dict[str, Any]:
 def _eval_samples(st: State):
     """The labelled --eval set; its reader's errors say they are about --eval (the readers serve every data option)."""
     try:
-        return load_samples(st.job.eval_data, st.model.inputs)
+        samples = load_samples(st.job.eval_data, st.model.inputs)
     except DataError as exc:
         raise DataError(f"--eval data: {exc.message}", hint=exc.hint) from exc
+    if samples.labels is None:  # a text file or an .npz without 'labels': the metric was skipped, silently
+        raise DataError(f"--eval data {st.job.eval_data}: no labels, so no accuracy can be measured on it",
+                        hint="give an .npz of the model's inputs plus a 'labels' array (one class per sample)")
+    return samples
 
 
 def _hub_is_transformer(st: State) -> bool:

@@ -539,3 +539,15 @@ def test_build_cache_key_of_text_data_covers_its_tokenizer_and_max_length(tmp_pa
     from edgekit.build.cache import _sha_tree
 
     assert data_fingerprint(str(npz)) == _sha_tree(npz)  # other data keys as before
+
+
+def test_eval_data_without_labels_is_refused(tmp_path: Path) -> None:
+    """--eval with a text file (or an .npz without 'labels') was ignored without a word: the user asked for a
+    labelled accuracy and the JSON simply had none. It is a DataError saying what --eval needs."""
+    model = _export(tm.bert_classifier(), ["input_ids", "token_type_ids", "attention_mask"], tmp_path / "bert.onnx",
+                    mask_dtype=torch.bool)
+    text = _text(tmp_path / "data", SENTENCES, max_length=32)
+    with pytest.raises(DataError, match="--eval data .*: no labels") as err:
+        api.convert(str(model), ["onnxruntime"], tmp_path / "out", calibration=str(text), precision="int8",
+                    eval_data=str(text))
+    assert "'labels'" in err.value.hint
