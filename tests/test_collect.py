@@ -1,6 +1,6 @@
-"""Calibration statistics stream one sample at a time; the next sample runs while this one is folded in.
-The statistics are those of a plain serial pass, in order, and a sample the model rejects still stops the
-pass with a DataError naming it."""
+"""Calibration statistics stream one sample at a time: the statistics are those of a plain serial pass, in
+order (the histogram's range grows with the samples), and a sample the model rejects stops the pass with a
+DataError naming it."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ activations are then dropped. Memory: one sample's activations + BINS counters p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,7 +161,8 @@ def collect(model: Any, samples: SampleSet, *, histogram: bool, label: str = "ca
     sess = session(exposed_model(model, tensors))
     stats = {name: TensorStats() for name in tensors}
     with Progress(label, total=len(samples)) as progress:
-        for outs in _pipelined(sess, samples, tensors):
+        for feed in samples:
+            outs = run_checked(sess, feed, samples.description, tensors)
             for name, arr in zip(tensors, outs):
                 stats[name].update(arr, histogram)
                 if name in channel_axes and np.ndim(arr) > 0:
@@ -170,26 +170,3 @@ def collect(model: Any, samples: SampleSet, *, histogram: bool, label: str = "ca
             del outs
             progress.update()
     return stats
-
-
-def _pipelined(sess: Any, samples: SampleSet, tensors: list[str]) -> Iterator[list[np.ndarray]]:
-    """Each sample's activations, in order; the next sample is made and run (ONNX Runtime, without the GIL)
-    while the caller folds this one into its statistics (numpy, one core): the same statistics, at most
-    two samples' activations in memory."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    feeds = iter(samples)
-
-    def next_outputs() -> list[np.ndarray] | None:
-        feed = next(feeds, None)
-        return None if feed is None else run_checked(sess, feed, samples.description, tensors)
-
-    with ThreadPoolExecutor(1, thread_name_prefix="edgekit-calibration") as pool:
-        pending = pool.submit(next_outputs)
-        while True:
-            outs = pending.result()
-            if outs is None:
-                return
-            pending = pool.submit(next_outputs)
-            yield outs
-
