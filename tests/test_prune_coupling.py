@@ -295,30 +295,41 @@ def test_unknown_op_blocks_instead_of_breaking():
     _onnx_matches(p, IMG)
 
 
-def _zeroed_equivalent(m, feeds, frac=0.4, seed=0, pick=None):
-    """Remove random units (or those `pick(groups)` returns); the pruned model must equal the original with the
-    removed channels' input weights zeroed in every consumer (a dependency missed anywhere would break this)."""
+def _tensors(out) -> list:
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _tensors(o)]
+    return [out]
+
+
+def _zeroed_equivalent(model, feeds, frac: float = 0.4, seed: int = 0, pick=None) -> None:
+    """Remove random units (or those `pick(groups)` returns); the pruned model must compute what the original
+    computes with the removed channels' input weights zeroed in every consumer (conv/linear dim 1, transposed
+    conv dim 0): a dependency missed anywhere would break this. Outputs may be tensors, tuples or dicts."""
     import copy
 
     from edgekit.prune.apply import build_pruned
     from edgekit.prune.graph import analyze
 
-    an = analyze(m.eval(), feeds)
+    an = analyze(model.eval(), feeds)
     rng = np.random.default_rng(seed)
     removed = pick(an.groups()) if pick else {g.units[i].root for g in an.groups()
                                               for i in rng.choice(len(g.units), int(len(g.units) * frac), replace=False)}
     assert removed
-    pruned, _ = build_pruned(an, removed, feeds, original=m)
-    zeroed = copy.deepcopy(m)
+    pruned, _ = build_pruned(an, removed, feeds, original=model)
+    zeroed = copy.deepcopy(model)
     rm = np.fromiter(removed, dtype=np.int64)
     for (mod, pname, dim), atoms in an.slices.items():
         layer = zeroed.get_submodule(mod)
-        if dim == 1 and isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and layer.weight.shape[1] > 1:
+        reads = 0 if isinstance(layer, nn.modules.conv._ConvTransposeNd) else 1
+        if dim == reads and isinstance(layer, (nn.modules.conv._ConvNd, nn.Linear)) and layer.weight.shape[reads] > 1:
             idx = torch.as_tensor(np.nonzero(np.isin(an.uf.roots(atoms), rm))[0])
             with torch.no_grad():
-                getattr(layer, pname).index_fill_(1, idx, 0.0)
+                getattr(layer, pname).index_fill_(reads, idx, 0.0)
     with torch.no_grad():
-        torch.testing.assert_close(pruned(**feeds), zeroed(**feeds), rtol=1e-4, atol=1e-4)
+        for a, b in zip(_tensors(pruned(**feeds)), _tensors(zeroed(**feeds))):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("make", [Residual, Concat, Depthwise, Grouped, FlattenLinear, SplitGate])

@@ -14,6 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import sweep9_prune_models as zoo  # noqa: E402  (tests/fixtures is on sys.path: conftest.py)
+from test_prune_coupling import _tensors, _zeroed_equivalent  # noqa: E402
 from torch import nn  # noqa: E402
 
 from edgekit.data import SampleSet  # noqa: E402
@@ -26,41 +27,7 @@ def _feeds(name: str, batch: int = 1, seed: int = 0) -> dict:
     return {k: torch.randn(batch, *s[1:], generator=g) for k, s in zoo.FACTORIES[name][1].items()}
 
 
-def _tensors(out) -> list:
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in _tensors(o)]
-    return [out]
-
-
-# --- channel coupling: pruned model == original with the removed channels' inputs zeroed -------------------------
-def _zeroed_equivalent(model, feeds, frac: float = 0.4, seed: int = 0, pick=None) -> None:
-    """Remove random units of every group; the pruned model must compute what the original computes with the
-    removed channels' input weights zeroed in every consumer (conv/linear dim 1, transposed conv dim 0)."""
-    from edgekit.prune.apply import build_pruned
-    from edgekit.prune.graph import analyze
-
-    an = analyze(model.eval(), feeds)
-    rng = np.random.default_rng(seed)
-    removed = pick(an.groups()) if pick else {g.units[i].root for g in an.groups()
-                                              for i in rng.choice(len(g.units), int(len(g.units) * frac), replace=False)}
-    assert removed
-    pruned, _ = build_pruned(an, removed, feeds, original=model)
-    zeroed = copy.deepcopy(model)
-    rm = np.fromiter(removed, dtype=np.int64)
-    for (mod, pname, dim), atoms in an.slices.items():
-        layer = zeroed.get_submodule(mod)
-        reads = 0 if isinstance(layer, nn.modules.conv._ConvTransposeNd) else 1
-        if dim == reads and isinstance(layer, (nn.modules.conv._ConvNd, nn.Linear)) and layer.weight.shape[reads] > 1:
-            idx = torch.as_tensor(np.nonzero(np.isin(an.uf.roots(atoms), rm))[0])
-            with torch.no_grad():
-                getattr(layer, pname).index_fill_(reads, idx, 0.0)
-    with torch.no_grad():
-        for a, b in zip(_tensors(pruned(**feeds)), _tensors(zeroed(**feeds))):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-
-
+# --- channel coupling: pruned model == original with the removed channels' inputs zeroed (test_prune_coupling) ---
 @pytest.mark.parametrize("name", sorted(zoo.FACTORIES))
 def test_pruned_equals_original_with_removed_channels_zeroed(name: str) -> None:
     fn, _ = zoo.FACTORIES[name]
