@@ -164,7 +164,7 @@ def test_bn_recalibration_matches_the_data_statistics():
 
 
 def test_colour_image_augmentation_is_strong_seeded_and_shape_preserving():
-    from edgekit.distill import _augment
+    from edgekit.distill_augment import _augment
 
     x = torch.randn(8, 3, 32, 32)
     a = _augment({"x": x, "ids": torch.ones(8, 4, dtype=torch.long)}, torch.Generator().manual_seed(0))
@@ -235,7 +235,7 @@ def test_student_dropout_is_off_while_training_unless_asked():
 def test_token_augmentation_keeps_markers_lengths_and_masks():
     import torch
 
-    from edgekit.distill import TOKEN_SWAP, _augment
+    from edgekit.distill_augment import TOKEN_SWAP, _augment
 
     g = torch.Generator().manual_seed(0)
     ids = torch.zeros(8, 20, dtype=torch.long)
