@@ -68,12 +68,35 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
         raise UsageError(f"ONNX export failed: {msg}",
                          hint="check --input-shape and that forward() is traceable") from exc
     model = onnx.load(str(out_path))
+    if exported is not None:
+        name_dynamic_dims(model, inputs)
     if clean:
         model = clean_onnx(model)
     explicit_conv_pads(model)
     model.producer_name, model.producer_version = "edgekit", ""
     onnx.save(model, str(out_path))
     return out_path
+
+
+def name_dynamic_dims(model, inputs: list[InputSpec]) -> int:
+    """The dynamo exporter names a torch.export program's dynamic axes after torch's symbols ('s31', 's40'): the
+    artifact's inputs read s31x3x224x224 while edgekit reports 'batch'. Each symbol an input axis carries is
+    renamed to that axis's name in the input spec, everywhere in the graph's signatures. Returns how many."""
+    rename: dict[str, str] = {}
+    by_name = {s.name: s for s in inputs}
+    for vi in model.graph.input:
+        spec = by_name.get(vi.name)
+        if spec is None:
+            continue
+        for axis, dim in enumerate(vi.type.tensor_type.shape.dim):
+            if dim.HasField("dim_param") and axis < len(spec.shape) and isinstance(spec.shape[axis], str):
+                rename.setdefault(dim.dim_param, spec.shape[axis])
+    rename = {k: v for k, v in rename.items() if k != v}
+    for vi in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+        for dim in vi.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param in rename:
+                dim.dim_param = rename[dim.dim_param]
+    return len(rename)
 
 
 def _traceable(module, args: tuple):

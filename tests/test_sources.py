@@ -128,3 +128,22 @@ def test_factory_dict_outputs_and_defaulted_parameters(invoke, tmp_path):
     onnx_art = next(a for a in out["artifacts"] if a["target"] == "onnxruntime")
     graph = onnx.load(str(tmp_path / onnx_art["path"].split("/")[-1])).graph
     assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["logits", "embedding"]
+
+
+def test_a_pt2_programs_dynamic_batch_is_named_batch_in_the_artifact(invoke, tmp_path):
+    """A torch.export program with a dynamic batch: the ONNX artifact named that axis after torch's symbol
+    ('s31x3x16x16') while edgekit's JSON said 'batch'; the artifact now says 'batch' too, inputs and outputs."""
+    import onnx
+    import torch
+    from torch import nn
+
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    batch = torch.export.Dim("b", min=1, max=64)
+    torch.export.save(torch.export.export(m, (torch.zeros(2, 3, 16, 16),), dynamic_shapes=({0: batch},)),
+                      str(tmp_path / "dyn.pt2"))
+    res = invoke("convert", str(tmp_path / "dyn.pt2"), "-t", "ort", "-o", str(tmp_path / "o"), "--json")
+    assert res.returncode == 0, res.stderr
+    assert res.json()["model"]["inputs"][0]["shape"][0] == "batch"
+    g = onnx.load(res.json()["artifacts"][0]["path"]).graph
+    assert g.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert g.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
