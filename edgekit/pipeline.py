@@ -478,35 +478,34 @@ def stage_profile(st: State) -> None:
     must leave the output folder as it was."""
     if not st.job.profile:
         return
-    from edgekit.profile import profile_artifact
+    from edgekit.backends import get_backend
 
     staged = {str(final): tmp for tmp, final in st.staged}
     targets = {t.name: t for t in st.job.targets}
     for art in st.artifacts:
-        from edgekit.backends import get_backend
-
         runnable = [f for f in art["files"] if Path(f).suffix in get_backend(art["backend"]).SUFFIXES]
-        profiles = [_profile_one(st, targets[art["target"]], f, staged, profile_artifact) for f in runnable]
+        profiles = [_profile_one(st, targets[art["target"]], staged.get(f, Path(f)), f) for f in runnable]
         art["profile"] = profiles[0]
         if len(profiles) > 1:  # an .ort beside the .onnx: the file an app loads is timed too
             art["profile"]["files"] = {Path(f).name: p for f, p in zip(runnable[1:], profiles[1:])}
 
 
-def _profile_one(st: State, target: Target, path: str, staged: dict[str, Path], profile_artifact) -> dict[str, Any]:
-    """One file on the --profile device, on the execution unit the target is for (its runtime `device`, e.g.
-    an NPU); when the device has no such unit, on its CPU, and the result says so."""
+def _profile_one(st: State, target: Target, staged: Path, path: str) -> dict[str, Any]:
+    """One file (`staged`, to be committed as `path`) on the --profile device, on the execution unit the target is
+    for (its runtime `device`, e.g. an NPU); when the device has no such unit, on its CPU, and the result says so."""
     from edgekit.errors import DeviceError
+    from edgekit.profile import profile_artifact
 
     log(f"profiling {Path(path).name} on {st.job.profile}")
     unit = str(target.runtime.get("device", "CPU")).upper()
     options = {"unit": unit.lower()} if unit not in ("", "CPU") else {}
     try:
-        result = profile_artifact(staged.get(path, Path(path)), st.job.profile, options=options)
+        result = profile_artifact(staged, st.job.profile, options=options)
     except DeviceError as exc:
         if not options or unit not in exc.message.upper():
             raise
         warn(f"{target.name} is for the {unit}, which {st.job.profile} does not have ({exc.message}): timed on its CPU")
-        result = profile_artifact(staged.get(path, Path(path)), st.job.profile)
+        result = profile_artifact(staged, st.job.profile)
         result["note"] = f"timed on the CPU: {st.job.profile} has no {unit} ({target.name} is for the {unit})"
     result["artifact"] = path
     return result

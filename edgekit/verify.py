@@ -160,7 +160,10 @@ def output_scores(refs: list[Outputs], cands: list[Outputs], task: str) -> list[
     YOLO-style (1, M, 4 + K) tensor with all-zero scores 0.9999995. An
     output of one value per sample (a similarity, an angle) has no direction of its own: it is judged over the
     samples together. Classifier logits and embeddings keep the plain cosine."""
-    pairs = _paired(refs, cands)
+    return _scores(_paired(refs, cands), task)
+
+
+def _scores(pairs: list[list[tuple[np.ndarray, np.ndarray]]], task: str) -> list[list[float]]:
     scores = [[0.0] * len(row) for row in pairs]
     for o in range(len(pairs[0])):
         column = [row[o] for row in pairs]
@@ -182,12 +185,13 @@ def output_scores(refs: list[Outputs], cands: list[Outputs], task: str) -> list[
 
 
 def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, Any]:
-    scores = output_scores(refs, cands, task)
+    pairs = _paired(refs, cands)
+    scores = _scores(pairs, task)
     max_abs, abs_sum, count, cosines, agree, ref_peak = 0.0, 0.0, 0, [], 0, 0.0
     confident, confident_agree = 0, 0
     exact, n_int, int_equal, int_count, one_sided = 0, 0, 0, 0, 0
     classes: set[int] = set()  # the source's top-1 classes over the samples
-    for ref, row, score in zip(refs, _paired(refs, cands), scores):
+    for ref, row, score in zip(refs, pairs, scores):
         per_output: list[float] = []
         integer = [is_integer(r) for r in ref]
         for (r, c), is_int, cos in zip(row, integer, score):
@@ -263,12 +267,17 @@ def summary(figures: dict[str, Any]) -> str:
 CONFIDENT = 0.5  # a sample is "confident" when the source's top-1 probability is at least this
 
 
+def _rows(outputs: list[Any]) -> np.ndarray:
+    """One output over several samples as float64 rows of its last axis."""
+    return np.concatenate([np.asarray(o, np.float64).reshape(-1, np.shape(o)[-1]) for o in outputs])
+
+
 def looks_like_class_scores(outputs: list[Any]) -> bool:
     """Whether a single (N, C) output, seen on real samples, can be class scores: logits (some negative somewhere)
     or probabilities (rows summing to 1). All non-negative rows that do not sum to 1 are regression values
     (landmarks or a box in pixels, a sigmoid-scaled measure), multi-label scores or indices: top-1 agreement
     means nothing there."""
-    x = np.concatenate([np.asarray(o, np.float64).reshape(-1, np.shape(o)[-1]) for o in outputs])
+    x = _rows(outputs)
     x = x[np.isfinite(x).all(-1)]
     if not x.size or (x < 0).any():
         return True
@@ -278,7 +287,7 @@ def looks_like_class_scores(outputs: list[Any]) -> bool:
 def looks_like_unit_embeddings(outputs: list[Any]) -> bool:
     """Whether a single (N, D) output holds L2-normalized rows (a sentence or image embedding model ending in a
     normalization): every row's norm within 1e-3 of 1, and not probabilities (those sum to 1 instead)."""
-    x = np.concatenate([np.asarray(o, np.float64).reshape(-1, np.shape(o)[-1]) for o in outputs])
+    x = _rows(outputs)
     if x.shape[-1] < 2 or not x.size or not np.isfinite(x).all():
         return False
     return bool(np.allclose(np.linalg.norm(x, axis=-1), 1.0, atol=1e-3) and not np.allclose(x.sum(-1), 1.0, atol=1e-3))
