@@ -4,6 +4,7 @@
         [--importance variance|l2|taylor|...] [--allocation sensitivity|uniform|global] [--round-to 8]
         [--calib 128] [--no-reconstruct] [--shipped-crops] [--distill lr=1e-4,freeze_bn=1,...]
         [--targets "mnist_cnn=0.5,0.5@16"] [--cache DIR] [--held-out N] [--threads 1,2] [--layout-latency TARGET[,TARGET]]
+        [--keep DIR] [--retime]
 
 For each model and MAC-reduction target: prune (default variance importance and sensitivity allocation, what
 edgekit's auto picks with data; kept channels rounded to 8, "R@16" rounds to 16), refit the following layers
@@ -19,7 +20,8 @@ the unpruned model, export to ONNX, and time it (batch 1):
   minilm        mean cosine with the unpruned embeddings on held-out sentences (last 20% of
                 calibration/sentences.txt; distilled on the first 80%)
 Columns: MACs, params, ONNX size, ONNX Runtime and LiteRT (edgekit's TFLite backend, fp32) latency.
-Prints a table and writes benchmarks/results/prune.json.
+Prints a table and writes benchmarks/results/prune.json. --keep DIR keeps each row's ONNX; a later --retime
+re-times them (e.g. distil on a busy machine, time on a quiet one) and rewrites --out's latency columns.
 """
 
 from __future__ import annotations
@@ -136,15 +138,27 @@ LAYOUT_TARGET: str | None = None  # --layout-latency TARGET: time candidate chan
 CACHE: Path | None = None  # --cache DIR: pruned students (see _prune_cache.py)
 
 
+KEEP: Path | None = None  # --keep DIR: the exported ONNX of every row and its timing feed stay here (--retime)
+
+
 def runtime_numbers(module, lm, feed: dict, tmp: Path, tag: str, runs: int) -> dict:
     """ONNX size and callables that run the model once in ONNX Runtime / LiteRT (timed by `timed`)."""
-    from edgekit.backends import onnxruntime as ortb
     from edgekit.export import export_onnx
 
-    out: dict = {"_run": {}}
-    onnx_path = export_onnx(module, lm.inputs, lm.output_names, tmp / f"{tag}.onnx")
-    out["onnx_mb"] = onnx_path.stat().st_size / 1e6
+    folder = KEEP or tmp
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = export_onnx(module, lm.inputs, lm.output_names, folder / f"{lm.name}_{tag}.onnx")
+    if KEEP:
+        np.savez(KEEP / f"{lm.name}_feed.npz", **feed)
+    return {"onnx_file": onnx_path.name, **sessions(onnx_path, feed, tmp, tag)}
+
+
+def sessions(onnx_path: Path, feed: dict, tmp: Path, tag: str) -> dict:
+    """ONNX size and callables that run `onnx_path` once in ONNX Runtime / LiteRT (lowered by edgekit)."""
+    from edgekit.backends import onnxruntime as ortb
     from edgekit.backends.base import LoadOptions
+
+    out: dict = {"_run": {}, "onnx_mb": onnx_path.stat().st_size / 1e6}
 
     def key(runtime: str, threads: int | None) -> str:  # one thread setting: ort_ms; several: ort_ms_1t, ...
         return f"{runtime}_ms" if len(THREADS) == 1 else f"{runtime}_ms_{threads}t"
@@ -261,6 +275,26 @@ def bench_model(name: str, steps: int, runs: int, seed: int, importance: str = "
     return rows
 
 
+def retime(rows: list[dict], runs: int) -> None:
+    """--retime: time the ONNX files a --keep run left (accuracy and distillation from that run), e.g. on a quiet
+    machine after distilling on a busy one; each pruned row against its model's unpruned row, as in a full run."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for name in dict.fromkeys(r["model"] for r in rows):
+            group = [r for r in rows if r["model"] == name]
+            feed = dict(np.load(KEEP / f"{name}_feed.npz"))
+            base = next(r for r in group if r["target"] == 0.0)
+            base.update(sessions(KEEP / base["onnx_file"], feed, tmp, "base"))
+            timed(base, base, runs, rounds=1)
+            for row in group:
+                if row is not base:
+                    row.update(sessions(KEEP / row["onnx_file"], feed, tmp, Path(row["onnx_file"]).stem))
+                    timed(base, row, runs)
+                    row.pop("_run")
+                    print(json.dumps({k: v for k, v in row.items() if k != "widths"}), flush=True)
+            base.pop("_run")
+
+
 def _overrides(spec: str) -> dict:
     out: dict = {}
     for item in filter(None, spec.split(",")):
@@ -306,14 +340,26 @@ def main() -> None:
     ap.add_argument("--held-out", type=int, default=256,
                     help="mobilenet_v2 held-out crops (<= 1000; 256 gives one standard error of ~2 points at 0.87, "
                          "1000 ~1 point)")
+    ap.add_argument("--keep", metavar="DIR", help="keep every row's exported ONNX and timing feed in DIR")
+    ap.add_argument("--retime", action="store_true", help="re-time the rows of --out from the ONNX files in --keep "
+                    "(quality and distillation figures stay those of the run that wrote them)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/prune.json"))
     args = ap.parse_args()
-    global THREADS, LAYOUT_TARGET, CACHE, HELD_OUT_CROPS
+    global THREADS, LAYOUT_TARGET, CACHE, HELD_OUT_CROPS, KEEP
+    KEEP = Path(args.keep).resolve() if args.keep else None
     if not 1 <= args.held_out <= FRESH_START - 1000:
         ap.error(f"--held-out must be 1..{FRESH_START - 1000} (training crops start at index {FRESH_START})")
     HELD_OUT_CROPS = args.held_out
     THREADS = [int(t) for t in args.threads.split(",") if t] or [None]
     LAYOUT_TARGET, CACHE = args.layout_latency, Path(args.cache) if args.cache else None
+    if args.retime:
+        if not KEEP:
+            ap.error("--retime needs --keep DIR (the folder of the run that wrote --out)")
+        doc = json.loads(Path(args.out).read_text())
+        retime(doc["rows"], args.runs)
+        doc["retimed"] = {"threads": THREADS, "runs": args.runs}
+        Path(args.out).write_text(json.dumps(doc, indent=2))
+        return
     rows = []
     for name in args.models.split(","):
         for spec in (args.targets or "").split(";"):
