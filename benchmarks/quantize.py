@@ -1,7 +1,7 @@
 """Post-training int8 benchmark: edgekit vs the peers' defaults, per model and runtime, in one run.
 
     PYTHONPATH=. python benchmarks/quantize.py [--models mobilenet_v2,minilm,mnist_cnn] [--calib 128] [--runs 30]
-        [--finetune STEPS] [--max-drop X] [--fallback e2e|e2e-cost|e2e-greedy|layer]
+        [--finetune STEPS] [--max-drop X] [--fallback e2e|e2e-cost|e2e-greedy|layer] [--keep DIR] [--retime]
 
 For each model: fp32 hub -> edgekit int8 (quantize_model with each runtime's own target scheme, as
 `edgekit convert` does: a CNN shares one graph between ONNX Runtime and OpenVINO, a transformer gets a
@@ -12,7 +12,8 @@ TFLite, its target's scheme, when its backend lowers the graph), next to
 Columns: artifact size, median latency with 1 and 2 threads (one sample, batch 1), accuracy on held-out
 samples never used for calibration: top-1 agreement with fp32 (mobilenet_v2 on natural-image crops),
 cosine with fp32 (minilm on sentences), labelled accuracy (mnist_cnn on its 1,000-digit test set).
-Prints a table and writes benchmarks/results/quantize.json.
+Prints a table and writes benchmarks/results/quantize.json. --keep DIR keeps the artifacts; a later --retime
+times them again (quantize on a busy machine, time on a quiet one) and rewrites --out's latency columns.
 """
 
 from __future__ import annotations
@@ -196,31 +197,19 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
         print(f"  tflite skipped for {name}: {type(exc).__name__}: {str(exc)[:160]}", file=sys.stderr)
 
     rows = []
-    fp32_size = {}
+    np.savez(work / f"{name}.feed.npz", **feed)  # --retime times the kept artifacts on this sample
     for runtime, variant, backend, files, qsec in artifacts:
-        mod = get_backend(backend)
         row = {"model": name, "runtime": runtime, "variant": variant, "size_bytes": files_size(files),
-               "quantize_seconds": round(qsec, 1) if qsec else None}
+               "quantize_seconds": round(qsec, 1) if qsec else None, "backend": backend,
+               "files": [str(f.relative_to(work)) for f in files]}
         try:
-            for threads in (1, 2):
-                sess = mod.load(files[0], LoadOptions(threads=threads))
-                row[f"latency_ms_{threads}t"] = round(latency(sess, feed, runs), 3)
+            sess = time_row(row, work, feed, runs)
             row.update(accuracy(sess, ref, held, entry.task, labels))
         except Exception as exc:  # noqa: BLE001
             row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             traceback.print_exc()
-        if variant == "fp32":
-            fp32_size[runtime] = row["size_bytes"]
-            fp32_lat = {runtime: (row.get("latency_ms_1t"), row.get("latency_ms_2t"))}
-            row["_fp32_lat"] = fp32_lat[runtime]
-        ref_lat = next((r["_fp32_lat"] for r in rows if r["runtime"] == runtime and "_fp32_lat" in r), None)
-        if variant != "fp32" and ref_lat and row.get("latency_ms_1t"):
-            row["latency_ratio_1t"] = round(row["latency_ms_1t"] / ref_lat[0], 3)
-            row["latency_ratio_2t"] = round(row["latency_ms_2t"] / ref_lat[1], 3)
-            row["size_ratio"] = round(row["size_bytes"] / fp32_size[runtime], 3)
         rows.append(row)
-    for r in rows:
-        r.pop("_fp32_lat", None)
+    ratios(rows)
     summary = {k: report[k] for k in ("method", "float_layers", "quantized_nodes", "bias_corrected_layers")}
     summary["scheme"] = report["scheme"]["name"]
     summary["op_policy"] = report["scheme"]["op_policy"]
@@ -237,6 +226,39 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
                                "finetune": budget_report["finetune"]}
     rows.append({"model": name, "runtime": "-", "variant": "edgekit report", "report": summary})
     return rows
+
+
+def time_row(row: dict, work: Path, feed: dict, runs: int):
+    """Median latency of the row's artifact with 1 and 2 threads; returns the last session."""
+    mod = get_backend(row["backend"])
+    for threads in (1, 2):
+        sess = mod.load(work / row["files"][0], LoadOptions(threads=threads))
+        row[f"latency_ms_{threads}t"] = round(latency(sess, feed, runs), 3)
+    return sess
+
+
+def ratios(rows: list[dict]) -> None:
+    """Size and latency of each variant against the fp32 artifact of its model and runtime."""
+    for row in rows:
+        ref = next((r for r in rows if r["model"] == row["model"] and r["runtime"] == row["runtime"]
+                    and r.get("variant") == "fp32"), None)
+        if row.get("variant") == "fp32" or not ref or not row.get("latency_ms_1t") or not ref.get("latency_ms_1t"):
+            continue
+        row["latency_ratio_1t"] = round(row["latency_ms_1t"] / ref["latency_ms_1t"], 3)
+        row["latency_ratio_2t"] = round(row["latency_ms_2t"] / ref["latency_ms_2t"], 3)
+        row["size_ratio"] = round(row["size_bytes"] / ref["size_bytes"], 3)
+
+
+def retime(rows: list[dict], work: Path, runs: int) -> None:
+    """--retime: time again the artifacts a --keep run left (sizes and accuracy stay that run's)."""
+    for name in dict.fromkeys(r["model"] for r in rows):
+        feed = dict(np.load(work / f"{name}.feed.npz"))
+        for row in rows:
+            if row["model"] == name and "files" in row and "error" not in row:
+                time_row(row, work, feed, runs)
+                print(f"{name} {row['runtime']} {row['variant']}: {row['latency_ms_1t']} / {row['latency_ms_2t']} ms",
+                      file=sys.stderr, flush=True)
+    ratios(rows)
 
 
 def table(rows: list[dict]) -> str:
@@ -271,10 +293,22 @@ def main() -> None:
                          "(fine-tuned first when --finetune is given)")
     ap.add_argument("--fallback", default="e2e", choices=("e2e", "e2e-cost", "e2e-greedy", "layer"),
                     help="--max-drop fallback order: end-to-end gain (default), gain per float MAC, per-layer error")
+    ap.add_argument("--keep", metavar="DIR", help="keep the artifacts in DIR (for --retime)")
+    ap.add_argument("--retime", action="store_true", help="time again the artifacts of --out kept in --keep DIR "
+                    "(e.g. quantize on a busy machine, time on a quiet one); sizes and accuracy stay that run's")
     args = ap.parse_args()
     rows: list[dict] = []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.retime:
+        if not args.keep:
+            ap.error("--retime needs --keep DIR (the folder of the run that wrote --out)")
+        doc = json.loads(out.read_text())
+        retime(doc["rows"], Path(args.keep).resolve(), args.runs)
+        doc["meta"]["retimed"] = {"runs": args.runs}
+        out.write_text(json.dumps(doc, indent=1, default=str))
+        print(table(doc["rows"]))
+        return
     import onnxruntime
     import openvino
 
@@ -282,9 +316,11 @@ def main() -> None:
             "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__, "calibration_samples": args.calib,
             "runs": args.runs}
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-q-") as tmp:
+        work = Path(args.keep).resolve() if args.keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for name in args.models.split(","):
             print(f"== {name}", file=sys.stderr)
-            rows += bench_model(name, args.calib, args.runs, Path(tmp), args.max_drop, args.finetune, args.fallback)
+            rows += bench_model(name, args.calib, args.runs, work, args.max_drop, args.finetune, args.fallback)
             out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))  # each model as it ends
     print(table(rows))
     for r in rows:
