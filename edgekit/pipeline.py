@@ -113,10 +113,12 @@ def stage_samples(st: State) -> None:
                 raise
             warn(f"the shipped calibration set '{spec}' is unavailable ({exc})")
             samples = None
-    if samples is None:
-        if any(t == "int8" for t in _precisions(job)):
+    if samples is None and any(t == "int8" for t in _precisions(job)):
+        samples = _default_photos(m)
+        if samples is None:
             raise UsageError("int8 needs calibration data", hint="give --calibration DATA (.npz/.npy, image folder, "
                              "text file, or a shipped set such as natural_images)")
+    if samples is None:
         warn("no --calibration given: verifying on synthetic random inputs (give real samples for a meaningful check)")
         import numpy as np
 
@@ -140,6 +142,28 @@ def stage_samples(st: State) -> None:
                  f"{FEW_CALIBRATION_SAMPLES * 4}+ representative samples (--calibration)")
     if job.task == "auto" and m.task == "classification" and m.kind != "zoo":
         _confirm_classifier(st)
+
+
+def _default_photos(m: LoadedModel) -> SampleSet | None:
+    """int8 without --calibration for a model with one float RGB image input (N, 3, H, W) or (N, H, W, 3): the
+    shipped natural_images photos with ImageNet preprocessing, with a warning naming that assumption; else None.
+    Verification then judges the int8 artifact on held-out photos of the same set."""
+    import numpy as np
+
+    if len(m.inputs) != 1 or len(m.inputs[0].shape) != 4 or np.dtype(m.inputs[0].dtype).kind != "f":
+        return None
+    shape = m.inputs[0].shape
+    if 3 not in (shape[1], shape[3]) or any(isinstance(d, int) and d < 8 for d in (shape[1:3] if shape[3] == 3
+                                                                                    else shape[2:])):
+        return None
+    try:
+        samples = load_samples("natural_images", m.inputs, preprocess="imagenet")
+    except (DataError, MissingDependencyError):
+        return None
+    warn("no --calibration: int8 ranges from the shipped natural_images photos with ImageNet preprocessing "
+         "(mean/std normalized RGB); if the model expects other inputs, give --calibration with its own samples "
+         "(an image folder with a preprocess spec, or a .npz)")
+    return samples
 
 
 def _confirm_classifier(st: State) -> None:
