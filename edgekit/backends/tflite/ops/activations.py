@@ -109,7 +109,9 @@ def clip(ctx, node) -> None:
     lo = None if lo is not None and lo <= -3.0e38 else lo
     hi = None if hi is not None and hi >= 3.0e38 else hi
     named = {(0.0, 6.0): "RELU6", (0.0, None): "RELU", (-1.0, 1.0): "RELU_N1_TO_1"}
-    if (lo, hi) in named:
+    dtype = np.dtype(ctx.dtype(node.input[0]))
+    integer = dtype.kind in "iu"  # x.clamp(min=1) of a token count: RELU takes no int64, bounds take x's dtype
+    if (lo, hi) in named and not integer:
         unary(ctx, named[(lo, hi)], node.input[0], node.output[0])
         return
     if lo is None and hi is None:
@@ -120,8 +122,9 @@ def clip(ctx, node) -> None:
     steps = [(op, b) for op, b in steps if b is not None]
     for k, (op, b) in enumerate(steps):
         bound = f"{node.output[0]}/bound{k}"
-        ctx.g.consts[bound] = np.asarray(b, dtype=np.float32)
-        ctx.g.shapes[bound], ctx.g.dtypes[bound] = (), np.dtype(np.float32)
+        bound_dtype = dtype if integer else np.dtype(np.float32)
+        ctx.g.consts[bound] = np.asarray(b).astype(bound_dtype)
+        ctx.g.shapes[bound], ctx.g.dtypes[bound] = (), bound_dtype
         out = node.output[0] if k == len(steps) - 1 else f"{node.output[0]}/clip{k}"
         if out != node.output[0]:
             ctx.g.shapes[out], ctx.g.dtypes[out] = ctx.shape(node.output[0]), ctx.dtype(node.output[0])

@@ -1,0 +1,71 @@
+"""Sources, sweep 10: models in every form edgekit accepts, as other tools and users write them (ONNX from
+onnx.helper with local functions, unnamed dims, odd external data; torch factories with integer inputs, tied
+weights, arguments; TorchScript; .pt2), each converted end to end or refused in one clear line. Tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit import api
+
+RNG = np.random.default_rng(10)
+TARGETS = ["onnxruntime", "openvino", "arm"]
+
+
+def _npz(path: Path, inputs: dict[str, tuple[tuple[int, ...], str]], count: int = 24) -> str:
+    """Random samples per input: normal floats, bools, small integer ids."""
+    arrays = {}
+    for name, (shape, dtype) in inputs.items():
+        if np.dtype(dtype).kind == "f":
+            arrays[name] = RNG.standard_normal((count, *shape)).astype(dtype)
+        elif dtype == "bool":
+            arrays[name] = RNG.random((count, *shape)) > 0.5
+        else:
+            arrays[name] = RNG.integers(0, 5, (count, *shape)).astype(dtype)
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _passed(result: dict, targets: list[str] = TARGETS) -> None:
+    assert [a["target"] for a in result["artifacts"]] == targets
+    for a in result["artifacts"]:
+        assert a["verification"]["passed"], a
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_clamp_of_integer_token_counts_lowers_to_tflite(tmp_path: Path, precision: str) -> None:
+    """mask.sum(1).clamp(min=1) (mean pooling of token embeddings) is a Clip of int64 values: TFLite got a float32
+    (int8: a quantized int8) bound beside the int64 tensor and LiteRT refused the artifact ('MAXIMUM ... INT64 !=
+    FLOAT32'), reported as a bad model file (exit 2) on every arm run. The bound now takes the input's dtype."""
+    cal = _npz(tmp_path / "tok.npz", {"input_ids": ((7,), "int64"), "attention_mask": ((7,), "int64")})
+    result = api.convert("sweep10_sources_models:token_model", TARGETS, tmp_path / "out", precision=precision,
+                         calibration=cal, input_shapes={"input_ids": "1x7:int64", "attention_mask": "1x7:int64"})
+    _passed(result)
+
+
+def test_the_python_api_takes_input_shapes_as_the_cli_and_edgekit_toml_write_them(tmp_path: Path) -> None:
+    """edgekit.convert(input_shapes={"input_ids": "1x7:int64"}) read the string as a sequence of characters (a shape
+    of 1x16x16x16x16x16x16x16x16, float32) and a list of CLI strings raised a bare ValueError (exit 1). Every form
+    now means what it means on the command line; a wrong one is a UsageError."""
+    from edgekit.errors import UsageError
+    from edgekit.sources import normalize_input_shapes
+
+    forms = [{"input_ids": "1x7:int64", "attention_mask": "1x7:int64"},
+             ["input_ids=1x7:int64", "attention_mask=1x7:int64"], ("input_ids=1x7:int64", "attention_mask=1x7:int64")]
+    for form in forms:
+        shapes = normalize_input_shapes(form)
+        assert {k: (tuple(v), v.dtype) for k, v in shapes.items()} == {"input_ids": ((1, 7), "int64"),
+                                                                      "attention_mask": ((1, 7), "int64")}
+    assert normalize_input_shapes({"x": [1, 3, 8, 8]})["x"] == (1, 3, 8, 8)
+    assert normalize_input_shapes((1, 6))[""] == (1, 6)
+    assert normalize_input_shapes("1x6")[""] == (1, 6)
+    for bad in ({"x": "1xQ"}, {"x": 3.5}, 7, ["x=1x0"]):
+        with pytest.raises(UsageError):
+            normalize_input_shapes(bad)
+    result = api.convert("sweep10_sources_models:token_model", ["onnxruntime"], tmp_path / "out", precision="fp32",
+                         input_shapes=["input_ids=1x7:int64", "attention_mask=1x7:int64"])
+    _passed(result, ["onnxruntime"])
+    assert [i["dtype"] for i in result["model"]["inputs"]] == ["int64", "int64"]
