@@ -9,7 +9,7 @@ from edgekit.errors import UsageError
 
 
 def convert(model: str, targets: list[str], outdir: str | Path = "out", *, precision: str | None = None,
-            input_shapes: dict[str, tuple[int, ...]] | None = None, weights: str | Path | None = None,
+            input_shapes: dict[str, tuple[int, ...] | str] | list[str] | None = None, weights: str | Path | None = None,
             calibration: str | None = None, calibration_size: int | None = None,
             calibration_method: str | None = None, verify: bool = True, io_layout: str = "nchw",
             io_dtype: str = "float", prune: float | None = None, prune_macs: float | None = None,
@@ -71,7 +71,10 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
 
         warn(f"{', '.join(ignored)} only act on int8 artifacts and every target here is fp32: ignored "
              "(add --precision int8 or an int8 target such as arm)")
-    job = Job(model=model, targets=resolved, outdir=Path(outdir), precision=precision, input_shapes=input_shapes,
+    from edgekit.sources import normalize_input_shapes
+
+    shapes = normalize_input_shapes(input_shapes)  # {name: (1, 7)}, {name: "1x7:int64"}, ["name=1x7:int64"]
+    job = Job(model=model, targets=resolved, outdir=Path(outdir), precision=precision, input_shapes=shapes,
               weights=Path(weights) if weights else None, calibration=calibration,
               calibration_size=calibration_size, calibration_method=calibration_method, verify=verify,
               io_layout=io_layout, io_dtype=io_dtype, prune=prune, prune_macs=prune_macs,

@@ -16,7 +16,7 @@ from pathlib import Path
 from edgekit.errors import ModelLoadError, UsageError
 from edgekit.sources.model import LoadedModel
 
-__all__ = ["LoadedModel", "load_model", "parse_input_shapes", "classify_spec"]
+__all__ = ["LoadedModel", "load_model", "parse_input_shapes", "classify_spec", "normalize_input_shapes"]
 
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -107,3 +107,34 @@ def parse_input_shapes(values: tuple[str, ...] | list[str]) -> dict[str, tuple[i
                              hint="write name=1x3x224x224, or 1x3x224x224 for a single-input model") from None
         shapes[name.strip()] = Shape(shape, dtype)
     return shapes
+
+
+def normalize_input_shapes(value) -> dict[str, tuple[int, ...]] | None:
+    """input_shapes as the Python API takes them, in any form the CLI or edgekit.toml writes: {name: (1, 3, 224,
+    224)}, {name: "1x128:int64"}, ["name=1x128:int64", ...], a bare "1x3x224x224" or (1, 3, 224, 224) for a
+    single-input model. A string value was read as a sequence of characters (a shape of '1x16x16x16...') and a
+    list of strings raised a bare ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_input_shapes([value])
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(d, int) for d in value):
+            return parse_input_shapes(["x".join(map(str, value))])
+        if all(isinstance(v, str) for v in value):
+            return parse_input_shapes(list(value))
+    elif isinstance(value, dict):
+        out: dict[str, tuple[int, ...]] = {}
+        for name, dims in value.items():
+            if isinstance(dims, Shape):
+                out[str(name)] = dims
+            elif isinstance(dims, str):
+                out.update(parse_input_shapes([f"{name}={dims}"]))
+            elif isinstance(dims, (list, tuple)) and all(isinstance(d, int) for d in dims):
+                out.update(parse_input_shapes([f"{name}={'x'.join(map(str, dims))}"]))
+            else:
+                raise UsageError(f"bad input_shapes entry {name!r}: {dims!r}",
+                                 hint="give dims as a tuple of ints or a string such as '1x128:int64'")
+        return out
+    raise UsageError(f"bad input_shapes {value!r}",
+                     hint="give {name: (1, 3, 224, 224)}, {name: '1x128:int64'} or ['name=1x3x224x224', ...]")
