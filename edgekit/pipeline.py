@@ -210,11 +210,19 @@ def stage_export(st: State) -> None:
         import onnx
 
         from edgekit.export import explicit_conv_pads
-        from edgekit.sources.onnx_file import fill_input_shapes, topo_sort, unique_node_names
+        from edgekit.sources.onnx_file import (
+            fill_input_shapes,
+            inline_functions,
+            topo_sort,
+            unique_node_names,
+        )
 
         model = onnx.load(str(m.onnx_path), load_external_data=True)
         topo_sort(model)
         rewrites = []
+        if model.functions:  # model-local functions: OpenVINO and TFLite lower plain ops
+            model = inline_functions(model)
+            rewrites += [] if model.functions else ["model-local functions inlined"]
         if fill_input_shapes(model, m.inputs):  # no shape in the file: --input-shape's (OpenVINO needs a rank)
             rewrites.append("input shapes from --input-shape")
         if explicit_conv_pads(model):  # auto_pad SAME with a dilation: ONNX Runtime refuses to run it

@@ -69,3 +69,37 @@ def test_the_python_api_takes_input_shapes_as_the_cli_and_edgekit_toml_write_the
                          input_shapes=["input_ids=1x7:int64", "attention_mask=1x7:int64"])
     _passed(result, ["onnxruntime"])
     assert [i["dtype"] for i in result["model"]["inputs"]] == ["int64", "int64"]
+
+
+def _module_functions_onnx(path: Path) -> Path:
+    """A CNN exported by torch with export_modules_as_functions: each residual block is a call of a model-local
+    function (domain = the block's Python module), as onnxscript-built models are too."""
+    import onnx
+    import torch
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return x + torch.nn.functional.silu(self.bn(self.conv(x)))
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), Block(), Block(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 5)).eval()
+    torch.onnx.export(net, (torch.randn(1, 3, 8, 8),), str(path), dynamo=False, input_names=["x"], output_names=["y"],
+                      export_modules_as_functions={Block}, opset_version=17)
+    assert len(onnx.load(str(path)).functions) == 1
+    return path
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_an_onnx_file_with_model_local_functions_converts_to_every_target(tmp_path: Path, precision: str) -> None:
+    """Model-local functions (torch's export_modules_as_functions, onnxscript): ONNX Runtime runs the calls, but
+    OpenVINO and the TFLite backend called the function an unsupported operator (exit 4, 'replace the operator in
+    the source model'). The hub inlines them; the user's file is untouched."""
+    src = _module_functions_onnx(tmp_path / "blocks.onnx")
+    before = src.read_bytes()
+    cal = _npz(tmp_path / "x.npz", {"x": ((3, 8, 8), "float32")})
+    _passed(api.convert(str(src), TARGETS, tmp_path / "out", precision=precision, calibration=cal))
+    assert src.read_bytes() == before

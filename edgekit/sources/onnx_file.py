@@ -107,6 +107,24 @@ def unique_node_names(model) -> int:
     return renamed
 
 
+def inline_functions(model):
+    """The model with its model-local functions (FunctionProto: onnxscript and torch's dynamo exporter write them,
+    and custom-domain ops defined in the file) replaced by their bodies. ONNX Runtime runs such a call; OpenVINO
+    and the TFLite backend saw an unknown operator ('unsupported operator Swishy', exit 4). Unchanged when the model
+    has none or the inliner fails."""
+    if not model.functions:
+        return model
+    try:
+        from onnx.inliner import inline_local_functions
+
+        return inline_local_functions(model, convert_version=True)
+    except Exception as exc:  # noqa: BLE001
+        from edgekit.progress import log
+
+        log(f"model-local functions kept as calls (the ONNX inliner failed: {exc})", verbose_only=True)
+        return model
+
+
 def _shapeless(model) -> list[str]:
     """Graph inputs/outputs whose tensor type has no shape field at all (rank unknown)."""
     inits = {i.name for i in model.graph.initializer}
