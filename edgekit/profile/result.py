@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.profile.layers import summarize_layers
-from edgekit.profile.stats import summarize
+from edgekit.profile.stats import percentile, summarize
 from edgekit.profile.stream import Collected
 
 
@@ -46,7 +46,7 @@ def build_result(col: Collected, *, path: Path, device_label: str, device_kind: 
     }
     res.update(summarize(col.runs_ms))
     cpu = sorted(col.cpu_ms)
-    res["cpu_p50_ms"] = cpu[len(cpu) // 2] if cpu else None
+    res["cpu_p50_ms"] = percentile(cpu, 50) if cpu else None  # the median as p50_ms is (the upper one was taken)
     res["cpu_mean_ms"] = sum(cpu) / len(cpu) if cpu else None
     res.update({
         "warmup": warmup,
