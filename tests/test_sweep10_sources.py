@@ -103,3 +103,58 @@ def test_an_onnx_file_with_model_local_functions_converts_to_every_target(tmp_pa
     cal = _npz(tmp_path / "x.npz", {"x": ((3, 8, 8), "float32")})
     _passed(api.convert(str(src), TARGETS, tmp_path / "out", precision=precision, calibration=cal))
     assert src.read_bytes() == before
+
+
+def _cnn_onnx(path: Path, batch: str | int | None, hw: str | int | None = 8, opset: int = 17) -> Path:
+    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm, written with onnx.helper; `None` leaves a dim unnamed
+    (neither dim_value nor dim_param), as some converters and shape editors write it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["_", 3, "_", "_"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["_", 10])
+    for vi, dims in ((x, [batch, 3, hw, hw]), (y, [batch, 10])):
+        for dim, want in zip(vi.type.tensor_type.shape.dim, dims):
+            dim.Clear()
+            if isinstance(want, int):
+                dim.dim_value = want
+            elif want is not None:
+                dim.dim_param = want
+    w = {"cw": RNG.standard_normal((4, 3, 3, 3)), "cb": RNG.standard_normal(4), "fw": RNG.standard_normal((10, 4)),
+         "fb": RNG.standard_normal(10)}
+    nodes = [helper.make_node("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "cnn", [x], [y], [numpy_helper.from_array(v.astype(np.float32) * 0.3, k)
+                                                       for k, v in w.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_unnamed_leading_dim_is_a_dynamic_batch_axis(tmp_path: Path) -> None:
+    """A leading dim with neither a size nor a name (ONNX Runtime takes any size there) was 'unknown dims (None, 3, 8,
+    8) (give --input-shape x=1x3x224x224)': exit 2 for a model whose only unknown is its batch, with a hint of the
+    wrong size. It is a dynamic batch axis, as a named one is, and the artifacts name it 'batch' as the JSON does."""
+    import onnxruntime as ort
+
+    src = _cnn_onnx(tmp_path / "cnn.onnx", batch=None)
+    cal = _npz(tmp_path / "x.npz", {"x": ((3, 8, 8), "float32")})
+    result = api.convert(str(src), TARGETS, tmp_path / "out", precision="int8", calibration=cal)
+    _passed(result)
+    assert result["model"]["inputs"][0]["shape"] == ["batch", 3, 8, 8]
+    path = next(a["path"] for a in result["artifacts"] if a["target"] == "onnxruntime")
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 3, 8, 8]
+    assert session.run(None, {"x": np.zeros((3, 3, 8, 8), np.float32)})[0].shape == (3, 10)
+
+
+def test_unnamed_inner_dims_ask_for_the_shape_with_the_dims_the_file_states(tmp_path: Path) -> None:
+    from edgekit.errors import ModelLoadError
+
+    src = _cnn_onnx(tmp_path / "cnn.onnx", batch=None, hw=None)
+    with pytest.raises(ModelLoadError, match=r"axis 2, 3: neither sized nor named.*--input-shape x=1x3xNxN"):
+        api.convert(str(src), ["onnxruntime"], tmp_path / "out", precision="fp32")
+    _passed(api.convert(str(src), TARGETS, tmp_path / "out", precision="fp32", input_shapes={"x": "1x3x8x8"}))

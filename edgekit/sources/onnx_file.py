@@ -134,12 +134,21 @@ def _shapeless(model) -> list[str]:
 
 def fill_input_shapes(model, inputs: list[InputSpec]) -> int:
     """Write the shapes edgekit runs with (--input-shape) into graph inputs that have none in the file: OpenVINO's
-    CPU plugin refuses an input of unknown rank. Returns how many were filled."""
+    CPU plugin refuses an input of unknown rank. Dims the file leaves unnamed get the spec's ('batch' for a leading
+    one, so the artifact names the axis as the JSON does). Returns how many inputs changed."""
     specs = {s.name: s for s in inputs}
     filled = 0
     for vi in model.graph.input:
         spec = specs.get(vi.name)
-        if spec is None or not vi.type.HasField("tensor_type") or vi.type.tensor_type.HasField("shape"):
+        if spec is None or not vi.type.HasField("tensor_type"):
+            continue
+        if vi.type.tensor_type.HasField("shape"):
+            dims = vi.type.tensor_type.shape.dim
+            blank = [(dim, d) for dim, d in zip(dims, spec.shape) if len(dims) == len(spec.shape)
+                     and not dim.HasField("dim_value") and not dim.dim_param and isinstance(d, str)]
+            for dim, d in blank:
+                dim.dim_param = d
+            filled += bool(blank)
             continue
         shape = vi.type.tensor_type.shape
         shape.SetInParent()
@@ -189,11 +198,17 @@ def load(path: Path, *, input_shapes: dict[str, tuple[int, ...]] | None = None) 
     if missing:
         raise ModelLoadError(f"{path}: input '{missing[0]}' has no shape in the file (not even its rank)",
                              hint=f"give --input-shape {missing[0]}=1x3x224x224 (its full shape)")
-    inputs = apply_overrides(graph_inputs(model), input_shapes, str(path))
+    # a leading dim the file leaves unnamed (no dim_param, no dim_value) is a dynamic batch axis, as a named one is
+    inputs = [InputSpec(s.name, ("batch", *s.shape[1:]), s.dtype) if s.shape and s.shape[0] is None else s
+              for s in graph_inputs(model)]
+    inputs = apply_overrides(inputs, input_shapes, str(path))
     for spec in inputs:
         if any(d is None for d in spec.shape):
-            raise ModelLoadError(f"{path}: input '{spec.name}' has unknown dims {spec.shape}",
-                                 hint=f"give --input-shape {spec.name}=1x3x224x224")
+            unknown = [str(ax) for ax, d in enumerate(spec.shape) if d is None]
+            example = "x".join("N" if d is None else "1" if isinstance(d, str) else str(d) for d in spec.shape)
+            raise ModelLoadError(f"{path}: input '{spec.name}' has unknown dims {spec.shape} (axis "
+                                 f"{', '.join(unknown)}: neither sized nor named in the file)",
+                                 hint=f"give --input-shape {spec.name}={example} (N: your model's sizes)")
     return LoadedModel(
         name=path.stem, kind="onnx", inputs=inputs, output_names=[o.name for o in model.graph.output],
         task=guess_task(model), onnx_path=path, source_bytes_sha256=file_sha256(path),
