@@ -39,3 +39,9 @@ def devices(as_json: bool) -> None:
                    f"{_rate(p.peak_gops('CPU', 'fp32')):>10} {_rate(p.peak_gops('CPU', 'int8')):>10}  "
                    f"{','.join(p.units) or '-':<12} {access:<7} {p.description}")
     click.echo("\n(access 'ssh?'/'adb?': not configured, so profiling it gives a roofline estimate; CPU peaks shown)")
+    from edgekit.resources import data_dir
+
+    shipped = data_dir("devices").resolve()
+    own = [f"{p.name} ({p.source})" for p in profiles if p.source and p.source.resolve().parent != shipped]
+    if own:  # a copy of a shipped profile keeping its name replaces it: say which file --device NAME reads
+        click.echo(f"your profiles: {', '.join(own)}")

@@ -92,6 +92,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "units": ("a table of [units.NAME] tables", lambda v: isinstance(v, dict) and all(isinstance(r, dict)
                                                                                      for r in v.values())),
     "access": ("an [access] table", lambda v: isinstance(v, dict)),
+    "roofline": ("a [roofline] table", lambda v: isinstance(v, dict)),
 }
 _ACCESS_FIELDS: dict[str, tuple[str, Any]] = {
     "kind": (f"one of {', '.join(ACCESS_KINDS)}", lambda v: v in ACCESS_KINDS),
@@ -100,18 +101,46 @@ _ACCESS_FIELDS: dict[str, tuple[str, Any]] = {
     "serial": ("a string (see `adb devices`)", lambda v: isinstance(v, str)),
     "python": ("a string (the interpreter's path on the device)", lambda v: isinstance(v, str)),
     "benchmark_model": ("a string (the tool's path on the device)", lambda v: isinstance(v, str)),
+    "tmpdir": ("a string (a writable folder on the device)", lambda v: isinstance(v, str) and bool(v.strip())),
 }
+_ROOFLINE_FIELDS: dict[str, tuple[str, Any]] = {
+    # measured / roofline time: 1 keeps the roofline, 0.3 says the device reaches 30% of its peaks
+    "efficiency": ("a number in (0, 1]", lambda v: _number(v) and v <= 1),
+}
+_RATES = ("peak_fp32_gops", "peak_fp16_gops", "peak_int8_gops")
+
+
+def _unknown(path: Path, where: str, keys: Any, known: Any) -> None:
+    """A key edgekit does not read is a typo until shown otherwise: `[acces]` or `memory_bandwith_gbs` was
+    ignored without a word, and the profile gave a roofline estimate (or 'lacks memory_bandwidth_gbs') while
+    the file plainly had them."""
+    import difflib
+
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+            guess = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{path}: unknown key '{key}'{where}{guess}",
+                              hint=f"known keys{where}: {', '.join(known)}")
 
 
 def _check_fields(path: Path, raw: dict[str, Any]) -> None:
+    _unknown(path, "", raw, _FIELDS)
     for key, (what, ok) in _FIELDS.items():
         if key in raw and not ok(raw[key]):
             raise ConfigError(f"{path}: '{key}' must be {what} (got {raw[key]!r})")
-    for key, (what, ok) in _ACCESS_FIELDS.items():
-        value = raw.get("access", {}).get(key)
-        if value is not None and not ok(value):
-            raise ConfigError(f"{path}: [access] {key} must be {what} (got {value!r})")
+    for table, fields in (("access", _ACCESS_FIELDS), ("roofline", _ROOFLINE_FIELDS)):
+        _unknown(path, f" in [{table}]", raw.get(table, {}), fields)
+        for key, (what, ok) in fields.items():
+            value = raw.get(table, {}).get(key)
+            if value is not None and not ok(value):
+                raise ConfigError(f"{path}: [{table}] {key} must be {what} (got {value!r})")
+    seen: dict[str, str] = {}
     for unit, rates in raw.get("units", {}).items():
+        if unit.upper() in seen:  # units are matched case-blind (--unit npu): two spellings of one unit
+            raise ConfigError(f"{path}: [units.{seen[unit.upper()]}] and [units.{unit}] are the same unit")
+        seen[unit.upper()] = unit
+        _unknown(path, f" in [units.{unit}]", rates, _RATES)
         for k, v in rates.items():
             if not _number(v):
                 raise ConfigError(f"{path}: units.{unit}.{k} must be a positive number (got {v!r})")
@@ -129,6 +158,7 @@ def parse_profile(path: Path) -> DeviceProfile:
     kwargs = {k: v for k, v in raw.items() if k in _KNOWN}
     kwargs.setdefault("name", path.stem)
     kwargs["access"] = access
+    kwargs["units"] = {u.upper(): dict(r) for u, r in raw.get("units", {}).items()}  # [units.npu] is the NPU
     prof = DeviceProfile(**kwargs, extra={k: v for k, v in raw.items() if k not in _KNOWN}, source=path)
     if raw.get("detected"):
         prof = _fill_detected(prof)
@@ -149,29 +179,50 @@ def _fill_detected(prof: DeviceProfile) -> DeviceProfile:
     return prof
 
 
-def list_profiles() -> list[DeviceProfile]:
-    seen: dict[str, DeviceProfile] = {}
+def _index() -> list[tuple[str, Path]]:
+    """(name, file) of every profile in precedence order: the folders of search_path(), then file names. A
+    profile's name is its `name` key, else its file name; a file TOML cannot read is listed under its file name
+    (parse_profile then says what is wrong with it)."""
+    out = []
     for d in search_path():
         for p in sorted(d.glob("*.toml")):
-            prof = parse_profile(p)
-            seen.setdefault(prof.name, prof)
+            try:
+                name = toml.loads(p.read_text()).get("name", p.stem)
+            except Exception:  # noqa: BLE001
+                name = p.stem
+            out.append((name if isinstance(name, str) and name.strip() else p.stem, p))
+    return out
+
+
+def list_profiles() -> list[DeviceProfile]:
+    """One profile per name, the first in precedence order: what `--device NAME` measures with (get_profile)."""
+    from edgekit.progress import warn
+
+    seen: dict[str, DeviceProfile] = {}
+    for name, p in _index():
+        if name in seen:
+            first = seen[name].source
+            if first is not None and first.parent == p.parent:  # one folder, two files: which one is meant?
+                warn(f"device profiles {first.name} and {p.name} (in {p.parent}) are both named '{name}'; "
+                     f"--device {name} uses {first.name}")
+            continue
+        seen[name] = parse_profile(p)
     return sorted(seen.values(), key=lambda p: (p.name != "local", p.name))
 
 
 def get_profile(name: str) -> DeviceProfile:
+    """The profile named `name` (its `name` key, e.g. a copy of raspberry-pi-5.toml saved as my-pi.toml with the
+    host filled in shadows the shipped one, as `edgekit devices` lists it), else the file called NAME.toml."""
     if name.endswith(".toml"):
         if Path(name).is_file():
             return parse_profile(Path(name))
         raise UsageError(f"device profile file {name} not found",
                          hint="give the path of a .toml device profile, or a profile name (`edgekit devices`)")
-    for d in search_path():
-        for p in sorted(d.glob("*.toml")):
-            if p.stem == name:
-                return parse_profile(p)
-    for prof in list_profiles():
-        if prof.name == name:
-            return prof
-    names = ", ".join(p.name for p in list_profiles())
+    index = _index()
+    for key, p in (*index, *((p.stem, p) for _, p in index)):
+        if key == name:
+            return parse_profile(p)
+    names = ", ".join(sorted(dict.fromkeys(n for n, _ in index)))
     missing = [p for p in os.environ.get("EDGEKIT_DEVICE_PATH", "").split(os.pathsep) if p and not Path(p).is_dir()]
     gone = f"; $EDGEKIT_DEVICE_PATH names no such folder: {', '.join(missing)}" if missing else ""
     raise UsageError(f"unknown device '{name}'{gone}",
