@@ -238,19 +238,50 @@ def standalone_norm_inputs(graph: Any) -> list[str]:
 
 
 POLES = {"Log": 0, "Reciprocal": 0, "Div": 1}  # op -> the input at which 0 gives -inf/inf
-# ops a pole's input is walked back through (one activation input; the others constants): clamp, epsilon, softmax
-CARRIERS = ("Clip", "Relu", "Softmax", "Sigmoid", "Exp", "Abs", "Add", "Mul", "Max", "Min")
+# ops a pole's input is walked back through (their activation inputs; the others constants): clamp, epsilon,
+# softmax, an energy (re * re + im * im, |x|, x ** 2) and its pooling over time or frequency
+CARRIERS = ("Clip", "Relu", "Softmax", "Sigmoid", "Exp", "Abs", "Add", "Mul", "Max", "Min", "Pow", "Sqrt",
+            "ReduceSum", "ReduceMean")
+LINEAR = ("MatMul", "Gemm", "Conv")  # carriers when their constant operands are all >= 0 (a mel filterbank)
+# past an energy (a square, |x|): the signed values it is taken of, and the fixed transform that made them (a DFT
+# as a strided Conv1d or MatMul with constant weights), with the ops that only move them (real/imaginary halves)
+SIGNED = ("Slice", "Split", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Gather", "Concat", "Identity")
+
+
+def _energy(node: Any) -> bool:
+    """|x|, x ** 2 or x * x: small values whose relative precision needs that of x."""
+    return node.op_type == "Abs" or node.op_type == "Pow" or (
+        node.op_type == "Mul" and len(node.input) == 2 and node.input[0] == node.input[1])
+
+
+def _constant_map(node: Any, inits: dict[str, Any], nonnegative: bool) -> bool:
+    """A MatMul/Gemm/Conv whose second operand is a constant: a fixed transform (a DFT) or, with all its constants
+    >= 0, a filterbank or pooling that keeps a non-negative input's small values small."""
+    from onnx import numpy_helper
+
+    weights = [inits[i] for i in node.input if i in inits]
+    if not weights or len(weights) < len(node.input) - 1:
+        return False
+    return not nonnegative or all(float(numpy_helper.to_array(w).min(initial=0.0)) >= 0.0 for w in weights)
 
 
 def pole_inputs(graph: Any, ranges: dict[str, tuple[float, float]]) -> list[str]:
-    """The element-wise chain (no weights) that computes a Log's input, or a Reciprocal's or divisor's whose
-    calibrated range is non-negative and starts within one int8 step of 0, kept float. Quantized, its small values
-    round to exactly 0 (or lose their relative precision, all a log keeps): log(clamp(softmax(x), 1e-6)), a
-    NaN-safe log-probability, wrote -inf on TFLite int8 where the source has -13.8, and with the clamp float but
-    the softmax at TFLite's fixed 1/256 grid, errors of 7.6. Float, the chain runs on the dequantized input of its
-    first node (logits), and the clamp or epsilon holds."""
+    """The chain that computes a Log's input, or a Reciprocal's or divisor's whose calibrated range is non-negative
+    and starts within one int8 step of 0, kept float: element-wise ops, non-negative filterbanks, and past an energy
+    (x * x, |x|) the fixed transform that made x. Quantized, its small values round to exactly 0 (or lose their
+    relative precision, all a log keeps): log(clamp(softmax(x), 1e-6)), a NaN-safe log-probability, wrote -inf on
+    TFLite int8 where the source has -13.8, and with the clamp float but the softmax at TFLite's fixed 1/256 grid,
+    errors of 7.6. An in-graph log-mel front end (a DFT as a strided Conv1d, power = re * re + im * im, a mel
+    filterbank MatMul, log(x + eps)) had its DFT, power and mel energies on linear int8 grids: the quiet bins became
+    log(eps), log-mel off by 6.8 on average. Float, the chain runs on the dequantized inputs of its first nodes
+    (logits; the waveform), and the clamp or epsilon holds. A node also read outside the chain (a residual trunk, a
+    vector also normalized by it) ends the walk, except the pole's own input."""
     producer = {o: n for n in graph.node for o in n.output}
-    consts, inputs = {t.name for t in graph.initializer}, {v.name for v in graph.input}
+    inits = {t.name: t for t in graph.initializer}
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
     keep: dict[str, None] = {}
     for n in graph.node:
         at = POLES.get(n.op_type)
@@ -260,13 +291,26 @@ def pole_inputs(graph: Any, ranges: dict[str, tuple[float, float]]) -> list[str]
             lo, hi = (float(v) for v in ranges.get(n.input[at], (-1.0, 0.0)))
             if not 0.0 <= lo < hi / 255.0:
                 continue
-        src = producer.get(n.input[at])
-        while src is not None and src.name and src.name not in keep and src.op_type in CARRIERS:
-            acts = [i for i in src.input if i and i not in consts and (i in producer or i in inputs)]
-            if len(acts) != 1:
-                break
+        chain, todo = set(), [(producer.get(n.input[at]), False)]
+        while todo:
+            src, signed = todo.pop()
+            if src is None or not src.name or src.name in keep:
+                continue
+            if signed:  # the values an energy is taken of: moved, or made by a fixed transform (then stop)
+                ok = src.op_type in SIGNED or (src.op_type in LINEAR and _constant_map(src, inits, False))
+            else:
+                ok = src.op_type in CARRIERS or (src.op_type in LINEAR and _constant_map(src, inits, True))
+            if not ok:
+                continue
+            if chain and not all(c.name in chain or (c is n and all(i != o for j, i in enumerate(n.input) if j != at))
+                                 for o in src.output for c in readers.get(o, ())):
+                continue  # read outside the chain too (or as the pole's other operand): not the pole's alone
             keep[src.name] = None
-            src = producer.get(acts[0])
+            chain.add(src.name)
+            if signed and src.op_type in LINEAR:
+                continue  # the transform reads the model's signal: quantized or not, its own range serves it
+            after = signed or _energy(src)
+            todo += [(producer.get(i), after) for i in src.input if i and i not in inits and i in producer]
     return list(keep)
 
 
