@@ -41,8 +41,14 @@ def reference_outputs(model: LoadedModel, samples: Iterable[dict[str, np.ndarray
         return outs
     from edgekit.backends.base import LoadOptions
     from edgekit.backends.onnxruntime import load
+    from edgekit.errors import UnsupportedModelError
 
-    sess = load(model.onnx_path, LoadOptions(extra={"optimization": "none"}))
+    try:
+        sess = load(model.onnx_path, LoadOptions(extra={"optimization": "none"}))
+    except UnsupportedModelError as exc:  # no target helps: every one is verified against this run
+        raise UnsupportedModelError(f"the source model: {exc.message} (ONNX Runtime computes the reference outputs "
+                                    "every target is verified against)",
+                                    hint="replace the operator in the source model with standard ONNX ops") from exc
     return [sess.run(feed) for feed in samples]
 
 

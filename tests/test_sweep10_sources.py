@@ -158,3 +158,24 @@ def test_unnamed_inner_dims_ask_for_the_shape_with_the_dims_the_file_states(tmp_
     with pytest.raises(ModelLoadError, match=r"axis 2, 3: neither sized nor named.*--input-shape x=1x3xNxN"):
         api.convert(str(src), ["onnxruntime"], tmp_path / "out", precision="fp32")
     _passed(api.convert(str(src), TARGETS, tmp_path / "out", precision="fp32", input_shapes={"x": "1x3x8x8"}))
+
+
+def test_a_custom_op_onnx_runtime_lacks_names_the_source_not_another_target(tmp_path: Path) -> None:
+    """A custom-domain op no runtime knows (com.acme:MyRelu): the error said 'choose another target', but ONNX
+    Runtime runs the source for the references of every target, so -t openvino alone failed the same way. It now says
+    the source model is the problem, and why every target needs ONNX Runtime to run it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekit.errors import UnsupportedModelError
+
+    graph = helper.make_graph([helper.make_node("MyRelu", ["x"], ["y"], domain="com.acme", name="act")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.acme", 1)])
+    onnx.save(model, str(tmp_path / "custom.onnx"))
+    with pytest.raises(UnsupportedModelError) as err:
+        api.convert(str(tmp_path / "custom.onnx"), ["openvino"], tmp_path / "out", precision="fp32")
+    assert "the source model: ONNX Runtime: unsupported operator MyRelu (node 'act')" in str(err.value)
+    assert "reference outputs every target" in str(err.value) and "another target" not in str(err.value)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
