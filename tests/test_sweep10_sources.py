@@ -179,3 +179,34 @@ def test_a_custom_op_onnx_runtime_lacks_names_the_source_not_another_target(tmp_
     assert "the source model: ONNX Runtime: unsupported operator MyRelu (node 'act')" in str(err.value)
     assert "reference outputs every target" in str(err.value) and "another target" not in str(err.value)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_external_data_in_a_subfolder_converts_and_one_outside_the_folder_is_named(tmp_path: Path) -> None:
+    """Weights in weights/model.bin beside the .onnx convert to every target. Weights at '../shared/up.bin' (onnx
+    refuses to read outside the model's folder) were 'not a valid ONNX file ... the file is corrupt or truncated;
+    re-export it': the file is fine, the data's location is what to change, and the error now says so."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from edgekit.errors import ModelLoadError
+
+    proto = onnx.load(str(_cnn_onnx(tmp_path / "plain.onnx", batch="N")))
+    (tmp_path / "model" / "weights").mkdir(parents=True)
+    onnx.save(proto, str(tmp_path / "model" / "sub.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights/model.bin", size_threshold=0)
+    _passed(api.convert(str(tmp_path / "model" / "sub.onnx"), TARGETS, tmp_path / "out", precision="fp32"))
+
+    blob, proto = b"", onnx.load(str(tmp_path / "plain.onnx"))  # onnx.save moved the first copy's data out
+    for t in proto.graph.initializer:  # what a tool that keeps weights beside the models' folder writes
+        raw = numpy_helper.to_array(t).tobytes()
+        t.ClearField("raw_data")
+        t.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", "../shared/up.bin"), ("offset", str(len(blob))), ("length", str(len(raw)))):
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+        blob += raw
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "up.bin").write_bytes(blob)
+    (tmp_path / "model" / "up.onnx").write_bytes(proto.SerializeToString())
+    with pytest.raises(ModelLoadError, match=r"external data '\.\./shared/up\.bin' lies outside the model's folder"):
+        api.convert(str(tmp_path / "model" / "up.onnx"), ["onnxruntime"], tmp_path / "out2", precision="fp32")

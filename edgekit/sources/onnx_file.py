@@ -35,6 +35,11 @@ def read_onnx(path: Path):
         if gone:
             raise ModelLoadError(f"{path}: its external data file is missing ({gone.group(1)})",
                                  hint="keep the .onnx.data/.bin file next to the .onnx") from exc
+        outside = re.search(r"but '(.+?)' points outside the directory", str(exc))
+        if outside:  # onnx reads external data only from the model's folder (a safety rule, not corruption)
+            raise ModelLoadError(f"{path}: its external data '{outside.group(1)}' lies outside the model's folder, "
+                                 "where ONNX refuses to read", hint="keep the data file in the model's folder (or a "
+                                 "subfolder) and save the model with that location") from exc
         raise ModelLoadError(f"{path}: not a valid ONNX file ({type(exc).__name__}: {exc})",
                              hint="the file is corrupt or truncated; re-export it") from exc
     if not model.graph.node:
