@@ -79,7 +79,8 @@ class Sshd:
         return len(pids)
 
 
-def start_sshd(tmp: Path) -> Sshd:
+def start_sshd(tmp: Path, extra: tuple[str, ...] = ()) -> Sshd:
+    """`extra`: more sshd_config lines (e.g. "SetEnv TMPDIR=/x" for a device whose sessions have a $TMPDIR)."""
     sshd = find_sshd()
     if sshd is None:
         pytest.skip("sshd is not installed (run .ci/services.sh, i.e. apt-get install -y openssh-server)")
@@ -95,7 +96,7 @@ def start_sshd(tmp: Path) -> Sshd:
         f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {tmp / 'host_key'}", f"PidFile {tmp / 'sshd.pid'}",
         f"AuthorizedKeysFile {tmp / 'authorized_keys'}", "PermitRootLogin prohibit-password",
         "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-        "UsePAM no", "StrictModes no", "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxStartups 50", ""]))
+        "UsePAM no", "StrictModes no", "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxStartups 50", *extra, ""]))
     known = tmp / "known_hosts"
     known.write_text(f"[127.0.0.1]:{port} {' '.join(host_pub.split()[:2])}\n")
     client = tmp / "ssh_config"

@@ -112,3 +112,161 @@ def test_units_are_matched_whatever_their_case(kws, tmp_path, monkeypatch):
     cpu = profile_artifact(kws, "npubox")
     assert npu["estimate"] and npu["unit"] == "NPU" and npu["peak_gops"]["fp32"] == 4000
     assert cpu["peak_gops"]["fp32"] == 500 and npu["estimate_ms"] == pytest.approx(2 * npu["roofline_ms"])
+
+
+# ---------------------------------------------------------------- ssh: where a run writes on the device
+
+@pytest.fixture(scope="module")
+def device(tmp_path_factory: pytest.TempPathFactory):
+    """A real sshd on loopback whose sessions have TMPDIR set (Termux, or a board whose /tmp is a small tmpfs)."""
+    from sshd import start_sshd, stop_sshd
+
+    root = tmp_path_factory.mktemp("sweep10_device")
+    tmpdir = root / "device tmp"
+    tmpdir.mkdir()
+    server = start_sshd(root, extra=(f'SetEnv TMPDIR="{tmpdir}"',))
+    old = os.environ.get("EDGEKIT_SSH_CONFIG")
+    os.environ["EDGEKIT_SSH_CONFIG"] = str(server.client_config)
+    try:
+        yield server, tmpdir
+    finally:
+        if old is None:
+            os.environ.pop("EDGEKIT_SSH_CONFIG", None)
+        else:
+            os.environ["EDGEKIT_SSH_CONFIG"] = old
+        stop_sshd(server)
+
+
+PY = {"remote_python": sys.executable}  # the "device" is this machine: its Python has the runtimes
+
+
+def _env_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(kv.decode().split("=", 1) for kv in raw if b"=" in kv)
+
+
+def test_the_run_folder_is_made_in_the_devices_tmpdir(device, kws):
+    """The folder was always /tmp/edgekit.*: a device whose /tmp is read-only or a small tmpfs (or Termux, where
+    /tmp does not exist) could not be profiled at all. It is now made in the device's $TMPDIR, and the runner's
+    own temporary files (ORT's per-layer profile) go inside it, so the folder's removal takes them too."""
+    from edgekit.profile import _profile_with_runner
+    from edgekit.profile.devices import resolve_device
+
+    server, tmpdir = device
+    seen: dict[str, object] = {}
+
+    def look(rec: dict) -> None:
+        if rec.get("event") == "meta":
+            seen["folders"] = list(tmpdir.glob("edgekit.*"))
+            seen["runner_tmp"] = _env_of(rec["pid"]).get("TMPDIR")
+
+    before = set(Path("/tmp").glob("edgekit.*"))
+    res = _profile_with_runner(kws, resolve_device(server.url, remote_python=sys.executable), runs=3, warmup=0,
+                               threads=1, samples=None, per_layer=True, options={}, on_record=look)
+    assert res["complete"] and res["layers"]["layers"] >= 5
+    assert len(seen["folders"]) == 1 and seen["runner_tmp"] == str(seen["folders"][0])
+    assert not list(tmpdir.iterdir()) and set(Path("/tmp").glob("edgekit.*")) == before
+
+
+def test_remote_tmp_with_spaces_and_the_profiles_tmpdir(device, kws, tmp_path, monkeypatch):
+    """--remote-tmp (or tmpdir in the profile's [access]) picks the folder, spaces and all; one that cannot be
+    written is named with the fix (it was "making a temporary folder failed (mkdir: ...)" and nothing to do)."""
+    from sweep10_devices import PI_COPY
+
+    from edgekit.errors import DeviceError
+    from edgekit.profile import profile_artifact
+
+    server, _ = device
+    other = tmp_path / "sd card" / "edge kit"
+    other.mkdir(parents=True)
+    res = profile_artifact(kws, server.url, runs=2, warmup=0, options={**PY, "remote_tmp": str(other)})
+    assert res["complete"] and not list(other.iterdir())
+    host = server.url[len("ssh://"):]
+    (tmp_path / "bench-pi.toml").write_text(PI_COPY.format(host=host, python=sys.executable)
+                                            .replace('[access]\n', f'[access]\ntmpdir = "{other}"\n'))
+    monkeypatch.setenv("EDGEKIT_DEVICE_PATH", str(tmp_path))
+    res = profile_artifact(kws, "raspberry-pi-5", runs=2, warmup=0)
+    assert res["device_profile"] == "raspberry-pi-5" and res["device"].startswith(server.url) and res["complete"]
+    with pytest.raises(DeviceError, match="cannot write in /nonexistent/dir") as info:
+        profile_artifact(kws, server.url, runs=1, options={**PY, "remote_tmp": "/nonexistent/dir"})
+    assert "--remote-tmp" in str(info.value) and "authentication" not in str(info.value)
+
+
+def test_a_device_without_room_for_the_artifact_is_named(device, tmp_path):
+    """scp into a full device said "copying the artifact (scp -O) failed (scp: ...)" after copying it twice (SFTP,
+    then the legacy protocol), with no word of space; the device's free room is now checked after a failed copy."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.errors import DeviceError
+    from edgekit.profile import profile_artifact
+
+    server, _ = device
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root with CAP_SYS_ADMIN)")
+    try:
+        w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((256, 512)).astype(np.float32), "w")
+        graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 512])], [w])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, str(tmp_path / "wide.onnx"))  # 512 KB
+        with pytest.raises(DeviceError, match=r"no room on the device for the artifact: .*small has 0\.\d MB free, "
+                                              r"the files need 0\.5 MB") as info:
+            profile_artifact(tmp_path / "wide.onnx", server.url, runs=1, options={**PY, "remote_tmp": str(small)})
+        assert "--remote-tmp" in str(info.value) and not list(small.iterdir())
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
+
+
+def test_an_upload_slower_than_the_timeout_is_not_copied_again(device, kws, tmp_path):
+    """A copy that ran out of --timeout was started again with the legacy scp protocol: twice the time the user
+    allowed, and the error named 'scp -O' and asked whether the device was up. Now one copy, and the hint says to
+    raise --timeout."""
+    import onnx
+
+    server, tmpdir = device
+    big = tmp_path / "big.onnx"
+    onnx.save(onnx.load(str(kws)), str(big), save_as_external_data=True, location="big.data", size_threshold=0)
+    with open(tmp_path / "big.data", "ab") as f:
+        f.write(b"\0" * 400_000)  # trailing bytes no tensor reads: a larger upload
+    proxy = Path(__file__).parent / "fixtures" / "sweep10_devices_slowlink.py"
+    config = tmp_path / "slow_config"
+    config.write_text(server.client_config.read_text().replace(
+        "Host 127.0.0.1\n", f"Host 127.0.0.1\n  ProxyCommand {sys.executable} {proxy} 127.0.0.1 {server.port} 50000\n"))
+    r = edgekit("profile", str(big), "--device", server.url, "--remote-python", sys.executable, "--timeout", "3",
+                "--json", cwd=tmp_path, env={"EDGEKIT_SSH_CONFIG": str(config)})
+    assert r.returncode == 6, r.stderr
+    msg = json.loads(r.stdout)["error"]["message"]
+    assert "copying the artifact (scp) timed out after 3 s" in msg and "raise --timeout" in msg
+    assert "scp -O" not in msg
+    assert not list(tmpdir.glob("edgekit.*"))
+
+
+# ---------------------------------------------------------------- adb
+
+def test_an_unauthorized_phone_is_named_with_what_to_do(tmp_path, monkeypatch):
+    """adb's last line ("Otherwise check for a confirmation dialog on your device.") was the whole message, and
+    the attached devices were listed without their state."""
+    from profile_models import make_tflite
+
+    from edgekit.errors import DeviceError
+    from edgekit.profile import profile_artifact
+
+    adb = tmp_path / "adb"
+    adb.write_text("#!/bin/sh\n"
+                   "if [ \"$1\" = devices ]; then printf '* daemon started successfully\\nList of devices attached\\n"
+                   "R58M1\\tunauthorized\\nemulator-5554\\tdevice\\n\\n'; exit 0; fi\n"
+                   "printf \"adb: device unauthorized.\\nThis adb server's \\$ADB_VENDOR_KEYS is not set\\n"
+                   "Try 'adb kill-server' if that seems wrong.\\nOtherwise check for a confirmation dialog on your "
+                   "device.\\n\" >&2\nexit 1\n")
+    adb.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(DeviceError) as info:
+        profile_artifact(make_tflite(tmp_path / "m.tflite"), "adb:R58M1", runs=1)
+    msg = str(info.value)
+    assert "adb: device unauthorized." in msg and "USB debugging" in msg
+    assert "attached devices: R58M1 (unauthorized), emulator-5554 (see" in msg and "daemon" not in msg

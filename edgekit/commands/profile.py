@@ -32,6 +32,8 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
               help="OpenVINO PERFORMANCE_HINT.")
 @click.option("--pin", type=click.Choice(["yes", "no"]), help="OpenVINO CPU thread pinning (default: OpenVINO's).")
 @click.option("--remote-python", help="Interpreter on an ssh device (default: the profile's, else python3).")
+@click.option("--remote-tmp", help="Folder on an ssh device for the run's files (default: the profile's tmpdir, "
+              "else the device's $TMPDIR, else /tmp).")
 @click.option("--benchmark-model", help="Path of LiteRT's benchmark_model on the device (adb, or ssh without Python).")
 @click.option("--gpu", is_flag=True, help="adb/benchmark_model: --use_gpu=true.")
 @click.option("--nnapi", is_flag=True, help="adb/benchmark_model: --use_nnapi=true.")
@@ -42,7 +44,7 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @handle_errors
 def profile(artifacts: tuple[Path, ...], device: str, runs: int, warmup: int, threads: int | None,
             samples: str | None, per_layer: bool, top: int, unit: str | None, provider: str | None, xnnpack: bool,
-            delegate: str | None, litert_api: str | None, hint: str, pin: str | None, remote_python: str | None, benchmark_model: str | None, gpu: bool,
+            delegate: str | None, litert_api: str | None, hint: str, pin: str | None, remote_python: str | None, remote_tmp: str | None, benchmark_model: str | None, gpu: bool,
             nnapi: bool, estimate: bool, timeout: float, as_json: bool) -> None:
     """Measure an artifact's latency on a device: load, first inference, then RUNS timed runs
     (mean, std, min, p50, p90, p99), peak memory, per-layer times with --per-layer.
@@ -62,7 +64,7 @@ def profile(artifacts: tuple[Path, ...], device: str, runs: int, warmup: int, th
     from edgekit.profile.stream import RemoteRunError
 
     options = {"unit": unit, "provider": provider, "xnnpack": xnnpack, "delegate": delegate, "litert_api": litert_api, "hint": hint,
-               "pin": None if pin is None else pin == "yes", "remote_python": remote_python, "benchmark_model": benchmark_model, "gpu": gpu, "nnapi": nnapi,
+               "pin": None if pin is None else pin == "yes", "remote_python": remote_python, "remote_tmp": remote_tmp, "benchmark_model": benchmark_model, "gpu": gpu, "nnapi": nnapi,
                "estimate": estimate, "timeout": timeout}
     options = {k: v for k, v in options.items() if v not in (None, False) or k in ("xnnpack", "pin")}
     if options.get("pin") is None:

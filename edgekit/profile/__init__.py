@@ -15,6 +15,7 @@ Options (all optional):
   pin             OpenVINO ENABLE_CPU_PINNING true/false (default: OpenVINO's choice); on a busy shared
                   machine pinned threads wait for their core (measured here: 4.0 ms pinned vs 1.9 ms not)
   remote_python   interpreter on an ssh device (default the profile's, else python3)
+  remote_tmp      folder on an ssh device the run's files go in (default [access] tmpdir, else its $TMPDIR, else /tmp)
   benchmark_model path of LiteRT's benchmark_model on an adb/ssh device without Python
   gpu / nnapi     adb: use_gpu / use_nnapi delegates of benchmark_model
   timeout         overall seconds for one run (default 600)
@@ -34,7 +35,7 @@ from edgekit.profile.stream import Collected, RemoteRunError, raise_runner_error
 
 SUFFIXES = (".onnx", ".ort", ".xml", ".tflite")
 _OPTION_KEYS = {"unit", "provider", "xnnpack", "delegate", "hint", "remote_python", "benchmark_model", "gpu",
-                "nnapi", "timeout", "estimate", "python", "pin", "litert_api"}
+                "nnapi", "timeout", "estimate", "python", "pin", "litert_api", "remote_tmp"}
 
 
 def profile_artifact(path: Path, device: str = "local", *, runs: int = 50, warmup: int = 5,
@@ -64,6 +65,10 @@ def profile_artifact(path: Path, device: str = "local", *, runs: int = 50, warmu
 
     _warn_inapplicable(path, options)
     target = resolve_device(device, remote_python=options.get("remote_python"))
+    if options.get("remote_tmp") and target.kind != "ssh":
+        from edgekit.progress import warn
+
+        warn(f"--remote-tmp applies to ssh devices only; ignored for {target.label}")
     if options.get("estimate") or target.kind == "estimate":
         from edgekit.profile.roofline import estimate_artifact
 
@@ -144,7 +149,7 @@ def _profile_with_runner(path: Path, target: DeviceTarget, *, runs: int, warmup:
             extra = _remote_op_models(path, Path(tmp), per_layer, options)
             if extra:
                 args += ["--op-models", "ops.npz"]
-            col, problem = SshDevice.from_target(target, timeout=timeout).run_runner(
+            col, problem = SshDevice.from_target(target, timeout=timeout, tmpdir=options.get("remote_tmp")).run_runner(
                 path, feeds, args, on_record=on_record, extra=extra)
         else:  # pragma: no cover - resolve_device only makes the kinds above
             raise UsageError(f"cannot run on device kind '{target.kind}'")

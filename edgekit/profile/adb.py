@@ -40,9 +40,12 @@ class AdbTransport:
         except subprocess.TimeoutExpired as exc:
             raise DeviceError(f"{self.label}: {what} timed out after {exc.timeout:.0f} s") from exc
         err = (proc.stderr or "") + (proc.stdout if proc.returncode else "")
-        if proc.returncode != 0 and any(s in err for s in ("not found", "no devices", "offline", "unauthorized")) \
-                and "device" in err:
-            raise DeviceError(f"{self.label}: {err.strip().splitlines()[-1]}",
+        words = ("not found", "no devices", "offline", "unauthorized", "more than one")
+        if proc.returncode != 0 and any(s in err for s in words) and "device" in err:
+            # the line that names the problem ("adb: device unauthorized."), not adb's last advice line
+            said = next(ln.strip() for ln in err.splitlines() if any(s in ln for s in words))
+            advice = " (accept the USB debugging prompt on the phone)" if "unauthorized" in said else ""
+            raise DeviceError(f"{self.label}: {said}{advice}",
                               hint=f"attached devices: {self._devices() or 'none'} (see `adb devices`)")
         return proc
 
@@ -51,7 +54,8 @@ class AdbTransport:
             out = subprocess.run([self.adb or "adb", "devices"], capture_output=True, text=True, timeout=20).stdout
         except (OSError, subprocess.TimeoutExpired):
             return "?"
-        return ", ".join(ln.split()[0] for ln in out.splitlines()[1:] if ln.strip())
+        rows = [ln.split() for ln in out.splitlines() if "\t" in ln]  # "SERIAL\tstate"; not adb's "* daemon" lines
+        return ", ".join(r[0] if r[1:] == ["device"] else f"{r[0]} ({' '.join(r[1:])})" for r in rows if r)
 
     def shell(self, words: list[str], what: str, timeout: float | None = None) -> subprocess.CompletedProcess:
         return self._run(["shell", " ".join(shlex.quote(w) for w in words)], what, timeout)
@@ -110,7 +114,7 @@ def profile_benchmark_model(path: Path, target: DeviceTarget, *, runs: int, warm
     else:
         from edgekit.profile.ssh import SshDevice
 
-        transport = SshDevice.from_target(target, timeout=timeout)
+        transport = SshDevice.from_target(target, timeout=timeout, tmpdir=options.get("remote_tmp"))
     remote_dir = transport.mkdtemp()
     try:
         transport.upload({"model.tflite": path}, remote_dir)

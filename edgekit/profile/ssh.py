@@ -32,6 +32,18 @@ from edgekit.profile.local import RUNNER
 from edgekit.profile.stream import Collected, run_streaming
 
 
+class SshStepError(DeviceError):
+    """A failed ssh/scp step; `reason`: connect | auth | host_key | timeout | failed (the command itself)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, reason: str = "failed") -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+
+
+TMP_HINT = ("give --remote-tmp DIR (a writable folder with room on the device), or tmpdir in the [access] table "
+            "of its device profile")
+
+
 def sendable(name: str) -> bool:
     """A file name scp can give the device: one path component, no control characters (the scp protocol
     carries it line by line), no leading '-'. It never reaches a shell: the runner gets fixed names (model.onnx)
@@ -56,12 +68,14 @@ class SshDevice:
     timeout: float = 600.0
     connect_timeout: int = 10
     config: str | None = None
+    tmpdir: str | None = None  # where the run's folder is made on the device: None = its $TMPDIR, else /tmp
 
     @classmethod
-    def from_target(cls, target: DeviceTarget, *, timeout: float = 600.0) -> SshDevice:
+    def from_target(cls, target: DeviceTarget, *, timeout: float = 600.0, tmpdir: str | None = None) -> SshDevice:
         assert target.host
+        access = target.profile.access if target.profile else {}
         return cls(host=target.host, user=target.user, port=target.port, python=target.python, timeout=timeout,
-                   config=os.environ.get("EDGEKIT_SSH_CONFIG") or None)
+                   config=os.environ.get("EDGEKIT_SSH_CONFIG") or None, tmpdir=tmpdir or access.get("tmpdir"))
 
     @property
     def label(self) -> str:
@@ -92,7 +106,8 @@ class SshDevice:
         return ["scp", "-q", *self._common(), *port, "--", *map(str, files), f"{dest}:{remote_dir}/"]
 
     # ------------------------------------------------------------ steps
-    def _check(self, argv: list[str], what: str, timeout: float | None = None) -> str:
+    def _check(self, argv: list[str], what: str, timeout: float | None = None,
+               timeout_hint: str = "is the device up and reachable?") -> str:
         if shutil.which(argv[0]) is None:
             raise MissingDependencyError(f"'{argv[0]}' (OpenSSH client) is not installed",
                                          hint="install openssh-client")
@@ -100,46 +115,65 @@ class SshDevice:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout or self.timeout,
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
-            raise DeviceError(f"{self.label}: {what} timed out after {exc.timeout:.0f} s",
-                              hint="is the device up and reachable?") from exc
+            raise SshStepError(f"{self.label}: {what} timed out after {exc.timeout:.0f} s", hint=timeout_hint,
+                               reason="timeout") from exc
         if proc.returncode != 0:
             raise self.error(proc.returncode, proc.stderr, what)
         return proc.stdout
 
-    def error(self, rc: int | None, stderr: str, what: str) -> DeviceError:
+    def error(self, rc: int | None, stderr: str, what: str) -> SshStepError:
         err = stderr.strip()
         last = err.splitlines()[-1] if err else f"exit {rc}"
         if "REMOTE HOST IDENTIFICATION HAS CHANGED" in err or "Host key verification failed" in err:
             kind = "changed" if "HAS CHANGED" in err else "unknown or does not match known_hosts"
-            return DeviceError(f"{self.label}: host key verification failed (the host key is {kind}); "
-                               "edgekit never skips host key checks",
-                               hint=f"if the device was really re-installed, check its key and run "
-                                    f"`ssh-keygen -R {self.host}` then `ssh {self._dest()}` once to accept the new key")
-        if "Permission denied" in err:
-            return DeviceError(f"{self.label}: authentication failed ({last})",
-                               hint="set up key login (ssh-copy-id) or an agent; edgekit runs ssh with BatchMode=yes")
-        if any(s in err for s in ("Connection refused", "timed out", "Could not resolve", "No route to host",
-                                  "Network is unreachable")):
-            return DeviceError(f"{self.label}: cannot connect ({last})", hint="is the device on and reachable?")
-        return DeviceError(f"{self.label}: {what} failed ({last})")
+            return SshStepError(f"{self.label}: host key verification failed (the host key is {kind}); "
+                                "edgekit never skips host key checks",
+                                hint=f"if the device was really re-installed, check its key and run "
+                                     f"`ssh-keygen -R {self.host}` then `ssh {self._dest()}` once to accept the new "
+                                     "key", reason="host_key")
+        if rc == 255 and "Permission denied (" in err:  # ssh's own "Permission denied (publickey)", not a remote file's
+            return SshStepError(f"{self.label}: authentication failed ({last})",
+                                hint="set up key login (ssh-copy-id) or an agent; edgekit runs ssh with BatchMode=yes",
+                                reason="auth")
+        if rc == 255 and any(s in err for s in ("Connection refused", "timed out", "Could not resolve",
+                                                "No route to host", "Network is unreachable")):
+            return SshStepError(f"{self.label}: cannot connect ({last})", hint="is the device on and reachable?",
+                                reason="connect")
+        return SshStepError(f"{self.label}: {what} failed ({last})")
+
+    def _base(self) -> str:
+        """The device folder runs are made in, as a word of the remote sh: --remote-tmp / [access] tmpdir, else the
+        device's own $TMPDIR (Termux, Android, images whose /tmp is read-only or a small tmpfs), else /tmp."""
+        return q(self.tmpdir) if self.tmpdir else '"${TMPDIR:-/tmp}"'
 
     def mkdtemp(self) -> str:
-        """A new private folder on the device. The name is drawn here (unguessable; `mkdir` refuses one that
-        exists, as mktemp does), so a run interrupted while the device makes it still knows what to remove:
-        with `mktemp -d` a Ctrl-C/SIGTERM between the remote mkdir and its answer left the folder behind."""
-        path = f"/tmp/edgekit.{secrets.token_hex(8)}"
+        """A new private folder on the device; returns its absolute path. The name is drawn here (unguessable;
+        `mkdir` refuses one that exists, as mktemp does), so a run interrupted while the device makes it still
+        knows what to remove: with `mktemp -d` a Ctrl-C/SIGTERM between the remote mkdir and its answer left the
+        folder behind."""
+        where = f"{self._base()}/edgekit.{secrets.token_hex(8)}"
+        script = f'd={where} && mkdir -m 700 "$d" && cd "$d" && pwd'
         try:
-            self._check(self.ssh_argv(["mkdir", "-m", "700", path]), "making a temporary folder", timeout=60)
-        except DeviceError:
-            raise
+            out = self._check(self.ssh_argv(["sh", "-c", script]), "making a temporary folder", timeout=60)
+        except SshStepError as exc:
+            if exc.reason != "failed":
+                raise
+            raise SshStepError(f"{exc.message}: the device cannot write in {self.tmpdir or '$TMPDIR or /tmp'}",
+                               hint=TMP_HINT) from exc
         except BaseException:
-            self.cleanup(path)
+            self.cleanup(where, expression=True)
             raise
+        path = (out.strip().splitlines() or [""])[-1]
+        if not path.startswith("/"):
+            self.cleanup(where, expression=True)
+            raise DeviceError(f"{self.label}: making a temporary folder gave no path (it printed {out.strip()!r})")
         return path
 
-    def cleanup(self, remote_dir: str) -> None:
+    def cleanup(self, remote_dir: str, expression: bool = False) -> None:
+        """Remove the run's folder (best effort). expression: `remote_dir` is a word of the remote sh already."""
+        where = remote_dir if expression else shlex.quote(remote_dir)
         try:
-            subprocess.run(self.ssh_argv(["rm", "-rf", remote_dir]), capture_output=True, timeout=20,
+            subprocess.run(self.ssh_argv(["sh", "-c", f"rm -rf {where}"]), capture_output=True, timeout=20,
                            stdin=subprocess.DEVNULL)
         except (subprocess.TimeoutExpired, OSError):
             pass
@@ -150,6 +184,7 @@ class SshDevice:
             if not sendable(name):
                 raise UsageError(f"cannot send a file named {name!r} to the device",
                                  hint="one file name without control characters or a leading '-'")
+        slow = "the copy of the artifact took longer than --timeout: a slow link or a large artifact; raise --timeout"
         with tempfile.TemporaryDirectory(prefix="edgekit-ssh-") as stage:
             staged = []
             for name, src in files.items():
@@ -157,18 +192,38 @@ class SshDevice:
                 os.symlink(Path(src).resolve(), dst)
                 staged.append(dst)
             try:
-                self._check(self.scp_argv(staged, remote_dir), "copying the artifact (scp)")
-            except DeviceError as exc:
-                if "host key" in exc.message or "authentication" in exc.message:
+                self._check(self.scp_argv(staged, remote_dir), "copying the artifact (scp)", timeout_hint=slow)
+            except SshStepError as exc:
+                if exc.reason != "failed":  # a timeout, the key, the connection: the legacy protocol fares no better
                     raise
+                self._check_room(files, remote_dir)
                 # servers without an SFTP subsystem (dropbear, minimal images): the legacy scp protocol
-                self._check(self.scp_argv(staged, remote_dir, legacy=True), "copying the artifact (scp -O)")
+                self._check(self.scp_argv(staged, remote_dir, legacy=True), "copying the artifact (scp -O)",
+                            timeout_hint=slow)
+
+    def _check_room(self, files: dict[str, Path], remote_dir: str) -> None:
+        """After a failed copy: a device without the room for the files is named as such (SFTP says only
+        'write remote ...: Failure')."""
+        need = sum(Path(p).stat().st_size for p in files.values())
+        # the part copied before the failure is removed first: it holds the room the whole copy needs
+        script = f"cd {shlex.quote(remote_dir)} && rm -f -- {' '.join(shlex.quote(n) for n in files)}; df -Pk ."
+        try:
+            proc = subprocess.run(self.ssh_argv(["sh", "-c", script]), capture_output=True, text=True,
+                                  timeout=30, stdin=subprocess.DEVNULL)
+            free = int(proc.stdout.strip().splitlines()[-1].split()[3]) * 1024
+        except (subprocess.TimeoutExpired, OSError, IndexError, ValueError):
+            return
+        if free < need:
+            raise DeviceError(f"{self.label}: no room on the device for the artifact: {remote_dir.rsplit('/', 1)[0]} "
+                              f"has {free / 2**20:.1f} MB free, the files need {need / 2**20:.1f} MB",
+                              hint=f"free space there, or {TMP_HINT}")
 
     def run_command(self, remote_dir: str, words: list[str], *,
                     on_record: Callable[[dict[str, Any]], None] | None = None) -> tuple[Collected, int | None, str]:
         inner = " ".join(q(w) for w in words)
+        # TMPDIR: what the runner or its runtime writes (ORT's profile, caches) is in the folder the trap removes
         script = f"trap {shlex.quote('rm -rf ' + shlex.quote(remote_dir))} EXIT HUP INT TERM; " \
-                 f"cd {shlex.quote(remote_dir)} && {inner}"
+                 f"cd {shlex.quote(remote_dir)} && TMPDIR={shlex.quote(remote_dir)} && export TMPDIR && {inner}"
         # stdin: a pipe we never write to. When this process or the connection dies, the remote command reads
         # end of file and the runner (--exit-on-stdin-eof) exits: no run left burning the device's cores
         return run_streaming(self.ssh_argv(["sh", "-c", script]), timeout=self.timeout, on_record=on_record,
