@@ -114,6 +114,29 @@ def test_units_are_matched_whatever_their_case(kws, tmp_path, monkeypatch):
     assert cpu["peak_gops"]["fp32"] == 500 and npu["estimate_ms"] == pytest.approx(2 * npu["roofline_ms"])
 
 
+def test_a_local_runner_writes_its_temporary_files_in_edgekits_folder(kws):
+    """The runner's temporary files (ORT's per-layer profile) went to /tmp/edgekit-ortprof-*, left behind when the
+    runner was killed midway; its TMPDIR is now the profile's own temporary folder, removed in every case."""
+    from edgekit.profile import _profile_with_runner
+    from edgekit.profile.devices import resolve_device
+
+    seen = {}
+
+    def look(rec: dict) -> None:
+        if rec.get("event") == "meta":
+            seen["tmp"] = _env_of(rec["pid"]).get("TMPDIR", "")
+
+    res = _profile_with_runner(kws, resolve_device("local"), runs=2, warmup=0, threads=1, samples=None,
+                               per_layer=True, options={}, on_record=look)
+    assert res["layers"]["layers"] >= 5
+    assert Path(seen["tmp"]).name.startswith("edgekit-profile-") and not Path(seen["tmp"]).exists()
+
+
+def _env_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(kv.decode().split("=", 1) for kv in raw if b"=" in kv)
+
+
 # ---------------------------------------------------------------- ssh: where a run writes on the device
 
 @pytest.fixture(scope="module")
@@ -138,11 +161,6 @@ def device(tmp_path_factory: pytest.TempPathFactory):
 
 
 PY = {"remote_python": sys.executable}  # the "device" is this machine: its Python has the runtimes
-
-
-def _env_of(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(kv.decode().split("=", 1) for kv in raw if b"=" in kv)
 
 
 def test_the_run_folder_is_made_in_the_devices_tmpdir(device, kws):

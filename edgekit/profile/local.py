@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,7 +19,10 @@ def run_local(model: Path, feeds: Path, runner_args: list[str], *, timeout: floa
     """Returns (what the runner streamed, None) or (partial records, why the run failed)."""
     argv = [python or sys.executable, str(RUNNER), "--model", str(model), "--feeds", str(feeds), *runner_args,
             "--exit-on-stdin-eof"]  # dies with us, even when we are killed outright
-    col, rc, err = run_streaming(argv, timeout=timeout, on_record=on_record, stdin=subprocess.PIPE)
+    # TMPDIR: what the runner or its runtime writes (ORT's per-layer profile) is in edgekit's own temp folder, which
+    # goes away even when the runner is killed midway (it left /tmp/edgekit-ortprof-* behind)
+    env = {**os.environ, "TMPDIR": str(Path(feeds).parent)}
+    col, rc, err = run_streaming(argv, timeout=timeout, on_record=on_record, stdin=subprocess.PIPE, env=env)
     if rc is None:
         return col, f"local run timed out after {timeout:.0f} s"
     if rc != 0 and col.error is None:

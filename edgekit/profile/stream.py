@@ -69,7 +69,7 @@ class Collected:
 
 
 def run_streaming(argv: list[str], *, timeout: float, on_record: Callable[[dict[str, Any]], None] | None = None,
-                  stdin: Any = subprocess.DEVNULL) -> tuple[Collected, int | None, str]:
+                  stdin: Any = subprocess.DEVNULL, env: dict[str, str] | None = None) -> tuple[Collected, int | None, str]:
     """Run `argv` (no shell), feed each stdout line to a Collected. Returns (collected, returncode, stderr);
     returncode is None when the overall `timeout` (seconds) expired and the process was killed. The process is
     killed too when this call is interrupted. With stdin=subprocess.PIPE the pipe stays open, unwritten, until
@@ -78,7 +78,7 @@ def run_streaming(argv: list[str], *, timeout: float, on_record: Callable[[dict[
     col = Collected()
     try:
         proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                bufsize=1)
+                                bufsize=1, env=env)
     except FileNotFoundError as exc:
         raise MissingDependencyError(f"cannot run '{argv[0]}': not found", hint="install it or fix PATH") from exc
     err_chunks: list[str] = []
