@@ -288,3 +288,33 @@ def test_an_unauthorized_phone_is_named_with_what_to_do(tmp_path, monkeypatch):
     msg = str(info.value)
     assert "adb: device unauthorized." in msg and "USB debugging" in msg
     assert "attached devices: R58M1 (unauthorized), emulator-5554 (see" in msg and "daemon" not in msg
+
+
+def test_a_profile_naming_benchmark_model_is_measured_with_it(device, tmp_path, monkeypatch):
+    """[access] benchmark_model in an ssh device's profile (a board without Python) was read but never used: the
+    profile ran the Python runner and failed with 'no Python at ... (use --benchmark-model)'. The stand-in tool on
+    the device prints a real benchmark_model output (tests/data/benchmark_model)."""
+    from profile_models import make_tflite
+
+    from edgekit.errors import DeviceError
+    from edgekit.profile import profile_artifact
+
+    server, _ = device
+    tool = tmp_path / "benchmark model"
+    tool.write_text(f"#!/bin/sh\ncat '{ROOT / 'tests/data/benchmark_model/tf2.8_mobilenet_v1_op_profiling.txt'}'\n")
+    tool.chmod(0o755)
+    (tmp_path / "nopy.toml").write_text(f'description = "a board without Python"\n[access]\nkind = "ssh"\n'
+                                        f'host = "{server.url[len("ssh://"):]}"\npython = "/nonexistent/python3"\n'
+                                        f'benchmark_model = "{tool}"\n')
+    monkeypatch.setenv("EDGEKIT_DEVICE_PATH", str(tmp_path))
+    res = profile_artifact(make_tflite(tmp_path / "m.tflite"), "nopy", runs=3, warmup=0)
+    assert res["runtime"]["tool"] == "benchmark_model" and res["mean_ms"] == pytest.approx(2950.34)
+    assert res["device_profile"] == "nopy" and res["device_kind"] == "ssh"
+    with pytest.raises(DeviceError, match="no Python at .* for .tflite artifacts on devices without Python"):
+        profile_artifact(_tiny_onnx(tmp_path), "nopy", runs=1)  # benchmark_model runs .tflite files only
+
+
+def _tiny_onnx(tmp_path: Path) -> Path:
+    from profile_models import make_cnn_onnx
+
+    return make_cnn_onnx(tmp_path / "tiny.onnx", size=8)

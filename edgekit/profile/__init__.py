@@ -73,8 +73,9 @@ def profile_artifact(path: Path, device: str = "local", *, runs: int = 50, warmu
         from edgekit.profile.roofline import estimate_artifact
 
         return estimate_artifact(path, target.profile, unit=options.get("unit") or "CPU", threads=threads)
-    if target.kind == "adb" or (target.kind == "ssh" and options.get("benchmark_model")
-                                and path.suffix.lower() == ".tflite"):
+    # an ssh device's benchmark_model: --benchmark-model, or the one its profile names (a board without Python)
+    bench = options.get("benchmark_model") or (target.benchmark_model if target.kind == "ssh" else None)
+    if target.kind == "adb" or (target.kind == "ssh" and bench and path.suffix.lower() == ".tflite"):
         from edgekit.profile.adb import profile_benchmark_model
 
         return profile_benchmark_model(path, target, runs=runs, warmup=warmup, threads=threads,

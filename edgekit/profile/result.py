@@ -83,7 +83,7 @@ def format_result(res: dict[str, Any]) -> str:
     lines = [
         f"{res['artifact']}",
         f"  device   {res['device']}",
-        f"  runtime  {rt.get('name')} {rt.get('version')}  threads={res.get('threads') or 'default'}  "
+        f"  runtime  {rt.get('name')} {rt.get('version') or rt.get('tool') or ''}  threads={res.get('threads') or 'default'}  "
         f"options={rt.get('options')}",
         f"  load {ms('load_ms', 1)} ms   first {ms('first_ms')} ms   peak memory {ms('peak_memory_mb', 1)} MB",
         f"  {res['runs']} runs after {res['warmup']} warm-up: p50 {ms('p50_ms')}  mean {ms('mean_ms')} "

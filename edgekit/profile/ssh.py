@@ -267,7 +267,7 @@ class SshDevice:
         if rc == 127 or "not found" in err and col.meta is None:
             raise DeviceError(f"{self.label}: no Python at '{self.python}' on the device",
                               hint="give --remote-python PATH (or python in the device profile), or use "
-                                   "--benchmark-model for devices without Python")
+                                   "--benchmark-model for .tflite artifacts on devices without Python")
         if "No module named" in err and col.meta is None:
             mod = re.findall(r"No module named '([^']+)'", err)
             raise DeviceError(f"{self.label}: {self.python} lacks the module '{mod[-1] if mod else '?'}'",
