@@ -137,13 +137,14 @@ def write_qdq(prepared: Path, out_path: Path, ranges: dict[str, tuple[float, flo
     }
     import onnx
 
-    graph = onnx.load(str(prepared), load_external_data=False).graph
+    proto = onnx.load(str(prepared), load_external_data=False)
+    graph = proto.graph
     if scheme.per_channel:
         per_tensor = grouped_deconv_weights(graph)
         if per_tensor:
             extra["TensorQuantOverrides"] = {w: [{"symmetric": scheme.weight_symmetric}] for w in per_tensor}
     exclude = (list(exclude) + nonfinite_constant_readers(graph) + mixed_range_concats(graph, ranges)
-               + standalone_norm_inputs(graph) + pole_inputs(graph, ranges))
+               + standalone_norm_inputs(graph) + pole_inputs(graph, ranges) + wide_softmaxes(proto))
     root = logging.getLogger()
     level = root.level
     with tempfile.TemporaryDirectory(prefix="edgekit-qdq-") as tmp:
@@ -215,6 +216,41 @@ def mixed_range_concats(graph: Any, ranges: dict[str, tuple[float, float]]) -> l
         keep[n.name] = None
         stack += [c for o in n.output for c in consumers.get(o, []) if c.op_type in MOVES and c.name]
     return list(keep)
+
+
+WIDE_SOFTMAX = 32  # more values than this: their mean 1 / L is under 8 steps of the int8 softmax's fixed 1/256 grid
+RANKING = ("ArgMax", "TopK")  # readers that only need the order of the probabilities
+
+
+def wide_softmaxes(model: Any) -> list[str]:
+    """Softmaxes over more than WIDE_SOFTMAX values whose probabilities are computed with (not only output or
+    ranked), kept float. A quantized Softmax writes on a fixed [0, 1] grid (1/255 in ONNX Runtime's QDQ, 1/256 in
+    TFLite's kernel): over L values the probabilities average 1 / L, so a soft-argmax over a 16x16 heatmap (L = 256)
+    rounded most of them to 0 or one step and its expected coordinates moved by up to 0.8 px (pose head, TFLite
+    int8 cosine 0.69; ONNX Runtime, which keeps Softmax float, 0.996). A classifier's output softmax, or one over a
+    few classes, keeps its int8 grid."""
+    import onnx
+
+    graph = model.graph
+    soft = [n for n in graph.node if n.op_type == "Softmax" and n.name]
+    if not soft:
+        return []
+    g = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
+              for v in list(g.value_info) + list(g.input) + list(g.output)}
+    readers: dict[str, list[str]] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n.op_type)
+    keep = []
+    for n in soft:
+        shape = shapes.get(n.input[0]) or []
+        axis = next((a.i for a in n.attribute if a.name == "axis"), -1)
+        if not shape or not -len(shape) <= axis < len(shape):
+            continue
+        if shape[axis] > WIDE_SOFTMAX and any(r not in RANKING for r in readers.get(n.output[0], [])):
+            keep.append(n.name)
+    return keep
 
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # excluding one of these would run it in float
