@@ -318,3 +318,49 @@ def _tiny_onnx(tmp_path: Path) -> Path:
     from profile_models import make_cnn_onnx
 
     return make_cnn_onnx(tmp_path / "tiny.onnx", size=8)
+
+
+def _alive_with(marker: str) -> list[int]:
+    """Pids of live (not zombie) processes whose command line holds `marker`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if marker in cmd and state != "Z" and "pytest" not in cmd:
+                found.append(int(entry))
+    return found
+
+
+def test_a_timed_out_benchmark_model_stops_on_the_device(device, tmp_path):
+    """benchmark_model over ssh (--benchmark-model) went on after a timeout (or Ctrl-C): the ssh client was killed
+    and the tool, which prints only at its end, never met the closed connection and kept the board's cores busy.
+    The stand-in is a wrapper script whose child does the work (as an LD_LIBRARY_PATH wrapper would)."""
+    import signal
+    import time
+
+    from profile_models import make_tflite
+
+    from edgekit.errors import DeviceError
+    from edgekit.profile import profile_artifact
+
+    server, tmpdir = device
+    marker = f"edgekit-sweep10-bm-{os.getpid()}"
+    tool = tmp_path / "benchmark_model"
+    tool.write_text(f"#!/bin/sh\n'{sys.executable}' -c 'import time; time.sleep(120)' {marker}\n")
+    tool.chmod(0o755)
+    try:
+        with pytest.raises(DeviceError, match="benchmark_model timed out after 3 s"):
+            profile_artifact(make_tflite(tmp_path / "m.tflite"), server.url, runs=1,
+                             options={"benchmark_model": str(tool), "timeout": 3})
+        deadline = time.monotonic() + 15
+        while _alive_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive_with(marker), "benchmark_model outlived the profile"
+        assert not list(tmpdir.glob("edgekit.*"))
+    finally:
+        for pid in _alive_with(marker):
+            os.kill(pid, signal.SIGKILL)

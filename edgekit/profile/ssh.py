@@ -230,15 +230,24 @@ class SshDevice:
                              stdin=subprocess.PIPE)
 
     def run_text(self, words: list[str]) -> tuple[int | None, str, str]:
-        """Run one remote command (quoted word by word) and return (rc, stdout, stderr); rc None on timeout."""
-        try:
-            proc = subprocess.run(self.ssh_argv(words), capture_output=True, text=True, timeout=self.timeout,
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
+        """Run one remote command (quoted word by word) and return (rc, stdout, stderr); rc None on timeout.
+
+        The command (benchmark_model) stops when this process or the connection is gone, as the runner does: a
+        reader on a stdin pipe we never write to signals the session's process group (sshd makes one per session:
+        the command, any children of a wrapper script, and the shell) at end of file. It went on burning the
+        board's cores after a timeout or Ctrl-C, skewing the next measurement."""
+        inner = " ".join(q(w) for w in words)
+        script = (f"exec 3<&0 </dev/null; {inner} & p=$!; "
+                  "( while read -r _ <&3; do :; done; kill -TERM 0 ) >/dev/null 2>&1 & w=$!; "
+                  "exec 3<&-; wait $p; rc=$?; kill $w 2>/dev/null; exit $rc")
+        lines: list[str] = []
+        _, rc, err = run_streaming(self.ssh_argv(["sh", "-c", script]), timeout=self.timeout, stdin=subprocess.PIPE,
+                                   lines=lines)
+        if rc is None:
             return None, "", ""
-        if proc.returncode == 255:
-            raise self.error(255, proc.stderr, "run")
-        return proc.returncode, proc.stdout, proc.stderr
+        if rc == 255:
+            raise self.error(255, err, "run")
+        return rc, "".join(lines), err
 
     # ------------------------------------------------------------ the runner
     def run_runner(self, model: Path, feeds: Path, runner_args: list[str], *,

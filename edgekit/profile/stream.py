@@ -69,12 +69,13 @@ class Collected:
 
 
 def run_streaming(argv: list[str], *, timeout: float, on_record: Callable[[dict[str, Any]], None] | None = None,
-                  stdin: Any = subprocess.DEVNULL, env: dict[str, str] | None = None) -> tuple[Collected, int | None, str]:
+                  stdin: Any = subprocess.DEVNULL, env: dict[str, str] | None = None,
+                  lines: list[str] | None = None) -> tuple[Collected, int | None, str]:
     """Run `argv` (no shell), feed each stdout line to a Collected. Returns (collected, returncode, stderr);
     returncode is None when the overall `timeout` (seconds) expired and the process was killed. The process is
     killed too when this call is interrupted. With stdin=subprocess.PIPE the pipe stays open, unwritten, until
     the process ends: a runner started with --exit-on-stdin-eof then exits when this process dies (even by
-    SIGKILL) or, over ssh, when the connection is gone."""
+    SIGKILL) or, over ssh, when the connection is gone. `lines`: also collect stdout's lines as they were printed."""
     col = Collected()
     try:
         proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -91,6 +92,8 @@ def run_streaming(argv: list[str], *, timeout: float, on_record: Callable[[dict[
     def read_out() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
+            if lines is not None:  # the text as printed (a tool's report), blank lines and all
+                lines.append(line)
             rec = col.feed_line(line)
             if rec is not None and on_record is not None:
                 on_record(rec)
