@@ -364,3 +364,16 @@ def test_a_timed_out_benchmark_model_stops_on_the_device(device, tmp_path):
     finally:
         for pid in _alive_with(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_per_layer_table_says_which_statistic_it_shows(tmp_path):
+    """LiteRT's per-layer rows are each operator's median time over its runs (the upper middle run for an even
+    count), but the table said 'mean of N runs', as for ONNX Runtime and OpenVINO whose rows are means."""
+    from profile_models import make_tflite
+
+    model = make_tflite(tmp_path / "m.tflite")
+    r = edgekit("profile", str(model), "--runs", "6", "--warmup", "0", "--per-layer", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "median of 6 runs" in r.stdout and "mean of 6 runs" not in r.stdout
+    r = edgekit("profile", str(model), "--runs", "6", "--warmup", "0", "--per-layer", "--json", cwd=tmp_path)
+    assert json.loads(r.stdout)["layers"]["statistic"] == "median"

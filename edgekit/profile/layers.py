@@ -26,6 +26,7 @@ def summarize_layers(report: dict[str, Any], top: int = 10) -> dict[str, Any]:
     out: dict[str, Any] = {
         "source": report.get("source"),
         "runs": report.get("runs", 0),
+        "statistic": report.get("statistic", "mean"),  # of each layer's time over the runs
         "total_ms": total,
         "layers": len(rows),
         "top": [{"name": r["name"], "op_type": r.get("op_type"), "unit": r.get("unit"), "ms": float(r["ms"]),
@@ -46,7 +47,7 @@ def format_layers(layers: dict[str, Any], top: int = 10) -> str:
     total = float(layers["total_ms"])
     rows = sorted(layers.get("all") or layers["top"], key=lambda r: -float(r["ms"]))[:top]
     digits = 3 if total >= 1 else 4 if total >= 0.1 else 5  # a 20 us layer is not "0.000 ms"
-    runs = f"mean of {layers['runs']} runs, " if layers.get("runs") else ""
+    runs = f"{layers.get('statistic', 'mean')} of {layers['runs']} runs, " if layers.get("runs") else ""
     lines = [f"per-layer ({layers['source']}, {runs}{layers['layers']} layers, sum {total:.{digits}f} ms):"]
     lines.append(f"  {'ms':>9} {'share':>6}  {'op type':<18} {'unit':<26} layer")
     for r in rows:

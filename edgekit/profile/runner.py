@@ -443,7 +443,7 @@ class TfliteRunner:
             return {"rows": [], "runs": 0, "source": None,
                     "note": f"per-op timing unavailable ({type(exc).__name__}: {str(exc)[:160]}); use benchmark_model "
                             "--enable_op_profiling=true (edgekit does this for adb devices)"}
-        return {"rows": rows, "runs": max(1, min(runs, 20)),
+        return {"rows": rows, "runs": max(1, min(runs, 20)), "statistic": "median",
                 "source": "LiteRT, each operator timed alone as a one-op model on its recorded inputs"
                           + (" (a zero PAD with the convolution it feeds, as XNNPACK runs them)" if self.args.xnnpack else "")}
 
@@ -608,9 +608,10 @@ def _isolated_ops(runner: TfliteRunner, feeds: list, runs: int) -> list[dict]:
             interp.invoke()
             times.append((time.perf_counter() - t0) * 1000.0)
         times.sort()
+        mid = len(times) // 2
+        median = times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2
         rows.append({"name": entry["name"], "op_type": entry["op_type"],
-                     "unit": "XNNPACK" if runner.args.xnnpack else "CPU", "ms": times[len(times) // 2],
-                     "order": entry["order"]})
+                     "unit": "XNNPACK" if runner.args.xnnpack else "CPU", "ms": median, "order": entry["order"]})
     return rows
 
 
