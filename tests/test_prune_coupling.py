@@ -423,19 +423,63 @@ class TorchEncoder(nn.Module):
         return self.out(self.enc(self.inp(x)).mean(1))
 
 
-def test_torch_transformer_encoder_prunes_ffn_channels_only():
+def test_torch_transformer_encoder_prunes_ffn_channels_and_heads():
+    import copy
+
     torch.manual_seed(0)
     m = TorchEncoder().eval()
     x = {"x": torch.randn(2, 5, 12)}
     p, rep = _prune(m, x, round_to=8)
-    assert rep["macs_after"] < rep["macs_before"]  # the FFN inside the untraced leaf is counted
+    # per token and layer: attention 4 E I + 2 L I, FFN 2 E F (E 16, L 5; I 16 -> 8 (one head of two), F 64 -> 32)
+    enc = lambda inner, ffn: 10 * (4 * 16 * inner + 2 * 5 * inner + 2 * 16 * ffn)  # noqa: E731
+    assert rep["macs_before"] == 10 * 12 * 16 + 2 * enc(16, 64) + 2 * 16 * 3
+    assert rep["macs_after"] == 10 * 12 * 16 + 2 * enc(8, 32) + 2 * 16 * 3
+    zeroed = copy.deepcopy(m)
     for i in range(2):
-        layer = p.enc.layers[i]
+        layer, old = p.enc.layers[i], zeroed.enc.layers[i]
         assert layer.linear1.out_features == layer.linear2.in_features == 32
         assert layer.self_attn.embed_dim == 16 and layer.linear2.out_features == 16  # model width kept
+        assert (layer.self_attn.num_heads, layer.self_attn.head_dim) == (1, 8)
+        cols = _kept_rows(old.self_attn.out_proj.weight.T, layer.self_attn.out_proj.weight.T)
+        ffn = _kept_rows(old.linear1.weight, layer.linear1.weight)
+        with torch.no_grad():  # the removed heads and FFN channels contribute nothing
+            old.self_attn.out_proj.weight[:, [c for c in range(16) if c not in cols]] = 0
+            old.linear2.weight[:, [c for c in range(64) if c not in ffn]] = 0
     assert p.inp.out_features == 16
-    _zeroed_equivalent(TorchEncoder(), x)
+    with torch.no_grad():
+        torch.testing.assert_close(p(**x), zeroed(**x), rtol=1e-4, atol=1e-5)
+    _zeroed_equivalent(TorchEncoder(), x, pick=lambda gs: {u.root for g in gs if "linear1" in g.modules()[0]
+                                                           for u in g.units[:8]})
     _onnx_matches(p, x)
+
+
+def test_torch_transformer_per_head_mask_keeps_heads_and_decoder_prunes_both_attentions():
+    class Masked(TorchEncoder):
+        def forward(self, x):  # a 3-D attention mask is one per head (batch x heads, L, S)
+            mask = torch.zeros(x.shape[0] * 2, x.shape[1], x.shape[1])
+            return self.out(self.enc(self.inp(x), mask=mask).mean(1))
+
+    x = {"x": torch.randn(2, 5, 12)}
+    p, _ = _prune(Masked().eval(), x, round_to=8)
+    assert all(layer.self_attn.num_heads == 2 and layer.linear1.out_features == 32 for layer in p.enc.layers)
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.mem = nn.Linear(12, 16), nn.Linear(12, 16)
+            self.dec = nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+            self.out = nn.Linear(16, 3)
+
+        def forward(self, x, m):
+            causal = torch.triu(torch.full((x.shape[1], x.shape[1]), float("-inf")), 1)
+            return self.out(self.dec(self.inp(x), self.mem(m), tgt_mask=causal))
+
+    torch.manual_seed(0)
+    feeds = {"x": torch.randn(2, 5, 12), "m": torch.randn(2, 7, 12)}
+    p, rep = _prune(Decoder().eval(), feeds, round_to=4)
+    assert p.dec.self_attn.num_heads == p.dec.multihead_attn.num_heads == 2 and p.dec.linear1.out_features == 16
+    assert rep["macs_after"] < rep["macs_before"]
+    _onnx_matches(p, feeds)
 
 
 class LayerScaleBlock(nn.Module):

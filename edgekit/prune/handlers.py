@@ -460,9 +460,11 @@ class PixelShuffleHandler(Handler):
 
 class TorchTransformerHandler(Handler):
     """torch.nn's own Transformer / TransformerEncoder(Layer) / TransformerDecoder(Layer): a leaf whose forward
-    cannot be traced (fused fast paths, nested-tensor checks). Each layer's FFN intermediate channels
-    (linear1 out, linear2 in) are internal to it and are pruned; the model width is not (nn.MultiheadAttention
-    ties its projections, and so its heads, to it): inputs and outputs keep their channels."""
+    cannot be traced (fused fast paths, nested-tensor checks). Internal to each layer and pruned: the FFN
+    intermediate channels (linear1 out, linear2 in) and the heads of its attention modules (self_attn, a
+    decoder's multihead_attn; rebuilt as mha.PrunedMultiheadAttention, which also keeps torch's fused
+    encoder path off), the latter only when the call is batched and every mask it gets is at most 2-D (a 3-D
+    mask is per head). The model width, which its inputs and outputs carry, stays."""
 
     @property
     def types(self):
@@ -483,7 +485,29 @@ class TorchTransformerHandler(Handler):
                 if sub.linear1.bias is not None:
                     ctx.record(f"{prefix}.linear1", "bias", 0, ffn, out_dim=True)
                 ctx.record(f"{prefix}.linear2", "weight", 1, ffn)
+                if self._heads_prunable(m, node, ctx):
+                    for attn in ("self_attn", "multihead_attn"):
+                        if isinstance(getattr(sub, attn, None), MultiheadAttentionHandler().types):
+                            MultiheadAttentionHandler.record_heads(ctx, f"{prefix}.{attn}", getattr(sub, attn))
         return out
+
+    @staticmethod
+    def _heads_prunable(m, node, ctx) -> bool:
+        import inspect
+
+        try:
+            call = inspect.signature(m.forward).bind(*node.args, **node.kwargs).arguments
+        except TypeError:
+            return False
+        for arg, value in call.items():
+            if not ctx.is_tensor(value):
+                if value is not None and not isinstance(value, bool):
+                    return False
+                continue
+            rank = len(ctx.shape(value))
+            if ("mask" in arg and rank > 2) or ("mask" not in arg and rank != 3):
+                return False
+        return True
 
     def rebuild(self, m, keep):
         return m  # its linear1 / linear2 are rebuilt by name
@@ -508,6 +532,14 @@ class MultiheadAttentionHandler(Handler):
         out = OpaqueHandler().propagate(ctx, name, m, node)
         if not self._heads_prunable(ctx, m, node):
             return out
+        self.record_heads(ctx, name, m)
+        return out
+
+    @staticmethod
+    def record_heads(ctx, name: str, m) -> None:
+        """Each head of `m` one unit: its q, k, v rows of the input projection and its out_proj columns."""
+        if getattr(m, "bias_k", None) is not None or getattr(m, "add_zero_attn", False):
+            return
         rows = np.repeat(ctx.uf.new(m.num_heads), m.head_dim)
         thirds = np.concatenate([rows] * 3)
         if m.in_proj_weight is not None:
@@ -518,14 +550,11 @@ class MultiheadAttentionHandler(Handler):
         if m.in_proj_bias is not None:
             ctx.record(name, "in_proj_bias", 0, thirds, out_dim=True)
         ctx.record(name, "out_proj.weight", 1, rows)
-        return out
 
     @staticmethod
     def _heads_prunable(ctx, m, node) -> bool:
         import operator
 
-        if getattr(m, "bias_k", None) is not None or getattr(m, "add_zero_attn", False):
-            return False
         args = {**dict(zip(("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask"), node.args)),
                 **node.kwargs}
         if any(not ctx.is_tensor(args.get(k)) or len(ctx.shape(args[k])) != 3 for k in ("query", "key", "value")):

@@ -14,9 +14,10 @@ def _prod(s) -> int:
 
 
 def torch_transformer_macs(name: str, m, inp: tuple, width_of: Callable[[str, int], int] | None = None) -> int:
-    """MACs of torch.nn's Transformer leaves (untraced): per encoder/decoder layer and token, the q/k/v/out
-    projections (4 E^2), the FFN (2 E F, F = `width_of(layer.linear1, F)` kept channels) and the attention
-    products (2 L E; a decoder layer's cross-attention counted at the same length)."""
+    """MACs of torch.nn's Transformer leaves (untraced): per encoder/decoder layer and token, for each attention
+    module the q/k/v/out projections (4 E I) and the attention products (2 L I; a decoder layer's cross-attention
+    counted at the same length), I its inner width (heads x head_dim; `width_of(attn, I, ("out_proj.weight", 1))`
+    kept), and the FFN (2 E F, F = `width_of(layer.linear1, F)` kept channels)."""
     from torch import nn
 
     tokens, total = _prod(inp[:-1]), 0
@@ -27,8 +28,13 @@ def torch_transformer_macs(name: str, m, inp: tuple, width_of: Callable[[str, in
         e, f = sub.linear1.in_features, sub.linear1.out_features
         f = width_of(f"{prefix}.linear1", f) if width_of else f
         length = inp[1] if sub.self_attn.batch_first and len(inp) > 2 else inp[0]
-        blocks = 2 if isinstance(sub, nn.TransformerDecoderLayer) else 1
-        total += tokens * (blocks * (4 * e * e + 2 * length * e) + 2 * e * f)
+        for attn in ("self_attn", "multihead_attn"):
+            a = getattr(sub, attn, None)
+            if a is not None:
+                inner = a.out_proj.in_features
+                inner = width_of(f"{prefix}.{attn}", inner, ("out_proj.weight", 1)) if width_of else inner
+                total += tokens * (4 * e * inner + 2 * length * inner)
+        total += tokens * 2 * e * f
     return total
 
 

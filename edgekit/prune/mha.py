@@ -27,7 +27,10 @@ class PrunedMultiheadAttention(nn.Module):
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, head_dim
         self.kdim, self.vdim = kdim or embed_dim, vdim or embed_dim
-        self.dropout, self.batch_first, self._qkv_same_embed_dim = dropout, batch_first, packed
+        self.dropout, self.batch_first, self.packed = dropout, batch_first, packed
+        # torch's fused TransformerEncoderLayer / nested-tensor paths read this and assume heads x head_dim ==
+        # embed_dim: False keeps them off (the layer then calls this module)
+        self._qkv_same_embed_dim = False
         inner = num_heads * head_dim
         if packed:
             self.in_proj_weight = nn.Parameter(torch.empty(3 * inner, embed_dim, **kw))
@@ -52,7 +55,7 @@ class PrunedMultiheadAttention(nn.Module):
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         inner = self.num_heads * self.head_dim
-        if self._qkv_same_embed_dim:
+        if self.packed:
             wq, wk, wv = self.in_proj_weight.split(inner)
         else:
             wq, wk, wv = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
@@ -87,7 +90,7 @@ def rebuild(m, keep: dict) -> PrunedMultiheadAttention:
     rows = np.arange(inner) if rows is None else rows
     ref = m.out_proj.weight
     new = PrunedMultiheadAttention(m.embed_dim, len(rows) // m.head_dim, m.head_dim, m.kdim, m.vdim,
-                                   m.in_proj_bias is not None, m.dropout, m.batch_first, m._qkv_same_embed_dim,
+                                   m.in_proj_bias is not None, m.dropout, m.batch_first, m.in_proj_weight is not None,
                                    device=ref.device, dtype=ref.dtype)
     with torch.no_grad():
         for pname, t in m.named_parameters():
