@@ -377,3 +377,39 @@ def test_a_per_layer_table_says_which_statistic_it_shows(tmp_path):
     assert "median of 6 runs" in r.stdout and "mean of 6 runs" not in r.stdout
     r = edgekit("profile", str(model), "--runs", "6", "--warmup", "0", "--per-layer", "--json", cwd=tmp_path)
     assert json.loads(r.stdout)["layers"]["statistic"] == "median"
+
+
+def test_a_killed_profile_leaves_nothing_of_benchmark_model_on_the_device(device, tmp_path):
+    """edgekit killed outright (SIGKILL: no cleanup of its own) while benchmark_model ran over ssh left the tool
+    running and its folder (the model) on the device."""
+    import signal
+    import time
+
+    from profile_models import make_tflite
+
+    server, tmpdir = device
+    marker = f"edgekit-sweep10-killed-{os.getpid()}"
+    tool = tmp_path / "benchmark_model"
+    tool.write_text(f"#!/bin/sh\n'{sys.executable}' -c 'import time; time.sleep(120)' {marker}\n")
+    tool.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "true"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "profile", str(make_tflite(tmp_path / "m.tflite")),
+                             "--device", server.url, "--benchmark-model", str(tool)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _alive_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _alive_with(marker) and list(tmpdir.glob("edgekit.*/model.tflite"))
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while (_alive_with(marker) or list(tmpdir.glob("edgekit.*"))) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive_with(marker), "benchmark_model outlived the profile"
+        assert not list(tmpdir.glob("edgekit.*")), "its folder is left on the device"
+    finally:
+        proc.kill()
+        proc.wait()
+        for pid in _alive_with(marker):
+            os.kill(pid, signal.SIGKILL)

@@ -73,7 +73,7 @@ class AdbTransport:
             if proc.returncode != 0:
                 raise DeviceError(f"{self.label}: adb push failed ({(proc.stderr or proc.stdout).strip()})")
 
-    def run_text(self, words: list[str]) -> tuple[int | None, str, str]:
+    def run_text(self, words: list[str], remote_dir: str | None = None) -> tuple[int | None, str, str]:
         proc = self.shell(words, "benchmark_model")
         return proc.returncode, proc.stdout, proc.stderr
 
@@ -120,7 +120,7 @@ def profile_benchmark_model(path: Path, target: DeviceTarget, *, runs: int, warm
         transport.upload({"model.tflite": path}, remote_dir)
         words = benchmark_words(binary, f"{remote_dir}/model.tflite", runs=runs, warmup=warmup, threads=threads,
                                 per_layer=per_layer, options=options)
-        rc, out, err = transport.run_text(words)
+        rc, out, err = transport.run_text(words, remote_dir=remote_dir)
     finally:
         transport.cleanup(remote_dir)
     text = out + "\n" + err  # benchmark_model logs to stderr on Linux, to stdout/logcat on Android

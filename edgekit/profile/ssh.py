@@ -229,15 +229,17 @@ class SshDevice:
         return run_streaming(self.ssh_argv(["sh", "-c", script]), timeout=self.timeout, on_record=on_record,
                              stdin=subprocess.PIPE)
 
-    def run_text(self, words: list[str]) -> tuple[int | None, str, str]:
+    def run_text(self, words: list[str], remote_dir: str | None = None) -> tuple[int | None, str, str]:
         """Run one remote command (quoted word by word) and return (rc, stdout, stderr); rc None on timeout.
 
         The command (benchmark_model) stops when this process or the connection is gone, as the runner does: a
         reader on a stdin pipe we never write to signals the session's process group (sshd makes one per session:
         the command, any children of a wrapper script, and the shell) at end of file. It went on burning the
-        board's cores after a timeout or Ctrl-C, skewing the next measurement."""
+        board's cores after a timeout or Ctrl-C, skewing the next measurement. `remote_dir` is removed on the
+        device however the command ends (edgekit killed outright cannot remove it from here)."""
         inner = " ".join(q(w) for w in words)
-        script = (f"exec 3<&0 </dev/null; {inner} & p=$!; "
+        trap = f"trap {shlex.quote('rm -rf ' + shlex.quote(remote_dir))} EXIT HUP INT TERM; " if remote_dir else ""
+        script = (f"{trap}exec 3<&0 </dev/null; {inner} & p=$!; "
                   "( while read -r _ <&3; do :; done; kill -TERM 0 ) >/dev/null 2>&1 & w=$!; "
                   "exec 3<&-; wait $p; rc=$?; kill $w 2>/dev/null; exit $rc")
         lines: list[str] = []
