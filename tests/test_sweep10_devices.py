@@ -413,3 +413,30 @@ def test_a_killed_profile_leaves_nothing_of_benchmark_model_on_the_device(device
         proc.wait()
         for pid in _alive_with(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("where", ["local", "ssh"])
+def test_a_runner_killed_on_the_device_is_named_as_such(device, kws, where):
+    """A runner the kernel killed (a board out of memory: SIGKILL) was 'the runner stopped (exit 137): no message'
+    over ssh and 'local runner failed (exit -9): (no output)' here; the partial result keeps the runs measured."""
+    import signal
+
+    from edgekit.profile import _profile_with_runner
+    from edgekit.profile.devices import resolve_device
+    from edgekit.profile.stream import RemoteRunError
+
+    server, _ = device
+    runs: list[dict] = []
+
+    def oom(rec: dict) -> None:
+        if rec.get("event") == "meta":
+            runs.append(rec)
+        elif rec.get("event") == "run" and len(runs) == 1:
+            runs.append(rec)
+            os.kill(runs[0]["pid"], signal.SIGKILL)  # the runner: a process of this machine either way
+
+    target = resolve_device("local" if where == "local" else server.url, remote_python=sys.executable)
+    with pytest.raises(RemoteRunError, match="killed by SIGKILL, on Linux most often the out-of-memory killer") as info:
+        _profile_with_runner(kws, target, runs=10**6, warmup=0, threads=1, samples=None, per_layer=False,
+                             options={"timeout": 60}, on_record=oom)
+    assert info.value.partial["runs"] >= 1 and info.value.exit_code == 6

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekit.profile.stream import Collected, run_streaming
+from edgekit.profile.stream import Collected, exit_reason, run_streaming
 
 RUNNER = Path(__file__).with_name("runner.py")
 
@@ -27,5 +27,5 @@ def run_local(model: Path, feeds: Path, runner_args: list[str], *, timeout: floa
         return col, f"local run timed out after {timeout:.0f} s"
     if rc != 0 and col.error is None:
         tail = (err.strip().splitlines() or ["(no output)"])[-1]
-        return col, f"local runner failed (exit {rc}): {tail}"
+        return col, f"local runner failed ({exit_reason(rc)}): {tail}"
     return col, None

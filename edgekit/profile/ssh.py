@@ -29,7 +29,7 @@ from typing import Any
 from edgekit.errors import DeviceError, MissingDependencyError, UsageError
 from edgekit.profile.devices import DeviceTarget
 from edgekit.profile.local import RUNNER
-from edgekit.profile.stream import Collected, run_streaming
+from edgekit.profile.stream import Collected, exit_reason, run_streaming
 
 
 class SshStepError(DeviceError):
@@ -290,7 +290,7 @@ class SshDevice:
                               hint="give --remote-python the path of a Python 3.7 or newer on the device (with "
                                    "numpy and the runtime)")
         tail = said[-1] if said else "no message"
-        return col, f"the runner stopped (exit {rc}): {tail}"
+        return col, f"the runner stopped ({exit_reason(rc)}): {tail}"
 
 
 def artifact_files(model: Path) -> dict[str, Path]:

@@ -124,6 +124,22 @@ def run_streaming(argv: list[str], *, timeout: float, on_record: Callable[[dict[
     return col, rc, "".join(err_chunks)
 
 
+def exit_reason(rc: int) -> str:
+    """'exit 3', or the signal that ended the process: a negative code (a child of ours) or 128+N (as a remote
+    shell reports it). SIGKILL is named with its usual cause: a board out of memory."""
+    import signal
+
+    sig = -rc if rc < 0 else rc - 128 if 128 < rc < 160 else None
+    if sig is None:
+        return f"exit {rc}"
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:
+        name = f"signal {sig}"
+    oom = ", on Linux most often the out-of-memory killer: the device ran out of memory" if sig == 9 else ""
+    return f"killed by {name}{oom}"
+
+
 def raise_runner_error(col: Collected, where: str) -> None:
     """Turn the runner's own error record into the right edgekit error."""
     err = col.error or {}
