@@ -440,3 +440,21 @@ def test_a_runner_killed_on_the_device_is_named_as_such(device, kws, where):
         _profile_with_runner(kws, target, runs=10**6, warmup=0, threads=1, samples=None, per_layer=False,
                              options={"timeout": 60}, on_record=oom)
     assert info.value.partial["runs"] >= 1 and info.value.exit_code == 6
+
+
+def test_a_device_never_connected_to_says_how_to_accept_its_key(device, kws):
+    """Every user's first run: the host key is not in known_hosts yet. The hint was the one for a changed key
+    ('if the device was really re-installed ... ssh-keygen -R'), which sends a first-time user the wrong way."""
+    from edgekit.errors import DeviceError
+    from edgekit.profile import profile_artifact
+
+    server, _ = device
+    good = server.known_hosts.read_text()
+    server.known_hosts.write_text("")
+    try:
+        with pytest.raises(DeviceError, match="host key is not in known_hosts yet") as info:
+            profile_artifact(kws, server.url, runs=1, options=PY)
+        assert f"ssh -p {server.port} {server.user}@127.0.0.1" in str(info.value)
+        assert "ssh-keygen -R" not in str(info.value)
+    finally:
+        server.known_hosts.write_text(good)

@@ -124,6 +124,13 @@ class SshDevice:
     def error(self, rc: int | None, stderr: str, what: str) -> SshStepError:
         err = stderr.strip()
         last = err.splitlines()[-1] if err else f"exit {rc}"
+        if re.search(r"No \S+ host key is known for", err) and "HAS CHANGED" not in err:
+            # a device never connected to: the first run of every user; nothing was re-installed
+            port = f"-p {self.port} " if self.port else ""
+            return SshStepError(f"{self.label}: host key verification failed (the device's host key is not in "
+                                "known_hosts yet); edgekit never accepts host keys itself",
+                                hint=f"connect once with `ssh {port}{self._dest()}` and accept its key after "
+                                     "checking the fingerprint", reason="host_key")
         if "REMOTE HOST IDENTIFICATION HAS CHANGED" in err or "Host key verification failed" in err:
             kind = "changed" if "HAS CHANGED" in err else "unknown or does not match known_hosts"
             return SshStepError(f"{self.label}: host key verification failed (the host key is {kind}); "
