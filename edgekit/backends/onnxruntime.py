@@ -42,6 +42,11 @@ def _session(path: Path, options: LoadOptions, level: str = "all", save_to: Path
         so.optimized_model_filepath = str(save_to)
         if save_format:
             so.add_session_config_entry("session.save_model_format", save_format)
+        elif _external_data(path):  # weights past protobuf's 2 GB: the artifact keeps them in <name>.data
+            Path(str(save_to) + ".data").unlink(missing_ok=True)
+            so.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                        Path(save_to).name + ".data")
+            so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     providers = _providers(options)
     try:
         return ort.InferenceSession(str(path), so, providers=providers)
@@ -51,6 +56,17 @@ def _session(path: Path, options: LoadOptions, level: str = "all", save_to: Path
                                   "Exception during initialization")):  # a kernel refused the node's attributes
             raise unsupported("ONNX Runtime", path, msg) from exc
         raise
+
+
+def _external_data(path: Path) -> bool:
+    """Whether the ONNX file at `path` keeps tensors in external data files (a hub past protobuf's 2 GB)."""
+    if Path(path).suffix != ".onnx":
+        return False
+    import onnx
+
+    from edgekit.onnx_size import uses_external_data
+
+    return uses_external_data(onnx.load(str(path), load_external_data=False))
 
 
 def _providers(options: LoadOptions) -> list[str]:
@@ -71,16 +87,13 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
     hardware-specific fusions when the artifact is loaded on the device."""
     out_onnx = artifact_path(out_stem, ".onnx")
     level = str(target.runtime.get("save_optimization", "basic"))
-    _session(onnx_path, LoadOptions(), level=level, save_to=out_onnx)
-    if not out_onnx.exists():  # pragma: no cover - ORT always writes it
-        shutil.copyfile(onnx_path, out_onnx)
-    elif level != "none" and not _reloads(out_onnx):
-        # ORT bug: a saved graph can fail its own fusions on reload (MatMulAddFusion re-adds an initializer
-        # name its first pass already wrote, e.g. with weights shared by repeated layers): ship it unoptimized
-        warn(f"ONNX Runtime cannot reload its own {level}-optimized graph; the artifact keeps the graph "
-             "unoptimized (ONNX Runtime optimizes it when loading)")
-        _session(onnx_path, LoadOptions(), level="none", save_to=out_onnx)
-    files = [out_onnx]
+    untied = _share_tied_tables(onnx_path, out_onnx)
+    try:
+        _save(untied or onnx_path, out_onnx, level)
+    finally:
+        if untied:
+            untied.unlink(missing_ok=True)
+    files = [out_onnx] + [p for p in [Path(str(out_onnx) + ".data")] if p.exists()]
     if target.runtime.get("save_ort", False):
         out_ort = artifact_path(out_stem, ".ort")
         # ONNX Runtime does not re-run its level-2 fusions on an .ort it loads: an int8 .ort saved at 'basic'
@@ -99,6 +112,34 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
             warn(f"ONNX Runtime could not save the .ort format ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); "
                  "the artifact is the .onnx alone")
     return files
+
+
+def _save(src: Path, out_onnx: Path, level: str) -> None:
+    _session(src, LoadOptions(), level=level, save_to=out_onnx)
+    if not out_onnx.exists():  # pragma: no cover - ORT always writes it
+        shutil.copyfile(src, out_onnx)
+    elif level != "none" and not _reloads(out_onnx):
+        # ORT bug: a saved graph can fail its own fusions on reload (MatMulAddFusion re-adds an initializer
+        # name its first pass already wrote, e.g. with weights shared by repeated layers): ship it unoptimized
+        warn(f"ONNX Runtime cannot reload its own {level}-optimized graph; the artifact keeps the graph "
+             "unoptimized (ONNX Runtime optimizes it when loading)")
+        _session(src, LoadOptions(), level="none", save_to=out_onnx)
+
+
+def _share_tied_tables(onnx_path: Path, out_onnx: Path) -> Path | None:
+    """A temporary copy of the graph whose tied embedding table is stored once (onnx_tied.py), else None."""
+    if _external_data(onnx_path):
+        return None
+    import onnx
+
+    from edgekit.backends.onnx_tied import share_tied_tables
+
+    model = onnx.load(str(onnx_path))
+    if not share_tied_tables(model):
+        return None
+    tmp = out_onnx.with_name(f".{out_onnx.name}.untied.onnx")
+    onnx.save(model, str(tmp))
+    return tmp
 
 
 def _reloads(path: Path) -> bool:
