@@ -304,6 +304,14 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
     import onnx
 
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
+    from edgekit.onnx_size import INLINE_LIMIT, file_tensor_bytes
+
+    size = file_tensor_bytes(fp32_onnx)
+    if size > INLINE_LIMIT:  # each calibration/fallback step writes the graph as one protobuf (2 GB at most)
+        raise UnsupportedModelError(f"int8: the model's weights take {size / 2**30:.2f} GB; edgekit quantizes models "
+                                    f"up to {INLINE_LIMIT / 2**30:.2f} GB", hint="convert it at --precision fp32 "
+                                    "for onnxruntime or openvino: their artifacts keep the weights in a file beside "
+                                    "the model")
     scheme = scheme_for(target, method, finetune_steps)
     try:
         model = onnx.load(str(fp32_onnx))

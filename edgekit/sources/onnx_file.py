@@ -7,6 +7,7 @@ from pathlib import Path
 from edgekit.data import InputSpec
 from edgekit.errors import ModelLoadError
 from edgekit.hashing import sha256_file as file_sha256
+from edgekit.onnx_size import uses_external_data
 from edgekit.sources.model import LoadedModel
 from edgekit.sources.shapes import apply_overrides
 
@@ -15,7 +16,9 @@ _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int6
 
 
 def read_onnx(path: Path):
-    """onnx.ModelProto with external data loaded; ModelLoadError with the reason otherwise."""
+    """onnx.ModelProto of the graph (external data left on disk: the checker reads the file itself, so a model over
+    protobuf's 2 GB limit is checked too; it was 'invalid ONNX model: Failed to serialize proto'); ModelLoadError
+    with the reason otherwise."""
     import onnx
 
     if not path.is_file():
@@ -23,33 +26,23 @@ def read_onnx(path: Path):
     if path.stat().st_size == 0:
         raise ModelLoadError(f"{path}: the file is empty", hint="re-export the model")
     try:
-        model = onnx.load(str(path), load_external_data=True)
-    except FileNotFoundError as exc:
-        raise ModelLoadError(f"{path}: its external data file is missing ({exc.filename})",
-                             hint="keep the .onnx.data/.bin file next to the .onnx") from exc
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
-        import re
-
-        # onnx >= 1.16 reports a missing external data file as a ValidationError, not FileNotFoundError
-        gone = re.search(r"should be stored in (.+?), but it is not regular file", str(exc))
-        if gone:
-            raise ModelLoadError(f"{path}: its external data file is missing ({gone.group(1)})",
-                                 hint="keep the .onnx.data/.bin file next to the .onnx") from exc
-        outside = re.search(r"but '(.+?)' points outside the directory", str(exc))
-        if outside:  # onnx reads external data only from the model's folder (a safety rule, not corruption)
-            raise ModelLoadError(f"{path}: its external data '{outside.group(1)}' lies outside the model's folder, "
-                                 "where ONNX refuses to read", hint="keep the data file in the model's folder (or a "
-                                 "subfolder) and save the model with that location") from exc
         raise ModelLoadError(f"{path}: not a valid ONNX file ({type(exc).__name__}: {exc})",
                              hint="the file is corrupt or truncated; re-export it") from exc
     if not model.graph.node:
         raise ModelLoadError(f"{path}: not a valid ONNX model (the graph has no nodes)",
                              hint="the file is corrupt, truncated or not ONNX; re-export it")
-    topo_sort(model)
-    try:
-        onnx.checker.check_model(model)
+    moved = topo_sort(model)
+    try:  # with external data, the file itself (the checker then finds the data files beside it)
+        onnx.checker.check_model(str(path) if uses_external_data(model) else model)
     except Exception as exc:  # noqa: BLE001
         first = str(exc).splitlines()[0]
+        data = _external_data_error(path, exc)
+        if data is not None:
+            raise data from exc
+        if moved and "topologically sorted" in first:
+            return model  # the file's node order, which topo_sort fixed in `model`
         if "Field 'shape' of 'type' is required" in first and _shapeless(model):
             return model  # inputs/outputs without any shape: the runtimes take them; load() asks --input-shape
         if "is deprecated in domain_version" not in first:
@@ -59,6 +52,23 @@ def read_onnx(path: Path):
 
         warn(f"{path.name}: {first} (converting it as it is)")
     return model
+
+
+def _external_data_error(path: Path, exc: Exception) -> ModelLoadError | None:
+    """The checker's complaint about external data as the user's problem: a missing data file, or one outside the
+    model's folder (onnx reads none there: a safety rule, not corruption)."""
+    import re
+
+    gone = re.search(r"should be stored in (.+?), but it is not regular file", str(exc))
+    if gone:
+        return ModelLoadError(f"{path}: its external data file is missing ({gone.group(1)})",
+                              hint="keep the .onnx.data/.bin file next to the .onnx")
+    outside = re.search(r"but '(.+?)' points outside the directory", str(exc))
+    if outside:
+        return ModelLoadError(f"{path}: its external data '{outside.group(1)}' lies outside the model's folder, where "
+                              "ONNX refuses to read", hint="keep the data file in the model's folder (or a subfolder) "
+                              "and save the model with that location")
+    return None
 
 
 def topo_sort(model) -> bool:

@@ -56,6 +56,13 @@ def _check_domains(g: Graph) -> None:
 
 
 def load_graph(onnx_path: Path, input_shapes: dict | None = None) -> Graph:
+    from edgekit.onnx_size import PROTOBUF_LIMIT, file_tensor_bytes
+
+    size = file_tensor_bytes(onnx_path)
+    if size >= PROTOBUF_LIMIT:  # FlatBuffers' 32-bit offsets; the writer failed with 'Failed to serialize proto'
+        raise UnsupportedModelError(f"TFLite: the model's weights take {size / 2**30:.2f} GB; a TFLite file holds at "
+                                    "most 2 GB", hint="-t onnxruntime or -t openvino keep the weights in a file "
+                                    "beside the model")
     try:
         model = onnx.load(str(onnx_path))
     except Exception as exc:  # noqa: BLE001
