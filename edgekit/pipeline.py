@@ -231,8 +231,10 @@ def stage_export(st: State) -> None:
             rewrites.append("repeated node names made unique")
         if rewrites:
             m.meta["hub_rewrites"] = "; ".join(rewrites)
-        onnx.save(model, str(st.hub))  # one self-contained file (weights inline) when under 2 GB
-    st.info["model"]["onnx_size_bytes"] = st.hub.stat().st_size
+        from edgekit.onnx_size import save_onnx
+
+        save_onnx(model, st.hub)  # one self-contained file, or weights in <hub>.data past protobuf's 2 GB
+    st.info["model"]["onnx_size_bytes"] = sum(f.stat().st_size for f in (st.hub, Path(f"{st.hub}.data")) if f.exists())
 
 
 INDEX_ERROR = re.compile(r"out of (data )?(bounds|range)|index .* is out of", re.IGNORECASE)
