@@ -12,13 +12,15 @@ from typing import Any
 import click
 
 from edgekit.errors import EdgekitError
+from edgekit.json_stdout import json_stream, stdout_reserved_for_json
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n")
-    sys.stdout.flush()
+    out = json_stream()  # the real stdout, also while stdout_reserved_for_json sends prints to stderr
+    out.write(json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n")
+    out.flush()
 
 
 def _default(o: Any) -> Any:
@@ -38,7 +40,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         as_json = bool(kwargs.get("as_json"))
         try:
-            return fn(*args, **kwargs)
+            with stdout_reserved_for_json(as_json):  # a model's print() must not land before the JSON object
+                return fn(*args, **kwargs)
         except EdgekitError as exc:
             click.echo(f"edgekit: error: {exc}", err=True)
             if as_json:

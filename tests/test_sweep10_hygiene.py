@@ -1,0 +1,71 @@
+"""Sweep 10: edgekit as app build scripts (Gradle, CMake, Xcode, Make) drive it: stdout that is exactly one JSON
+object whatever the model's code prints, artifacts that do not depend on the machine's thread settings, a cache
+key that follows edgekit's own code, and no trace of failed runs. Small torch models (fixtures/
+sweep10_hygiene_models.py), real runtimes, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def edgekit(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    full = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(FIXTURES)]), CI="true",
+                EDGEKIT_CACHE_DIR=str(cwd / ".cache"), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], cwd=cwd, env=full, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+CHATTY_CONFIG = """
+[[models]]
+name = "chatty"
+source = "sweep10_hygiene_models:chatty"
+targets = ["onnxruntime"]
+input_shapes = { image = "1x3x16x16" }
+"""
+
+
+@pytest.mark.parametrize("command", ["convert", "build"])
+def test_json_stdout_is_one_object_when_the_model_prints(command: str, tmp_path: Path) -> None:
+    """A factory that prints at import and in forward() (Python print and raw writes to fd 1, as native code
+    does) put its text before the JSON object: a build script's json.loads failed on 'forward (1, 3, 16, 16)'."""
+    if command == "convert":
+        args = ["convert", "sweep10_hygiene_models:chatty", "--input-shape", "image=1x3x16x16", "-t", "onnxruntime",
+                "-o", "out", "--json"]
+    else:
+        (tmp_path / "edgekit.toml").write_text(CHATTY_CONFIG)
+        args = ["build", "--json"]
+    res = edgekit(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)  # exactly one object, nothing else
+    assert data["artifacts"][0]["target"] == "onnxruntime"
+    for said in ("building the chatty model", "forward (1, 3, 16, 16)", "native: forward"):
+        assert said in res.stderr  # not lost: on stderr, with the progress lines
+
+
+def test_json_error_object_stays_alone_on_stdout_when_the_model_prints(tmp_path: Path) -> None:
+    res = edgekit("convert", "sweep10_hygiene_models:chatty", "--input-shape", "image=1x3x16x16", "-t", "onnxruntime",
+                  "--calibration", "missing.npz", "-o", "out", "--json", cwd=tmp_path)  # bad input after the load
+    assert res.returncode == 2, res.stderr
+    assert json.loads(res.stdout)["error"]["exit_code"] == 2
+    assert "building the chatty model" in res.stderr
+
+
+def test_json_in_process_through_click_testing_still_reaches_its_stdout() -> None:
+    """The reservation works on fd 1 only when sys.stdout is fd 1: an in-memory stdout (click's CliRunner, an
+    app embedding the CLI) still receives the object."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    res = CliRunner().invoke(cli, ["targets", "--json"])
+    assert res.exit_code == 0
+    assert {t["name"] for t in json.loads(res.stdout)["targets"]} >= {"onnxruntime", "arm"}
