@@ -145,12 +145,13 @@ def stage_samples(st: State) -> None:
 
 
 def _default_photos(m: LoadedModel) -> SampleSet | None:
-    """int8 without --calibration for a model with one float RGB image input (N, 3, H, W) or (N, H, W, 3): the
-    shipped natural_images photos with ImageNet preprocessing, with a warning naming that assumption; else None.
-    Verification then judges the int8 artifact on held-out photos of the same set."""
+    """int8 without --calibration for a model with one RGB image input (N, 3, H, W) or (N, H, W, 3): the shipped
+    natural_images photos, ImageNet-normalized for a float input, raw pixels for a uint8 one, with a warning
+    naming that assumption; else None. Verification then judges the int8 artifact on held-out photos."""
     import numpy as np
 
-    if len(m.inputs) != 1 or len(m.inputs[0].shape) != 4 or np.dtype(m.inputs[0].dtype).kind != "f":
+    if len(m.inputs) != 1 or len(m.inputs[0].shape) != 4 or np.dtype(m.inputs[0].dtype) not in (np.float32,
+                                                                                                   np.uint8):
         return None
     shape = m.inputs[0].shape
     if 3 not in (shape[1], shape[3]) or any(isinstance(d, int) and d < 8 for d in (shape[1:3] if shape[3] == 3
@@ -160,9 +161,11 @@ def _default_photos(m: LoadedModel) -> SampleSet | None:
         samples = load_samples("natural_images", m.inputs, preprocess="imagenet")
     except (DataError, MissingDependencyError):
         return None
-    warn("no --calibration: int8 ranges from the shipped natural_images photos with ImageNet preprocessing "
-         "(mean/std normalized RGB); if the model expects other inputs, give --calibration with its own samples "
-         "(an image folder with a preprocess spec, or a .npz)")
+    what = "raw RGB pixels" if np.dtype(m.inputs[0].dtype) == np.uint8 else "ImageNet preprocessing (mean/std " \
+        "normalized RGB)"
+    warn(f"no --calibration: int8 ranges from the shipped natural_images photos with {what}; if the model "
+         "expects other inputs, give --calibration with its own samples (an image folder with a preprocess spec, "
+         "or a .npz)")
     return samples
 
 

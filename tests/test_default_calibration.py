@@ -28,3 +28,25 @@ def test_non_image_model_int8_without_calibration_is_a_usage_error(invoke, tmp_p
     assert res.returncode == 2
     assert "int8 needs calibration data" in res.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_uint8_pixel_model_gets_raw_photo_pixels(invoke, tmp_path):
+    import torch
+    from torch import nn
+
+    class Pixels(nn.Module):  # NHWC uint8 camera frames, normalized inside the graph
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 16, 3, 2, 1), nn.Linear(16, 10)
+
+        def forward(self, pixels):
+            x = pixels.permute(0, 3, 1, 2).float() / 255.0
+            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    path = tmp_path / "pixels.onnx"
+    torch.onnx.export(Pixels().eval(), (torch.zeros(1, 32, 32, 3, dtype=torch.uint8),), str(path), dynamo=False,
+                      input_names=["pixels"], output_names=["logits"])
+    res = invoke("convert", str(path), "-t", "arm", "-o", str(tmp_path / "o"), "--calibration-size", "48")
+    assert res.returncode == 0, res.stderr
+    assert "natural_images photos with raw RGB pixels" in res.stderr
