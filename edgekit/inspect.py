@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgekit.callable_module import call_api
 from edgekit.errors import ModelLoadError, UsageError
 from edgekit.hashing import sha256_file  # noqa: F401 (re-exported)
 
@@ -501,3 +502,6 @@ def inspect_artifact(path: str | Path, *, base: Path | None = None) -> dict[str,
         "files": files,
         **facts,
     }
+
+
+call_api(__name__, "inspect")  # `edgekit.inspect(...)` stays the api function once this module is imported

@@ -458,3 +458,22 @@ def test_a_device_never_connected_to_says_how_to_accept_its_key(device, kws):
         assert "ssh-keygen -R" not in str(info.value)
     finally:
         server.known_hosts.write_text(good)
+
+
+def test_the_python_api_profile_and_inspect_stay_callable(kws, tmp_path):
+    """README: `edgekit.profile(path, device="local", runs=50)` and `edgekit.inspect(path)`. The first call imported
+    the subpackage of the same name, which replaced the function on the package: the second call (or any after
+    `import edgekit.profile.devices`) was "TypeError: 'module' object is not callable"."""
+    code = (
+        "import json, sys, edgekit\n"
+        "import edgekit.profile.devices, edgekit.inspect\n"
+        "a = edgekit.profile(sys.argv[1], runs=2, warmup=0)\n"
+        "b = edgekit.profile(sys.argv[1], device='raspberry-pi-5')\n"
+        "c = [edgekit.inspect(sys.argv[1])['inputs'][0]['name'] for _ in range(2)]\n"
+        "from edgekit.profile import profile_artifact\n"
+        "assert edgekit.profile.profile_artifact is profile_artifact\n"
+        "print(json.dumps([a['runs'], b['estimate'], c]))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(kws)], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [2, True, ["mfcc", "mfcc"]]

@@ -28,12 +28,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edgekit.callable_module import call_api
 from edgekit.errors import ModelLoadError, UsageError
 from edgekit.profile.devices import DeviceTarget, resolve_device
 from edgekit.profile.result import build_result
 from edgekit.profile.stream import Collected, RemoteRunError, raise_runner_error
 
 SUFFIXES = (".onnx", ".ort", ".xml", ".tflite")
+call_api(__name__, "profile")  # `edgekit.profile(...)` stays the api function once this package is imported
+
 _OPTION_KEYS = {"unit", "provider", "xnnpack", "delegate", "hint", "remote_python", "benchmark_model", "gpu",
                 "nnapi", "timeout", "estimate", "python", "pin", "litert_api", "remote_tmp"}
 
