@@ -74,6 +74,21 @@ def test_a_copied_profile_keeping_its_name_is_the_one_measured(kws, tmp_path, mo
     assert "my-pi.toml and twin.toml" in r.stderr and "uses my-pi.toml" in r.stderr
 
 
+def test_a_folder_named_twice_on_the_device_path_lists_its_profiles_once(tmp_path):
+    """$EDGEKIT_DEVICE_PATH naming one folder twice (or the shipped devices/ folder) warned that each of its
+    profiles was two files of one name."""
+    from sweep10_devices import PI_COPY
+
+    (tmp_path / "my-pi.toml").write_text(PI_COPY.format(host="pi@10.0.0.9", python="python3"))
+    from edgekit.resources import data_dir
+
+    path = os.pathsep.join([str(tmp_path), f"{tmp_path}/", str(data_dir("devices"))])
+    r = edgekit("devices", "--json", cwd=tmp_path, env={"EDGEKIT_DEVICE_PATH": path})
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    names = [d["name"] for d in json.loads(r.stdout)["devices"]]
+    assert len(names) == len(set(names)) and "raspberry-pi-5" in names
+
+
 @pytest.mark.parametrize("body, problem", [
     ('description = "b"\nmemory_bandwith_gbs = 10\n', "unknown key 'memory_bandwith_gbs' (did you mean "
                                                      "'memory_bandwidth_gbs'?)"),

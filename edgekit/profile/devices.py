@@ -58,7 +58,15 @@ def search_path() -> list[Path]:
     dirs = [Path(p) for p in os.environ.get("EDGEKIT_DEVICE_PATH", "").split(os.pathsep) if p]
     dirs.append(Path.home() / ".config" / "edgekit" / "devices")
     dirs.append(data_dir("devices"))
-    return [d for d in dirs if d.is_dir()]
+    # each folder once, where it first comes: $EDGEKIT_DEVICE_PATH naming the shipped folder (or one folder twice)
+    # listed its profiles twice and warned that they were two files of one name
+    seen: set[Path] = set()
+    out = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in seen:
+            seen.add(d.resolve())
+            out.append(d)
+    return out
 
 
 _KNOWN = {f for f in DeviceProfile.__dataclass_fields__ if f not in ("extra", "source")}
