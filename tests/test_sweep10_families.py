@@ -104,3 +104,43 @@ def test_soft_argmax_over_a_heatmap_keeps_its_softmax_float(invoke, tmp_path):
     assert wide_softmaxes(graph(1000, None)) == []  # a classifier's output
     assert wide_softmaxes(graph(1000, "ArgMax")) == []  # ranked only
     assert wide_softmaxes(graph(8, "Mul")) == []  # few values: each well above the grid
+
+
+def test_sensitivity_pruning_of_an_argmax_map_measures_label_changes(monkeypatch):
+    """A segmentation net whose only output is its argmax map: the sensitivity allocation compared float outputs
+    only, so every group's loss was the mean of nothing (NaN, numpy 'Mean of empty slice' on stderr) and the widths
+    were chosen blind. Integer outputs are measured by the share of labels that change."""
+    import warnings
+
+    import torch
+
+    import edgekit.prune.sensitivity as sens
+    from edgekit.prune import prune_model
+
+    measured = []
+    real = sens.curves
+
+    def spy(groups, *a, **k):
+        out = real(groups, *a, **k)
+        measured.extend(float(losses.max()) for _, losses in out)
+        return out
+
+    monkeypatch.setattr(sens, "curves", spy)
+    batch = {"image": torch.from_numpy(fam.samples("unet_argmax", 8)["image"])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        pruned, _ = prune_model(fam.unet_argmax(), {"image": batch["image"][:1]}, macs_ratio=0.3,
+                                allocation="sensitivity", calib=[batch], task="generic", importance="variance")
+    assert measured and all(np.isfinite(measured)) and max(measured) > 0, measured
+    assert pruned(batch["image"]).dtype == torch.int64
+
+
+def test_distilling_a_model_with_only_integer_outputs_is_a_usage_error(invoke, tmp_path):
+    """--distill-steps on a model whose only output is an argmax map: 'element 0 of tensors does not require
+    grad' (internal error, exit 1) from an MSE between label maps cast to float. Integer outputs are left out of the
+    loss; with nothing else to match, a usage error says what to return instead."""
+    res = _convert(invoke, tmp_path, "unet_argmax", "-t", "onnxruntime", "--prune", "0.3", "--distill-steps", "2",
+                   "--allocation", "uniform", "--importance", "l2", n=8)
+    assert res.returncode == 2, res.stderr
+    assert "every output of this model is integer" in res.json()["error"]["message"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -66,10 +66,10 @@ def _by_sensitivity(an, groups, removed_by, module, example_inputs, calib, task,
         n += int(next(iter(batches[-1].values())).shape[0])
     loss = output_loss(task)
 
-    def pick(out) -> list:  # what the loss compares: the task's output, or every float output of a generic model
+    def pick(out) -> list:  # what the loss compares: the task's output, or every output of a generic model
         if task != "generic":
             return [first_output(out)]
-        return [t for t in model_outputs(out) if t.is_floating_point()]
+        return list(model_outputs(out))
 
     with torch.no_grad():
         ref = [pick(module(**b)) for b in batches]

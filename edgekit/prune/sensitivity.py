@@ -26,10 +26,13 @@ MAX_REMOVE = 0.9  # a group never loses more than this fraction of its units
 
 
 def output_loss(task: str) -> Callable:
-    """(student output, teacher output) -> scalar loss (KL for classifiers, normalised MSE otherwise)."""
+    """(student output, teacher output) -> scalar loss (KL for classifiers, normalised MSE otherwise; for integer
+    outputs such as an argmax map or class ids, the share of elements that differ)."""
     import torch
 
     def loss(s, t) -> float:
+        if not t.is_floating_point():
+            return float((s != t).float().mean()) if t.numel() else 0.0
         s, t = s.float(), t.float()
         if task == "classification" and s.ndim == 2 and s.shape[-1] > 1:
             return float(torch.nn.functional.kl_div(torch.log_softmax(s, -1), torch.log_softmax(t, -1),
