@@ -438,9 +438,17 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
     feats = _Features(teacher, student, feature_layers) if feature_layers else None
 
     # what the loss compares: the task's output, or every output of a generic model (boxes and scores ...)
-    pick = (lambda o: [t.float() for t in model_outputs(o)]) if task == "generic" else first_output
+    # (integer outputs, an argmax map or class ids, keep their type: the loss skips them, nothing flows through them)
+    pick = (lambda o: [t.float() if t.is_floating_point() else t for t in model_outputs(o)]) if task == "generic" \
+        else first_output
     with torch.no_grad():
         held_ts = [pick(teacher(**h)) for h in helds]
+    floats = [t for t in (held_ts[0] if isinstance(held_ts[0], list) else [held_ts[0]]) if t.is_floating_point()]
+    if not floats and feats is None:
+        raise UsageError("distillation has nothing to learn from: every output of this model is integer (an argmax "
+                         "map, class ids), which no gradient flows through",
+                         hint="return the scores the integers are taken from (argmax after the model), name a "
+                              "feature layer to match, or prune without --distill-steps")
     if task != "classification":
         labels = None  # the teacher's outputs are the targets; labels only add a classifier's cross-entropy
     elif labels is not None:
@@ -455,7 +463,10 @@ def distill(teacher, student, samples: Iterable[dict[str, np.ndarray]], *, steps
             for h, ht in zip(helds, held_ts):
                 s = pick(student(**h))
                 losses.append(float(loss_fn(s, ht)))
-                s, t = (s[0], ht[0]) if isinstance(s, list) else (s, ht)
+                if isinstance(s, list):  # the first float output (an integer one has no cosine)
+                    s, t = next((a, b) for a, b in zip(s, ht) if b.is_floating_point())
+                else:
+                    t = ht
                 if task == "classification":
                     agrees.append(float((s.argmax(-1) == t.argmax(-1)).float().mean()))
                 else:
