@@ -492,3 +492,24 @@ def test_the_python_api_profile_and_inspect_stay_callable(kws, tmp_path):
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [2, True, ["mfcc", "mfcc"]]
+
+
+def test_a_model_the_devices_runtime_cannot_load_names_that_runtimes_version(device, tmp_path):
+    """'onnxruntime cannot load model.onnx: ... not a registered function/op' did not say which onnxruntime: on
+    a board the usual cause is its older runtime (an opset it does not know), and the host's is another one."""
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    server, _ = device
+    graph = helper.make_graph([helper.make_node("FooOp", ["x"], ["y"], domain="com.acme")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.acme", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "custom.onnx"))
+    r = edgekit("profile", str(tmp_path / "custom.onnx"), "--device", server.url, "--remote-python", sys.executable,
+                "--json", cwd=tmp_path)
+    assert r.returncode == 4, r.stderr
+    msg = json.loads(r.stdout)["error"]["message"]
+    assert f"onnxruntime {onnxruntime.__version__} cannot load" in msg and "FooOp" in msg

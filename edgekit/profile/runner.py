@@ -199,7 +199,9 @@ class OrtRunner:
                                              providers=[p for p, _ in self.providers],
                                              provider_options=[o for _, o in self.providers])
         except Exception as exc:  # noqa: BLE001
-            raise RunnerError(BAD_MODEL, f"onnxruntime cannot load {os.path.basename(self.args.model)}: {exc}") from exc
+            # the version: a device's older runtime (a board's onnxruntime 1.16 and an opset-21 model) is the usual cause
+            raise RunnerError(BAD_MODEL, f"onnxruntime {self.ort.__version__} cannot load "
+                              f"{os.path.basename(self.args.model)}: {exc}") from exc
 
     def info(self) -> dict:
         return {"name": "onnxruntime", "version": self.ort.__version__,
@@ -278,7 +280,8 @@ class OvRunner:
         try:
             self.model = self.core.read_model(args.model)
         except Exception as exc:  # noqa: BLE001
-            raise RunnerError(BAD_MODEL, f"openvino cannot read {os.path.basename(args.model)}: {exc}") from exc
+            raise RunnerError(BAD_MODEL, f"openvino {ov.get_version()} cannot read {os.path.basename(args.model)}: "
+                              f"{exc}") from exc
         self.static_shapes = self._static_shapes(args.feeds)
         self.compiled = self._compile(profiling=False)
         self.request = self.compiled.create_infer_request()
@@ -319,7 +322,8 @@ class OvRunner:
         try:
             return self.core.compile_model(self.model, self.device, config)
         except Exception as exc:  # noqa: BLE001
-            raise RunnerError(BAD_MODEL, f"openvino cannot compile for {self.device}: {exc}") from exc
+            raise RunnerError(BAD_MODEL, f"openvino {self.ov.get_version()} cannot compile for {self.device}: "
+                              f"{exc}") from exc
 
     def info(self) -> dict:
         opts = {k: str(v) for k, v in self.config.items() if k != "PERF_COUNT"}
@@ -399,7 +403,8 @@ class TfliteRunner:
             self.interp = self.mod.Interpreter(**kwargs)
             self.interp.allocate_tensors()
         except Exception as exc:  # noqa: BLE001
-            raise RunnerError(BAD_MODEL, f"LiteRT cannot load {os.path.basename(args.model)}: {exc}") from exc
+            raise RunnerError(BAD_MODEL, f"LiteRT ({self.pkg} {_pkg_version(self.pkg) or '?'}) cannot load "
+                              f"{os.path.basename(args.model)}: {exc}") from exc
         self.details = self.interp.get_input_details()
         self.inputs = []
         for d in self.details:
