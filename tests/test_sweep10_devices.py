@@ -513,3 +513,13 @@ def test_a_model_the_devices_runtime_cannot_load_names_that_runtimes_version(dev
     assert r.returncode == 4, r.stderr
     msg = json.loads(r.stdout)["error"]["message"]
     assert f"onnxruntime {onnxruntime.__version__} cannot load" in msg and "FooOp" in msg
+
+
+def test_a_fractional_timeout_is_reported_as_given(kws):
+    """--timeout 1.5 said 'timed out after 2 s' (0.5: 'after 0 s'): the seconds were rounded to an integer."""
+    from edgekit.profile import profile_artifact
+    from edgekit.profile.stream import RemoteRunError
+
+    with pytest.raises(RemoteRunError, match="timed out after 1.5 s") as info:
+        profile_artifact(kws, "local", runs=10**9, warmup=0, options={"timeout": 1.5})
+    assert info.value.partial["runs"] > 0

@@ -38,7 +38,7 @@ class AdbTransport:
             proc = subprocess.run([self.adb, "-s", self.serial, *args], capture_output=True, text=True,
                                   timeout=timeout or self.timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
-            raise DeviceError(f"{self.label}: {what} timed out after {exc.timeout:.0f} s") from exc
+            raise DeviceError(f"{self.label}: {what} timed out after {exc.timeout:g} s") from exc
         err = (proc.stderr or "") + (proc.stdout if proc.returncode else "")
         words = ("not found", "no devices", "offline", "unauthorized", "more than one")
         if proc.returncode != 0 and any(s in err for s in words) and "device" in err:
@@ -125,7 +125,7 @@ def profile_benchmark_model(path: Path, target: DeviceTarget, *, runs: int, warm
         transport.cleanup(remote_dir)
     text = out + "\n" + err  # benchmark_model logs to stderr on Linux, to stdout/logcat on Android
     if rc is None:
-        raise DeviceError(f"{transport.label}: benchmark_model timed out after {timeout:.0f} s")
+        raise DeviceError(f"{transport.label}: benchmark_model timed out after {timeout:g} s")
     if rc in (126, 127) or ("not found" in text and "Inference timings" not in text):
         raise DeviceError(f"{transport.label}: no benchmark_model at {binary}",
                           hint="push LiteRT's benchmark_model for the device's ABI there, or give --benchmark-model PATH")

@@ -24,7 +24,7 @@ def run_local(model: Path, feeds: Path, runner_args: list[str], *, timeout: floa
     env = {**os.environ, "TMPDIR": str(Path(feeds).parent)}
     col, rc, err = run_streaming(argv, timeout=timeout, on_record=on_record, stdin=subprocess.PIPE, env=env)
     if rc is None:
-        return col, f"local run timed out after {timeout:.0f} s"
+        return col, f"local run timed out after {timeout:g} s"
     if rc != 0 and col.error is None:
         tail = (err.strip().splitlines() or ["(no output)"])[-1]
         return col, f"local runner failed ({exit_reason(rc)}): {tail}"

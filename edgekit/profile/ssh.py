@@ -115,7 +115,7 @@ class SshDevice:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout or self.timeout,
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
-            raise SshStepError(f"{self.label}: {what} timed out after {exc.timeout:.0f} s", hint=timeout_hint,
+            raise SshStepError(f"{self.label}: {what} timed out after {exc.timeout:g} s", hint=timeout_hint,
                                reason="timeout") from exc
         if proc.returncode != 0:
             raise self.error(proc.returncode, proc.stderr, what)
@@ -274,7 +274,7 @@ class SshDevice:
         finally:
             self.cleanup(remote_dir)
         if rc is None:
-            return col, f"timed out after {self.timeout:.0f} s"
+            return col, f"timed out after {self.timeout:g} s"
         if col.error is not None or (rc == 0 and col.done is not None):
             return col, None
         if rc == 255:
