@@ -255,3 +255,26 @@ def test_a_model_past_the_protobuf_limit_keeps_its_weights_beside_it(tmp_path: P
     with pytest.raises(UnsupportedModelError, match=r"TFLite: the model's weights take .* a TFLite file holds at most"):
         api.convert(str(src), ["arm"], tmp_path / "out_arm", precision="fp32")
     assert not (tmp_path / "out8").exists() or not list((tmp_path / "out8").iterdir())
+
+
+@pytest.mark.parametrize("form", ["scripted", "traced", "pt2"])
+def test_random_ids_stay_inside_the_embedding_table_of_any_torch_form(tmp_path: Path, form: str) -> None:
+    """Without --calibration, synthetic token ids are drawn below the embedding table's size, found from the
+    nn.Embedding modules: a TorchScript archive (scripted or traced) or a torch.export program has none, ids up to 100
+    went into a 50-row table and the run stopped ('random id 85 ... outside the 50 entries', exit 2)."""
+    import torch
+    from sweep10_sources_models import TokenModel
+
+    torch.manual_seed(0)
+    model = TokenModel().eval()
+    ids, mask = torch.randint(0, 50, (2, 7)), torch.ones(2, 7, dtype=torch.int64)
+    path = tmp_path / f"tok.{'pt2' if form == 'pt2' else 'pt'}"
+    if form == "pt2":
+        batch = torch.export.Dim("batch", max=64)
+        torch.export.save(torch.export.export(model, (ids, mask), dynamic_shapes=({0: batch}, {0: batch})), str(path))
+    else:
+        torch.jit.save(torch.jit.script(model) if form == "scripted" else torch.jit.trace(model, (ids, mask)), str(path))
+    shapes = None if form == "pt2" else {"input_ids": "1x7:int64", "attention_mask": "1x7:int64"}
+    result = api.convert(str(path), ["onnxruntime"], tmp_path / "out", precision="fp32", input_shapes=shapes)
+    _passed(result, ["onnxruntime"])
+    assert result["artifacts"][0]["verification"]["synthetic"]

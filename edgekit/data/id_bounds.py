@@ -11,9 +11,7 @@ def id_bounds(module: Any = None, onnx_path: Any = None, names: list[str] | None
     not named like a mask); ONNX: the length of the axis the input indexes (index_bounds)."""
     names = list(names or [])
     if module is not None:
-        from torch import nn
-
-        sizes = [m.num_embeddings for m in module.modules() if isinstance(m, nn.Embedding)]
+        sizes = embedding_rows(module)
         return {n: min(sizes) for n in names if "mask" not in n} if sizes else {}
     if onnx_path is None:
         return {}
@@ -25,6 +23,32 @@ def id_bounds(module: Any = None, onnx_path: Any = None, names: list[str] | None
     except Exception:  # noqa: BLE001 - bounds from initializers alone then
         pass
     return index_bounds(model.graph, names)
+
+
+def embedding_rows(module: Any) -> list[int]:
+    """Row counts of the embedding tables of a torch module in any form: nn.Embedding; a TorchScript archive's
+    (scripted or traced: a RecursiveScriptModule named 'Embedding'); a torch.export program's module (aten.embedding
+    on a weight attribute). The last two had none, and random ids up to 100 failed a 50-row table (exit 2)."""
+    import operator
+
+    import torch
+    from torch import nn
+
+    sizes = []
+    for m in module.modules():
+        if isinstance(m, nn.Embedding):
+            sizes.append(int(m.num_embeddings))
+        elif getattr(m, "original_name", None) == "Embedding" and isinstance(getattr(m, "weight", None), torch.Tensor):
+            sizes.append(int(m.weight.shape[0]))
+    if isinstance(module, torch.fx.GraphModule):
+        for node in module.graph.nodes:
+            weight = node.args[0] if node.op == "call_function" and "embedding" in str(node.target) and node.args \
+                else None
+            if getattr(weight, "op", None) == "get_attr":
+                table = operator.attrgetter(weight.target)(module)
+                if isinstance(table, torch.Tensor) and table.ndim == 2:
+                    sizes.append(int(table.shape[0]))
+    return sizes
 
 
 CARRY_OPS = ("Identity", "Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand", "Transpose", "Tile")
