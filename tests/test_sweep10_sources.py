@@ -278,3 +278,24 @@ def test_random_ids_stay_inside_the_embedding_table_of_any_torch_form(tmp_path: 
     result = api.convert(str(path), ["onnxruntime"], tmp_path / "out", precision="fp32", input_shapes=shapes)
     _passed(result, ["onnxruntime"])
     assert result["artifacts"][0]["verification"]["synthetic"]
+
+
+def test_a_pt2_exported_with_keyword_inputs_converts(tmp_path: Path) -> None:
+    """torch.export.export(model, (), kwargs={"image": ..., "scale": ...}): the program takes its inputs as keywords
+    only, and edgekit's positional call failed with 'kwarg keyword mismatch' reported as a bad --input-shape (exit 2).
+    The inputs keep the keyword names and the dict outputs (boxes, scores) keep theirs."""
+    import torch
+    from sweep10_sources_models import TwoHead
+
+    torch.manual_seed(0)
+    model = TwoHead().eval()
+    batch = torch.export.Dim("batch", max=64)
+    ep = torch.export.export(model, (), kwargs={"image": torch.randn(2, 3, 12, 12), "scale": torch.rand(2, 1)},
+                             dynamic_shapes={"image": {0: batch}, "scale": {0: batch}})
+    torch.export.save(ep, str(tmp_path / "kw.pt2"))
+    cal = _npz(tmp_path / "th.npz", {"image": ((3, 12, 12), "float32"), "scale": ((1,), "float32")})
+    result = api.convert(str(tmp_path / "kw.pt2"), ["onnxruntime", "arm"], tmp_path / "out", precision="fp32",
+                         calibration=cal)
+    _passed(result, ["onnxruntime", "arm"])
+    assert [i["name"] for i in result["model"]["inputs"]] == ["image", "scale"]
+    assert result["model"]["outputs"] == ["boxes", "scores"]

@@ -61,10 +61,38 @@ def load_exported(path: Path, *, input_shapes=None) -> LoadedModel:
         specs.append(InputSpec(node.name, dims, dtype))
     specs = apply_overrides(specs, input_shapes, str(path))
     require_static(specs, str(path))
-    module = ep.module()
+    module = _positional(ep.module(), ep)
     specs, names, task = probe_leading_axis(module, specs, stated, str(path))
     return LoadedModel(name=path.stem, kind="pt2", inputs=specs, output_names=names, task=task, module=module,
                        source_bytes_sha256=file_sha256(path), meta={"exported_program": ep})
+
+
+def _positional(module, ep):
+    """The program's module, called with its inputs in order. A program exported with keyword inputs
+    (torch.export.export(m, (), kwargs={...})) takes only those keywords, and edgekit's positional call failed
+    ('kwarg keyword mismatch: Got the following keywords [] but expected [...]', reported as a bad --input-shape)."""
+    import torch
+
+    spec = ep.call_spec.in_spec
+    parts = spec.children() if hasattr(spec, "children") else spec.children_specs
+    if len(parts) != 2:
+        return module
+    args_spec, kwargs_spec = parts
+    names = list(kwargs_spec.context or [])
+    kw_parts = kwargs_spec.children() if hasattr(kwargs_spec, "children") else kwargs_spec.children_specs
+    if not names or not all(p.is_leaf() for p in kw_parts):
+        return module  # nested keyword inputs: left as they are
+    count = args_spec.num_children
+
+    class KeywordCall(torch.nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *xs):
+            return self.inner(*xs[:count], **dict(zip(names, xs[count:])))
+
+    return KeywordCall(module)
 
 
 def load_torchscript(path: Path, *, input_shapes=None) -> LoadedModel:
