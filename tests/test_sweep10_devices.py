@@ -523,3 +523,17 @@ def test_a_fractional_timeout_is_reported_as_given(kws):
     with pytest.raises(RemoteRunError, match="timed out after 1.5 s") as info:
         profile_artifact(kws, "local", runs=10**9, warmup=0, options={"timeout": 1.5})
     assert info.value.partial["runs"] > 0
+
+
+def test_a_device_that_does_not_answer_is_given_up_within_the_timeout():
+    """--timeout 3 on a device that never answers (a board switched off, a blackholed address) waited ssh's own
+    10 s connect timeout first. The connect timeout is now within --timeout (and 10 s at most)."""
+    from edgekit.profile.devices import resolve_device
+    from edgekit.profile.ssh import SshDevice
+
+    def connect_timeout(timeout: float) -> str:
+        argv = SshDevice.from_target(resolve_device("ssh://pi@10.255.255.1"), timeout=timeout).ssh_argv(["true"])
+        return next(a for a in argv if a.startswith("ConnectTimeout="))
+
+    assert connect_timeout(3) == "ConnectTimeout=3" and connect_timeout(0.5) == "ConnectTimeout=1"
+    assert connect_timeout(600) == "ConnectTimeout=10"

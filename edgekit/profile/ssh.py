@@ -14,6 +14,7 @@ remove the folder again from here (best effort) when the connection died.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -74,7 +75,9 @@ class SshDevice:
     def from_target(cls, target: DeviceTarget, *, timeout: float = 600.0, tmpdir: str | None = None) -> SshDevice:
         assert target.host
         access = target.profile.access if target.profile else {}
+        # a device that does not answer is given up on within --timeout too (ssh waited its own 10 s)
         return cls(host=target.host, user=target.user, port=target.port, python=target.python, timeout=timeout,
+                   connect_timeout=max(1, min(10, math.ceil(timeout))),
                    config=os.environ.get("EDGEKIT_SSH_CONFIG") or None, tmpdir=tmpdir or access.get("tmpdir"))
 
     @property
