@@ -299,3 +299,26 @@ def test_a_pt2_exported_with_keyword_inputs_converts(tmp_path: Path) -> None:
     _passed(result, ["onnxruntime", "arm"])
     assert [i["name"] for i in result["model"]["inputs"]] == ["image", "scale"]
     assert result["model"]["outputs"] == ["boxes", "scores"]
+
+
+def test_a_pt2_axis_whose_range_excludes_the_default_size_says_which_size_to_give(tmp_path: Path) -> None:
+    """torch.export.Dim("seq", max=8): synthetic inputs got 16 tokens and the program's own guard failed ('Guard
+    failed: input_ids.size()[1] <= 8 (check --input-shape ...)'). The error names the axis, its range and a size
+    inside it; with that --input-shape (given for one input, the other shares the axis) it converts."""
+    import torch
+    from sweep10_sources_models import TokenModel
+
+    from edgekit.errors import UsageError
+
+    torch.manual_seed(0)
+    batch, seq = torch.export.Dim("batch", max=64), torch.export.Dim("seq", min=2, max=8)
+    ep = torch.export.export(TokenModel().eval(), (torch.randint(0, 50, (2, 7)), torch.ones(2, 7, dtype=torch.int64)),
+                             dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
+    torch.export.save(ep, str(tmp_path / "seq8.pt2"))
+    with pytest.raises(UsageError, match=r"axis 1 of input 'input_ids' is dynamic within \[2, 8\].*"
+                                         r"--input-shape input_ids=1x8"):
+        api.convert(str(tmp_path / "seq8.pt2"), ["onnxruntime"], tmp_path / "out", precision="fp32")
+    result = api.convert(str(tmp_path / "seq8.pt2"), ["onnxruntime"], tmp_path / "out", precision="fp32",
+                         input_shapes={"input_ids": "1x8"})
+    _passed(result, ["onnxruntime"])
+    assert [i["shape"] for i in result["model"]["inputs"]] == [["batch", 8], ["batch", 8]]

@@ -61,10 +61,37 @@ def load_exported(path: Path, *, input_shapes=None) -> LoadedModel:
         specs.append(InputSpec(node.name, dims, dtype))
     specs = apply_overrides(specs, input_shapes, str(path))
     require_static(specs, str(path))
+    _check_default_sizes(ep, specs, path)
     module = _positional(ep.module(), ep)
     specs, names, task = probe_leading_axis(module, specs, stated, str(path))
     return LoadedModel(name=path.stem, kind="pt2", inputs=specs, output_names=names, task=task, module=module,
                        source_bytes_sha256=file_sha256(path), meta={"exported_program": ep})
+
+
+def _check_default_sizes(ep, specs: list[InputSpec], path: Path) -> None:
+    """A dynamic axis past the first gets the size 16 on synthetic inputs (data.shared_dims); a program whose range
+    for it excludes 16 (torch.export.Dim("seq", max=8)) failed its own guard ('Guard failed: input_ids.size()[1] <=
+    8', exit 2 with 'check --input-shape'). Named here with the range and a size inside it."""
+    from edgekit.errors import UsageError
+
+    ranges = {str(sym): (vr.lower, vr.upper) for sym, vr in ep.range_constraints.items()}
+    for spec in specs:
+        for axis, dim in enumerate(spec.shape):
+            if axis == 0 or not isinstance(dim, str) or dim not in ranges:
+                continue
+            lo, hi = ranges[dim]
+            try:
+                lo, hi = int(lo), (int(hi) if hi.is_finite else None)
+            except (TypeError, ValueError, AttributeError):
+                continue
+            if lo <= 16 and (hi is None or 16 <= hi):
+                continue
+            size = max(lo, min(16, hi if hi is not None else 16))
+            example = "x".join("1" if a == 0 else str(size) if a == axis else str(d) if isinstance(d, int) else "16"
+                               for a, d in enumerate(spec.shape))
+            raise UsageError(f"{path}: axis {axis} of input '{spec.name}' is dynamic within [{lo}, "
+                             f"{hi if hi is not None else 'inf'}] in the program, and edgekit's default size for it "
+                             "(16) lies outside", hint=f"give its size: --input-shape {spec.name}={example}")
 
 
 def _positional(module, ep):
