@@ -63,6 +63,11 @@ def export_onnx(module, inputs: list[InputSpec], output_names: list[str], out_pa
         if exported is None and needed and opset < int(needed[1]) <= MAX_OPSET:
             log(f"an operator needs ONNX opset {needed[1]}: exporting with opset {needed[1]}")
             return export_onnx(source, inputs, output_names, out_path, opset=int(needed[1]), clean=clean)
+        if "prim::DictConstruct" in msg and isinstance(module, torch.jit.ScriptModule):
+            raise UnsupportedModelError(f"ONNX export failed: the TorchScript model returns a dict ({msg})",
+                                        hint="return a tuple from forward(), or give the model as a torch.export "
+                                             "program (.pt2) or a factory pkg.module:fn, whose dict outputs edgekit "
+                                             "flattens") from exc
         if "Unsupported" in msg or "not supported" in msg or "Exporting the operator" in msg:
             raise UnsupportedModelError(f"ONNX export failed: {msg}") from exc
         raise UsageError(f"ONNX export failed: {msg}",
@@ -163,9 +168,19 @@ def clean_onnx(model):
     try:
         import onnxslim
 
-        slim = onnxslim.slim(model)
-        if slim is not None and len(slim.graph.node) > 0:
-            model = slim
+        from edgekit.export_check import CHECK_MAX_BYTES, same_outputs
+
+        exported = model.SerializeToString() if model.ByteSize() < CHECK_MAX_BYTES else None
+        for options in ({}, {"no_shape_infer": True}):  # its shape inference folded a UNet's pads wrongly
+            slim = onnxslim.slim(model if exported is None else onnx.load_from_string(exported), **options)
+            if slim is None or len(slim.graph.node) == 0:
+                break
+            agree, diff = (True, 0.0) if exported is None else same_outputs(exported, slim)
+            if agree:
+                model = slim
+                break
+            log(f"onnxslim clean-up {options or ''} changed the model's outputs (relative difference {diff:.3g}): "
+                "not taken", verbose_only=True)
     except Exception as exc:  # noqa: BLE001
         log(f"onnxslim clean-up skipped ({type(exc).__name__}: {exc})", verbose_only=True)
     try:

@@ -144,3 +144,37 @@ def test_distilling_a_model_with_only_integer_outputs_is_a_usage_error(invoke, t
     assert res.returncode == 2, res.stderr
     assert "every output of this model is integer" in res.json()["error"]["message"]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_odd_size_unet_skip_padding_survives_the_onnx_clean_up(tmp_path):
+    """milesial/Pytorch-UNet's Up block on a 30x30 input (15 -> 7 -> up to 14, padded by the size difference read
+    from the tensors): onnxslim's shape inference folded the pads to the wrong ends ([0, 0, 1, 1, 0, 0, 0, 0] for
+    [0, 0, 0, 0, 0, 0, 1, 1]), the map moved by a pixel and fp32 verification failed on every target (max abs error
+    0.003, exit 3). A clean-up whose graph disagrees with the exporter's on a random input is not taken."""
+    import onnxruntime as ort
+    import torch
+
+    from edgekit.export import export_onnx
+    from edgekit.export_check import same_outputs
+    from edgekit.sources import load_model
+
+    m = load_model("sweep10_families:unet_pad", input_shapes={"image": (1, 3, 30, 30)})
+    path = export_onnx(m.module, m.inputs, m.output_names, tmp_path / "unet.onnx")
+    x = fam.samples("unet_pad", 2)["image"]
+    got = ort.InferenceSession(str(path)).run(None, {"image": x})[0]
+    with torch.no_grad():
+        ref = m.module(torch.from_numpy(x)).numpy()
+    assert np.abs(got - ref).max() < 1e-5
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    def padded(pads: list[int]):  # the check itself: a Pad moved to the other end is caught
+        g = helper.make_graph([helper.make_node("Pad", ["x", "p"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.array(pads, np.int64), "p")])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    right = padded([0, 0, 0, 0, 0, 0, 1, 1])
+    assert same_outputs(right.SerializeToString(), padded([0, 0, 0, 0, 0, 0, 1, 1])) == (True, 0.0)
+    assert not same_outputs(right.SerializeToString(), padded([0, 0, 1, 1, 0, 0, 0, 0]))[0]
