@@ -331,8 +331,10 @@ def build_artifact(st: State, target: Target, precision: str) -> dict[str, Any]:
     stem = stage_dir / artifact_stem(st.model.name, target, precision, backend.SUFFIXES[0])
     options = {"io_layout": st.job.io_layout, "io_dtype": st.job.io_dtype, "precision": precision,
                "input_shapes": {i.name: tuple(i.shape) for i in st.model.inputs}}  # str = still dynamic
-    if qreport is not None and qreport.get("quantized_nodes") == 0:  # --max-drop kept every layer float
-        warn(f"--max-drop {st.job.max_drop} kept every layer float: the {target.name} int8 artifact computes in float")
+    if qreport is not None and qreport.get("quantized_nodes") == 0:  # --max-drop kept every layer float, or none fit
+        why = (f"--max-drop {st.job.max_drop} kept every layer float" if st.job.max_drop is not None else
+               "no layer was quantized (layers inside If/Loop branches, or ops int8 does not cover)")
+        warn(f"{why}: the {target.name} int8 artifact computes in float")
         options["precision"] = "fp32"  # a backend that lowers int8 from Q/DQ (TFLite) finds none: lower it as float
     log(f"lowering to {target.name} ({precision})")
     files = backend.lower(hub, target, stem, options)
