@@ -322,3 +322,37 @@ def test_a_pt2_axis_whose_range_excludes_the_default_size_says_which_size_to_giv
                          input_shapes={"input_ids": "1x8"})
     _passed(result, ["onnxruntime"])
     assert [i["shape"] for i in result["model"]["inputs"]] == [["batch", 8], ["batch", 8]]
+
+
+def test_scripted_control_flow_converts_and_says_why_its_int8_is_float(tmp_path: Path, capsys) -> None:
+    """A scripted model with a data-dependent branch exports an If: ONNX Runtime and OpenVINO run it, TFLite names
+    the If it cannot lower. int8 quantizes nothing inside If branches; the warning said '--max-drop None kept every
+    layer float' though no --max-drop was given. It now says why no layer was quantized."""
+    import torch
+    from sweep10_sources_models import Gated
+
+    from edgekit.errors import UnsupportedModelError
+
+    torch.jit.save(torch.jit.script(Gated().eval()), str(tmp_path / "gated.pt"))
+    cal = _npz(tmp_path / "x.npz", {"x": ((4,), "float32")})
+    result = api.convert(str(tmp_path / "gated.pt"), ["onnxruntime"], tmp_path / "out", precision="int8",
+                         calibration=cal, input_shapes="1x4")
+    _passed(result, ["onnxruntime"])
+    assert result["artifacts"][0]["quantization"]["quantized_nodes"] == 0
+    err = capsys.readouterr().err
+    assert "no layer was quantized (layers inside If/Loop branches" in err and "--max-drop None" not in err
+    with pytest.raises(UnsupportedModelError, match=r"op If \(node '/If'\) has no TFLite lowering"):
+        api.convert(str(tmp_path / "gated.pt"), ["arm"], tmp_path / "out2", precision="fp32", calibration=cal,
+                    input_shapes="1x4")
+
+
+def test_a_scripted_model_returning_a_dict_says_how_to_export_it(tmp_path: Path) -> None:
+    import torch
+    from sweep10_sources_models import TwoHead
+
+    from edgekit.errors import UnsupportedModelError
+
+    torch.jit.save(torch.jit.script(TwoHead().eval()), str(tmp_path / "dict.pt"))
+    with pytest.raises(UnsupportedModelError, match=r"the TorchScript model returns a dict.*return a tuple"):
+        api.convert(str(tmp_path / "dict.pt"), ["onnxruntime"], tmp_path / "out", precision="fp32",
+                    input_shapes={"image": "1x3x12x12", "scale": "1x1"})
