@@ -18,8 +18,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def edgekit(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    full = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(FIXTURES)]), CI="true",
-                EDGEKIT_CACHE_DIR=str(cwd / ".cache"), **(env or {}))
+    full = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(FIXTURES)]), "CI": "true",
+            "EDGEKIT_CACHE_DIR": str(cwd / ".cache"), **(env or {})}
     return subprocess.run([sys.executable, "-m", "edgekit", *args], cwd=cwd, env=full, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -69,3 +69,51 @@ def test_json_in_process_through_click_testing_still_reaches_its_stdout() -> Non
     res = CliRunner().invoke(cli, ["targets", "--json"])
     assert res.exit_code == 0
     assert {t["name"] for t in json.loads(res.stdout)["targets"]} >= {"onnxruntime", "arm"}
+
+
+def _mlp_onnx(path: Path, seed: int = 0) -> Path:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("W1", (6, 8)), ("B1", (8,)), ("W2", (8, 3)))]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"]), helper.make_node("Add", ["h", "B1"], ["h2"]),
+             helper.make_node("Relu", ["h2"], ["h3"]), helper.make_node("MatMul", ["h3", "W2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_changed_edgekit_source_rebuilds_and_a_touched_one_does_not(tmp_path: Path) -> None:
+    """The key held edgekit's version string, which a source install (the README's `pip install .`, a git URL)
+    keeps from commit to commit: after pulling a fixed lowering, `edgekit build` returned the old artifacts as
+    'cached'. The key now covers edgekit's .py files (by content: a touched file changes nothing)."""
+    import shutil
+
+    install = tmp_path / "install"  # a copy of edgekit, as a source install of another commit would be
+    install.mkdir()
+    for name in ("edgekit", "targets", "devices", "calibration"):
+        shutil.copytree(ROOT / name, install / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", install)
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    _mlp_onnx(proj / "mlp.onnx")
+    (proj / "edgekit.toml").write_text('[[models]]\nname = "m"\nsource = "mlp.onnx"\ntargets = ["onnxruntime"]\n')
+
+    def build() -> dict:
+        env = {"PYTHONPATH": str(install), "EDGEKIT_CACHE_DIR": str(tmp_path / "cache")}
+        res = edgekit("build", "--json", cwd=proj, env=env)
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout) | {"stderr": res.stderr}
+
+    assert build()["built"] == 1
+    lowering = install / "edgekit" / "backends" / "onnxruntime.py"
+    os.utime(lowering)  # a checkout that rewrote the same bytes
+    assert build()["cached"] == 1
+    lowering.write_text(lowering.read_text() + "\n# the next commit's fix\n")
+    again = build()
+    assert again["built"] == 1 and "(edgekit changed)" in again["stderr"]
+    assert build()["cached"] == 1

@@ -9,6 +9,7 @@ Key inputs (each hashed separately so a rebuild can say *what* changed):
                tolerances are checks, not inputs), + the target name and its targets/*.toml bytes
   calibration  bytes of the calibration / evaluation data (file or folder, or a shipped set)
   versions     edgekit and the runtimes/converters, read with importlib.metadata (no heavy imports)
+  edgekit      edgekit's own .py files (a source install keeps its version string from commit to commit)
 
 Layout under $EDGEKIT_CACHE_DIR (default ~/.cache/edgekit):
   entries/<key>/        the artifact files + entry.json (written last; the folder appears by rename)
@@ -223,6 +224,26 @@ def _onnx_external_data(path: Path) -> list[str]:
     return sorted(locs)
 
 
+def _package_dir() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def edgekit_code_fingerprint() -> str:
+    """edgekit's own code (every .py file of the package): its version string stays the same between the
+    commits of a source install (`pip install .` from a checkout, a git URL), and a fixed lowering or
+    quantizer must not leave the old artifacts 'cached'. Data it ships is keyed where it is used."""
+    root = _package_dir()
+    h = hashlib.sha256()
+    _track(root)
+    for d in root.rglob("*"):
+        if d.is_dir() and "__pycache__" not in d.parts:
+            _track(d)  # a module added
+    for f in sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0")
+        h.update(_sha_file(f).encode())
+    return h.hexdigest()
+
+
 def source_fingerprint(source: str, weights: str | None = None) -> str:
     """Content hash of the model a build starts from (never its path)."""
     parts: list[str] = []
@@ -369,6 +390,7 @@ def key_parts(model: ModelConfig, target: str, memo: FingerprintMemo | None = No
         "calibration": _sha_text(remembered(f"data:{calib}", lambda: data_fingerprint(calib)),
                                  remembered(f"data:{evald}", lambda: data_fingerprint(evald))),
         "versions": _sha_text(json.dumps(package_versions(), sort_keys=True)),
+        "edgekit": remembered(f"code:{_package_dir()}", edgekit_code_fingerprint),
     }
 
 
