@@ -178,3 +178,38 @@ def test_odd_size_unet_skip_padding_survives_the_onnx_clean_up(tmp_path):
     right = padded([0, 0, 0, 0, 0, 0, 1, 1])
     assert same_outputs(right.SerializeToString(), padded([0, 0, 0, 0, 0, 0, 1, 1])) == (True, 0.0)
     assert not same_outputs(right.SerializeToString(), padded([0, 0, 1, 1, 0, 0, 0, 0]))[0]
+
+
+def test_integer_floor_division_of_heatmap_indices_lowers_to_tflite(invoke, tmp_path):
+    """A pose head decoding its argmax in the graph (x = i % W, y = torch.div(i, W, rounding_mode='floor')): torch
+    writes the floor division as an int64 Div plus a sign fix-up with Xor. Xor had no TFLite lowering (exit 4), and
+    once it had, LiteRT's DIV refused int64 ('Div only supports FLOAT32, INT32 ...': internal error, exit 1). Xor is
+    NOT_EQUAL on bools; an int64 Div runs as int32 between CASTs."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from edgekit.backends import tflite
+    from edgekit.backends.base import LoadOptions
+
+    nodes = [helper.make_node("Div", ["a", "b"], ["q"]),
+             helper.make_node("Less", ["a", "zero"], ["na"]), helper.make_node("Less", ["b", "zero"], ["nb"]),
+             helper.make_node("Xor", ["na", "nb"], ["sign_differs"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.INT64, [2, 6]) for n in "ab"],
+                              [helper.make_tensor_value_info("q", TensorProto.INT64, None),
+                               helper.make_tensor_value_info("sign_differs", TensorProto.BOOL, None)],
+                              [helper.make_tensor("zero", TensorProto.INT64, [], [0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    import onnx
+
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    feeds = {"a": np.array([[7, -7, 255, -256, 0, 9], [15, -1, 1, 100, -100, 3]], np.int64),
+             "b": np.array([[2, 2, 16, 16, 5, -4], [-4, 3, -1, 7, 7, 3]], np.int64)}
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, feeds)
+    path = tflite.lower(tmp_path / "m.onnx", None, tmp_path / "m", {})[0]
+    got = tflite.load(path, LoadOptions(threads=1)).run(feeds)
+    for r, g in zip(ref, got):
+        np.testing.assert_array_equal(np.asarray(g).astype(r.dtype), r)
+
+    res = _convert(invoke, tmp_path, "pose_argmax", "-t", "tflite", n=8)
+    assert res.returncode == 0, res.stderr
+    assert res.json()["artifacts"][0]["verification"]["integer_agreement"] == 1.0

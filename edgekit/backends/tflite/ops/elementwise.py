@@ -15,6 +15,7 @@ _BINARY = {
     "Equal": ("EQUAL", None), "Less": ("LESS", None), "Greater": ("GREATER", None),
     "LessOrEqual": ("LESS_EQUAL", None), "GreaterOrEqual": ("GREATER_EQUAL", None),
     "And": ("LOGICAL_AND", None), "Or": ("LOGICAL_OR", None), "Mod": ("FLOOR_MOD", None),
+    "Xor": ("NOT_EQUAL", None),  # bool operands only (ONNX): a xor b == a != b; torch's floor division writes one
 }
 _SAME_PARAMS = {"MAXIMUM", "MINIMUM"}  # int8 kernels compare raw values: inputs must share the output params
 
@@ -45,9 +46,31 @@ def arith(ctx, node) -> None:
     binary(ctx, tfl, opts, node.input[0], node.input[1], node.output[0])
 
 
+def _int32_binary(ctx, tfl: str, options: str | None, a: str, b: str, out: str) -> None:
+    """An integer op LiteRT runs on int32 only (DIV: 'Div only supports FLOAT32, INT32 and quantized ...', an
+    internal error on int64 heatmap indices): operands cast to int32, the result cast back (ONNX integer Div
+    truncates, as DIV does)."""
+    rank = len(ctx.shape(out))
+    perm = ctx.first_perm([a, b], rank)
+    wide = tensor_type(np.int64)
+    narrow = []
+    for k, name in enumerate((a, b)):
+        v = ctx.broadcast_operand(name, rank, perm)
+        t = ctx.tensor(f"{out}/i32_{k}", ctx.w.shape_of(v.idx), np.int32)
+        ctx.op("CAST", [v.idx], [t], "CastOptions", inDataType=tensor_type(v.dtype), outDataType=tensor_type(np.int32))
+        narrow.append(t)
+    y = ctx.out(out, perm)
+    mid = ctx.tensor(f"{out}/i32", ctx.w.shape_of(y), np.int32)
+    ctx.op(tfl, narrow, [mid], options)
+    ctx.op("CAST", [mid], [y], "CastOptions", inDataType=tensor_type(np.int32), outDataType=wide)
+
+
 @register("Div", int8=_div_int8)
 def div(ctx, node) -> None:
     a, b = node.input[0], node.input[1]
+    if np.dtype(ctx.dtype(node.output[0])) == np.dtype(np.int64):
+        _int32_binary(ctx, "DIV", "DivOptions", a, b, node.output[0])
+        return
     if ctx.is_const(b) and np.dtype(ctx.dtype(b)).kind == "f":
         # x / c == x * (1/c): MUL has int8 kernels and is faster; results agree to float rounding
         recip = f"{b}/reciprocal"
@@ -58,7 +81,7 @@ def div(ctx, node) -> None:
     binary(ctx, "DIV", "DivOptions", a, b, node.output[0])
 
 
-@register("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Mod")
+@register("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod")
 def compare(ctx, node) -> None:
     if node.op_type == "Mod" and ctx.attrs(node).get("fmod", 0):
         raise unsupported(node, "fmod=1")
