@@ -356,3 +356,39 @@ def test_a_scripted_model_returning_a_dict_says_how_to_export_it(tmp_path: Path)
     with pytest.raises(UnsupportedModelError, match=r"the TorchScript model returns a dict.*return a tuple"):
         api.convert(str(tmp_path / "dict.pt"), ["onnxruntime"], tmp_path / "out", precision="fp32",
                     input_shapes={"image": "1x3x12x12", "scale": "1x1"})
+
+
+def test_tied_and_wrapped_state_dicts_load_and_a_wrong_one_names_its_keys(tmp_path: Path) -> None:
+    """--weights as they are saved in practice. safetensors' save_model keeps one of two tied tensors (the embedding
+    and the LM head): the strict load said 'Missing key(s): head.weight' (exit 2). A torch.compile'd model's state_dict
+    carries '_orig_mod.' on every key (DataParallel: 'module.'): every key 'missing'. Both load now, with the values
+    the file holds; a state_dict of another shape is one line naming missing, unexpected and mis-shaped keys."""
+    import torch
+    from safetensors.torch import save_model
+    from sweep10_sources_models import Tied
+
+    from edgekit.errors import ModelLoadError
+    from edgekit.sources import load_model, normalize_input_shapes
+
+    torch.manual_seed(3)
+    trained = Tied()
+    save_model(trained, str(tmp_path / "tied.safetensors"))
+    torch.save({f"_orig_mod.{k}": v for k, v in trained.state_dict().items()}, str(tmp_path / "compiled.pt"))
+    shapes = normalize_input_shapes({"input_ids": "1x5:int64"})
+    for weights in ("tied.safetensors", "compiled.pt"):
+        loaded = load_model("sweep10_sources_models:tied", weights=tmp_path / weights, input_shapes=shapes).module
+        for key, value in trained.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), (weights, key)
+        assert loaded.head.weight is loaded.emb.weight
+    result = api.convert("sweep10_sources_models:tied", ["onnxruntime"], tmp_path / "out", precision="fp32",
+                         weights=str(tmp_path / "tied.safetensors"), input_shapes={"input_ids": "1x5:int64"})
+    _passed(result, ["onnxruntime"])
+
+    wrong = dict(trained.state_dict())
+    wrong.pop("mid.bias")
+    wrong["mid.weight"], wrong["extra.scale"] = torch.zeros(4, 4), torch.ones(1)
+    torch.save(wrong, str(tmp_path / "wrong.pt"))
+    with pytest.raises(ModelLoadError, match=r"shape \(4, 4\) for mid.weight, the model's is \(8, 8\); 1 missing "
+                                             r"\(mid.bias\); 1 unexpected \(extra.scale\)") as err:
+        load_model("sweep10_sources_models:tied", weights=tmp_path / "wrong.pt", input_shapes=shapes)
+    assert "\n" not in str(err.value) and "\t" not in str(err.value)
