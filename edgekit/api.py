@@ -24,12 +24,12 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
     unsupported operators or unavailable devices; nothing is written to `outdir` in that case.
     """
     from edgekit.pipeline import Job, run
-    from edgekit.targets import get_target
+    from edgekit.targets import PRECISIONS, get_target
 
     if not targets:
         raise UsageError("no target given", hint="add --target onnxruntime (see `edgekit targets`)")
-    if precision not in (None, "fp32", "int8"):
-        raise UsageError(f"unknown precision '{precision}'", hint="use fp32 or int8")
+    if precision not in (None, *PRECISIONS):
+        raise UsageError(f"unknown precision '{precision}'", hint=f"use one of: {', '.join(PRECISIONS)}")
     for value, label in ((prune, "--prune"), (prune_macs, "--prune-macs")):
         if value is not None and not 0.0 < value < 1.0:
             raise UsageError(f"{label} must be a fraction between 0 and 1, got {value}")

@@ -466,8 +466,8 @@ def verify_artifact(st: State, backend, path: Path, target: Target, precision: s
 
 
 def artifact_stem(model: str, target: Target, precision: str, ext: str) -> str:
-    """`model.target[.int8]`; the target is left out where it only repeats the extension (m.tflite)."""
-    parts = [model] + ([] if f".{target.name}" == ext else [target.name]) + (["int8"] if precision == "int8" else [])
+    """`model.target[.int8|.fp16]`; the target is left out where it only repeats the extension (m.tflite)."""
+    parts = [model] + ([] if f".{target.name}" == ext else [target.name]) + ([precision] if precision != "fp32" else [])
     return ".".join(parts)
 
 

@@ -10,7 +10,7 @@ from edgekit.errors import ConfigError, UsageError
 from edgekit.resources import data_dir
 from edgekit.toml_compat import toml
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")  # fp16: float16 weights, float32 compute where the runtime has no fp16
 
 
 @dataclass(frozen=True)

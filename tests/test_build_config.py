@@ -58,7 +58,7 @@ def test_config_found_in_folder_and_pyproject(tmp_path):
 
 @pytest.mark.parametrize("body, pattern", [
     ('precison = "int8"', r"unknown key 'precison'.*did you mean 'precision'.*allowed keys: name, source"),
-    ('precision = "fp16"', r"bad value for 'precision': 'fp16'.*expected one of 'fp32', 'int8'"),
+    ('precision = "bf16"', r"bad value for 'precision': 'bf16'.*expected one of 'fp32', 'fp16', 'int8'"),
     ('targets = ["coreml"]', r"bad value for 'targets'.*onnxruntime.*openvino.*got 'coreml'"),
     ("max_size_mb = -1", r"bad value for 'max_size_mb'.*a number > 0"),
     ("max_accuracy_drop = 2", r"'max_accuracy_drop'.*<= 0.99"),

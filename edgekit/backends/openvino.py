@@ -43,7 +43,8 @@ def lower(onnx_path: Path, target: Any, out_stem: Path, options: dict[str, Any])
         scalar_ranges(model)
         reshape_weights(model)
         share_constants(model)
-        ov.save_model(model, str(raw), compress_to_fp16=bool(target.runtime.get("compress_to_fp16", False)))
+        half = options.get("precision") == "fp16" or bool(target.runtime.get("compress_to_fp16", False))
+        ov.save_model(model, str(raw), compress_to_fp16=half)  # fp16: f16 weights, decompressed when compiled
     final = ov.Core().read_model(str(raw))  # as saved: constants folded, weights compressed if asked
     _layer_names(final)
     _stable_names(final)

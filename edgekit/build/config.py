@@ -168,7 +168,7 @@ MODEL_KEYS: dict[str, Key] = {
     "name": Key(_name, "artifact name stem (required)"),
     "source": Key(_str, "file.onnx | file.pt2 | file.pt | pkg.module:fn | zoo:NAME (required)"),
     "targets": Key(_targets, "list of targets (see `edgekit targets`)"),
-    "precision": Key(_choice("fp32", "int8"), "fp32 | int8 (default: each target's own)"),
+    "precision": Key(_choice("fp32", "fp16", "int8"), "fp32 | fp16 | int8 (default: each target's own)"),
     "weights": Key(_str, "state_dict / .safetensors for a factory or zoo source", path=True),
     "input_shapes": Key(_shapes, "{input = [dims]} to fix dynamic axes"),
     "calibration": Key(_str, "calibration data: .npy/.npz, image folder, text file or shipped set name", path=True),

@@ -18,7 +18,7 @@ from edgekit.commands._common import emit_json, handle_errors, json_option
 @click.option("--warn-only", is_flag=True, help="An exceeded budget is a warning, not a failure (exit code 5).")
 @click.option("-m", "--model", "models", multiple=True, help="Build only this model (repeatable).")
 @click.option("-t", "--target", "targets", multiple=True, help="Build only these targets for every model (repeatable); the config's other artifacts stay installed.")
-@click.option("--precision", type=click.Choice(["fp32", "int8"]), help="Override every model's precision.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Override every model's precision.")
 @click.option("--verbose", "-v", is_flag=True, help="More progress detail.")
 @json_option
 @handle_errors

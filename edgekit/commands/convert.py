@@ -15,7 +15,8 @@ from edgekit.prune import ALLOCATION_CHOICES, IMPORTANCE_CHOICES
               help="Target name or alias (repeatable); see `edgekit targets`.")
 @click.option("-o", "--output", "outdir", default="out", show_default=True, type=click.Path(),
               help="Output folder for the artifacts.")
-@click.option("--precision", type=click.Choice(["fp32", "int8"]), help="Override the target's default precision.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
+              help="Override the target's default precision (fp16: float16 weights, half the size; openvino, tflite, arm).")
 @click.option("--input-shape", "input_shapes", multiple=True,
               help="name=1x3x224x224 (repeatable), or 1x3x224x224 for a single-input model; "
                    "a :int64 suffix gives a torch model's input dtype (input_ids=1x128:int64).")

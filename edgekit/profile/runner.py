@@ -460,8 +460,7 @@ def _one_op_model(fb, flatbuffers, model, sg, ops: list, codes: list) -> tuple[b
     import copy
 
     def const(ti: int) -> bool:
-        buf = model.buffers[sg.tensors[ti].buffer]
-        return buf.data is not None and len(buf.data) > 0
+        return _constant(model, sg, ti)
 
     sub, tensors, remap = fb.ModelT(), [], {}
     sub.version, sub.operatorCodes, sub.buffers = model.version, list(codes), [fb.BufferT()]
@@ -496,6 +495,13 @@ def _one_op_model(fb, flatbuffers, model, sg, ops: list, codes: list) -> tuple[b
     builder = flatbuffers.Builder(1024)
     builder.Finish(sub.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output()), fed
+
+
+def _constant(model, sg, ti: int) -> bool:
+    if ti < 0:
+        return False
+    buf = model.buffers[sg.tensors[ti].buffer]
+    return buf.data is not None and len(buf.data) > 0
 
 
 _FUSED_AFTER_PAD = ("CONV_2D", "DEPTHWISE_CONV_2D")  # XNNPACK folds a preceding zero PAD into their padding
@@ -548,10 +554,14 @@ def op_plan(model_path: str, fuse_pad: bool = True) -> list[dict]:
         for t in op.inputs:
             readers[t] = readers.get(t, 0) + 1
     outputs = set(sg.outputs)
+    # a DEQUANTIZE of a constant (float16 weights) is computed once, when the model is prepared: not a row; it
+    # goes into each reader's one-op model, where the weight stays static as in the whole model
+    static = {op.outputs[0]: op for op in sg.operators if kind(op) == "DEQUANTIZE" and _constant(model, sg, op.inputs[0])}
     plan, absorbed = [], set()
     for k, op in enumerate(sg.operators):
         op_type = kind(op)
-        if k in absorbed or op_type in _SKIP_OPS or any(t >= 0 and sg.tensors[t].isVariable for t in op.inputs):
+        if k in absorbed or op_type in _SKIP_OPS or any(t >= 0 and sg.tensors[t].isVariable for t in op.inputs) \
+                or (op_type == "DEQUANTIZE" and op.outputs[0] in static):
             continue
         group, label = [op], op_type
         nxt = next((j for j in range(k + 1, len(sg.operators)) if op.outputs[0] in sg.operators[j].inputs), None)
@@ -560,6 +570,8 @@ def op_plan(model_path: str, fuse_pad: bool = True) -> list[dict]:
                 and sg.operators[nxt].inputs[0] == op.outputs[0]):
             group, label = [op, sg.operators[nxt]], f"{op_type}+{kind(sg.operators[nxt])}"
             absorbed.add(nxt)
+        weights = list({id(d): d for o in group for t in o.inputs if (d := static.get(t)) is not None}.values())
+        group = weights + group
         content, fed = _one_op_model(fb, flatbuffers, model, sg, group,
                                      [model.operatorCodes[o.opcodeIndex] for o in group])
         out_name = sg.tensors[group[-1].outputs[0]].name

@@ -4,7 +4,7 @@
   load(path, LoadOptions) -> Session (LiteRT Interpreter, XNNPACK by default)
   describe(path) -> dict   op counts, TRANSPOSE count, float ops left, I/O
 
-options: precision ("fp32"|"int8"), io_layout ("nchw"|"nhwc"), io_dtype ("float"|"int8"),
+options: precision ("fp32"|"fp16"|"int8"; fp16: float16 weights, DEQUANTIZE to float32), io_layout ("nchw"|"nhwc"), io_dtype ("float"|"int8"),
 input_shapes ({name: shape} to fix dynamic dims; a dynamic batch becomes 1).
 """
 

@@ -66,6 +66,15 @@ def np_float(dtype: Any) -> bool:
     return np.dtype(dtype).kind == "f"
 
 
+FP16_MIN_ELEMENTS = 64  # smaller float constants (scalars, short vectors) stay float32: no size to win
+
+
+def _halvable(arr: np.ndarray) -> bool:
+    """A float32 constant worth storing as float16 and representable there (a -1e9 mask fill would be -inf)."""
+    return (arr.dtype == np.float32 and arr.size >= FP16_MIN_ELEMENTS and bool(np.isfinite(arr).all())
+            and float(np.abs(arr).max()) <= float(np.finfo(np.float16).max))
+
+
 class Context:
     def __init__(self, graph: Graph, options: dict[str, Any]) -> None:
         self.g = graph
@@ -78,6 +87,7 @@ class Context:
         self._names: dict[str, int] = {}
         self._const_cache: dict[tuple, int] = {}
         self._pending: list[tuple[int, int]] = []  # (tensor, requantized copy) awaiting the tensor's producer
+        self.fp16 = options.get("precision") == "fp16"  # float weights stored float16 (const_tensor)
 
     # --- graph facts -------------------------------------------------------------------------
     def shape(self, name: str) -> tuple[int, ...]:
@@ -129,7 +139,15 @@ class Context:
             arr = arr.astype(np.int64)
         key = (arr.dtype.str, arr.shape, arr.tobytes(), q.key() if q else None)
         if key not in self._const_cache:
-            self._const_cache[key] = self.w.tensor(self.unique(name), arr.shape, arr.dtype, data=arr, quant=q)
+            if self.fp16 and q is None and _halvable(arr):
+                # TFLite's float16 weights: a FLOAT16 constant and a DEQUANTIZE to float32, which the runtime
+                # (XNNPACK, or the kernel's cached constant output) computes once, not per run
+                half = self.w.tensor(self.unique(f"{name}/fp16"), arr.shape, np.float16, data=arr.astype(np.float16))
+                out = self.w.tensor(self.unique(name), arr.shape, np.float32)
+                self.w.op("DEQUANTIZE", [half], [out])
+                self._const_cache[key] = out
+            else:
+                self._const_cache[key] = self.w.tensor(self.unique(name), arr.shape, arr.dtype, data=arr, quant=q)
         return self._const_cache[key]
 
     def i32(self, values: Any, name: str = "shape") -> int:

@@ -63,7 +63,10 @@ def convert(onnx_path: Path, options: dict[str, Any] | None = None) -> bytes:
             "artifact cannot compute its int8 rounding",
             hint="-t onnxruntime or -t openvino run it as it is; for TFLite give the float model (--precision int8 "
                  "quantizes it)")
-    if precision == "fp32":
+    if precision == "fp16" and g.quantized:
+        raise UsageError(f"{onnx_path}: fp16 TFLite needs a float model; this one is already quantized",
+                         hint="give the float model, or --precision int8")
+    if precision in ("fp32", "fp16"):
         g.weight_quant = {}
     if io_dtype == "int8" and not g.quantized and g.weight_quant:
         raise UsageError("--io-dtype int8 needs int8 activations, but this model's int8 TFLite graph has int8 weights "
