@@ -11,6 +11,7 @@ from edgekit.errors import ModelLoadError
 from edgekit.sources.model import LoadedModel
 from edgekit.sources.onnx_file import file_sha256
 from edgekit.sources.torch_common import (
+    as_float32,
     forward_input_names,
     probe_leading_axis,
     specs_from_overrides,
@@ -32,6 +33,15 @@ def load(spec: str, *, weights: Path | None = None, input_shapes=None) -> Loaded
     if fn is None or not callable(fn):
         raise ModelLoadError(f"'{mod_name}' has no callable '{fn_name}'")
     try:
+        required = [p.name for p in inspect.signature(fn).parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    except (TypeError, ValueError):  # a builtin or C callable states none
+        required = []
+    if required:
+        raise ModelLoadError(f"factory {spec} needs argument(s) {', '.join(required)}; edgekit calls it with none",
+                             hint=f"point at a function without required arguments, e.g. def build(): return "
+                                  f"{fn_name}({', '.join(f'{n}=...' for n in required)})")
+    try:
         module = fn()
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"factory {spec} raised {type(exc).__name__}: {exc}") from exc
@@ -42,6 +52,7 @@ def load(spec: str, *, weights: Path | None = None, input_shapes=None) -> Loaded
         apply_state_dict(module, load_state_dict(Path(weights)), Path(weights))
         h.update(file_sha256(Path(weights)).encode())
     module.eval()
+    module = as_float32(module, input_shapes, spec)
     names = forward_input_names(module)
     specs, out_names, task = probe_leading_axis(module, specs_from_overrides(names, input_shapes, spec),
                                                 stated_shapes(names, input_shapes, spec), spec)

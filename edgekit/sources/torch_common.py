@@ -21,6 +21,25 @@ def forward_input_names(module) -> list[str]:
     return names
 
 
+def as_float32(module, overrides, source: str):
+    """A model whose floating weights are all float16, bfloat16 or float64 (a factory returning model.half(), a
+    checkpoint kept in bf16), cast to float32: inputs are float32 unless --input-shape says otherwise, and the model
+    failed on them ('mat1 and mat2 must have the same dtype ... Float and Half', reported as a bad --input-shape).
+    Left as it is when some weights are float32 or an input is declared float16."""
+    import torch
+
+    floats = {t.dtype for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()}
+    if not floats or torch.float32 in floats:
+        return module
+    if any(getattr(v, "dtype", None) == "float16" for v in (overrides or {}).values()):
+        return module
+    from edgekit.progress import log
+
+    names = ", ".join(sorted(str(d).replace("torch.", "") for d in floats))
+    log(f"{source}: the model's weights are {names}: converted to float32 (the artifacts compute in float32)")
+    return module.float()
+
+
 def _example(name: str) -> str:
     """An --input-shape example for an input: token ids and masks (by name, as text data matches them) are
     integer sequences; anything else is shown as an image."""
