@@ -392,3 +392,70 @@ def test_tied_and_wrapped_state_dicts_load_and_a_wrong_one_names_its_keys(tmp_pa
                                              r"\(mid.bias\); 1 unexpected \(extra.scale\)") as err:
         load_model("sweep10_sources_models:tied", weights=tmp_path / "wrong.pt", input_shapes=shapes)
     assert "\n" not in str(err.value) and "\t" not in str(err.value)
+
+
+def test_a_factory_needing_arguments_says_so_and_a_half_precision_model_converts(tmp_path: Path) -> None:
+    """A factory with a required argument raised 'TypeError: missing 1 required positional argument' from inside the
+    call; it is now named before the call, with the wrapper to write. A factory returning model.half() (or .double())
+    failed on float32 inputs ('mat1 and mat2 must have the same dtype ... Float and Half', reported as a bad
+    --input-shape): its weights are cast to float32 and it converts to every target."""
+    from edgekit.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match=r"needs argument\(s\) width; edgekit calls it with none.*"
+                                             r"def build\(\): return with_args\(width=\.\.\.\)"):
+        api.convert("sweep10_sources_models:with_args", ["onnxruntime"], tmp_path / "o", input_shapes="1x4")
+    with pytest.raises(ModelLoadError, match="factory sweep10_sources_models:raises raised RuntimeError: CUDA is"):
+        api.convert("sweep10_sources_models:raises", ["onnxruntime"], tmp_path / "o", input_shapes="1x4")
+    cal = _npz(tmp_path / "x.npz", {"x": ((4,), "float32")})
+    for factory in ("half_model", "double_model"):
+        _passed(api.convert(f"sweep10_sources_models:{factory}", TARGETS, tmp_path / factory, precision="fp32",
+                            input_shapes="1x4", calibration=cal))
+
+
+@pytest.mark.parametrize("kind", ["raw_pickle", "torch_save", "torchscript_zip", "pt2_zip", "weights"])
+def test_malicious_pickles_are_refused_without_running_their_code(tmp_path: Path, kind: str) -> None:
+    """A pickle whose reduce calls os.system, as a model (raw, torch.save, a zip dressed as TorchScript or as a
+    torch.export archive) or as --weights: refused (exit 2) in one line, and its command never runs. A broken .pt2
+    printed torch's traceback on stderr and said 'check the warnings above'; the cause is now in the one line."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+    import zipfile
+
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    payload = pickle.dumps({"w": Evil()}, protocol=2)
+    model, extra = tmp_path / "model.pt", []
+    if kind == "raw_pickle":
+        model.write_bytes(payload)
+    elif kind == "torch_save":
+        import torch
+
+        torch.save({"w": Evil()}, str(model))
+    elif kind in ("torchscript_zip", "pt2_zip"):
+        model = tmp_path / ("model.pt2" if kind == "pt2_zip" else "model.pt")
+        with zipfile.ZipFile(model, "w") as z:
+            if kind == "pt2_zip":
+                z.writestr("m/archive_format", "pt2")
+                z.writestr("m/data/sample_inputs/model.pt", payload)
+            else:
+                z.writestr("archive/code/__torch__.py", "")
+                z.writestr("archive/constants.pkl", payload)
+                z.writestr("archive/data.pkl", payload)
+    else:
+        (tmp_path / "w.pt").write_bytes(payload)
+        model, extra = "sweep10_sources_models:tuple_out", ["--weights", str(tmp_path / "w.pt")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent / "fixtures"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "edgekit", "convert", str(model), "-t", "onnxruntime", "-o",
+                           str(tmp_path / "out"), "--input-shape", "1x6", *extra], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert not marker.exists()
+    errors = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("edgekit: loading")]
+    assert len(errors) == 1 and errors[0].startswith("edgekit: error:"), proc.stderr

@@ -38,13 +38,45 @@ def zip_kind(path: Path) -> str | None:
     return None
 
 
+def _first_line(exc: Exception) -> str:
+    """The first non-empty line of an exception's message ('Unknown type name ...' follows a blank line), else its
+    type."""
+    return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+
+
+class _torch_export_log:
+    """Collect what torch.export's logger prints (a traceback on stderr beside edgekit's one-line error) into `lines`
+    instead."""
+
+    def __init__(self, lines: list[str]) -> None:
+        import logging
+
+        self.logger = logging.getLogger("torch.export")
+        self.handler = logging.Handler()
+        self.handler.emit = lambda record: lines.append(record.getMessage() + "\n" + (
+            logging.Formatter().formatException(record.exc_info) if record.exc_info else ""))
+
+    def __enter__(self):
+        self.saved = self.logger.handlers[:], self.logger.propagate
+        self.logger.handlers[:] = [self.handler]
+        self.logger.propagate = False
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.handlers[:], self.logger.propagate = self.saved
+
+
 def load_exported(path: Path, *, input_shapes=None) -> LoadedModel:
     import torch
 
+    logged: list[str] = []
     try:
-        ep = torch.export.load(str(path))
+        with _torch_export_log(logged):  # torch logs the real cause with a traceback, then raises 'see above'
+            ep = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"{path}: cannot load the torch.export program ({str(exc).splitlines()[0]})",
+        lines = [ln for ln in "\n".join(logged).splitlines() if ln.strip()]
+        why = lines[-1].strip() if lines else _first_line(exc)
+        raise ModelLoadError(f"{path}: cannot load the torch.export program ({why})",
                              hint="re-save it with torch.export.save") from exc
     specs: list[InputSpec] = []
     stated: list[InputSpec] = []  # as the program states them (a static leading axis may be no batch axis)
@@ -128,7 +160,7 @@ def load_torchscript(path: Path, *, input_shapes=None) -> LoadedModel:
     try:
         module = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"{path}: cannot load the TorchScript archive ({str(exc).splitlines()[0]})",
+        raise ModelLoadError(f"{path}: cannot load the TorchScript archive ({_first_line(exc)})",
                              hint="re-save it with torch.jit.save") from exc
     try:
         args = module.forward.schema.arguments[1:]
