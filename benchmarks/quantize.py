@@ -9,6 +9,8 @@ dynamic graph for ONNX Runtime and int8 weights for OpenVINO) lowered to ONNX Ru
 TFLite, its target's scheme, when its backend lowers the graph), next to
   ort-default   onnxruntime.quantization.quantize_static with its default arguments (same calibration samples)
   nncf          nncf.quantize on the OpenVINO model (its defaults, same samples), run in OpenVINO
+and edgekit fp16 (float16 weights, OpenVINO and TFLite): how far a rounding far finer than int8's moves the
+same accuracy figure.
 Columns: artifact size, median latency with 1 and 2 threads (one sample, batch 1), accuracy on held-out
 samples never used for calibration: top-1 agreement with fp32 (mobilenet_v2 on natural-image crops),
 cosine with fp32 (minilm on sentences), labelled accuracy (mnist_cnn on its 1,000-digit test set).
@@ -187,6 +189,13 @@ def bench_model(name: str, n_calib: int, runs: int, work: Path, max_drop: float 
                 artifacts.append((tname, "nncf int8", mod.NAME, files, time.perf_counter() - t0))
             except Exception as exc:  # noqa: BLE001
                 print(f"  nncf failed on {name}: {exc}", file=sys.stderr)
+    for tname, mod in (("openvino", ov_mod), ("tflite", None)):  # float16 weights: the float baseline's twin
+        try:
+            mod = mod or get_backend("tflite")
+            files = mod.lower(fp32, get_target(tname), work / f"{name}.{tname}.fp16", {"precision": "fp16"})
+            artifacts.append((tname, "edgekit fp16", mod.NAME, files, None))
+        except Exception as exc:  # noqa: BLE001
+            print(f"  fp16 skipped for {name} on {tname}: {type(exc).__name__}: {str(exc)[:160]}", file=sys.stderr)
     try:
         tfl = get_backend("tflite")
         for variant, hub, qsec in (("fp32", fp32, None), *edgekit_hubs("tflite")[0]):
@@ -291,6 +300,7 @@ def main() -> None:
     ap.add_argument("--max-drop", type=float, default=0.03,
                     help="also build a --max-drop variant for classifiers judged on held-out agreement "
                          "(fine-tuned first when --finetune is given)")
+    ap.add_argument("--no-max-drop", action="store_true", help="no --max-drop variant")
     ap.add_argument("--fallback", default="e2e", choices=("e2e", "e2e-cost", "e2e-greedy", "layer"),
                     help="--max-drop fallback order: end-to-end gain (default), gain per float MAC, per-layer error")
     ap.add_argument("--keep", metavar="DIR", help="keep the artifacts in DIR (for --retime)")
@@ -320,7 +330,8 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         for name in args.models.split(","):
             print(f"== {name}", file=sys.stderr)
-            rows += bench_model(name, args.calib, args.runs, work, args.max_drop, args.finetune, args.fallback)
+            rows += bench_model(name, args.calib, args.runs, work, None if args.no_max_drop else args.max_drop,
+                                args.finetune, args.fallback)
             out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))  # each model as it ends
     print(table(rows))
     for r in rows:
