@@ -117,3 +117,41 @@ def test_a_changed_edgekit_source_rebuilds_and_a_touched_one_does_not(tmp_path: 
     again = build()
     assert again["built"] == 1 and "(edgekit changed)" in again["stderr"]
     assert build()["cached"] == 1
+
+
+def test_pruned_distilled_int8_artifacts_do_not_depend_on_the_thread_count(tmp_path: Path) -> None:
+    """torch splits its reductions by thread count, so pruning's refit and distillation gave other float32 weights
+    on 1 and 2 threads (OMP_NUM_THREADS, a CI runner with other cores): other bytes from the same inputs. They run
+    on EDGEKIT_TORCH_THREADS threads (default 1) whatever the machine says."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", image=rng.standard_normal((48, 3, 16, 16)).astype(np.float32))
+    hashes = []
+    for threads in ("1", "2"):
+        out = tmp_path / f"out{threads}"
+        res = edgekit("convert", "sweep10_hygiene_models:se_net", "--input-shape", "image=1x3x16x16", "-t", "arm",
+                      "--calibration", "calib.npz", "--prune-macs", "0.4", "--allocation", "uniform",
+                      "--distill-steps", "6", "-o", str(out), "--json", cwd=tmp_path,
+                      env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+        assert res.returncode == 0, res.stderr
+        hashes.append({a["target"]: a["file_sha256"] for a in json.loads(res.stdout)["artifacts"]})
+    assert hashes[0] == hashes[1]
+
+
+def test_the_torch_thread_setting_is_a_build_input(tmp_path: Path, monkeypatch) -> None:
+    from edgekit.build.cache import cache_key, key_parts
+    from edgekit.build.config import ModelConfig
+    from edgekit.errors import UsageError
+
+    model = ModelConfig(name="m", source=str(_mlp_onnx(tmp_path / "m.onnx")), targets=["onnxruntime"],
+                        options={"prune": 0.5})
+    monkeypatch.delenv("EDGEKIT_TORCH_THREADS", raising=False)
+    default = cache_key(key_parts(model, "onnxruntime"))
+    monkeypatch.setenv("EDGEKIT_TORCH_THREADS", "1")
+    assert cache_key(key_parts(model, "onnxruntime")) == default  # the default, said out loud
+    monkeypatch.setenv("EDGEKIT_TORCH_THREADS", "4")
+    assert cache_key(key_parts(model, "onnxruntime")) != default
+    monkeypatch.setenv("EDGEKIT_TORCH_THREADS", "many")
+    with pytest.raises(UsageError, match="EDGEKIT_TORCH_THREADS"):
+        key_parts(model, "onnxruntime")

@@ -379,6 +379,10 @@ def key_parts(model: ModelConfig, target: str, memo: FingerprintMemo | None = No
         if k in opts:  # content, not location
             opts[k] = "content"
     config = {"name": model.name, "target": target, **opts}
+    from edgekit.reproducible import DEFAULT_THREADS, torch_threads
+
+    if torch_threads() != DEFAULT_THREADS:  # pruning, distillation, int8 fine-tuning compute on this many threads
+        config["torch_threads"] = torch_threads()
 
     def remembered(key: str, compute: Any) -> str:
         return memo.get(key, compute) if memo is not None else compute()

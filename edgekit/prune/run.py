@@ -11,6 +11,7 @@ import numpy as np
 from edgekit.errors import DataError, UnsupportedModelError, UsageError
 from edgekit.export import no_mha_fastpath
 from edgekit.progress import log
+from edgekit.reproducible import reproducible
 
 
 def _example(samples, inputs, module=None) -> dict[str, Any]:
@@ -62,6 +63,7 @@ def resolve_auto(importance: str, allocation: str, has_data: bool) -> tuple[str,
     return importance, allocation
 
 
+@reproducible  # a fixed torch thread count: the pruned and distilled weights do not depend on the machine's
 @no_mha_fastpath()  # torch's fused encoder kernels bypass the layers' hooks and give nested tensors under masks
 def prune_and_distill_loaded(lm, samples=None, *, prune: float | None = None, prune_macs: float | None = None,
                              exclude=(), round_to: int = 8, importance: str = "auto", allocation: str = "auto",

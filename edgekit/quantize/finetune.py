@@ -29,6 +29,7 @@ import numpy as np
 from edgekit.data import SampleSet
 from edgekit.progress import Progress, log, warn
 from edgekit.quantize.torch_graph import WEIGHTED, QLayer, TorchGraph, _attrs
+from edgekit.reproducible import reproducible
 
 MAX_SAMPLES = 512  # samples held in memory for fine-tuning (a seeded pick of a larger calibration set)
 EVAL_SAMPLES = 32  # fixed calibration samples the loss is reported on, before and after
@@ -188,6 +189,7 @@ def _eval_loss(graph: TorchGraph, teacher: Any, names: list[str], items: list[di
     return total / len(items)
 
 
+@reproducible  # a fixed torch thread count: the tuned int8 values do not depend on the machine's
 def finetune(qdq_path: Path, fp32: Any, reference: Path, samples: SampleSet, *, steps: int, task: str,
              batch_size: int = 16, lr: float = 5e-3, range_lr: float = 1e-3, learn_ranges: bool = True,
              levels: float = 1.0, seed: int = 0) -> Finetuned | None:
