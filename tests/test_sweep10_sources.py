@@ -459,3 +459,20 @@ def test_malicious_pickles_are_refused_without_running_their_code(tmp_path: Path
     assert not marker.exists()
     errors = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("edgekit: loading")]
     assert len(errors) == 1 and errors[0].startswith("edgekit: error:"), proc.stderr
+
+
+def test_a_batch_size_given_to_a_dynamic_batch_axis_is_not_dropped_silently(tmp_path: Path, capsys) -> None:
+    """--input-shape x=4x3x8x8 on a model whose batch axis is dynamic: the axis stays dynamic and the TFLite artifact
+    was built at batch 1 without a word. It is said; a leading axis that is no batch (a (C, H, W) input the model
+    batches itself) is not one, and a batch of 1 is the ordinary case: neither warns."""
+    src = _cnn_onnx(tmp_path / "cnn.onnx", batch="N")
+    result = api.convert(str(src), ["arm"], tmp_path / "out", precision="fp32", input_shapes={"x": "4x3x8x8"})
+    _passed(result, ["arm"])
+    assert "input 'x' keeps its dynamic batch axis 'N' (--input-shape's 4 does not fix it)" in capsys.readouterr().err
+    api.convert("sweep10_sources_models:tuple_out", ["onnxruntime"], tmp_path / "o2", precision="fp32",
+                input_shapes="4x6")
+    assert "keeps its dynamic batch axis 'batch' (--input-shape's 4" in capsys.readouterr().err
+    for model, shape in (("sweep10_sources_models:batch_free", "3x8x8"), ("sweep10_sources_models:tuple_out", "1x6")):
+        _passed(api.convert(model, ["onnxruntime"], tmp_path / "o3", precision="fp32", input_shapes=shape),
+                ["onnxruntime"])
+        assert "keeps its dynamic batch axis" not in capsys.readouterr().err

@@ -13,6 +13,7 @@ from edgekit.sources.onnx_file import file_sha256
 from edgekit.sources.torch_common import (
     as_float32,
     forward_input_names,
+    note_dynamic_batch,
     probe_leading_axis,
     specs_from_overrides,
     stated_shapes,
@@ -54,7 +55,8 @@ def load(spec: str, *, weights: Path | None = None, input_shapes=None) -> Loaded
     module.eval()
     module = as_float32(module, input_shapes, spec)
     names = forward_input_names(module)
-    specs, out_names, task = probe_leading_axis(module, specs_from_overrides(names, input_shapes, spec),
-                                                stated_shapes(names, input_shapes, spec), spec)
+    stated = stated_shapes(names, input_shapes, spec)
+    specs, out_names, task = probe_leading_axis(module, specs_from_overrides(names, input_shapes, spec), stated, spec)
+    note_dynamic_batch(specs, stated, spec)
     return LoadedModel(name=fn_name, kind="factory", inputs=specs, output_names=out_names, task=task,
                        module=module, source_bytes_sha256=h.hexdigest())

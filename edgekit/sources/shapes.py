@@ -40,12 +40,23 @@ def apply_overrides(inputs: list[InputSpec], overrides: dict[str, tuple[int, ...
                                          f"--input-shape gives {want}")
                 elif not (ax == 0 and isinstance(have, str)):  # a named batch axis stays dynamic
                     shape[ax] = want
+                elif want != 1:
+                    batch_size_note(source, spec.name, have, want)
         dtype = getattr(overrides.get(spec.name), "dtype", None)
         if dtype and spec.shape and dtype != spec.dtype:  # the model states its dtype (ONNX, .pt2)
             raise UsageError(f"{source}: input '{spec.name}' is {spec.dtype}, --input-shape says {dtype}",
                              hint=f"drop ':{dtype}' (the model's own dtype is used)")
         out.append(InputSpec(spec.name, tuple(shape), dtype or spec.dtype))
     return out
+
+
+def batch_size_note(source: str, name: str, axis: str, size: int) -> None:
+    """--input-shape gave a batch of `size` to a dynamic batch axis, which stays dynamic: said, not dropped silently
+    (a TFLite artifact, static, was built at batch 1 without a word)."""
+    from edgekit.progress import warn
+
+    warn(f"{source}: input '{name}' keeps its dynamic batch axis '{axis}' (--input-shape's {size} does not fix it): "
+         "ONNX Runtime and OpenVINO artifacts take any batch, TFLite ones are built at batch 1")
 
 
 def require_static(inputs: list[InputSpec], source: str) -> None:

@@ -6,7 +6,7 @@ import inspect
 
 from edgekit.data import InputSpec
 from edgekit.errors import UsageError
-from edgekit.sources.shapes import apply_overrides, require_static
+from edgekit.sources.shapes import apply_overrides, batch_size_note, require_static
 
 
 def forward_input_names(module) -> list[str]:
@@ -63,6 +63,13 @@ def specs_from_overrides(names: list[str], overrides: dict[str, tuple[int, ...]]
     specs = [InputSpec(s.name, ("batch", *s.shape[1:]), s.dtype) for s in specs]
     require_static(specs, source)
     return specs
+
+
+def note_dynamic_batch(specs: list[InputSpec], stated: list[InputSpec], source: str) -> None:
+    """After probe_leading_axis: a leading size --input-shape gave (other than 1) to an axis kept as a dynamic batch."""
+    for spec, given in zip(specs, stated):
+        if spec.shape and spec.shape[0] == "batch" and given.shape and given.shape[0] != 1:
+            batch_size_note(source, spec.name, "batch", given.shape[0])
 
 
 def stated_shapes(names: list[str], overrides: dict[str, tuple[int, ...]] | None, source: str) -> list[InputSpec]:

@@ -12,6 +12,7 @@ from edgekit.sources.onnx_file import file_sha256
 from edgekit.sources.shapes import apply_overrides, require_static
 from edgekit.sources.torch_common import (
     forward_input_names,
+    note_dynamic_batch,
     probe_leading_axis,
     specs_from_overrides,
     stated_shapes,
@@ -167,7 +168,9 @@ def load_torchscript(path: Path, *, input_shapes=None) -> LoadedModel:
         names = [a.name for a in args]
     except Exception:  # noqa: BLE001
         names = forward_input_names(module)
-    specs, out_names, task = probe_leading_axis(module, specs_from_overrides(names, input_shapes, str(path)),
-                                                stated_shapes(names, input_shapes, str(path)), str(path))
+    stated = stated_shapes(names, input_shapes, str(path))
+    specs, out_names, task = probe_leading_axis(module, specs_from_overrides(names, input_shapes, str(path)), stated,
+                                                str(path))
+    note_dynamic_batch(specs, stated, str(path))
     return LoadedModel(name=path.stem, kind="torchscript", inputs=specs, output_names=out_names, task=task,
                        module=module, source_bytes_sha256=file_sha256(path))
