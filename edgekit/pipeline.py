@@ -460,8 +460,12 @@ def verify_artifact(st: State, backend, path: Path, target: Target, precision: s
     level(f"verify {target.name} {precision}{label}: {summary(figures)} "
           f"on {figures['samples']} samples -> {'ok' if passed else 'FAILED'}")
     if not passed:
+        hint = "nothing was written; use --no-verify to keep it anyway"
+        if st.job.task == "auto" and any(f.startswith("top-1 agreement") for f in failures):
+            hint = (f"the output was judged as class scores, a guess from its shape: if it is an embedding or a "
+                    f"regression, pass --task embedding or --task generic; {hint}")
         raise VerificationError(f"{target.name} {precision}{label} artifact failed verification: {'; '.join(failures)}",
-                                hint="nothing was written; use --no-verify to keep it anyway")
+                                hint=hint)
     return figures
 
 
@@ -493,6 +497,12 @@ def commit(st: State) -> None:
     for _, final in st.staged:
         if final.is_dir():
             raise UsageError(f"{final} is a folder where an artifact goes", hint="move it away or choose another -o")
+    from edgekit.input_guard import check_not_inputs, input_files
+
+    job = st.job
+    check_not_inputs([final for _, final in st.staged], input_files(job.model, job.weights, job.calibration,
+                                                                   job.eval_data),
+                     hint="nothing was written; choose another output folder (-o) or --name")
     undo: list[tuple[Path, Path | None]] = []  # (final, a hard link to the file it replaced)
     try:
         for tmp, final in st.staged:

@@ -31,3 +31,14 @@ def test_a_normalized_embedder_is_guessed_as_an_embedding(invoke, tmp_path) -> N
     res = invoke("convert", "embedders:embedder", "--input-shape", "image=1x3x32x32", "-t", "ort",
                  "--task", "classification", "-o", str(tmp_path / "c"), "--json")  # as the user says
     assert res.returncode == 0 and res.json()["model"]["task"] == "classification"
+
+
+def test_a_top1_failure_on_a_guessed_classifier_names_the_task_option(cnn, invoke, tmp_path, monkeypatch):
+    from edgekit.targets import Target
+
+    monkeypatch.setattr(Target, "tolerances", lambda self, precision: {"top1_agreement": 1.01})  # fails on top-1
+    res = invoke("convert", str(cnn), "-t", "onnxruntime", "-o", str(tmp_path / "a"))
+    assert res.returncode == 3
+    assert "judged as class scores, a guess from its shape" in res.stderr and "--task embedding" in res.stderr
+    res = invoke("convert", str(cnn), "-t", "onnxruntime", "-o", str(tmp_path / "b"), "--task", "classification")
+    assert res.returncode == 3 and "a guess from its shape" not in res.stderr  # the user said so: no guess to doubt
