@@ -440,7 +440,14 @@ def verify_artifact(st: State, backend, path: Path, target: Target, precision: s
     role = "int8" if precision == "int8" else "fp32"
     samples = st.held_out if precision == "int8" else st.verify_fp32
     refs = st.refs[role]
-    session = backend.load(path, options)
+    from edgekit.errors import ModelLoadError
+
+    try:
+        session = backend.load(path, options)
+    except ModelLoadError as exc:  # the file edgekit just wrote: its runtime refusing it is edgekit's bug, not bad input
+        why = exc.message.removeprefix(f"{path}: ")
+        raise EdgekitError(f"the {target.name} {precision} artifact edgekit wrote does not load: {why}",
+                           hint="a bug in edgekit: please report it with the model") from exc
     outputs = run_all(session, samples)
     ranked = _ranked_groups(st)
     try:
@@ -497,12 +504,6 @@ def commit(st: State) -> None:
     for _, final in st.staged:
         if final.is_dir():
             raise UsageError(f"{final} is a folder where an artifact goes", hint="move it away or choose another -o")
-    from edgekit.input_guard import check_not_inputs, input_files
-
-    job = st.job
-    check_not_inputs([final for _, final in st.staged], input_files(job.model, job.weights, job.calibration,
-                                                                   job.eval_data),
-                     hint="nothing was written; choose another output folder (-o) or --name")
     undo: list[tuple[Path, Path | None]] = []  # (final, a hard link to the file it replaced)
     try:
         for tmp, final in st.staged:
@@ -573,6 +574,11 @@ def run(job: Job) -> dict[str, Any]:
             stage(st)
             release_freed_memory()  # an exporter's or a session's freed buffers: not the next stage's baseline
         stage_profile(st)
+        from edgekit.input_guard import check_not_inputs, input_files
+
+        check_not_inputs([final for _, final in st.staged], input_files(job.model, job.weights, job.calibration,
+                                                                       job.eval_data),
+                         hint="nothing was written; choose another output folder (-o) or --name")
         commit(st)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

@@ -476,3 +476,19 @@ def test_a_batch_size_given_to_a_dynamic_batch_axis_is_not_dropped_silently(tmp_
         _passed(api.convert(model, ["onnxruntime"], tmp_path / "o3", precision="fp32", input_shapes=shape),
                 ["onnxruntime"])
         assert "keeps its dynamic batch axis" not in capsys.readouterr().err
+
+
+def test_an_artifact_its_own_runtime_refuses_is_an_internal_error_not_bad_input(tmp_path: Path, monkeypatch) -> None:
+    """A TFLite file edgekit wrote that LiteRT refuses (the integer Clip above: 'MAXIMUM ... INT64 != FLOAT32') was a
+    ModelLoadError, exit 2 'bad input', naming a path inside the temporary folder. It is edgekit's bug: exit 1, the
+    target named, no temporary path. Here the writer's bytes are cut short, and LiteRT itself refuses them."""
+    import edgekit.backends.tflite.converter as converter
+    from edgekit.errors import EdgekitError, UsageError
+
+    real = converter.convert
+    monkeypatch.setattr(converter, "convert", lambda *a, **k: real(*a, **k)[:400])
+    with pytest.raises(EdgekitError) as err:
+        api.convert(str(_mlp_onnx(tmp_path / "mlp.onnx")), ["arm"], tmp_path / "out", precision="fp32")
+    assert not isinstance(err.value, UsageError) and err.value.exit_code == 1
+    assert str(err.value).startswith("the arm fp32 artifact edgekit wrote does not load: LiteRT could not load")
+    assert ".edgekit-tmp" not in str(err.value)
