@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import sweep10_families as fam
 
 
@@ -213,3 +214,26 @@ def test_integer_floor_division_of_heatmap_indices_lowers_to_tflite(invoke, tmp_
     res = _convert(invoke, tmp_path, "pose_argmax", "-t", "tflite", n=8)
     assert res.returncode == 0, res.stderr
     assert res.json()["artifacts"][0]["verification"]["integer_agreement"] == 1.0
+
+
+def test_conv3d_video_net_names_the_op_and_the_runtimes_that_take_it(invoke, tmp_path):
+    """A Conv3d clip classifier: ONNX Runtime and OpenVINO run it (int8 too); TFLite has no lowering here, which
+    is a clear unsupported-model error naming the node and the targets that run it, with nothing written."""
+    res = _convert(invoke, tmp_path, "video3d", "-t", "tflite", n=8)
+    assert res.returncode == 4, res.stderr
+    msg = res.json()["error"]["message"]
+    assert "Conv node" in msg and "3-D convolution" in msg and "-t onnxruntime or -t openvino" in msg
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("name", ["efficientnet", "superres3x", "convnext_tanh", "matchbox"])
+def test_pruned_family_converts_and_verifies_on_tflite(invoke, tmp_path, name):
+    """SE blocks gated by a global pool (EfficientNet), PixelUnshuffle -> PixelShuffle (super-resolution), channel
+    LayerNorm through permutes with layer scale (ConvNeXt), depthwise-separable Conv1d (MatchboxNet): --prune 0.3
+    removes channels and the pruned model converts and matches its torch self on LiteRT."""
+    res = _convert(invoke, tmp_path, name, "-t", "tflite", "--prune", "0.3", "--allocation", "uniform",
+                   "--importance", "l2", "--round-to", "4", n=8)
+    assert res.returncode == 0, res.stderr
+    out = res.json()
+    assert out["prune"]["macs_after"] < 0.9 * out["prune"]["macs_before"], out["prune"]
+    assert out["artifacts"][0]["verification"]["passed"]
