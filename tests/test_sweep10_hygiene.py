@@ -155,3 +155,28 @@ def test_the_torch_thread_setting_is_a_build_input(tmp_path: Path, monkeypatch) 
     monkeypatch.setenv("EDGEKIT_TORCH_THREADS", "many")
     with pytest.raises(UsageError, match="EDGEKIT_TORCH_THREADS"):
         key_parts(model, "onnxruntime")
+
+
+def test_convert_refuses_to_write_its_artifact_over_the_source_model(tmp_path: Path) -> None:
+    """Re-converting an earlier artifact in its own folder (`-o .` and the same name) renamed the new file over
+    the source: the user's model was replaced without a word."""
+    src = _mlp_onnx(tmp_path / "m.onnxruntime.onnx")
+    before = src.read_bytes()
+    res = edgekit("convert", src.name, "-t", "onnxruntime", "--name", "m", "-o", ".", "--json", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "would replace the model source" in json.loads(res.stdout)["error"]["message"]
+    assert src.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".cache") == [src.name]  # no temp folder left
+
+
+def test_build_refuses_to_install_over_a_source_kept_in_the_output_folder(tmp_path: Path) -> None:
+    """A source in the output folder under an artifact's name was overwritten by each build, which then saw a
+    changed source and rebuilt: never a cached build, and the original model gone after the first."""
+    src = _mlp_onnx(tmp_path / "m.onnxruntime.onnx")
+    before = src.read_bytes()
+    (tmp_path / "edgekit.toml").write_text('[build]\noutput = "."\n\n[[models]]\nname = "m"\n'
+                                           'source = "m.onnxruntime.onnx"\ntargets = ["onnxruntime"]\n')
+    res = edgekit("build", "--json", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "would replace the model source" in json.loads(res.stdout)["error"]["message"]
+    assert src.read_bytes() == before and not (tmp_path / "edgekit-manifest.json").exists()

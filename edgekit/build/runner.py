@@ -282,6 +282,13 @@ def run_build(config: BuildConfig, *, output: Path | None = None, use_cache: boo
             build_missing(cache, m, missing, use_cache=use_cache, previous=previous)
 
     _check_distinct_files(config, items)
+    from edgekit.input_guard import check_not_inputs, input_files
+
+    for i in items:  # a source kept in the output folder under an artifact's name: replaced, then rebuilt forever
+        check_not_inputs([outdir / f["path"] for f in i.entry["files"]],
+                         input_files(i.model.source, i.model.get("weights"), i.model.get("calibration"),
+                                     i.model.get("eval_data")),
+                         hint=f"nothing was installed; move the file out of {outdir} or rename model '{i.model.name}'")
     # checks: tolerances (verification, exit 3), then budgets (exit 5)
     bad_tol = [c for i in items for c in check_tolerances(i.model, i.entry) if not c.ok]
     if bad_tol:
