@@ -492,3 +492,13 @@ def test_an_artifact_its_own_runtime_refuses_is_an_internal_error_not_bad_input(
     assert not isinstance(err.value, UsageError) and err.value.exit_code == 1
     assert str(err.value).startswith("the arm fp32 artifact edgekit wrote does not load: LiteRT could not load")
     assert ".edgekit-tmp" not in str(err.value)
+
+
+def test_a_forward_taking_only_varargs_names_the_problem(tmp_path: Path) -> None:
+    """forward(self, *xs): edgekit found no input names and a bare --input-shape said 'a bare --input-shape needs a
+    single-input model; this one has ' (an empty list)."""
+    from edgekit.errors import UsageError
+
+    for shapes in ("1x4", None):
+        with pytest.raises(UsageError, match=r"forward\(\) names no inputs \(it takes \*args / \*\*kwargs\)"):
+            api.convert("sweep10_sources_models:var_args", ["onnxruntime"], tmp_path / "o", input_shapes=shapes)

@@ -48,9 +48,17 @@ def _example(name: str) -> str:
     return f"{name}=1x128:int64" if input_role(name) else f"{name}=1x3x224x224"
 
 
+def _require_names(names: list[str], source: str) -> None:
+    if not names:  # forward(self, *xs) / (**kw): a bare --input-shape said 'this one has ' (no names)
+        raise UsageError(f"{source}: forward() names no inputs (it takes *args / **kwargs); edgekit names a torch "
+                         "model's inputs after forward()'s parameters",
+                         hint="wrap the model in one whose forward(self, x, ...) names each input")
+
+
 def specs_from_overrides(names: list[str], overrides: dict[str, tuple[int, ...]] | None,
                          source: str) -> list[InputSpec]:
     """Torch sources state no shapes: every input needs --input-shape; the batch axis stays dynamic."""
+    _require_names(names, source)
     blank = [InputSpec(n, (), "float32") for n in names]
     if not overrides:
         raise UsageError(f"{source}: input shapes are unknown for a torch model",
@@ -74,6 +82,7 @@ def note_dynamic_batch(specs: list[InputSpec], stated: list[InputSpec], source: 
 
 def stated_shapes(names: list[str], overrides: dict[str, tuple[int, ...]] | None, source: str) -> list[InputSpec]:
     """The shapes exactly as --input-shape gives them (leading axis included)."""
+    _require_names(names, source)
     return apply_overrides([InputSpec(n, (), "float32") for n in names], overrides, source)
 
 
