@@ -502,3 +502,18 @@ def test_a_forward_taking_only_varargs_names_the_problem(tmp_path: Path) -> None
     for shapes in ("1x4", None):
         with pytest.raises(UsageError, match=r"forward\(\) names no inputs \(it takes \*args / \*\*kwargs\)"):
             api.convert("sweep10_sources_models:var_args", ["onnxruntime"], tmp_path / "o", input_shapes=shapes)
+
+
+def test_an_onnx_file_with_a_torch_suffix_is_read_as_onnx(tmp_path: Path) -> None:
+    """Sources are recognised by content, yet an ONNX file saved as model.pt (or .bin) was refused as 'a pickled
+    model' (exit 2). It converts; a real pickle under that name is still refused unread."""
+    import shutil
+
+    from edgekit.errors import ModelLoadError
+
+    shutil.copyfile(_cnn_onnx(tmp_path / "cnn.onnx", batch="N"), tmp_path / "model.pt")
+    _passed(api.convert(str(tmp_path / "model.pt"), ["onnxruntime"], tmp_path / "out", precision="fp32"),
+            ["onnxruntime"])
+    (tmp_path / "pickle.bin").write_bytes(b"(dp0\nS'w'\np1\nI1\ns.")  # protocol 0: starts with '('
+    with pytest.raises(ModelLoadError, match="a pickled model is refused"):
+        api.convert(str(tmp_path / "pickle.bin"), ["onnxruntime"], tmp_path / "out2", precision="fp32")

@@ -41,8 +41,21 @@ def classify_spec(spec: str) -> str:
     if path.suffix.lower() == ".onnx":
         return "onnx"
     if path.suffix.lower() in (".pt", ".pth", ".bin", ".ckpt", ".pkl"):
-        return "pickle"
+        return "onnx" if _is_onnx(path) else "pickle"  # an ONNX file saved as model.pt was 'a pickled model'
     return "onnx"  # let the ONNX parser give the precise error
+
+
+def _is_onnx(path: Path) -> bool:
+    """Whether `path` parses as an ONNX model with a graph (protobuf parsing runs no code, unlike unpickling)."""
+    with open(path, "rb") as f:
+        if f.read(1) in (b"\x80", b""):  # a pickle (protocol 2+) or nothing
+            return False
+    try:
+        import onnx
+
+        return len(onnx.load(str(path), load_external_data=False).graph.node) > 0
+    except Exception:  # noqa: BLE001 - not ONNX
+        return False
 
 
 def load_model(spec: str, *, weights: Path | None = None,
