@@ -517,3 +517,35 @@ def test_an_onnx_file_with_a_torch_suffix_is_read_as_onnx(tmp_path: Path) -> Non
     (tmp_path / "pickle.bin").write_bytes(b"(dp0\nS'w'\np1\nI1\ns.")  # protocol 0: starts with '('
     with pytest.raises(ModelLoadError, match="a pickled model is refused"):
         api.convert(str(tmp_path / "pickle.bin"), ["onnxruntime"], tmp_path / "out2", precision="fp32")
+
+
+def test_a_pt2_exported_in_training_mode_or_updating_a_buffer_is_named(tmp_path: Path) -> None:
+    """A program exported from a model left in training mode (BatchNorm on batch statistics), or one whose forward()
+    adds to a buffer on every call: the artifacts cannot compute what the program does, and each failed verification
+    with a bare 'cosine -0.01 < 0.99999' (exit 3). The first is a usage error saying to export from model.eval(), the
+    second an unsupported model naming the buffer; an eval-mode program converts."""
+    import torch
+    from sweep10_sources_models import TwoHead
+
+    from edgekit.errors import UnsupportedModelError, UsageError
+
+    class Counter(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("calls", torch.zeros(1))
+            self.lin = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            self.calls.add_(1)
+            return self.lin(x) + self.calls
+
+    batch = torch.export.Dim("batch", max=64)
+    two = (torch.randn(2, 3, 12, 12), torch.rand(2, 1))
+    for name, model, args, dyn in (("train", TwoHead(), two, {"image": {0: batch}, "scale": {0: batch}}),
+                                   ("counter", Counter().eval(), (torch.randn(2, 4),), ({0: batch},))):
+        torch.export.save(torch.export.export(model, args, dynamic_shapes=dyn), str(tmp_path / f"{name}.pt2"))
+    with pytest.raises(UsageError, match=r"exported in training mode \(batch_norm .* uses batch statistics\).*"
+                                         r"model\.eval\(\)"):
+        api.convert(str(tmp_path / "train.pt2"), ["onnxruntime"], tmp_path / "o", precision="fp32")
+    with pytest.raises(UnsupportedModelError, match=r"updates buffer 'calls' in place on every call \(add_\)"):
+        api.convert(str(tmp_path / "counter.pt2"), ["onnxruntime"], tmp_path / "o", precision="fp32")

@@ -79,6 +79,7 @@ def load_exported(path: Path, *, input_shapes=None) -> LoadedModel:
         why = lines[-1].strip() if lines else _first_line(exc)
         raise ModelLoadError(f"{path}: cannot load the torch.export program ({why})",
                              hint="re-save it with torch.export.save") from exc
+    _check_program(ep, path)
     specs: list[InputSpec] = []
     stated: list[InputSpec] = []  # as the program states them (a static leading axis may be no batch axis)
     for node in ep.graph.nodes:
@@ -99,6 +100,39 @@ def load_exported(path: Path, *, input_shapes=None) -> LoadedModel:
     specs, names, task = probe_leading_axis(module, specs, stated, str(path))
     return LoadedModel(name=path.stem, kind="pt2", inputs=specs, output_names=names, task=task, module=module,
                        source_bytes_sha256=file_sha256(path), meta={"exported_program": ep})
+
+
+_TRAINING_ARG = {"batch_norm": 5, "_native_batch_norm_legit": 5, "native_batch_norm": 5, "dropout": 2,
+                 "native_dropout": 2, "feature_dropout": 2, "alpha_dropout": 2}
+
+
+def _aten_name(node) -> str:
+    """'batch_norm' for aten.batch_norm.default, 'add_' for aten.add_.Tensor."""
+    parts = str(node.target).split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "aten" else parts[0]
+
+
+def _check_program(ep, path: Path) -> None:
+    """A program exported from a model in training mode (BatchNorm on batch statistics, Dropout dropping), or one
+    that updates a buffer in place on every call (a counter, running statistics): the artifact cannot compute what
+    the program does, and verification failed with a bare 'cosine -0.01' (exit 3). Named here."""
+    from edgekit.errors import UnsupportedModelError, UsageError
+
+    buffers = dict(ep.graph_signature.inputs_to_buffers)
+    calls = [(node, _aten_name(node)) for node in ep.graph.nodes if node.op == "call_function"]
+    for node, op in calls:  # training mode first: it also updates BatchNorm's running statistics in place
+        k = _TRAINING_ARG.get(op)
+        if k is not None and len(node.args) > k and node.args[k] is True:
+            raise UsageError(f"{path}: the program was exported in training mode ({op} '{node.name}' uses "
+                             f"{'batch statistics' if 'norm' in op else 'random drops'}): "
+                             f"{'each output depends on the rest of the batch' if 'norm' in op else 'outputs are random'}",
+                             hint="export the model in eval mode: torch.export.export(model.eval(), ...)")
+    for node, op in calls:
+        target = node.args[0] if node.args else None
+        if op.endswith("_") and getattr(target, "op", None) == "placeholder" and target.name in buffers:
+            raise UnsupportedModelError(f"{path}: the program updates buffer '{buffers[target.name]}' in place on "
+                                        f"every call ({op}): an artifact keeps no state from run to run",
+                                        hint="compute it without the in-place update of a buffer in forward()")
 
 
 def _check_default_sizes(ep, specs: list[InputSpec], path: Path) -> None:
