@@ -18,6 +18,7 @@ from edgekit.data import SampleSet, load_samples, synthetic_samples
 from edgekit.errors import DataError, EdgekitError, MissingDependencyError, UsageError, VerificationError
 from edgekit.memory import release_freed_memory
 from edgekit.progress import log, warn
+from edgekit.reference_memo import ReferenceMemo
 from edgekit.sources.model import LoadedModel
 from edgekit.targets import Target
 
@@ -73,6 +74,8 @@ class State:
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     staged: list[tuple[Path, Path]] = field(default_factory=list)  # (temp file, final path)
     info: dict[str, Any] = field(default_factory=dict)
+    memo: ReferenceMemo = field(default_factory=ReferenceMemo)  # source outputs per sample, each run once
+    calib_stats: dict = field(default_factory=dict)  # calibration statistics shared by int8 schemes (static.py)
 
 
 # ---------------------------------------------------------------- stages
@@ -172,10 +175,10 @@ def _default_photos(m: LoadedModel) -> SampleSet | None:
 def _confirm_classifier(st: State) -> None:
     """The shape guess (one (N, C) output: a classifier) checked on a few real samples: a landmark or box
     regressor's output is not class scores, and top-1 agreement of its coordinates would judge it."""
-    from edgekit.verify import looks_like_class_scores, looks_like_unit_embeddings, reference_outputs
+    from edgekit.verify import looks_like_class_scores, looks_like_unit_embeddings
 
     try:
-        outs = reference_outputs(st.model, st.verify_fp32.select(8, seed=st.job.seed))
+        outs = st.memo.outputs(st.model, st.verify_fp32.select(8, seed=st.job.seed))
     except Exception:  # noqa: BLE001 - the references stage runs the model again and reports its failure
         return
     if looks_like_unit_embeddings([o[0] for o in outs]):  # ends in an L2 normalization: an embedding model
@@ -276,9 +279,11 @@ def stage_references(st: State) -> None:
     tracked = None
     try:
         source = _reference_source(st)
-        st.refs["fp32"] = reference_outputs(source, tracked := Tracked(st.verify_fp32))
-        if st.held_out is not None:
-            st.refs["int8"] = reference_outputs(source, tracked := Tracked(st.held_out))
+        for role, samples in _reference_roles(st):  # each sample through the source once (reference_memo.py)
+            todo = st.memo.missing(source, samples)
+            if len(todo):
+                st.memo.store(source, todo, reference_outputs(source, tracked := Tracked(todo)))
+            st.refs[role] = st.memo.get(source, samples)
     except Exception as exc:  # noqa: BLE001 - random ids past an axis the model indexes with them (id_bounds.py)
         ints = [i.name for i in st.model.inputs if np.dtype(i.dtype).kind in "iu"]
         if st.samples.synthetic and ints and INDEX_ERROR.search(str(exc)):
@@ -291,10 +296,11 @@ def stage_references(st: State) -> None:
                 and not isinstance(exc, EdgekitError):  # the source model itself fails on a user sample
             raise data_failure(st.samples, tracked, exc) from exc
         raise
-    if st.model.task == "classification" and st.refs["fp32"]:
+    first = next((st.refs[r] for r in ("fp32", "int8") if st.refs.get(r)), None)
+    if st.model.task == "classification" and first:
         from edgekit.verify import class_axis_problem
 
-        problem = class_axis_problem(st.refs["fp32"][0][0])
+        problem = class_axis_problem(first[0][0])
         if problem:
             raise UsageError(f"--task classification: output '{st.model.output_names[0]}' has no single class axis: "
                              f"{problem}", hint="use --task generic (each output compared by error and cosine)")
@@ -303,9 +309,18 @@ def stage_references(st: State) -> None:
         from dataclasses import replace
 
         original = replace(st.model, module=unpruned)
-        for role, samples in (("fp32", st.verify_fp32), ("int8", st.held_out)):
-            if samples is not None:
-                st.refs[f"unpruned:{role}"] = reference_outputs(original, samples)
+        for role, samples in _reference_roles(st):
+            st.refs[f"unpruned:{role}"] = st.memo.outputs(original, samples)
+
+
+def _reference_roles(st: State) -> list[tuple[str, SampleSet]]:
+    """The sample sets verification compares on: fp32 (fp32/fp16 artifacts) and int8 (held out from calibration).
+    The fp32 set is skipped when every artifact is int8 and has its held-out set (a ResNet-50 ran 32 needless
+    torch passes)."""
+    roles = [("int8", st.held_out)] if st.held_out is not None else []
+    if st.held_out is None or any(p != "int8" for p in _precisions(st.job)):
+        roles.insert(0, ("fp32", st.verify_fp32))
+    return roles
 
 
 def stage_targets(st: State) -> None:
@@ -403,7 +418,7 @@ def quantized_hub(st: State, target: Target) -> tuple[Path, dict]:
         report = quantize_model(st.hub, out, target, st.calib, method=st.job.calibration_method,
                                 held_out=st.held_out, task=st.model.task, max_drop=st.job.max_drop,
                                 eval_set=eval_set, finetune_steps=st.job.int8_finetune,
-                                fallback=st.job.fallback_order)
+                                fallback=st.job.fallback_order, shared=st.calib_stats)
         st.quantized[key] = (out, report)
     return st.quantized[key]
 
@@ -432,6 +447,18 @@ def _ranked_groups(st: State) -> list[dict[str, Any]]:
     return meta["ranked_groups"]
 
 
+def _quantity_outputs(st: State) -> list[int]:
+    """Integer outputs that are rounded quantities (a uint8 image), from the fp32 hub graph (verify_quantities.py)."""
+    meta = st.model.meta
+    if "quantity_outputs" not in meta:
+        import onnx
+
+        from edgekit.verify_quantities import quantity_outputs
+
+        meta["quantity_outputs"] = quantity_outputs(onnx.load(str(st.hub), load_external_data=False))
+    return meta["quantity_outputs"]
+
+
 def verify_artifact(st: State, backend, path: Path, target: Target, precision: str, options,
                     label: str = "") -> dict[str, Any]:
     from edgekit.verify import check, compare, run_all, summary
@@ -452,15 +479,15 @@ def verify_artifact(st: State, backend, path: Path, target: Target, precision: s
     ranked = _ranked_groups(st)
     try:
         outputs = align_ranked(refs, outputs, ranked)  # TopK rows in the reference's order (verify_ranked.py)
-        figures = compare(refs, outputs, st.model.task)
+        figures = compare(refs, outputs, st.model.task, _quantity_outputs(st))
     except ValueError as exc:  # the artifact's outputs differ in count or shape from the source model's
         raise VerificationError(f"{target.name} {precision} artifact failed verification: {exc}",
                                 hint="nothing was written; the backend lowered the model wrongly") from exc
     if precision == "int8":
         figures["quantized_graph"] = compare(refs, align_ranked(refs, quantized_refs(st, target), ranked),
-                                            st.model.task)
+                                            st.model.task, _quantity_outputs(st))
     if f"unpruned:{role}" in st.refs:
-        figures["vs_unpruned"] = compare(st.refs[f"unpruned:{role}"], outputs, st.model.task)
+        figures["vs_unpruned"] = compare(st.refs[f"unpruned:{role}"], outputs, st.model.task, _quantity_outputs(st))
     passed, failures = check(figures, target.tolerances(precision))
     figures.update(passed=passed, synthetic=bool(samples.synthetic), failures=failures)
     level = log if passed else warn
