@@ -180,3 +180,26 @@ def test_build_refuses_to_install_over_a_source_kept_in_the_output_folder(tmp_pa
     assert res.returncode == 2, res.stderr
     assert "would replace the model source" in json.loads(res.stdout)["error"]["message"]
     assert src.read_bytes() == before and not (tmp_path / "edgekit-manifest.json").exists()
+
+
+def test_a_rebuild_of_identical_artifacts_writes_an_identical_manifest(tmp_path: Path) -> None:
+    """The manifest carried the stages' wall-clock durations (quantization.calibration.seconds, ...): a --no-cache
+    rebuild or a CI cold build of byte-identical artifacts rewrote it, and make/CMake/Gradle repackaged the app."""
+    import numpy as np
+
+    _mlp_onnx(tmp_path / "mlp.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((40, 1, 6)).astype(np.float32))
+    (tmp_path / "edgekit.toml").write_text('[[models]]\nname = "m"\nsource = "mlp.onnx"\ntargets = ["onnxruntime"]\n'
+                                           'precision = "int8"\ncalibration = "calib.npz"\n')
+    manifests = []
+    for out in ("a", "b"):
+        res = edgekit("build", "--no-cache", "-o", out, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        manifests.append(json.loads((tmp_path / out / "edgekit-manifest.json").read_text()))
+    text = json.dumps(manifests[0])
+    assert '"seconds"' not in text and manifests[0]["artifacts"][0]["quantization"]["calibration"]["samples"] > 0
+    for m in manifests:  # edgekit's code is part of the key: a working tree edited meanwhile changes it, not bytes
+        for r in m["artifacts"]:
+            r.pop("cache_key")
+    assert manifests[0] == manifests[1]
+    assert (tmp_path / "a" / "m.onnxruntime.int8.onnx").read_bytes() == (tmp_path / "b" / "m.onnxruntime.int8.onnx").read_bytes()

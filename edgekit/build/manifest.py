@@ -42,12 +42,23 @@ def artifact_record(model_name: str, source: str, entry: dict[str, Any],
         "files": files,
         "inputs": io.get("inputs", []),
         "outputs": io.get("outputs", []),
-        "verification": art.get("verification"),
-        "quantization": art.get("quantization"),
+        "verification": without_durations(art.get("verification")),
+        "quantization": without_durations(art.get("quantization")),
         "profile": art.get("profile") or (profiles or None),
         "budgets": checks,
         "cache_key": entry.get("key"),
     }
+
+
+def without_durations(obj: Any) -> Any:
+    """`obj` without the wall-clock durations the stages report ("seconds": calibration, rounding, fine-tuning
+    took this long): they differ on every run, so a rebuild (--no-cache, a CI cold build) of byte-identical
+    artifacts rewrote the manifest and make/CMake/Gradle repackaged the app. What app code needs stays."""
+    if isinstance(obj, dict):
+        return {k: without_durations(v) for k, v in obj.items() if k != "seconds" and not k.endswith("_seconds")}
+    if isinstance(obj, list):
+        return [without_durations(v) for v in obj]
+    return obj
 
 
 def make_manifest(records: list[dict[str, Any]], *, config_name: str, versions: dict[str, Any]) -> dict[str, Any]:
