@@ -16,7 +16,7 @@ may round differently, or keep more in float, but must not be clearly worse than
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -169,13 +169,22 @@ def output_scores(refs: list[Outputs], cands: list[Outputs], task: str) -> list[
     return _scores(_paired(refs, cands), task)
 
 
-def _scores(pairs: list[list[tuple[np.ndarray, np.ndarray]]], task: str) -> list[list[float]]:
+def _agree(r: np.ndarray, c: np.ndarray, quantity: bool) -> np.ndarray:
+    """Which integer elements agree: equal labels, or a rounded quantity (a uint8 image) within one level
+    (verify_quantities.py)."""
+    if quantity:
+        return np.abs(r.astype(np.int64) - c.astype(np.int64)) <= 1
+    return r == c
+
+
+def _scores(pairs: list[list[tuple[np.ndarray, np.ndarray]]], task: str,
+            quantities: Sequence[int] = ()) -> list[list[float]]:
     scores = [[0.0] * len(row) for row in pairs]
     for o in range(len(pairs[0])):
         column = [row[o] for row in pairs]
         if is_integer(column[0][0]):
             for s, (r, c) in enumerate(column):
-                scores[s][o] = float(np.mean(r == c)) if r.size else 1.0
+                scores[s][o] = float(np.mean(_agree(r, c, o in quantities))) if r.size else 1.0
             continue
         mu, scale = _standardizer([r for r, _ in column]) if task == "generic" else (0.0, 1.0)
         if task == "generic" and all(r.size == 1 for r, _ in column) and len(column) > 1:
@@ -190,9 +199,11 @@ def _scores(pairs: list[list[tuple[np.ndarray, np.ndarray]]], task: str) -> list
     return scores
 
 
-def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, Any]:
+def compare(refs: list[Outputs], cands: list[Outputs], task: str, quantities: Sequence[int] = ()) -> dict[str, Any]:
+    """Figures of `cands` against `refs`. quantities: indices of integer outputs that are rounded quantities (a uint8
+    image; verify_quantities.quantity_outputs), whose elements agree within one level."""
     pairs = _paired(refs, cands)
-    scores = _scores(pairs, task)
+    scores = _scores(pairs, task, quantities)
     max_abs, abs_sum, count, cosines, agree, ref_peak = 0.0, 0.0, 0, [], 0, 0.0
     confident, confident_agree = 0, 0
     exact, n_int, int_equal, int_count, one_sided = 0, 0, 0, 0, 0
@@ -200,11 +211,11 @@ def compare(refs: list[Outputs], cands: list[Outputs], task: str) -> dict[str, A
     for ref, row, score in zip(refs, pairs, scores):
         per_output: list[float] = []
         integer = [is_integer(r) for r in ref]
-        for (r, c), is_int, cos in zip(row, integer, score):
+        for o, ((r, c), is_int, cos) in enumerate(zip(row, integer, score)):
             if is_int:
                 # indices, ids, masks: labels, not magnitudes (500 -> 3 is no further off than 500 -> 501), judged
                 # by the share of equal elements; a segmentation map's near-tie pixels may flip in fp32 as well
-                int_equal += int(np.count_nonzero(r == c))
+                int_equal += int(np.count_nonzero(_agree(r, c, o in quantities)))
                 int_count += r.size
                 continue
             r, c, d = _finite(np.asarray(r, dtype=np.float64), np.asarray(c, dtype=np.float64))

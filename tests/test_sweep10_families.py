@@ -237,3 +237,36 @@ def test_pruned_family_converts_and_verifies_on_tflite(invoke, tmp_path, name):
     out = res.json()
     assert out["prune"]["macs_after"] < 0.9 * out["prune"]["macs_before"], out["prune"]
     assert out["artifacts"][0]["verification"]["passed"]
+
+
+def test_a_uint8_image_output_is_judged_within_one_level(invoke, tmp_path):
+    """Super-resolution writing a uint8 image (clamp * 255, round, cast): verification took the image for labels
+    and counted exactly equal pixels: arm int8 72.6% equal (most others one level off), barely above the 0.7 floor,
+    and a lowering that broke a quarter of the pixels would pass too. An integer output that is a Cast of float
+    values is a rounded quantity: a pixel agrees within one level (99.8% here). Argmax maps, and label maps cast
+    to uint8, stay labels judged exactly."""
+    from onnx import TensorProto, helper
+
+    from edgekit.verify import compare
+    from edgekit.verify_quantities import quantity_outputs
+
+    res = _convert(invoke, tmp_path, "superres_u8", "-t", "arm", "--precision", "int8")
+    assert res.returncode == 0, res.stderr
+    assert res.json()["artifacts"][0]["verification"]["integer_agreement"] > 0.99
+
+    def graph(*nodes, out_type=TensorProto.UINT8):
+        g = helper.make_graph(list(nodes), "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("y", out_type, None)])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    image = graph(helper.make_node("Round", ["x"], ["r"]), helper.make_node("Cast", ["r"], ["c"], to=TensorProto.UINT8),
+                  helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 1]))
+    labels = graph(helper.make_node("ArgMax", ["x"], ["a"], axis=1),
+                   helper.make_node("Cast", ["a"], ["y"], to=TensorProto.UINT8))
+    argmax = graph(helper.make_node("ArgMax", ["x"], ["y"], axis=1), out_type=TensorProto.INT64)
+    assert quantity_outputs(image) == [0] and quantity_outputs(labels) == [] and quantity_outputs(argmax) == []
+
+    ref = [[np.arange(64, dtype=np.uint8).reshape(1, 8, 8)]]
+    off_by_one = [[(ref[0][0] + 1).astype(np.uint8)]]
+    assert compare(ref, off_by_one, "generic", quantities=[0])["integer_agreement"] == 1.0
+    assert compare(ref, off_by_one, "generic")["integer_agreement"] == 0.0  # labels: every one changed
