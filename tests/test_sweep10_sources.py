@@ -549,3 +549,22 @@ def test_a_pt2_exported_in_training_mode_or_updating_a_buffer_is_named(tmp_path:
         api.convert(str(tmp_path / "train.pt2"), ["onnxruntime"], tmp_path / "o", precision="fp32")
     with pytest.raises(UnsupportedModelError, match=r"updates buffer 'calls' in place on every call \(add_\)"):
         api.convert(str(tmp_path / "counter.pt2"), ["onnxruntime"], tmp_path / "o", precision="fp32")
+
+
+def test_a_torch_model_that_changes_its_buffers_is_named(tmp_path: Path) -> None:
+    """A factory whose forward() adds to a buffer, and a TorchScript model traced in training mode (BatchNorm updates
+    its running statistics and uses the batch's, whatever .eval() says afterwards): verification failed with a bare
+    'cosine -0.99 < 0.99999' (exit 3). The first is an unsupported model naming the buffer (exit 4), the second a
+    usage error saying to save it from model.eval() (exit 2)."""
+    import torch
+
+    from edgekit.errors import UnsupportedModelError, UsageError
+
+    with pytest.raises(UnsupportedModelError, match=r"forward\(\) changes buffer 'calls' on every call"):
+        api.convert("sweep10_sources_models:counter", ["onnxruntime"], tmp_path / "o", precision="fp32",
+                    input_shapes="1x4")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))  # left in training mode
+    torch.jit.save(torch.jit.trace(net, torch.randn(2, 3, 8, 8)), str(tmp_path / "traced.pt"))
+    with pytest.raises(UsageError, match=r"runs in training mode: BatchNorm '1' updates its running statistics"):
+        api.convert(str(tmp_path / "traced.pt"), ["onnxruntime"], tmp_path / "o", precision="fp32",
+                    input_shapes="1x3x8x8")

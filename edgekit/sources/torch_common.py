@@ -157,6 +157,7 @@ def probe(module, inputs: list[InputSpec], source: str) -> tuple[list[str], str]
     import torch
 
     args = list(example_tensors(inputs))
+    before = {n: b.detach().clone() for n, b in module.named_buffers()}
     try:
         with torch.no_grad():
             out = module(*args)
@@ -170,6 +171,34 @@ def probe(module, inputs: list[InputSpec], source: str) -> tuple[list[str], str]
         if "Long" in first or "indices" in first:  # e.g. an embedding fed float zeros
             hint += "; integer inputs (token ids) need a dtype: --input-shape NAME=1x128:int64"
         raise UsageError(f"{source}: the model does not run on inputs {shapes}: {first}", hint=hint) from exc
+    _check_state(module, before, source)
     outs, names = flat_outputs(out), output_names(out)
     task = "classification" if len(outs) == 1 and outs[0].ndim == 2 and outs[0].shape[1] > 1 else "generic"
     return names, task
+
+
+def _check_state(module, before: dict, source: str) -> None:
+    """A forward() that changes a buffer (a call counter, a cache, running statistics updated in eval mode) computes
+    something else on every run; an artifact keeps no state, and verification failed with a bare 'cosine -0.99'
+    (exit 3). The buffer is named instead; its value is put back."""
+    import torch
+
+    from edgekit.errors import UnsupportedModelError
+
+    for name, buf in module.named_buffers():
+        old = before.get(name)
+        if old is None:
+            continue
+        same = old.shape == buf.shape and (torch.equal(old.nan_to_num(), buf.nan_to_num()) if old.is_floating_point()
+                                           else torch.equal(old, buf))
+        if not same:
+            with torch.no_grad():
+                if old.shape == buf.shape:
+                    buf.copy_(old)
+            if name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked"):
+                raise UsageError(f"{source}: the model runs in training mode: BatchNorm '{name.rsplit('.', 1)[0]}' "
+                                 "updates its running statistics and normalizes with each batch's",
+                                 hint="save it from model.eval() (a traced model keeps the mode it was traced in)")
+            raise UnsupportedModelError(f"{source}: forward() changes buffer '{name}' on every call: an artifact keeps "
+                                        "no state from run to run",
+                                        hint="compute it without updating a buffer in forward()")
