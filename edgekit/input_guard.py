@@ -31,7 +31,7 @@ def input_files(source: str | os.PathLike | None, weights: str | os.PathLike | N
 def check_not_inputs(destinations: Iterable[Path], inputs: list[tuple[str, Path]], *, hint: str) -> None:
     """UsageError when a destination is (the same file as) one of the inputs."""
     for dst in destinations:
-        if not dst.exists():
+        if not dst.exists() or dst.is_symlink():  # a rename replaces a link, not the file it points to
             continue
         for role, src in inputs:
             try:

@@ -203,3 +203,15 @@ def test_a_rebuild_of_identical_artifacts_writes_an_identical_manifest(tmp_path:
             r.pop("cache_key")
     assert manifests[0] == manifests[1]
     assert (tmp_path / "a" / "m.onnxruntime.int8.onnx").read_bytes() == (tmp_path / "b" / "m.onnxruntime.int8.onnx").read_bytes()
+
+
+def test_a_link_to_the_source_where_the_artifact_goes_is_replaced_not_its_target(tmp_path: Path) -> None:
+    src = _mlp_onnx(tmp_path / "m.onnx")
+    before = src.read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "m.onnxruntime.onnx").symlink_to(src)  # renaming over a link replaces the link: nothing to refuse
+    res = edgekit("convert", str(out / "m.onnxruntime.onnx"), "-t", "onnxruntime", "--name", "m", "-o", "out",
+                  cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert not (out / "m.onnxruntime.onnx").is_symlink() and src.read_bytes() == before
