@@ -568,3 +568,21 @@ def test_a_torch_model_that_changes_its_buffers_is_named(tmp_path: Path) -> None
     with pytest.raises(UsageError, match=r"runs in training mode: BatchNorm '1' updates its running statistics"):
         api.convert(str(tmp_path / "traced.pt"), ["onnxruntime"], tmp_path / "o", precision="fp32",
                     input_shapes="1x3x8x8")
+
+
+def test_safetensors_weights_under_another_suffix_load(tmp_path: Path) -> None:
+    """A safetensors state_dict saved as model.bin (bfloat16, as many checkpoints are) went to torch.load and was
+    refused as 'this pickle needs code to load'. It is recognised by its header and loaded (cast to the model's
+    float32)."""
+    import torch
+    from safetensors.torch import save_file
+    from sweep10_sources_models import TupleOut
+
+    from edgekit.sources import load_model
+
+    torch.manual_seed(5)
+    trained = TupleOut()
+    save_file({k: v.to(torch.bfloat16) for k, v in trained.state_dict().items()}, str(tmp_path / "model.bin"))
+    loaded = load_model("sweep10_sources_models:tuple_out", weights=tmp_path / "model.bin",
+                        input_shapes={"": (1, 6)}).module
+    assert torch.equal(loaded.l.weight, trained.l.weight.to(torch.bfloat16).float())

@@ -7,10 +7,19 @@ from pathlib import Path
 from edgekit.errors import ModelLoadError
 
 
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then that many bytes of JSON ('{...'). Under another
+    suffix it went to torch.load and was refused as 'a pickle that needs code'."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8
+
+
 def load_state_dict(path: Path) -> dict:
     if not path.is_file():
         raise ModelLoadError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or _is_safetensors(path):  # by content too: a model.bin / .st in safetensors
         from safetensors.torch import load_file
 
         try:
