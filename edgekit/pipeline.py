@@ -538,14 +538,16 @@ def commit(st: State) -> None:
             if backup is not None:
                 os.link(final, backup)
             os.chmod(tmp, 0o666 & ~umask)  # temp files are private (0600); artifacts get the usual mode
+            undo.append((final, backup))  # before the rename: an interrupt just after it is undone too
             os.replace(tmp, final)
-            undo.append((final, backup))
-    except OSError as exc:
+    except BaseException as exc:  # a failed rename, or Ctrl-C / SIGTERM between two (an .xml without its .bin)
         for done, backup in reversed(undo):
             if backup is None:
                 done.unlink(missing_ok=True)
             else:
                 os.replace(backup, done)
+        if not isinstance(exc, OSError):
+            raise
         raise UsageError(f"cannot write {final}: {exc.strerror}; nothing was changed",
                          hint="check the output folder's permissions and free space") from exc
 

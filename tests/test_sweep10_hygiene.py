@@ -215,3 +215,36 @@ def test_a_link_to_the_source_where_the_artifact_goes_is_replaced_not_its_target
                   cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert not (out / "m.onnxruntime.onnx").is_symlink() and src.read_bytes() == before
+
+
+def test_an_interrupt_between_two_renames_of_the_commit_leaves_the_folder_as_it_was(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    """Ctrl-C or a build system's SIGTERM (raised as KeyboardInterrupt) between the renames of an OpenVINO pair
+    left the new .xml beside the old .bin: a model that no longer loads, and nothing said so. Only a failed
+    rename (OSError) was undone."""
+    from types import SimpleNamespace
+
+    from edgekit import pipeline
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    out.mkdir()
+    for name in ("m.openvino.xml", "m.openvino.bin"):
+        (out / name).write_bytes(b"old " + name.encode())
+    staged = []
+    for name in ("m.openvino.xml", "m.openvino.bin", "m.onnxruntime.onnx"):
+        (work / name).write_bytes(b"new " + name.encode())
+        staged.append((work / name, out / name))
+    real, signals = os.replace, [15]
+
+    def interrupted(src, dst):
+        result = real(src, dst)
+        if Path(dst).name == "m.openvino.xml" and signals:
+            raise KeyboardInterrupt(signals.pop())  # the SIGTERM handler's exception, right after this rename
+        return result
+
+    monkeypatch.setattr(pipeline.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.commit(SimpleNamespace(staged=staged, work=work))
+    assert sorted(p.name for p in out.iterdir()) == ["m.openvino.bin", "m.openvino.xml"]
+    assert (out / "m.openvino.xml").read_bytes() == b"old m.openvino.xml"
