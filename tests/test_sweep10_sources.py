@@ -586,3 +586,14 @@ def test_safetensors_weights_under_another_suffix_load(tmp_path: Path) -> None:
     loaded = load_model("sweep10_sources_models:tuple_out", weights=tmp_path / "model.bin",
                         input_shapes={"": (1, 6)}).module
     assert torch.equal(loaded.l.weight, trained.l.weight.to(torch.bfloat16).float())
+
+
+def test_a_leading_dim_written_as_zero_is_a_dynamic_batch_axis(tmp_path: Path) -> None:
+    """Some converters write an unknown batch as dim_value 0. edgekit read it as unknown (a batch axis) but the hub
+    kept the 0 and ONNX Runtime took it as a fixed size 0: 'the model fails on a sample ... Got invalid dimensions'
+    blamed the user's data (exit 2). The hub names the axis 'batch'; every target converts."""
+    src = _cnn_onnx(tmp_path / "cnn.onnx", batch=0)
+    cal = _npz(tmp_path / "x.npz", {"x": ((3, 8, 8), "float32")})
+    result = api.convert(str(src), TARGETS, tmp_path / "out", precision="fp32", calibration=cal)
+    _passed(result)
+    assert result["model"]["inputs"][0]["shape"] == ["batch", 3, 8, 8]

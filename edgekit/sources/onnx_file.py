@@ -160,9 +160,9 @@ def fill_input_shapes(model, inputs: list[InputSpec]) -> int:
         if vi.type.tensor_type.HasField("shape"):
             dims = vi.type.tensor_type.shape.dim
             blank = [(dim, d) for dim, d in zip(dims, spec.shape) if len(dims) == len(spec.shape)
-                     and not dim.HasField("dim_value") and not dim.dim_param and isinstance(d, str)]
+                     and not dim.dim_value and not dim.dim_param and isinstance(d, str)]  # dim_value 0 = unknown too
             for dim, d in blank:
-                dim.dim_param = d
+                dim.dim_param = d  # (clears a dim_value 0, which ONNX Runtime took as a fixed size 0)
             filled += bool(blank)
             continue
         shape = vi.type.tensor_type.shape
