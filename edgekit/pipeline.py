@@ -459,6 +459,18 @@ def _quantity_outputs(st: State) -> list[int]:
     return meta["quantity_outputs"]
 
 
+def _random_nodes(st: State) -> list[str]:
+    """The hub graph's nodes that draw random numbers (once per run; verify_random.py)."""
+    meta = st.model.meta
+    if "random_nodes" not in meta:
+        import onnx
+
+        from edgekit.verify_random import random_nodes
+
+        meta["random_nodes"] = random_nodes(onnx.load(str(st.hub), load_external_data=False))
+    return meta["random_nodes"]
+
+
 def verify_artifact(st: State, backend, path: Path, target: Target, precision: str, options,
                     label: str = "") -> dict[str, Any]:
     from edgekit.verify import check, compare, run_all, summary
@@ -498,6 +510,12 @@ def verify_artifact(st: State, backend, path: Path, target: Target, precision: s
         if st.job.task == "auto" and any(f.startswith("top-1 agreement") for f in failures):
             hint = (f"the output was judged as class scores, a guess from its shape: if it is an embedding or a "
                     f"regression, pass --task embedding or --task generic; {hint}")
+        drawn = _random_nodes(st)
+        if drawn:  # no artifact can match a source that samples (verify_random.py)
+            failures.append(f"the model draws random numbers ({', '.join(drawn[:3])}), so its outputs change from "
+                            "run to run")
+            hint = ("make forward() deterministic for export (the latent's mean instead of a sample, as in eval "
+                    "mode), or keep the artifact with --no-verify")
         raise VerificationError(f"{target.name} {precision}{label} artifact failed verification: {'; '.join(failures)}",
                                 hint=hint)
     return figures
