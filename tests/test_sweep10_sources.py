@@ -597,3 +597,27 @@ def test_a_leading_dim_written_as_zero_is_a_dynamic_batch_axis(tmp_path: Path) -
     result = api.convert(str(src), TARGETS, tmp_path / "out", precision="fp32", calibration=cal)
     _passed(result)
     assert result["model"]["inputs"][0]["shape"] == ["batch", 3, 8, 8]
+
+
+def test_a_pt2_with_a_specialized_int_argument_and_a_list_input_converts(tmp_path: Path) -> None:
+    """torch.export.export(model, (x, 3)) keeps k=3 in the program's input tree, and export(model, ([a, b],)) a list:
+    edgekit called the program with the tensors alone and it refused ('Trying to flatten user inputs with exported
+    input tree spec', reported as a bad --input-shape, exit 2). The call is rebuilt from the program's input tree."""
+    import torch
+
+    class Scaled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+
+        def forward(self, x, k: int = 2, pair: list | None = None):
+            y = self.lin(x) * k
+            return y if pair is None else y + pair[0] * pair[1]
+
+    batch = torch.export.Dim("batch", max=64)
+    x, pair = torch.randn(2, 4), [torch.randn(2, 4), torch.randn(2, 4)]
+    ep = torch.export.export(Scaled().eval(), (x, 3, pair), dynamic_shapes=({0: batch}, None, [{0: batch}, {0: batch}]))
+    torch.export.save(ep, str(tmp_path / "scaled.pt2"))
+    result = api.convert(str(tmp_path / "scaled.pt2"), ["onnxruntime"], tmp_path / "out", precision="fp32")
+    _passed(result, ["onnxruntime"])
+    assert [i["name"] for i in result["model"]["inputs"]] == ["x", "pair_0", "pair_1"]

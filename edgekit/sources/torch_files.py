@@ -162,31 +162,37 @@ def _check_default_sizes(ep, specs: list[InputSpec], path: Path) -> None:
 
 
 def _positional(module, ep):
-    """The program's module, called with its inputs in order. A program exported with keyword inputs
-    (torch.export.export(m, (), kwargs={...})) takes only those keywords, and edgekit's positional call failed
-    ('kwarg keyword mismatch: Got the following keywords [] but expected [...]', reported as a bad --input-shape)."""
+    """The program's module, called with its tensor inputs in order. The program takes its inputs as it was exported:
+    keywords (torch.export.export(m, (), kwargs={...})), nested lists/dicts, and non-tensor arguments it specialized
+    on (an int k=3); edgekit's positional call of the tensors alone failed ('kwarg keyword mismatch', 'Trying to
+    flatten user inputs with exported input tree spec', reported as a bad --input-shape). The call is rebuilt from the
+    program's input tree, with its example values for the non-tensor leaves."""
     import torch
+    from torch.utils import _pytree as pytree
 
     spec = ep.call_spec.in_spec
-    parts = spec.children() if hasattr(spec, "children") else spec.children_specs
-    if len(parts) != 2:
+    try:
+        leaves, example_spec = pytree.tree_flatten(ep.example_inputs)
+    except Exception:  # noqa: BLE001 - no example inputs saved
         return module
-    args_spec, kwargs_spec = parts
-    names = list(kwargs_spec.context or [])
-    kw_parts = kwargs_spec.children() if hasattr(kwargs_spec, "children") else kwargs_spec.children_specs
-    if not names or not all(p.is_leaf() for p in kw_parts):
-        return module  # nested keyword inputs: left as they are
-    count = args_spec.num_children
+    if example_spec != spec:
+        return module
+    tensor = [isinstance(leaf, torch.Tensor) for leaf in leaves]
+    plain = pytree.tree_flatten((tuple(range(len(leaves))), {}))[1]
+    if all(tensor) and spec == plain:
+        return module  # positional tensors only: called as is
 
-    class KeywordCall(torch.nn.Module):
+    class ProgramCall(torch.nn.Module):
         def __init__(self, inner) -> None:
             super().__init__()
             self.inner = inner
 
         def forward(self, *xs):
-            return self.inner(*xs[:count], **dict(zip(names, xs[count:])))
+            given = iter(xs)
+            args, kwargs = pytree.tree_unflatten([next(given) if t else leaf for t, leaf in zip(tensor, leaves)], spec)
+            return self.inner(*args, **kwargs)
 
-    return KeywordCall(module)
+    return ProgramCall(module)
 
 
 def load_torchscript(path: Path, *, input_shapes=None) -> LoadedModel:
