@@ -48,6 +48,7 @@ def load(spec: str, *, weights: Path | None = None, input_shapes=None) -> Loaded
         raise ModelLoadError(f"factory {spec} raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(module, torch.nn.Module):
         raise ModelLoadError(f"factory {spec} returned {type(module).__name__}, not a torch.nn.Module")
+    module = unwrap(module, spec)
     h = hashlib.sha256(inspect.getsource(mod).encode())
     if weights is not None:
         apply_state_dict(module, load_state_dict(Path(weights)), Path(weights))
@@ -60,3 +61,23 @@ def load(spec: str, *, weights: Path | None = None, input_shapes=None) -> Loaded
     note_dynamic_batch(specs, stated, spec)
     return LoadedModel(name=fn_name, kind="factory", inputs=specs, output_names=out_names, task=task,
                        module=module, source_bytes_sha256=h.hexdigest())
+
+
+def unwrap(module, spec: str):
+    """The model inside a wrapper whose forward() is (*args, **kwargs): torch.compile's OptimizedModule (._orig_mod),
+    DataParallel / DistributedDataParallel (.module). edgekit names inputs after forward()'s parameters, and a
+    factory returning torch.compile(model) was 'forward() names no inputs'."""
+    import torch
+
+    from edgekit.progress import log
+
+    while True:
+        if type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None),
+                                                                      torch.nn.Module):
+            inner = module._orig_mod
+        elif isinstance(module, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+            inner = module.module
+        else:
+            return module
+        log(f"factory {spec}: converting the model inside its {type(module).__name__} wrapper")
+        module = inner
