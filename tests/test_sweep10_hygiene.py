@@ -248,3 +248,37 @@ def test_an_interrupt_between_two_renames_of_the_commit_leaves_the_folder_as_it_
         pipeline.commit(SimpleNamespace(staged=staged, work=work))
     assert sorted(p.name for p in out.iterdir()) == ["m.openvino.bin", "m.openvino.xml"]
     assert (out / "m.openvino.xml").read_bytes() == b"old m.openvino.xml"
+
+
+def test_an_interrupted_build_install_leaves_the_output_folder_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    """The install copied file after file into the output folder: Ctrl-C or a cancelled Gradle/Xcode step
+    between an OpenVINO .xml and its .bin left a new .xml beside the old .bin (a pair that does not load) under
+    the old manifest. Copies are made beside their destinations first, then renamed all or none."""
+    from edgekit.build import files, load_config, run_build
+    from edgekit.build.cache import Cache
+
+    _mlp_onnx(tmp_path / "mlp.onnx", seed=0)
+    (tmp_path / "edgekit.toml").write_text('[build]\noutput = "out"\n\n[[models]]\nname = "m"\nsource = "mlp.onnx"\n'
+                                           'targets = ["openvino"]\n')
+    cache = Cache(tmp_path / "cache")
+    run_build(load_config(tmp_path / "edgekit.toml"), cache=cache)
+    out = tmp_path / "out"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {"m.openvino.xml", "m.openvino.bin"} <= set(before)
+
+    _mlp_onnx(tmp_path / "mlp.onnx", seed=1)  # new weights: a new .bin (and .xml) to install
+    real, signals = os.replace, [2]
+
+    def interrupted(src, dst):
+        result = real(src, dst)
+        if Path(dst).parent == out and signals:
+            raise KeyboardInterrupt(signals.pop())  # Ctrl-C right after the first file is in place
+        return result
+
+    monkeypatch.setattr(files.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_build(load_config(tmp_path / "edgekit.toml"), cache=cache)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no new half, no temp or backup file
+    monkeypatch.setattr(files.os, "replace", real)
+    summary = run_build(load_config(tmp_path / "edgekit.toml"), cache=cache)  # the next build installs the new pair
+    assert summary["cached"] == 1 and (out / "m.openvino.bin").read_bytes() != before["m.openvino.bin"]

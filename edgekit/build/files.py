@@ -29,8 +29,9 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
-def copy_atomic(src: Path, dst: Path) -> str:
-    """Copy src to dst through a temp file + rename; returns the sha256 of the bytes written."""
+def copy_beside(src: Path, dst: Path) -> tuple[Path, str]:
+    """Copy src to a temp file in dst's folder (renamed into place later, see replace_all); returns the temp
+    path and the sha256 of the bytes written."""
     fd, tmp = _tmp_near(dst)
     h = hashlib.sha256()
     try:
@@ -39,11 +40,37 @@ def copy_atomic(src: Path, dst: Path) -> str:
                 h.update(chunk)
                 out.write(chunk)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
     except BaseException:
         _unlink(tmp)
         raise
-    return h.hexdigest()
+    return Path(tmp), h.hexdigest()
+
+
+def replace_all(pairs: list[tuple[Path, Path]]) -> None:
+    """Rename every (temp, final) pair into place, all or none: when a rename fails, or Ctrl-C / SIGTERM
+    arrives between two (an OpenVINO .xml without its .bin), the renames already done are undone and the temp
+    files removed, so the folder holds what it held before."""
+    undo: list[tuple[Path, Path | None]] = []  # (final, a hard link to the file it replaced)
+    try:
+        for n, (tmp, final) in enumerate(pairs):
+            backup = None
+            if final.exists():
+                backup = final.with_name(f".{final.name}.replaced-{n}-{os.getpid()}")
+                os.link(final, backup)
+            undo.append((final, backup))  # before the rename: an interrupt just after it is undone too
+            os.replace(tmp, final)
+    except BaseException:
+        for final, backup in reversed(undo):
+            if backup is None:
+                final.unlink(missing_ok=True)
+            else:
+                os.replace(backup, final)
+        for tmp, _ in pairs:
+            _unlink(str(tmp))
+        raise
+    for _, backup in undo:
+        if backup is not None:
+            _unlink(str(backup))
 
 
 def check_writable(folder: Path, *, what: str, hint: str) -> None:

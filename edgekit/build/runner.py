@@ -20,7 +20,7 @@ from typing import Any
 from edgekit.build.budgets import Check, check_budgets, check_tolerances, profile_for_budget
 from edgekit.build.cache import Cache, FingerprintMemo, cache_key, key_parts, package_versions
 from edgekit.build.config import BuildConfig, ModelConfig
-from edgekit.build.files import check_writable, copy_atomic, sha256_file
+from edgekit.build.files import check_writable, copy_beside, replace_all, sha256_file
 from edgekit.build.lock import file_lock, many_locks
 from edgekit.build.manifest import (
     MANIFEST_NAME,
@@ -209,21 +209,37 @@ def _install(outdir: Path, items: list[Item]) -> list[Item]:
         raise UsageError(f"{blocked[0]} is a folder where an artifact goes",
                          hint="move it away or choose another output folder")
     corrupt: list[Item] = []
-    for i in items:
-        src_dir = Path(i.entry["dir"])
-        for f in i.entry["files"]:
-            dst = outdir / f["path"]
-            if dst.is_file() and dst.stat().st_size == f["size"] and sha256_file(dst) == f["sha256"]:
-                continue
-            try:
-                copied = copy_atomic(src_dir / f["path"], dst)
-            except FileNotFoundError:  # removed since it was built (`edgekit cache clean` meanwhile, a wiped cache)
-                corrupt.append(i)
-                break
-            if copied != f["sha256"]:
-                dst.unlink()
-                corrupt.append(i)
-                break
+    ready: list[tuple[Path, Path]] = []  # (temp copy beside its destination, destination)
+    made: list[Path] = []  # every temp copy, removed if anything below fails or is interrupted
+    try:
+        for i in items:
+            src_dir = Path(i.entry["dir"])
+            mine: list[tuple[Path, Path]] = []
+            for f in i.entry["files"]:
+                dst = outdir / f["path"]
+                if dst.is_file() and dst.stat().st_size == f["size"] and sha256_file(dst) == f["sha256"]:
+                    continue
+                try:
+                    tmp, copied = copy_beside(src_dir / f["path"], dst)
+                except FileNotFoundError:  # removed since it was built (`edgekit cache clean` meanwhile, a wiped cache)
+                    copied = None
+                else:
+                    made.append(tmp)
+                    mine.append((tmp, dst))
+                if copied != f["sha256"]:
+                    for t, _ in mine:
+                        t.unlink(missing_ok=True)
+                    corrupt.append(i)
+                    break
+            else:
+                ready += mine
+        # every copy made first, then the renames, all or none (an interrupt between an .xml and its .bin
+        # would leave a pair that does not load)
+        replace_all(ready)
+    except BaseException:
+        for t in made:
+            t.unlink(missing_ok=True)
+        raise
     return corrupt
 
 
