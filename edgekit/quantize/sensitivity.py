@@ -96,12 +96,16 @@ def _errors(fp32: Any, qdq: Any, samples: SampleSet, pairs: list[tuple[str, str]
         a.update({k: v for k, v in feed.items() if k in graph_inputs})
         b = dict(zip(cand_names, run_checked(cand, feed, samples.description, cand_names)))
         for key in pairs:
-            x64, y64 = np.asarray(a[key[0]], np.float64), np.asarray(b[key[1]], np.float64)
-            if x64.shape != y64.shape:
+            x, y = np.asarray(a[key[0]]), np.asarray(b[key[1]])
+            if x.shape != y.shape:
                 continue
-            finite = np.isfinite(x64) & np.isfinite(y64)
-            signal[key] += float(np.sum(x64[finite] ** 2))
-            noise[key] += float(np.sum((x64[finite] - y64[finite]) ** 2))
+            if np.isfinite(x).all() and np.isfinite(y).all():  # the usual case: no mask, no masked copies
+                x64, y64 = x.astype(np.float64).ravel(), y.astype(np.float64).ravel()  # = x64[finite], in order
+            else:
+                finite = np.isfinite(x) & np.isfinite(y)
+                x64, y64 = np.asarray(x, np.float64)[finite], np.asarray(y, np.float64)[finite]
+            signal[key] += float(np.sum(x64 ** 2))
+            noise[key] += float(np.sum((x64 - y64) ** 2))
     return {k: (signal[k], noise[k]) for k in pairs}
 
 
