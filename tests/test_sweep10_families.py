@@ -280,3 +280,38 @@ def test_a_model_that_samples_is_told_why_no_artifact_matches(invoke, tmp_path):
     assert res.returncode == 3, res.stderr
     err = res.json()["error"]["message"]
     assert "draws random numbers (RandomNormalLike" in err and "deterministic" in err
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_gru_has_a_differentiable_kernel_for_int8_fallback_order_and_finetuning(tmp_path, bidirectional):
+    """A keyword spotter with a GRU head: --max-drop warned 'end-to-end fallback order unavailable: no
+    differentiable kernel for GRU' and fell back to the per-layer order (more layers float), and --int8-finetune
+    could not run. The torch evaluator of the QDQ graph runs ONNX GRU (both directions, linear_before_reset as torch
+    exports it) and matches ONNX Runtime."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from edgekit.quantize.torch_graph import TorchGraph
+
+    class Head(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = torch.nn.GRU(6, 5, batch_first=True, bidirectional=bidirectional)
+            self.fc = torch.nn.Linear(5 * (2 if bidirectional else 1), 3)
+
+        def forward(self, x):
+            out, h = self.gru(x)
+            return self.fc(out[:, -1]), h
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 6)
+    path = tmp_path / "gru.onnx"
+    torch.onnx.export(Head().eval(), (x,), str(path), dynamo=False, opset_version=17, input_names=["x"])
+    model = onnx.load(str(path))
+    assert any(n.op_type == "GRU" for n in model.graph.node)
+    ref = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        got = TorchGraph(model, [])({"x": x})
+    for r, g in zip(ref, got):
+        np.testing.assert_allclose(g.numpy(), r, rtol=1e-5, atol=1e-5)

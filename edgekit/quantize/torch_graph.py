@@ -260,6 +260,51 @@ def _dequantize(x, a):
     return (x[0].float() - z) * _per_axis(x[1], rank, axis)
 
 
+def _gru(x, a):
+    """ONNX GRU (gates z, r, h; forward / reverse / bidirectional; layout 0 or 1; linear_before_reset either way)
+    with its default activations. Outputs Y (seq, dirs, batch, H) and Y_h (dirs, batch, H); sequence_lens and
+    clip are not modelled (NotImplementedError when they would change the result)."""
+    if a.get("activations") not in (None, [b"Sigmoid", b"Tanh"] * 2, [b"Sigmoid", b"Tanh"]) or "clip" in a:
+        raise NotImplementedError("no differentiable kernel for GRU with custom activations or clip")
+    if len(x) > 4 and x[4] is not None and x[4].numel() and int(x[4].min()) != x[0].shape[1 if a.get("layout") else 0]:
+        raise NotImplementedError("no differentiable kernel for GRU with varying sequence_lens")
+    seq = x[0].transpose(0, 1) if a.get("layout", 0) else x[0]  # (T, N, I)
+    w, r = x[1], x[2]
+    hidden = r.shape[-1]
+    b = x[3] if len(x) > 3 and x[3] is not None else torch.zeros(w.shape[0], 6 * hidden, dtype=seq.dtype)
+    h0 = x[5] if len(x) > 5 and x[5] is not None else None
+    if h0 is not None and a.get("layout", 0):
+        h0 = h0.transpose(0, 1)
+    reverse = a.get("direction", b"forward")
+    reverse = reverse.decode() if isinstance(reverse, bytes) else reverse
+    linear_before_reset = bool(a.get("linear_before_reset", 0))
+    ys, hs = [], []
+    for d in range(w.shape[0]):
+        backward = reverse == "reverse" or (reverse == "bidirectional" and d == 1)
+        wz, wr, wh = w[d].split(hidden)
+        rz, rr, rh = r[d].split(hidden)
+        bwz, bwr, bwh, brz, brr, brh = b[d].split(hidden)
+        h = h0[d] if h0 is not None else seq.new_zeros(seq.shape[1], hidden)
+        steps = range(seq.shape[0] - 1, -1, -1) if backward else range(seq.shape[0])
+        out = [None] * seq.shape[0]
+        for t in steps:
+            xt = seq[t]
+            z = torch.sigmoid(xt @ wz.T + h @ rz.T + bwz + brz)
+            rt = torch.sigmoid(xt @ wr.T + h @ rr.T + bwr + brr)
+            if linear_before_reset:
+                cand = torch.tanh(xt @ wh.T + rt * (h @ rh.T + brh) + bwh)
+            else:
+                cand = torch.tanh(xt @ wh.T + (rt * h) @ rh.T + brh + bwh)
+            h = (1 - z) * cand + z * h
+            out[t] = h
+        ys.append(torch.stack(out))
+        hs.append(h)
+    y, y_h = torch.stack(ys, 1), torch.stack(hs)  # (T, D, N, H), (D, N, H)
+    if a.get("layout", 0):
+        return [y.permute(2, 0, 1, 3), y_h.transpose(0, 1)]
+    return [y, y_h]
+
+
 OPS: dict[str, Any] = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": lambda x, a: x[0] @ x[1],
     "Add": lambda x, a: x[0] + x[1], "Sub": lambda x, a: x[0] - x[1], "Mul": lambda x, a: x[0] * x[1],
@@ -299,7 +344,7 @@ OPS: dict[str, Any] = {
     "ConstantOfShape": lambda x, a: torch.full(
         tuple(int(v) for v in x[0].tolist()), float(np.array(numpy_helper.to_array(a["value"])).
                                                    reshape(-1)[0]) if "value" in a else 0.0),
-    "LayerNormalization": _layernorm, "BatchNormalization": _batchnorm,
+    "LayerNormalization": _layernorm, "BatchNormalization": _batchnorm, "GRU": _gru,
     "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize,
 }
 
