@@ -630,7 +630,10 @@ def run(job: Job) -> dict[str, Any]:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         if created and not any(outdir.iterdir()):
-            outdir.rmdir()  # leave no trace of a failed run
+            try:
+                outdir.rmdir()  # leave no trace of a failed run
+            except OSError:  # another edgekit writing into it meanwhile (parallel build tasks): its folder now
+                pass
         raise
     shutil.rmtree(work, ignore_errors=True)
     return {"edgekit_version": _version(), **st.info, "artifacts": st.artifacts, "runtimes": runtime_versions()}

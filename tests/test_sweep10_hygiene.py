@@ -282,3 +282,22 @@ def test_an_interrupted_build_install_leaves_the_output_folder_as_it_was(tmp_pat
     monkeypatch.setattr(files.os, "replace", real)
     summary = run_build(load_config(tmp_path / "edgekit.toml"), cache=cache)  # the next build installs the new pair
     assert summary["cached"] == 1 and (out / "m.openvino.bin").read_bytes() != before["m.openvino.bin"]
+
+
+def test_a_failed_run_whose_new_output_folder_another_run_just_entered_keeps_its_own_error(tmp_path: Path,
+                                                                                            monkeypatch) -> None:
+    """Two parallel converts into a folder neither found: the one that fails removes the folder it created when
+    empty, and another process entering it between the check and the removal made the rmdir raise; the
+    OSError replaced the run's own error (exit 1 'internal error' instead of 2, 3 or 130)."""
+    from edgekit import api, pipeline
+    from edgekit.errors import DataError
+
+    src = _mlp_onnx(tmp_path / "m.onnx")
+    out = tmp_path / "fresh"
+
+    def entered(self):  # the other process's temp folder appears just before the rmdir
+        raise OSError(39, "Directory not empty")
+
+    monkeypatch.setattr(pipeline.Path, "rmdir", entered)
+    with pytest.raises(DataError):
+        api.convert(str(src), ["onnxruntime"], out, calibration=str(tmp_path / "missing.npz"))
