@@ -637,3 +637,38 @@ def test_a_factory_returning_a_wrapped_model_converts_the_model_inside(tmp_path:
                          input_shapes="1x6", weights=str(tmp_path / "w.pt"))
     _passed(result, ["onnxruntime"])
     assert [i["name"] for i in result["model"]["inputs"]] == ["x"]
+
+
+def test_a_scripted_forward_with_optional_arguments_says_how_to_convert_it(tmp_path: Path) -> None:
+    """forward(self, x, mask: Optional[Tensor] = None, scale: float = 1.0), scripted: every schema argument was taken
+    for an input ('no --input-shape for input(s) mask, scale', asking a shape for a float), and with those left out
+    the exporter failed on an INTERNAL ASSERT (exit 2). It is one line naming the optional arguments and the ways
+    out (exit 4)."""
+    import textwrap
+
+    import torch
+
+    from edgekit.errors import UnsupportedModelError
+
+    code = textwrap.dedent('''
+        import torch
+        from typing import Optional
+
+        class WithOptions(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = torch.nn.Linear(4, 3)
+
+            def forward(self, x, mask: Optional[torch.Tensor] = None, scale: float = 1.0):
+                y = self.lin(x) * scale
+                if mask is not None:
+                    y = y * mask
+                return y
+        ''')
+    (tmp_path / "with_options.py").write_text(code)
+    namespace: dict = {}
+    exec(compile(code, str(tmp_path / "with_options.py"), "exec"), namespace)  # TorchScript reads the source file
+    torch.jit.save(torch.jit.script(namespace["WithOptions"]().eval()), str(tmp_path / "opt.pt"))
+    for shapes in ("1x4", {"x": "1x4"}):
+        with pytest.raises(UnsupportedModelError, match=r"has optional argument\(s\) mask, scale; .*\.pt2"):
+            api.convert(str(tmp_path / "opt.pt"), ["onnxruntime"], tmp_path / "out", input_shapes=shapes)

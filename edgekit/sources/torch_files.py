@@ -205,9 +205,18 @@ def load_torchscript(path: Path, *, input_shapes=None) -> LoadedModel:
                              hint="re-save it with torch.jit.save") from exc
     try:
         args = module.forward.schema.arguments[1:]
-        names = [a.name for a in args]
+        names = [a.name for k, a in enumerate(args) if k == 0 or not a.has_default_value()]
+        optional = [a.name for a in args if a.name not in names]
     except Exception:  # noqa: BLE001
-        names = forward_input_names(module)
+        names, optional = forward_input_names(module), []
+    if optional:  # asked as inputs ('no --input-shape for input(s) mask, scale'), or an exporter INTERNAL ASSERT
+        from edgekit.errors import UnsupportedModelError
+
+        raise UnsupportedModelError(f"{path}: this TorchScript forward() has optional argument(s) {', '.join(optional)}; "
+                                    "the ONNX exporter takes a TorchScript model only with every argument given as a "
+                                    "tensor", hint="script a wrapper whose forward() takes the tensor inputs and "
+                                                   "calls the model with those defaults, or give the model as a .pt2 "
+                                                   "(torch.export) or a factory pkg.module:fn")
     stated = stated_shapes(names, input_shapes, str(path))
     specs, out_names, task = probe_leading_axis(module, specs_from_overrides(names, input_shapes, str(path)), stated,
                                                 str(path))
