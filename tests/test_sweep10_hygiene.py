@@ -301,3 +301,19 @@ def test_a_failed_run_whose_new_output_folder_another_run_just_entered_keeps_its
     monkeypatch.setattr(pipeline.Path, "rmdir", entered)
     with pytest.raises(DataError):
         api.convert(str(src), ["onnxruntime"], out, calibration=str(tmp_path / "missing.npz"))
+
+
+def test_saving_a_pruned_program_leaves_another_runs_temp_file_alone(tmp_path: Path) -> None:
+    """`edgekit distill -o small.pt2` wrote through the fixed temp name .small.tmp.pt2: two runs saving to one path
+    (parallel build tasks) truncated and renamed each other's half-written file."""
+    import torch
+
+    from edgekit.prune import save_pruned
+
+    other = tmp_path / ".small.tmp.pt2"
+    other.write_bytes(b"another run, still writing")
+    save_pruned(torch.nn.Linear(4, 2).eval(), {"x": torch.zeros(1, 4)}, tmp_path / "small.pt2")
+    assert other.read_bytes() == b"another run, still writing"
+    assert torch.export.load(str(tmp_path / "small.pt2")).module()(torch.ones(1, 4)).shape == (1, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".small.tmp.pt2", "small.pt2"]
+    assert (tmp_path / "small.pt2").stat().st_mode & 0o777 == 0o644

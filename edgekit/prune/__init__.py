@@ -302,10 +302,15 @@ def save_pruned(model, example_inputs: dict[str, Any], path, dynamic_axes: dict[
     ep = torch.export.export(_plain_outputs_module(model, list(example_inputs)) if plain else model, args=tuple(example_inputs.values()),
                              dynamic_shapes=dyn)
     model.train(was_training)
-    tmp = path.with_name(f".{path.stem}.tmp.pt2")
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.pt2", dir=path.parent)  # one per run: two
+    os.close(fd)  # runs saving to one path (parallel build tasks) must not write into each other's temp file
+    tmp = Path(name)
     try:
         torch.export.save(ep, str(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp's file is private; the program gets the usual mode
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
