@@ -399,6 +399,15 @@ def _hub_is_transformer(st: State) -> bool:
     return bool(meta["hub_is_transformer"])
 
 
+def _hub_op_types(st: State) -> set[str]:
+    meta = st.model.meta
+    if "hub_op_types" not in meta:
+        import onnx
+
+        meta["hub_op_types"] = sorted({n.op_type for n in onnx.load(str(st.hub), load_external_data=False).graph.node})
+    return set(meta["hub_op_types"])
+
+
 def quantized_hub(st: State, target: Target) -> tuple[Path, dict]:
     """One calibration per quantization scheme, shared by every target that uses it."""
     scheme = dict(target.quantization)
@@ -408,7 +417,7 @@ def quantized_hub(st: State, target: Target) -> tuple[Path, dict]:
         scheme["finetune_steps"] = st.job.int8_finetune
     from edgekit.quantize.scheme import scheme_key
 
-    key = scheme_key(scheme, _hub_is_transformer(st))
+    key = scheme_key(scheme, _hub_is_transformer(st), _hub_op_types(st))
     if key not in st.quantized:
         from edgekit.quantize import quantize_model
 

@@ -47,11 +47,12 @@ def is_transformer(model: Any) -> bool:
 
 
 def op_types_for(model: Any, pinned: tuple[str, ...] | None = None,
-                 cnn_extra: tuple[str, ...] = ()) -> tuple[list[str], str]:
+                 cnn_extra: tuple[str, ...] = (), cnn_float: tuple[str, ...] = ()) -> tuple[list[str], str]:
     """(op types to quantize, which policy chose them). `cnn_extra`: a target's ops added to CNN_OPS for
-    convolutional graphs (its [quantization] cnn_extra_op_types: ops its runtime runs int8, see CNN_INT8_KERNEL_OPS)."""
+    convolutional graphs (its [quantization] cnn_extra_op_types: ops its runtime runs int8, see CNN_INT8_KERNEL_OPS);
+    `cnn_float`: ops left out of them (cnn_float_op_types: ops its runtime has no int8 kernel for)."""
     if pinned:
         return list(pinned), "target"
     if is_transformer(model):
         return list(TRANSFORMER_OPS), "transformer"
-    return list(CNN_OPS) + [o for o in cnn_extra if o not in CNN_OPS], "cnn"
+    return [o for o in list(CNN_OPS) + [o for o in cnn_extra if o not in CNN_OPS] if o not in cnn_float], "cnn"

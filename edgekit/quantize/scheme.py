@@ -9,6 +9,8 @@
     calibration_method = "percentile"   minmax | percentile | entropy | mse
     percentile = 99.999            (optional) for the percentile method
     op_types = ["Conv", ...]       (optional) ops to quantize; default: chosen from the graph (ops.py)
+    cnn_float_op_types = [...]     (optional) ops of ops.CNN_OPS left float in convolutional graphs: ops this
+                                   runtime has no int8 kernel for, where Q/DQ around a float op only cost time
     cnn_extra_op_types = [...]     (optional) ops quantized on top of ops.CNN_OPS in convolutional graphs: ops
                                    this target's runtime runs int8 but others run float between Q/DQ (ops.py)
     bias_correction = true         (optional) cancel the mean shift of int8 weights (bias_correction.py)
@@ -48,6 +50,7 @@ class Scheme:
     percentile: float = 99.999
     op_types: tuple[str, ...] | None = None
     cnn_extra_op_types: tuple[str, ...] = ()
+    cnn_float_op_types: tuple[str, ...] = ()
     format: str = "qdq"
     bias_correction: bool = True
     equalization: bool = True
@@ -60,6 +63,7 @@ class Scheme:
         d = asdict(self)
         d["op_types"] = list(self.op_types) if self.op_types else None
         d["cnn_extra_op_types"] = list(self.cnn_extra_op_types)
+        d["cnn_float_op_types"] = list(self.cnn_float_op_types)
         return d
 
     @property
@@ -103,6 +107,9 @@ def scheme_for(target: Any, method: str | None = None, finetune_steps: int | Non
     extra = q.get("cnn_extra_op_types", [])
     if not isinstance(extra, list) or not all(isinstance(o, str) for o in extra):
         raise ConfigError(f"{where}: cnn_extra_op_types must be a list of ONNX op type names, got {extra!r}")
+    left_float = q.get("cnn_float_op_types", [])
+    if not isinstance(left_float, list) or not all(isinstance(o, str) for o in left_float):
+        raise ConfigError(f"{where}: cnn_float_op_types must be a list of ONNX op type names, got {left_float!r}")
     steps = q.get("finetune_steps", 0) if finetune_steps is None else finetune_steps
     if not isinstance(steps, int) or steps < 0:
         raise (UsageError if finetune_steps is not None else ConfigError)(
@@ -117,6 +124,7 @@ def scheme_for(target: Any, method: str | None = None, finetune_steps: int | Non
         percentile=float(q.get("percentile", 99.999)),
         op_types=tuple(ops) if ops else None,
         cnn_extra_op_types=tuple(extra),
+        cnn_float_op_types=tuple(left_float),
         bias_correction=bool(q.get("bias_correction", True)),
         equalization=bool(q.get("equalization", True)),
         weight_rounding=rounding,
@@ -126,11 +134,16 @@ def scheme_for(target: Any, method: str | None = None, finetune_steps: int | Non
     )
 
 
-def scheme_key(quantization: dict[str, Any], transformer: bool) -> str:
+def scheme_key(quantization: dict[str, Any], transformer: bool, graph_ops: set[str] | None = None) -> str:
     """A short key naming the int8 graph a target's `[quantization]` table gives a model: targets with equal keys
     share one calibration. transformer_activations only matters for transformer graphs (a CNN quantizes alike
-    under any of them)."""
+    under any of them); cnn_float_op_types only for a convolutional graph holding those ops (`graph_ops`, the
+    model's op types: ONNX Runtime and OpenVINO share a CNN's calibration unless it has a ConvTranspose)."""
     fields = dict(quantization)
     if not transformer:
         fields.pop("transformer_activations", None)
+    if graph_ops is not None:
+        held = sorted(set(fields.pop("cnn_float_op_types", None) or ()) & graph_ops) if not transformer else []
+        if held:
+            fields["cnn_float_op_types"] = held
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]

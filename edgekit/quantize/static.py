@@ -261,7 +261,7 @@ def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: in
     all-int8 graph when the scheme says so and `finetune`. `shared`: statistics kept across calls (_statistics)."""
     import onnx
 
-    op_types, _ = ops.op_types_for(model, scheme.op_types, scheme.cnn_extra_op_types)
+    op_types, _ = ops.op_types_for(model, scheme.op_types, scheme.cnn_extra_op_types, scheme.cnn_float_op_types)
     t0 = time.perf_counter()
     if is_dynamic(model, scheme):  # no ranges to calibrate: activations are quantized at run time
         prepared = work / "fp32-prepared.onnx"
