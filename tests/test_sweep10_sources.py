@@ -551,6 +551,7 @@ def test_a_pt2_exported_in_training_mode_or_updating_a_buffer_is_named(tmp_path:
         api.convert(str(tmp_path / "counter.pt2"), ["onnxruntime"], tmp_path / "o", precision="fp32")
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_a_torch_model_that_changes_its_buffers_is_named(tmp_path: Path) -> None:
     """A factory whose forward() adds to a buffer, and a TorchScript model traced in training mode (BatchNorm updates
     its running statistics and uses the batch's, whatever .eval() says afterwards): verification failed with a bare
@@ -672,3 +673,17 @@ def test_a_scripted_forward_with_optional_arguments_says_how_to_convert_it(tmp_p
     for shapes in ("1x4", {"x": "1x4"}):
         with pytest.raises(UnsupportedModelError, match=r"has optional argument\(s\) mask, scale; .*\.pt2"):
             api.convert(str(tmp_path / "opt.pt"), ["onnxruntime"], tmp_path / "out", input_shapes=shapes)
+
+
+def test_a_folder_given_as_the_model_names_the_model_files_inside(tmp_path: Path) -> None:
+    """An exported folder (optimum, a model repository) given as MODEL: 'is a folder, not a model file' and nothing
+    else; the error now lists the model files inside."""
+    import shutil
+
+    from edgekit.errors import ModelLoadError
+
+    (tmp_path / "export").mkdir()
+    shutil.copyfile(_cnn_onnx(tmp_path / "cnn.onnx", batch="N"), tmp_path / "export" / "model.onnx")
+    with pytest.raises(ModelLoadError, match=r"is a folder, not a model file \(give the model file inside it: "
+                                             r".*export/model\.onnx\)"):
+        api.convert(str(tmp_path / "export"), ["onnxruntime"], tmp_path / "out")

@@ -31,8 +31,11 @@ def classify_spec(spec: str) -> str:
             return "factory"
         raise ModelLoadError(f"model not found: {spec}",
                              hint="give an .onnx, .pt2, TorchScript file, pkg.module:fn or zoo:NAME (see `edgekit zoo`)")
-    if path.is_dir():
-        raise ModelLoadError(f"{spec} is a folder, not a model file")
+    if path.is_dir():  # an exported folder (optimum, a model repo): name the model files inside
+        inside = sorted(str(p) for ext in ("onnx", "pt2", "pt", "ts", "pth") for p in path.glob(f"*.{ext}"))
+        raise ModelLoadError(f"{spec} is a folder, not a model file",
+                             hint=f"give the model file inside it: {', '.join(inside[:4])}" if inside else
+                             "give an .onnx, .pt2 or TorchScript file")
     from edgekit.sources.torch_files import zip_kind
 
     kind = zip_kind(path)
