@@ -687,3 +687,36 @@ def test_a_folder_given_as_the_model_names_the_model_files_inside(tmp_path: Path
     with pytest.raises(ModelLoadError, match=r"is a folder, not a model file \(give the model file inside it: "
                                              r".*export/model\.onnx\)"):
         api.convert(str(tmp_path / "export"), ["onnxruntime"], tmp_path / "out")
+
+
+def test_a_string_or_sequence_input_is_refused_in_one_line(tmp_path: Path) -> None:
+    """An ONNX model with a string input (an in-graph label encoder / tokenizer) was read as float32 and ended in
+    an internal error ("data type 'tensor(string)' not understood", exit 1); a sequence input likewise. Each is an
+    unsupported model naming the input (exit 4); a uint16 input (read as float32 before) converts."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekit.errors import UnsupportedModelError
+
+    vi = helper.make_tensor_value_info
+    enc = helper.make_node("LabelEncoder", ["s"], ["y"], domain="ai.onnx.ml", keys_strings=["a", "b"],
+                           values_int64s=[1, 2], default_int64=0)
+    seq = helper.make_node("ConcatFromSequence", ["s"], ["y"], axis=0)
+    cast = helper.make_node("Cast", ["s"], ["y"], to=TensorProto.FLOAT)
+    seq_in = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [2])
+    for name, node, inp, out in (("str", enc, vi("s", TensorProto.STRING, ["N"]), vi("y", TensorProto.INT64, ["N"])),
+                                 ("seq", seq, seq_in, vi("y", TensorProto.FLOAT, [None])),
+                                 ("u16", cast, vi("s", TensorProto.UINT16, ["N", 3]), vi("y", TensorProto.FLOAT,
+                                                                                           ["N", 3]))):
+        model = helper.make_model(helper.make_graph([node], name, [inp], [out]), opset_imports=[
+            helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 2)])
+        model.ir_version = 8
+        onnx.save(model, str(tmp_path / f"{name}.onnx"))
+    for name, what in (("str", "a string tensor"), ("seq", "a sequence")):
+        with pytest.raises(UnsupportedModelError, match=f"input 's' is {what}; edgekit feeds numeric tensors"):
+            api.convert(str(tmp_path / f"{name}.onnx"), ["onnxruntime"], tmp_path / "out", precision="fp32")
+    result = api.convert(str(tmp_path / "u16.onnx"), ["onnxruntime", "openvino"], tmp_path / "out", precision="fp32")
+    _passed(result, ["onnxruntime", "openvino"])
+    assert result["model"]["inputs"][0]["dtype"] == "uint16"
+    with pytest.raises(UnsupportedModelError, match="TFLite: a uint16 tensor is not supported"):  # was a TypeError
+        api.convert(str(tmp_path / "u16.onnx"), ["arm"], tmp_path / "out2", precision="fp32")

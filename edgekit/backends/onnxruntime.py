@@ -17,7 +17,8 @@ NAME = "onnxruntime"
 SUFFIXES = (".onnx", ".ort")
 
 _ORT_DT = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(uint8)": "uint8",
-           "tensor(int8)": "int8", "tensor(float16)": "float16", "tensor(bool)": "bool", "tensor(double)": "float64"}
+           "tensor(int8)": "int8", "tensor(float16)": "float16", "tensor(bool)": "bool", "tensor(double)": "float64",
+           "tensor(int16)": "int16", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32", "tensor(uint64)": "uint64"}
 
 
 def _session(path: Path, options: LoadOptions, level: str = "all", save_to: Path | None = None,

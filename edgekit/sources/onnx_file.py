@@ -11,7 +11,8 @@ from edgekit.onnx_size import uses_external_data
 from edgekit.sources.model import LoadedModel
 from edgekit.sources.shapes import apply_overrides
 
-_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
+_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
+           10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
 
 
 
@@ -196,6 +197,30 @@ def graph_inputs(model) -> list[InputSpec]:
     return specs
 
 
+def _check_input_types(model, path: Path) -> None:
+    """Inputs edgekit can feed are numeric tensors: a string input (an in-graph tokenizer or label encoder), a
+    bfloat16 one, or a sequence/map were read as float32 and the run ended in an internal error ("data type
+    'tensor(string)' not understood", exit 1)."""
+    from onnx import TensorProto
+
+    from edgekit.errors import UnsupportedModelError
+
+    inits = {i.name for i in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        kind = vi.type.WhichOneof("value")
+        if kind not in (None, "tensor_type"):
+            what = f"a {kind.replace('_type', '')}"
+        elif vi.type.tensor_type.elem_type in _DTYPES or not vi.type.tensor_type.elem_type:
+            continue
+        else:
+            what = f"a {TensorProto.DataType.Name(vi.type.tensor_type.elem_type).lower()} tensor"
+        raise UnsupportedModelError(f"{path}: input '{vi.name}' is {what}; edgekit feeds numeric tensors (float, int, "
+                                    "bool)", hint="keep text processing (tokenizer, label encoding) outside the model "
+                                                  "and feed its ids, or cast the input to float32 in the graph")
+
+
 def guess_task(model) -> str:
     outs = model.graph.output
     if len(outs) == 1:
@@ -216,6 +241,7 @@ def load(path: Path, *, input_shapes: dict[str, tuple[int, ...]] | None = None) 
     # a leading dim the file leaves unnamed (no dim_param, no dim_value) is a dynamic batch axis, as a named one is
     inputs = [InputSpec(s.name, ("batch", *s.shape[1:]), s.dtype) if s.shape and s.shape[0] is None else s
               for s in graph_inputs(model)]
+    _check_input_types(model, path)
     inputs = apply_overrides(inputs, input_shapes, str(path))
     for spec in inputs:
         if any(d is None for d in spec.shape):

@@ -29,8 +29,12 @@ ALIGN = 16
 
 def tensor_type(dtype: np.dtype) -> int:
     dt = np.dtype(dtype)
-    if dt not in _TYPES:
-        raise TypeError(f"TFLite has no tensor type for {dt}")
+    if dt not in _TYPES:  # a uint16 input: was a TypeError, an internal error (exit 1)
+        from edgekit.errors import UnsupportedModelError
+
+        raise UnsupportedModelError(f"TFLite: a {dt} tensor is not supported by edgekit's TFLite backend",
+                                    hint=f"cast it in the model (to {', '.join(str(t) for t in _TYPES)}), or choose "
+                                         "-t onnxruntime / -t openvino")
     return _TYPES[dt]
 
 
