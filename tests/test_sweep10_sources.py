@@ -720,3 +720,24 @@ def test_a_string_or_sequence_input_is_refused_in_one_line(tmp_path: Path) -> No
     assert result["model"]["inputs"][0]["dtype"] == "uint16"
     with pytest.raises(UnsupportedModelError, match="TFLite: a uint16 tensor is not supported"):  # was a TypeError
         api.convert(str(tmp_path / "u16.onnx"), ["arm"], tmp_path / "out2", precision="fp32")
+
+
+def test_a_string_label_output_is_compared_exactly(tmp_path: Path) -> None:
+    """A classifier whose graph maps its argmax to a string label (scikit-learn style LabelEncoder) beside the
+    probabilities: ONNX Runtime runs it, but verification read the labels as float32 and stopped on an internal
+    error ('could not convert string to float: emu', exit 1). Labels are compared exactly, like integer outputs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    vi = helper.make_tensor_value_info
+    nodes = [helper.make_node("ArgMax", ["x"], ["am"], axis=1, keepdims=0),
+             helper.make_node("LabelEncoder", ["am"], ["label"], domain="ai.onnx.ml", keys_int64s=[0, 1, 2],
+                              values_strings=["cat", "dog", "emu"], default_string="?"),
+             helper.make_node("Softmax", ["x"], ["p"], axis=1)]
+    graph = helper.make_graph(nodes, "labels", [vi("x", TensorProto.FLOAT, ["N", 3])],
+                              [vi("label", TensorProto.STRING, ["N"]), vi("p", TensorProto.FLOAT, ["N", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 2)])
+    onnx.save(model, str(tmp_path / "labels.onnx"))
+    result = api.convert(str(tmp_path / "labels.onnx"), ["onnxruntime"], tmp_path / "out", precision="fp32")
+    _passed(result, ["onnxruntime"])
+    assert result["artifacts"][0]["verification"]["integer_agreement"] == 1.0
