@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -623,7 +622,9 @@ STAGES = [stage_load, stage_samples, stage_prune, stage_export, stage_references
 def run(job: Job) -> dict[str, Any]:
     created = not Path(job.outdir).exists()
     outdir = prepare_outdir(job.outdir)
-    work = Path(tempfile.mkdtemp(prefix=".edgekit-tmp-", dir=outdir))
+    from edgekit.work_dir import make_work_dir, remove_work_dir
+
+    work = make_work_dir(outdir)  # locked while this run lives; removes the folders of killed runs
     st = State(job=job, work=work)
     try:
         for stage in STAGES:
@@ -637,14 +638,14 @@ def run(job: Job) -> dict[str, Any]:
                          hint="nothing was written; choose another output folder (-o) or --name")
         commit(st)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_work_dir(work)
         if created and not any(outdir.iterdir()):
             try:
                 outdir.rmdir()  # leave no trace of a failed run
             except OSError:  # another edgekit writing into it meanwhile (parallel build tasks): its folder now
                 pass
         raise
-    shutil.rmtree(work, ignore_errors=True)
+    remove_work_dir(work)
     return {"edgekit_version": _version(), **st.info, "artifacts": st.artifacts, "runtimes": runtime_versions()}
 
 

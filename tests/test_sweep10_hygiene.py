@@ -317,3 +317,37 @@ def test_saving_a_pruned_program_leaves_another_runs_temp_file_alone(tmp_path: P
     assert torch.export.load(str(tmp_path / "small.pt2")).module()(torch.ones(1, 4)).shape == (1, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".small.tmp.pt2", "small.pt2"]
     assert (tmp_path / "small.pt2").stat().st_mode & 0o777 == 0o644
+
+
+def test_the_next_run_removes_the_temp_folder_of_a_killed_run_and_not_a_live_ones(tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer during a large model's calibration, a torn-down CI runner) skips all cleanup: the
+    run's .edgekit-tmp-* folder, with the hub graph and unverified artifacts, stayed in the output folder for
+    good, one more per killed run. Runs lock their folder; the next run removes the ones nobody holds."""
+    import fcntl
+    import signal
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(FIXTURES)]), "CI": "true"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "convert", "sweep10_hygiene_models:se_net",
+                             "--input-shape", "image=1x3x16x16", "-t", "onnxruntime", "-o", str(out)],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "exporting to ONNX" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    proc.stderr.close()
+    (killed,) = [p.name for p in out.iterdir() if p.name.startswith(".edgekit-tmp-")]
+
+    live = out / ".edgekit-tmp-live"  # a parallel run still working: its lock is held
+    live.mkdir()
+    fd = os.open(live / ".owner.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        res = edgekit("convert", str(_mlp_onnx(tmp_path / "m.onnx")), "-t", "onnxruntime", "-o", "out", cwd=tmp_path)
+    finally:
+        os.close(fd)
+    assert res.returncode == 0, res.stderr
+    assert "removed 1 temporary folder(s) of killed edgekit runs" in res.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert killed not in names and ".edgekit-tmp-live" in names and "m.onnxruntime.onnx" in names
