@@ -211,6 +211,11 @@ def test_external_data_in_a_subfolder_converts_and_one_outside_the_folder_is_nam
     with pytest.raises(ModelLoadError, match=r"external data '\.\./shared/up\.bin' lies outside the model's folder"):
         api.convert(str(tmp_path / "model" / "up.onnx"), ["onnxruntime"], tmp_path / "out2", precision="fp32")
 
+    data = tmp_path / "model" / "weights" / "model.bin"  # a truncated copy: the hub's load was an internal error
+    data.write_bytes(data.read_bytes()[:300])
+    with pytest.raises(ModelLoadError, match=r"external data file weights/model\.bin is truncated \(tensor"):
+        api.convert(str(tmp_path / "model" / "sub.onnx"), ["onnxruntime"], tmp_path / "out3", precision="fp32")
+
 
 def _mlp_onnx(path: Path) -> Path:
     """x (N, 64) -> Gemm 64x64 -> Relu -> Gemm 64x10: 20 KB of weights."""

@@ -37,6 +37,9 @@ def read_onnx(path: Path):
     moved = topo_sort(model)
     try:  # with external data, the file itself (the checker then finds the data files beside it)
         onnx.checker.check_model(str(path) if uses_external_data(model) else model)
+        _check_external_lengths(model, path)
+    except ModelLoadError:
+        raise
     except Exception as exc:  # noqa: BLE001
         first = str(exc).splitlines()[0]
         data = _external_data_error(path, exc)
@@ -53,6 +56,24 @@ def read_onnx(path: Path):
 
         warn(f"{path.name}: {first} (converting it as it is)")
     return model
+
+
+def _check_external_lengths(model, path: Path) -> None:
+    """Every external tensor's bytes lie inside its data file: a truncated copy (an interrupted download) was an
+    internal error when the hub loaded it ('External data length (432) exceeds available data', exit 1)."""
+    from onnx import TensorProto
+
+    for t in model.graph.initializer:
+        if t.data_location != TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        data = path.parent / info.get("location", "")
+        if not info.get("length") or not data.is_file():
+            continue
+        end, size = int(info.get("offset") or 0) + int(info["length"]), data.stat().st_size
+        if end > size:
+            raise ModelLoadError(f"{path}: its external data file {info['location']} is truncated (tensor '{t.name}' "
+                                 f"ends at byte {end}, the file has {size})", hint="copy the data file again")
 
 
 def _external_data_error(path: Path, exc: Exception) -> ModelLoadError | None:
