@@ -504,8 +504,15 @@ def verify_artifact(st: State, backend, path: Path, target: Target, precision: s
         raise VerificationError(f"{target.name} {precision} artifact failed verification: {exc}",
                                 hint="nothing was written; the backend lowered the model wrongly") from exc
     if precision == "int8":
-        figures["quantized_graph"] = compare(refs, align_ranked(refs, quantized_refs(st, target), ranked),
-                                            st.model.task, _quantity_outputs(st))
+        graph_outs = align_ranked(refs, quantized_refs(st, target), ranked)
+        figures["quantized_graph"] = compare(refs, graph_outs, st.model.task, _quantity_outputs(st))
+        import onnx
+
+        from edgekit.verify_steps import output_steps, within_one_step
+
+        hub_path, _ = quantized_hub(st, target)  # int8 rounding, not a lowering error (verify_steps.py)
+        figures["quantized_graph"]["within_one_step"] = within_one_step(
+            graph_outs, outputs, output_steps(onnx.load(str(hub_path), load_external_data=False)))
     if f"unpruned:{role}" in st.refs:
         figures["vs_unpruned"] = compare(st.refs[f"unpruned:{role}"], outputs, st.model.task, _quantity_outputs(st))
     passed, failures = check(figures, target.tolerances(precision))

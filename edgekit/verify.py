@@ -373,7 +373,8 @@ def check(figures: dict[str, Any], tolerances: dict[str, float]) -> tuple[bool, 
         failures.append(f"mean cosine {figures['cosine_mean']:.6f} < {tolerances['cosine_mean']}")
     hub = figures.get("quantized_graph")  # the int8 ONNX graph's own figures against the source
     margin = tolerances.get("max_loss_vs_quantized_graph")
-    if hub is not None and margin is not None and floats and figures["cosine_mean"] < hub["cosine_mean"] - margin:
+    if hub is not None and margin is not None and floats and figures["cosine_mean"] < hub["cosine_mean"] - margin \
+            and not hub.get("within_one_step"):  # one int8 step from the graph is its rounding (verify_steps.py)
         failures.append(f"mean cosine {figures['cosine_mean']:.4f} trails the int8 ONNX graph's "
                         f"{hub['cosine_mean']:.4f} by more than {margin} (the backend lowered it wrongly)")
     if "top1_agreement" in tolerances and figures.get("top1_agreement") is not None:
