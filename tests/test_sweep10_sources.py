@@ -746,3 +746,18 @@ def test_a_string_label_output_is_compared_exactly(tmp_path: Path) -> None:
     result = api.convert(str(tmp_path / "labels.onnx"), ["onnxruntime"], tmp_path / "out", precision="fp32")
     _passed(result, ["onnxruntime"])
     assert result["artifacts"][0]["verification"]["integer_agreement"] == 1.0
+
+
+def test_a_static_pt2_input_is_reported_static_like_its_artifacts(tmp_path: Path) -> None:
+    """A program exported without dynamic shapes takes exactly x (1, 6); the JSON said ('batch', 6) while every
+    artifact (exported from the program as it is) took exactly 1x6: an app reading the manifest would batch."""
+    import onnxruntime as ort
+    import torch
+    from sweep10_sources_models import TupleOut
+
+    torch.export.save(torch.export.export(TupleOut().eval(), (torch.randn(1, 6),)), str(tmp_path / "static.pt2"))
+    result = api.convert(str(tmp_path / "static.pt2"), ["onnxruntime"], tmp_path / "out", precision="fp32")
+    _passed(result, ["onnxruntime"])
+    assert result["model"]["inputs"][0]["shape"] == [1, 6]
+    session = ort.InferenceSession(result["artifacts"][0]["path"], providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [1, 6]

@@ -90,8 +90,8 @@ def load_exported(path: Path, *, input_shapes=None) -> LoadedModel:
                      for i, d in enumerate(val.shape)) if val is not None else ()
         dtype = _DT.get(str(getattr(val, "dtype", "")), "float32")
         stated.append(InputSpec(node.name, dims, dtype))
-        if dims and isinstance(dims[0], int):
-            dims = ("batch", *dims[1:])
+        # a static leading size stays static: the artifact is exported from the program as it is (a static x (1, 6)
+        # was reported as ('batch', 6) while every artifact took exactly 1x6)
         specs.append(InputSpec(node.name, dims, dtype))
     specs = apply_overrides(specs, input_shapes, str(path))
     require_static(specs, str(path))
