@@ -351,3 +351,30 @@ def test_the_next_run_removes_the_temp_folder_of_a_killed_run_and_not_a_live_one
     assert "removed 1 temporary folder(s) of killed edgekit runs" in res.stderr
     names = sorted(p.name for p in out.iterdir())
     assert killed not in names and ".edgekit-tmp-live" in names and "m.onnxruntime.onnx" in names
+
+
+def test_a_killed_build_leaves_no_staging_folder_in_the_cache_after_the_next_build(tmp_path: Path) -> None:
+    """A killed `edgekit build` left its staging folder (the conversion's hub graph, unverified artifacts) in the
+    cache's tmp/ until an `edgekit cache clean` an hour later; and that clean removed any staging folder older
+    than an hour, a live build's too (a long distillation). Build staging folders are locked like convert's."""
+    import signal
+
+    (tmp_path / "edgekit.toml").write_text('[[models]]\nname = "s"\nsource = "sweep10_hygiene_models:se_net"\n'
+                                           'targets = ["onnxruntime"]\ninput_shapes = { image = "1x3x16x16" }\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(FIXTURES)]), "CI": "true",
+           "EDGEKIT_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "build"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "exporting to ONNX" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    proc.stderr.close()
+    tmp = tmp_path / "cache" / "tmp"
+    assert any(tmp.iterdir())  # what the killed build left
+    (tmp_path / "edgekit.toml").write_text('[[models]]\nname = "m"\nsource = "m.onnx"\ntargets = ["onnxruntime"]\n')
+    _mlp_onnx(tmp_path / "m.onnx")
+    res = edgekit("build", cwd=tmp_path, env={"EDGEKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert res.returncode == 0, res.stderr
+    assert list(tmp.iterdir()) == []

@@ -520,8 +520,11 @@ class Cache:
                     freed += item["size_bytes"]
             # lock files stay: unlinking one another process waits on would let two builds in
         if self.tmp.is_dir():
-            for d in self.tmp.iterdir():  # staging folders of killed builds (older than an hour)
-                if now - d.stat().st_mtime > 3600:
+            from edgekit.work_dir import PREFIX, remove_stale
+
+            remove_stale(self.tmp)  # build folders whose build is gone (a live one holds its lock, however old)
+            for d in self.tmp.iterdir():  # other staging folders of killed builds (older than an hour)
+                if not d.name.startswith(PREFIX) and now - d.stat().st_mtime > 3600:
                     shutil.rmtree(d, ignore_errors=True)
         return {"removed": removed, "freed_bytes": freed}
 

@@ -10,7 +10,6 @@ up-to-date-looking outputs behind; the built entries stay in the cache for the n
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -143,7 +142,10 @@ def build_missing(cache: Cache, model: ModelConfig, items: list[Item], *, use_ca
         for i in todo:
             why = _explain(cache, previous.get((model.name, i.target)), i.parts) if use_cache else "--no-cache"
             log(f"building {model.name} [{i.target}] ({why})")
-        stage = cache.staging()
+        from edgekit.work_dir import make_work_dir, remove_work_dir
+
+        cache.tmp.mkdir(parents=True, exist_ok=True)
+        stage = make_work_dir(cache.tmp)  # locked while this build lives; removes the ones of killed builds
         try:
             result = _convert(model, [i.target for i in todo], stage / "out")
             by_target = {a["target"]: a for a in result["artifacts"]}
@@ -154,7 +156,7 @@ def build_missing(cache: Cache, model: ModelConfig, items: list[Item], *, use_ca
                 i.entry = cache.put(i.key, files, entry)
                 i.built = True
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            remove_work_dir(stage)
 
 
 ESTIMABLE = (".onnx", ".tflite")  # graphs the roofline estimate reads
