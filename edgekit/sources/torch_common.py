@@ -157,7 +157,6 @@ def probe(module, inputs: list[InputSpec], source: str) -> tuple[list[str], str]
     import torch
 
     args = list(example_tensors(inputs))
-    before = {n: b.detach().clone() for n, b in module.named_buffers()}
     try:
         with torch.no_grad():
             out = module(*args)
@@ -171,7 +170,11 @@ def probe(module, inputs: list[InputSpec], source: str) -> tuple[list[str], str]
         if "Long" in first or "indices" in first:  # e.g. an embedding fed float zeros
             hint += "; integer inputs (token ids) need a dtype: --input-shape NAME=1x128:int64"
         raise UsageError(f"{source}: the model does not run on inputs {shapes}: {first}", hint=hint) from exc
-    _check_state(module, before, source)
+    before = {n: b.detach().clone() for n, b in module.named_buffers()}
+    if before:  # a second call: a cache built lazily on the first one is no state that changes on every run
+        with torch.no_grad():
+            module(*args)
+        _check_state(module, before, source)
     outs, names = flat_outputs(out), output_names(out)
     task = "classification" if len(outs) == 1 and outs[0].ndim == 2 and outs[0].shape[1] > 1 else "generic"
     return names, task
