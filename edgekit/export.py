@@ -184,7 +184,9 @@ def clean_onnx(model):
     except Exception as exc:  # noqa: BLE001
         log(f"onnxslim clean-up skipped ({type(exc).__name__}: {exc})", verbose_only=True)
     try:
-        model = onnx.shape_inference.infer_shapes(model)
+        from edgekit.onnx_shapes import infer_shapes
+
+        model = infer_shapes(model)  # weights kept out of the round trip (onnx_shapes.py)
     except Exception:  # noqa: BLE001
         pass
     log(f"ONNX clean-up: {before} -> {len(model.graph.node)} nodes", verbose_only=True)

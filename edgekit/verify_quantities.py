@@ -19,13 +19,14 @@ LAYOUT = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity",
 
 def quantity_outputs(model: Any) -> list[int]:
     """Indices of the graph outputs that are a Cast of float values to an integer type (see the module doc)."""
-    import onnx
     from onnx import TensorProto
 
     floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
     g = model.graph
     try:
-        typed = onnx.shape_inference.infer_shapes(model).graph
+        from edgekit.onnx_shapes import infer_shapes
+
+        typed = infer_shapes(model, keep_data=False).graph
     except Exception:  # noqa: BLE001
         typed = g
     elem = {v.name: v.type.tensor_type.elem_type for v in [*typed.value_info, *typed.input, *typed.output]}

@@ -189,3 +189,49 @@ def test_layer_error_sums_skip_non_finite_values_and_only_them():
     assert np.isfinite(got).all() and got[1] > 0
     np.testing.assert_allclose(got, (signal, noise), rtol=1e-6)
     assert onnx.checker.check_model(graph(1.0)) is None
+
+
+def test_shape_inference_without_weights_gives_onnx_s_own_result(tmp_path):
+    """onnx_shapes.infer_shapes keeps large float initializers out of onnx's C++ round trip: the inferred model
+    (value_info, weights and all) is onnx's own, and the caller's model is left as it was."""
+    import onnx
+    import sweep10_scale_models as scale
+    import torch
+
+    from edgekit.onnx_shapes import infer_shapes
+
+    path = tmp_path / "bert.onnx"
+    ids = torch.randint(1, 100, (1, 16))
+    torch.onnx.export(scale.tiny_bert(), (ids, torch.ones(1, 16, dtype=torch.long)), str(path), dynamo=False,
+                      input_names=["input_ids", "attention_mask"], output_names=["y"])
+    unet = tmp_path / "unet.onnx"  # Resize / ConvTranspose / Concat, float scales read by inference
+    torch.onnx.export(torch.nn.Sequential(scale.tiny_unet(), torch.nn.Upsample(scale_factor=2.0)),
+                      (torch.randn(1, 3, 32, 32),), str(unet), dynamo=False)
+    for p in (path, unet):
+        model = onnx.load(str(p))
+        before = model.SerializeToString(deterministic=True)
+        for kw in ({}, {"data_prop": True, "strict_mode": False}):
+            ours, theirs = infer_shapes(model, **kw), onnx.shape_inference.infer_shapes(model, **kw)
+            assert len(ours.graph.value_info) > 20
+            assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(deterministic=True)
+            light = infer_shapes(model, keep_data=False, **kw)
+            assert list(light.graph.value_info) == list(theirs.graph.value_info)
+        assert model.SerializeToString(deterministic=True) == before
+
+
+def test_tflite_shape_pass_without_weight_bytes_derives_every_shape(tmp_path):
+    from edgekit.backends.tflite import prepare
+
+    path = tmp_path / "r.onnx"
+    import sweep10_scale_models as scale
+    import torch
+
+    torch.onnx.export(scale.tiny_resnet(), (torch.randn(1, 3, 32, 32),), str(path), dynamo=False)
+    g = prepare.load_graph(path)
+    light = dict(g.shapes)
+    import onnx
+
+    full = onnx.shape_inference.infer_shapes(prepare.to_model(g), data_prop=True)  # with every weight's bytes
+    for vi in full.graph.value_info:
+        assert light[vi.name] == tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
+    assert len(full.graph.value_info) > 30

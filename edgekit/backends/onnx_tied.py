@@ -96,10 +96,11 @@ def _axis(node: Any) -> int:
 
 def _ranks(model: Any) -> dict[str, int]:
     """Rank of every value shape inference knows (graph inputs, value_info, outputs)."""
-    import onnx
 
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        from edgekit.onnx_shapes import infer_shapes
+
+        inferred = infer_shapes(model, keep_data=False)
     except Exception:  # noqa: BLE001
         inferred = model
     out: dict[str, int] = {}

@@ -19,10 +19,11 @@ INTS = {2, 3, 4, 5, 6, 7, 9, 12, 13}  # TensorProto UINT8, INT8, UINT16, INT16, 
 
 
 def _types(model: Any) -> dict[str, int]:
-    import onnx
 
     try:
-        model = onnx.shape_inference.infer_shapes(model)
+        from edgekit.onnx_shapes import infer_shapes
+
+        model = infer_shapes(model, keep_data=False)
     except Exception:  # noqa: BLE001 - graph inputs and initializers then
         pass
     g = model.graph

@@ -10,6 +10,8 @@ def id_bounds(module: Any = None, onnx_path: Any = None, names: list[str] | None
     """Input name -> exclusive bound for its ids. Torch: the smallest nn.Embedding table (every integer input
     not named like a mask); ONNX: the length of the axis the input indexes (index_bounds)."""
     names = list(names or [])
+    if not names:  # no integer input: nothing to bound (a CNN's hub was loaded and shape-inferred for nothing)
+        return {}
     if module is not None:
         sizes = embedding_rows(module)
         return {n: min(sizes) for n in names if "mask" not in n} if sizes else {}
@@ -19,7 +21,9 @@ def id_bounds(module: Any = None, onnx_path: Any = None, names: list[str] | None
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     try:
-        model = onnx.shape_inference.infer_shapes(model)
+        from edgekit.onnx_shapes import infer_shapes
+
+        model = infer_shapes(model, keep_data=False)  # index_bounds reads dims and types
     except Exception:  # noqa: BLE001 - bounds from initializers alone then
         pass
     return index_bounds(model.graph, names)

@@ -37,7 +37,6 @@ _FREE = {"QuantizeLinear", "DequantizeLinear", "Reshape", "Flatten", "Squeeze", 
 
 def _shapes(model: Any) -> tuple[dict[str, tuple[list[int], int]], dict[str, Any]]:
     """name -> (shape, element size in bytes), after shape inference on concrete input shapes."""
-    import onnx
     from onnx import helper
 
     graph = model.graph
@@ -50,7 +49,9 @@ def _shapes(model: Any) -> tuple[dict[str, tuple[list[int], int]], dict[str, Any
                 d.Clear()
                 d.dim_value = 1 if i == 0 else 16
     try:
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        from edgekit.onnx_shapes import infer_shapes
+
+        model = infer_shapes(model, data_prop=True)
     except Exception as exc:  # noqa: BLE001
         raise UsageError(f"shape inference failed, cannot estimate: {exc}") from exc
     out: dict[str, tuple[list[int], int]] = {}

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.onnx_shapes import infer_shapes
 from edgekit.quantize.scheme import Scheme
 
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (their `axis`) needs opset 13
@@ -23,7 +24,6 @@ MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (their `axis`) nee
 def prepare(model: Any) -> Any:
     """Raise the opset to 13 when older (per-channel QDQ), compute float16 models in float32, name every node (nodes_to_exclude needs names) and
     stamp shapes/types on every tensor."""
-    import onnx
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
     if opset < MIN_OPSET:
@@ -52,7 +52,7 @@ def prepare(model: Any) -> Any:
             node.name = f"{node.op_type}_{i}"
         seen.add(node.name)
     try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        model = infer_shapes(model, strict_mode=False, data_prop=True)  # weights kept out (onnx_shapes.py)
     except Exception:  # noqa: BLE001 - shape inference is best effort; ORT infers what it needs
         pass
     return _typed_contrib_outputs(model)
@@ -229,13 +229,12 @@ def wide_softmaxes(model: Any) -> list[str]:
     rounded most of them to 0 or one step and its expected coordinates moved by up to 0.8 px (pose head, TFLite
     int8 cosine 0.69; ONNX Runtime, which keeps Softmax float, 0.996). A classifier's output softmax, or one over a
     few classes, keeps its int8 grid."""
-    import onnx
 
     graph = model.graph
     soft = [n for n in graph.node if n.op_type == "Softmax" and n.name]
     if not soft:
         return []
-    g = onnx.shape_inference.infer_shapes(model).graph
+    g = infer_shapes(model, keep_data=False).graph
     shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
               for v in list(g.value_info) + list(g.input) + list(g.output)}
     readers: dict[str, list[str]] = {}

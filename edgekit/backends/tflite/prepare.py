@@ -16,6 +16,7 @@ from onnx import helper, numpy_helper
 
 from edgekit.backends.tflite.writer import Quant
 from edgekit.errors import ModelLoadError, UnsupportedModelError, UsageError
+from edgekit.onnx_shapes import infer_shapes as onnx_infer_shapes
 
 FOLD_LIMIT = 1 << 24  # don't materialize constants with more elements than this
 
@@ -163,20 +164,35 @@ def _to_graph(model: onnx.ModelProto, opset: int) -> Graph:
     return g
 
 
-def to_model(g: Graph) -> onnx.ModelProto:
+def to_model(g: Graph, data: bool = True) -> onnx.ModelProto:
+    """The graph as an ONNX model; data=False: large float constants carry their type and dims without their
+    bytes (enough for shape inference, which reads no float weight: onnx_shapes.py)."""
     used = {i for n in g.nodes for i in n.input} | set(g.outputs)
-    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in g.consts.items() if k in used]
+    inits = [numpy_helper.from_array(np.asarray(v), k) if data or not _bulky(v) else _typed_only(k, np.asarray(v))
+             for k, v in g.consts.items() if k in used]
     inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(g.dtypes[n]), g.shapes[n]) for n in g.inputs]
     outputs = [helper.make_tensor_value_info(n, 0, None) for n in g.outputs]
     graph = helper.make_graph(g.nodes, "g", inputs, outputs, initializer=inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", g.opset)], ir_version=8)
 
 
+def _bulky(v: np.ndarray) -> bool:
+    from edgekit.onnx_shapes import LIGHT_MIN_ELEMENTS
+
+    return np.asarray(v).dtype.kind == "f" and np.size(v) >= LIGHT_MIN_ELEMENTS
+
+
+def _typed_only(name: str, v: np.ndarray) -> onnx.TensorProto:
+    t = onnx.TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(v.dtype))
+    t.dims.extend(v.shape)
+    return t
+
+
 # --- shape inference -------------------------------------------------------------------------
 def infer_shapes(g: Graph, allow_run: bool = True) -> Graph:
-    model = to_model(g)
+    model = to_model(g, data=False)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx_infer_shapes(model, keep_data=False, data_prop=True)  # shapes only (onnx_shapes.py)
     except Exception:  # noqa: BLE001 - fall back to what we have
         inferred = model
     shapes, dtypes = dict(g.shapes), dict(g.dtypes)
