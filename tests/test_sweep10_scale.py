@@ -235,3 +235,21 @@ def test_tflite_shape_pass_without_weight_bytes_derives_every_shape(tmp_path):
     for vi in full.graph.value_info:
         assert light[vi.name] == tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
     assert len(full.graph.value_info) > 30
+
+
+def test_int8_schemes_share_the_fp32_outputs_of_the_held_out_samples(monkeypatch, tmp_path):
+    import sweep10_scale_models as scale
+
+    from edgekit.quantize import control, static
+    from edgekit.targets import get_target
+
+    model, calib, held = _onnx(tmp_path, scale.tiny_resnet), _calib(), _calib(n=4)
+    runs = []
+    original = control.run_outputs
+    monkeypatch.setattr(control, "run_outputs", lambda *a: runs.append(1) or original(*a))
+    shared: dict = {}
+    reports = [static.quantize_model(model, tmp_path / f"{t}.onnx", get_target(t), calib, held_out=held, shared=shared)
+               for t in ("onnxruntime", "arm")]
+    assert len(runs) == 1  # the fp32 graph on the held-out samples, once for both schemes
+    alone = static.quantize_model(model, tmp_path / "arm.alone.onnx", get_target("arm"), calib, held_out=held)
+    assert len(runs) == 2 and alone["accuracy"] == reports[1]["accuracy"] is not None

@@ -292,6 +292,24 @@ def calibrate(model: Any, scheme: Scheme, calib: SampleSet, work: Path, seed: in
     return cal
 
 
+def _judge(shared: dict | None, fp32_onnx: Path, reference: Path, task: str, held_out: SampleSet | None,
+           eval_set: SampleSet | None) -> control.Judge:
+    """control.Judge over `reference` (fp32_onnx prepared); with `shared`, one per fp32 file and sample sets: its
+    fp32 outputs were computed again for every int8 scheme (a 24-layer encoder: ~7.6 s each)."""
+    if shared is None:
+        return control.Judge(reference, task, held_out, eval_set)
+
+    def ident(s: SampleSet | None) -> Any:
+        return None if s is None else (id(s.make), tuple(s.indices) if s.indices is not None else s.count)
+
+    st = Path(fp32_onnx).stat()
+    key = ("judge", str(Path(fp32_onnx).resolve()), st.st_size, st.st_mtime_ns, st.st_ino, task, ident(held_out),
+           ident(eval_set))
+    if key not in shared:  # the sets are held with it: their ids stay unique
+        shared[key] = (control.Judge(reference, task, held_out, eval_set), held_out, eval_set)
+    return shared[key][0]
+
+
 CONFIRM_SHARE = 1 / 3  # of the --max-drop judging samples, kept back to confirm the chosen graph
 CONFIRM_MIN = 60  # fewer judging samples than this: no confirmation split (each half would be too noisy)
 
@@ -392,8 +410,8 @@ def quantize_model(fp32_onnx: Path, out_path: Path, target: Any, calib: SampleSe
         tmp = Path(tmp_dir)
         reference = tmp / "fp32.onnx"
         onnx.save(model, str(reference))
-        judge = control.Judge(reference, task, held_out, eval_set)
-        checker = control.Judge(reference, task, *confirm) if confirm else None
+        judge = _judge(shared, fp32_onnx, reference, task, held_out, eval_set)
+        checker = _judge(shared, fp32_onnx, reference, task, *confirm) if confirm else None
         later = bool(scheme.finetune_steps) and max_drop is not None and judge.active  # fallback_first.py
         later = later and not is_dynamic(model, scheme)
         cal = calibrate(model, scheme, calib, tmp, seed=seed, task=task, finetune=not later, shared=shared)
