@@ -82,8 +82,9 @@ def make_work_dir(outdir: Path) -> Path:
 
 
 def remove_work_dir(work: Path) -> None:
-    """Delete the run's work folder, then let go of its lock."""
-    shutil.rmtree(work, ignore_errors=True)
+    """Let go of the run's lock, then delete its work folder (an open file cannot be deleted on Windows; another
+    run that finds the folder unlocked meanwhile only deletes it too)."""
     fd = _HELD.pop(str(work), None)
     if fd is not None:
         os.close(fd)
+    shutil.rmtree(work, ignore_errors=True)
