@@ -175,7 +175,7 @@ def clean_onnx(model):
             slim = onnxslim.slim(model if exported is None else onnx.load_from_string(exported), **options)
             if slim is None or len(slim.graph.node) == 0:
                 break
-            agree, diff = (True, 0.0) if exported is None else same_outputs(exported, slim)
+            agree, diff = (True, 0.0) if exported is None else same_outputs(exported, slim, model)
             if agree:
                 model = slim
                 break

@@ -52,13 +52,14 @@ def _run(model: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     return sess.run(None, feeds)
 
 
-def same_outputs(before: bytes, after: Any) -> tuple[bool, float]:
+def same_outputs(before: bytes, after: Any, before_model: Any = None) -> tuple[bool, float]:
     """(agree, largest difference relative to the output's magnitude) of the serialized graph `before` and the
     ModelProto `after`. A graph that cannot be fed or run here (a type not drawn, an input ONNX Runtime refuses)
-    counts as agreeing: nothing to compare."""
+    counts as agreeing: nothing to compare. before_model: `before` as a ModelProto when the caller has it (its
+    inputs are drawn from it; parsing `before` again only for them copied every weight once more)."""
     import onnx
 
-    feeds = _feeds(onnx.load_from_string(before))
+    feeds = _feeds(before_model if before_model is not None else onnx.load_from_string(before))
     if feeds is None:
         return True, 0.0
     try:

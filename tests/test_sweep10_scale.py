@@ -253,3 +253,24 @@ def test_int8_schemes_share_the_fp32_outputs_of_the_held_out_samples(monkeypatch
     assert len(runs) == 1  # the fp32 graph on the held-out samples, once for both schemes
     alone = static.quantize_model(model, tmp_path / "arm.alone.onnx", get_target("arm"), calib, held_out=held)
     assert len(runs) == 2 and alone["accuracy"] == reports[1]["accuracy"] is not None
+
+
+def test_clean_up_check_draws_its_inputs_from_the_model_it_is_given():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekit.export_check import same_outputs
+
+    def graph(k: float):
+        g = helper.make_graph([helper.make_node("Mul", ["x", "k"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])],
+                              [helper.make_tensor("k", TensorProto.FLOAT, [], [k])])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    before = graph(2.0)
+    data = before.SerializeToString()
+    for other, agree in ((graph(2.0), True), (graph(2.5), False)):
+        assert same_outputs(data, other, before)[0] is agree
+        assert same_outputs(data, other) == same_outputs(data, other, before)
+    assert onnx.load_from_string(data) == before
