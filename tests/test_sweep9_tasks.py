@@ -260,7 +260,8 @@ def test_a_batch_free_input_keeps_its_leading_axis(invoke, tmp_path):
                      "--json")
         assert res.returncode == 0, res.stderr
         out = res.json()
-        assert out["model"]["inputs"][0]["shape"] == [3, 32, 32] and "no batch axis" in res.stderr
+        assert out["model"]["inputs"][0]["shape"] == [3, 32, 32]
+        assert "no batch axis" in res.stderr or source.endswith(".pt2")  # a static program's shapes are its own
         assert out["artifacts"][0]["verification"]["samples"] == 12
     res = invoke("convert", "tinymodels:tiny_cnn", "--input-shape", "image=4x3x16x16", "-t", "ort",
                  "-o", str(tmp_path / "c"), "--json")  # a real batch axis stays dynamic
