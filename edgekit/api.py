@@ -23,9 +23,17 @@ def convert(model: str, targets: list[str], outdir: str | Path = "out", *, preci
     Raises an EdgekitError subclass (each carries its exit code) on bad input, failed verification,
     unsupported operators or unavailable devices; nothing is written to `outdir` in that case.
     """
+    import os
+
     from edgekit.pipeline import Job, run
     from edgekit.targets import PRECISIONS, get_target
 
+    # as the CLI takes them: a Path for the model or data was an AttributeError ('startswith'), and one target as a
+    # string was read letter by letter ("unknown target 'o'")
+    model = os.fspath(model) if isinstance(model, os.PathLike) else model
+    calibration = os.fspath(calibration) if isinstance(calibration, os.PathLike) else calibration
+    eval_data = os.fspath(eval_data) if isinstance(eval_data, os.PathLike) else eval_data
+    targets = [targets] if isinstance(targets, str) else list(targets or [])
     if not targets:
         raise UsageError("no target given", hint="add --target onnxruntime (see `edgekit targets`)")
     if precision not in (None, *PRECISIONS):

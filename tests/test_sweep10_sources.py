@@ -763,3 +763,13 @@ def test_a_static_pt2_input_is_reported_static_like_its_artifacts(tmp_path: Path
     assert result["model"]["inputs"][0]["shape"] == [1, 6]
     session = ort.InferenceSession(result["artifacts"][0]["path"], providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [1, 6]
+
+
+def test_the_python_api_takes_paths_and_a_single_target(tmp_path: Path) -> None:
+    """edgekit.convert(Path("model.onnx"), "onnxruntime", calibration=Path(...)): a Path model was an internal error
+    ("'PosixPath' object has no attribute 'startswith'") and one target given as a string was read letter by letter
+    ("unknown target 'o'")."""
+    src = _cnn_onnx(tmp_path / "cnn.onnx", batch="N")
+    cal = Path(_npz(tmp_path / "x.npz", {"x": ((3, 8, 8), "float32")}))
+    result = api.convert(src, "onnxruntime", tmp_path / "out", precision="int8", calibration=cal)
+    _passed(result, ["onnxruntime"])
