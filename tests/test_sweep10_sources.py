@@ -773,3 +773,21 @@ def test_the_python_api_takes_paths_and_a_single_target(tmp_path: Path) -> None:
     cal = Path(_npz(tmp_path / "x.npz", {"x": ((3, 8, 8), "float32")}))
     result = api.convert(src, "onnxruntime", tmp_path / "out", precision="int8", calibration=cal)
     _passed(result, ["onnxruntime"])
+
+
+def test_a_factory_building_on_the_meta_device_takes_its_weights_from_the_file(tmp_path: Path) -> None:
+    """A factory that builds under torch.device("meta") (deferred init, the weights come from a checkpoint): the
+    strict load was a no-op onto meta tensors and the probe said 'Tensor on device meta ... check --input-shape'.
+    With --weights the file's tensors are assigned and it converts; without, the error says the model holds no
+    values."""
+    import torch
+    from sweep10_sources_models import TupleOut
+
+    from edgekit.errors import ModelLoadError
+
+    torch.manual_seed(7)
+    torch.save(TupleOut().state_dict(), str(tmp_path / "w.pt"))
+    _passed(api.convert("sweep10_sources_models:meta_model", ["onnxruntime"], tmp_path / "out", precision="fp32",
+                        input_shapes="1x6", weights=str(tmp_path / "w.pt")), ["onnxruntime"])
+    with pytest.raises(ModelLoadError, match=r"built its model on the meta device: l.weight, l.bias hold no values"):
+        api.convert("sweep10_sources_models:meta_model", ["onnxruntime"], tmp_path / "o2", input_shapes="1x6")

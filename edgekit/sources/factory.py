@@ -54,6 +54,11 @@ def load(spec: str, *, weights: Path | None = None, input_shapes=None) -> Loaded
         apply_state_dict(module, load_state_dict(Path(weights)), Path(weights))
         h.update(file_sha256(Path(weights)).encode())
     module.eval()
+    empty = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if empty:  # torch.device("meta") (deferred init): the probe said 'Tensor on device meta ... check --input-shape'
+        raise ModelLoadError(f"factory {spec} built its model on the meta device: {', '.join(empty[:3])}"
+                             f"{' ...' if len(empty) > 3 else ''} hold no values",
+                             hint="give --weights with every tensor of the model, or build it on the CPU")
     module = as_float32(module, input_shapes, spec)
     names = forward_input_names(module)
     stated = stated_shapes(names, input_shapes, spec)

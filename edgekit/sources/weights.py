@@ -61,7 +61,8 @@ def apply_state_dict(module, sd: dict, path: Path) -> None:
     if prefix:
         sd = {k[len(prefix):]: v for k, v in sd.items()}
         log(f"{path.name}: keys carry the prefix '{prefix}' (a wrapped model's state_dict): dropped")
-    result = module.load_state_dict(sd, strict=False) if not _mismatched(own, sd) else None
+    meta = any(t.is_meta for t in own.values())  # built on the meta device (deferred init): the file's tensors go in
+    result = module.load_state_dict(sd, strict=False, assign=meta) if not _mismatched(own, sd) else None
     if result is not None:
         missing = [k for k in result.missing_keys if not _tied_to_loaded(own, k, sd)]
         if not missing and not result.unexpected_keys:
