@@ -274,3 +274,33 @@ def test_clean_up_check_draws_its_inputs_from_the_model_it_is_given():
         assert same_outputs(data, other, before)[0] is agree
         assert same_outputs(data, other) == same_outputs(data, other, before)
     assert onnx.load_from_string(data) == before
+
+
+def test_transformer_int8_weights_graph_is_analysed_once_for_openvino_and_arm(monkeypatch, tmp_path):
+    """Both targets give a transformer int8 weights with activations left to the runtime: the same int8 graph,
+    whose per-layer analysis (both graphs run on every tensor) was measured twice."""
+    import sweep10_scale_models as scale
+    import torch
+
+    from edgekit.data import SampleSet
+    from edgekit.quantize import dynamic, static
+    from edgekit.targets import get_target
+
+    path = tmp_path / "bert.onnx"
+    torch.onnx.export(scale.bert(layers=2, d=64, heads=4, vocab=100, tokens=16, classes=3),
+                      (torch.randint(1, 100, (1, 16)), torch.ones(1, 16, dtype=torch.long)), str(path), dynamo=False,
+                      input_names=["input_ids", "attention_mask"], output_names=["y"])
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 100, (8, 1, 16))
+    calib = SampleSet("ids", 8, lambda i: {"input_ids": ids[i], "attention_mask": np.ones((1, 16), np.int64)})
+    calls = []
+    original = dynamic.per_layer
+    monkeypatch.setattr(dynamic, "per_layer", lambda *a: calls.append(1) or original(*a))
+    shared: dict = {}
+    reports = {t: static.quantize_model(path, tmp_path / f"{t}.onnx", get_target(t), calib, shared=shared)
+               for t in ("openvino", "arm")}
+    assert len(calls) == 1 and reports["openvino"]["per_layer"] == reports["arm"]["per_layer"]
+    assert reports["arm"]["quantized_nodes"] > 0
+    alone = static.quantize_model(path, tmp_path / "alone.onnx", get_target("arm"), calib)
+    assert len(calls) == 2 and alone["per_layer"] == reports["arm"]["per_layer"]
+    assert _sha(tmp_path / "alone.onnx") == _sha(tmp_path / "arm.onnx") == _sha(tmp_path / "openvino.onnx")
