@@ -791,3 +791,29 @@ def test_a_factory_building_on_the_meta_device_takes_its_weights_from_the_file(t
                         input_shapes="1x6", weights=str(tmp_path / "w.pt")), ["onnxruntime"])
     with pytest.raises(ModelLoadError, match=r"built its model on the meta device: l.weight, l.bias hold no values"):
         api.convert("sweep10_sources_models:meta_model", ["onnxruntime"], tmp_path / "o2", input_shapes="1x6")
+
+
+def test_a_factory_in_the_current_folder_is_found_and_a_file_path_names_its_module(tmp_path: Path) -> None:
+    """The installed `edgekit` command (no current folder on sys.path, unlike `python -m`) could not import
+    models.net:build from the project folder itself ('No module named models'); the current folder is tried too.
+    models/net.py:build was 'model not found'; the error names the module path to give instead."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "net.py").write_text("import torch.nn as nn\n\n\ndef build():\n"
+                                                "    return nn.Sequential(nn.Linear(4, 3))\n")
+    script = ("import os, sys\n"
+              "sys.path = [p for p in sys.path if p not in ('', os.getcwd())]\n"  # as a console script's
+              "from edgekit.cli import cli\n"
+              "cli(sys.argv[1:])\n")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root, "CI": "true"}
+    run = [sys.executable, "-c", script, "convert", "-t", "onnxruntime", "--input-shape", "1x4", "-o", "out"]
+    ok = subprocess.run([*run, "models.net:build"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "out" / "build.onnxruntime.onnx").is_file()
+    bad = subprocess.run([*run, "models/net.py:build"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "a factory is named by its module, not its file (give models.net:build" in bad.stderr

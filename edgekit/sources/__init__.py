@@ -29,6 +29,12 @@ def classify_spec(spec: str) -> str:
     if not path.exists():
         if _FACTORY_RE.match(spec):
             return "factory"
+        file, _, fn = spec.rpartition(":")
+        if file.endswith(".py") and Path(file).is_file():  # models/net.py:build
+            module = Path(file).with_suffix("").as_posix().replace("/", ".").lstrip(".")
+            raise ModelLoadError(f"{spec}: a factory is named by its module, not its file",
+                                 hint=f"give {module}:{fn} (run from the folder that holds it, or add that folder "
+                                      "to PYTHONPATH)")
         raise ModelLoadError(f"model not found: {spec}",
                              hint="give an .onnx, .pt2, TorchScript file, pkg.module:fn or zoo:NAME (see `edgekit zoo`)")
     if path.is_dir():  # an exported folder (optimum, a model repo): name the model files inside

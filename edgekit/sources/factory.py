@@ -21,12 +21,28 @@ from edgekit.sources.torch_common import (
 from edgekit.sources.weights import apply_state_dict, load_state_dict
 
 
+def _import(name: str):
+    """The factory's module; from the current folder too, as `python -m` finds it (the installed `edgekit` command
+    did not: 'No module named mypkg' from the project folder itself)."""
+    import os
+    import sys
+
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        here = os.getcwd()
+        if exc.name != name.split(".")[0] or here in sys.path or "" in sys.path:
+            raise
+        sys.path.append(here)
+        return importlib.import_module(name)
+
+
 def load(spec: str, *, weights: Path | None = None, input_shapes=None) -> LoadedModel:
     import torch
 
     mod_name, fn_name = spec.split(":")
     try:
-        mod = importlib.import_module(mod_name)
+        mod = _import(mod_name)
     except ImportError as exc:
         raise ModelLoadError(f"cannot import '{mod_name}' for factory {spec}: {exc}",
                              hint="make the package importable (pip install it or set PYTHONPATH)") from exc
