@@ -545,7 +545,7 @@ def artifact_stem(model: str, target: Target, precision: str, ext: str) -> str:
 def quantized_refs(st: State, target: Target) -> list:
     """What the int8 hub graph computes on the held-out samples (once per scheme)."""
     hub, _ = quantized_hub(st, target)
-    key = f"qdq:{hub.name}"
+    key = f"qdq:{_sha256(hub)}"  # by content: two schemes' identical int8 graphs (a transformer's) run once
     if key not in st.refs:
         from edgekit.backends.base import LoadOptions
         from edgekit.backends.onnxruntime import load

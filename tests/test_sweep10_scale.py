@@ -304,3 +304,23 @@ def test_transformer_int8_weights_graph_is_analysed_once_for_openvino_and_arm(mo
     alone = static.quantize_model(path, tmp_path / "alone.onnx", get_target("arm"), calib)
     assert len(calls) == 2 and alone["per_layer"] == reports["arm"]["per_layer"]
     assert _sha(tmp_path / "alone.onnx") == _sha(tmp_path / "arm.onnx") == _sha(tmp_path / "openvino.onnx")
+
+
+def test_identical_int8_graphs_of_two_targets_are_run_once_for_the_quantized_reference(monkeypatch, tmp_path):
+    import edgekit.backends.onnxruntime as ort_backend
+    from edgekit.api import convert
+    from edgekit.sources import parse_input_shapes
+
+    loads = []
+    original = ort_backend.load
+    monkeypatch.setattr(ort_backend, "load", lambda path, options=None: loads.append(
+        (options.extra or {}).get("optimization")) or original(path, options))
+    rng = np.random.default_rng(0)
+    data = tmp_path / "ids.npz"
+    np.savez(data, input_ids=rng.integers(1, 100, (12, 16)), attention_mask=np.ones((12, 16), np.int64))
+    res = convert("sweep10_scale_models:tiny_bert", ["openvino", "arm"], tmp_path / "out", precision="int8",
+                  calibration=str(data), input_shapes=parse_input_shapes(["input_ids=1x16:int64",
+                                                                          "attention_mask=1x16:int64"]))
+    assert all(a["verification"]["passed"] for a in res["artifacts"])
+    figures = [a["verification"]["quantized_graph"] for a in res["artifacts"]]
+    assert figures[0] == figures[1] and loads.count("none") == 1  # one int8 graph, run once for both
