@@ -206,7 +206,6 @@ class Calibrated:
         by the bytes of the fp32 and int8 graphs and the samples, for a scheme whose int8 graph is the same file
         (OpenVINO's and TFLite's int8-weights graph of a transformer: ~34 s per analysis on a 24-layer encoder)."""
         import copy
-        import hashlib
 
         import onnx
 
@@ -215,7 +214,7 @@ class Calibrated:
         if shared is not None:
             idx = tuple(samples.indices) if samples.indices is not None else samples.count
             key = ("analysis", sha256_file(Path(path)), id(samples.make), idx,
-                   hashlib.sha256(self.model.SerializeToString(deterministic=True)).hexdigest())
+                   sha256_file(self.prepared))  # self.model as saved (serializing it again: 3 s for 705 MB)
             if key in shared:
                 rows, order, _ = shared[key]
                 return copy.deepcopy(rows), list(order)
