@@ -158,7 +158,7 @@ class Calibrated:
         analysis graph and the shipped one when no layer stays float) is copied from the file written before,
         when that file is unchanged: ORT's quantizer took ~6 s per write on EfficientNet-B0."""
         exclude = self.float_nodes(list(float_layers))
-        state = (tuple(exclude), *(id(o) for o in self._inputs()))
+        state = (tuple(exclude), self._values_key(), *(id(o) for o in self._inputs()))
         if self._copy_written(state, Path(path)):
             return
         self._write(path, exclude)
@@ -167,6 +167,22 @@ class Calibrated:
     def _inputs(self) -> tuple:
         """What a written graph depends on besides the float nodes (held with the memo: no id reuse)."""
         return self.model, self.ranges, self.means, self.finetuned, self.rounding, self.prepared
+
+    def _values_key(self) -> str:
+        """The ranges' and bias-correction means' values: a caller may change them in place (the objects' ids
+        alone kept a graph written before that as 'the same graph')."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name in sorted(self.ranges or {}):
+            try:
+                value = np.asarray(self.ranges[name], dtype=np.float64).tobytes()
+            except (TypeError, ValueError):  # not a plain (low, high) pair
+                value = repr(self.ranges[name]).encode()
+            h.update(name.encode() + value)
+        for name in sorted(self.means or {}):
+            h.update(name.encode() + np.ascontiguousarray(np.asarray(self.means[name], dtype=np.float64)).tobytes())
+        return h.hexdigest()
 
     def _copy_written(self, state: tuple, path: Path) -> bool:
         done = self._written.get(state)
