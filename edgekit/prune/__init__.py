@@ -305,13 +305,16 @@ def save_pruned(model, example_inputs: dict[str, Any], path, dynamic_axes: dict[
     path.parent.mkdir(parents=True, exist_ok=True)
     import tempfile
 
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.pt2", dir=path.parent)  # one per run: two
-    os.close(fd)  # runs saving to one path (parallel build tasks) must not write into each other's temp file
-    tmp = Path(name)
+    # one temporary folder per run (two runs saving to one path, parallel build tasks, must not write into each
+    # other's file), the file inside it under its final name: torch.export.save names the archive's entries after
+    # the file, so a random temporary name made every save's bytes differ
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent))
+    tmp = folder / path.name
     try:
         torch.export.save(ep, str(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp's file is private; the program gets the usual mode
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        folder.rmdir()
     return path
