@@ -91,7 +91,12 @@ def load_exported(path: Path, *, input_shapes=None) -> LoadedModel:
         dtype = _DT.get(str(getattr(val, "dtype", "")), "float32")
         stated.append(InputSpec(node.name, dims, dtype))
         # a static leading size stays static: the artifact is exported from the program as it is (a static x (1, 6)
-        # was reported as ('batch', 6) while every artifact took exactly 1x6)
+        # was reported as ('batch', 6) while every artifact took exactly 1x6). One that --input-shape sets to
+        # another size is taken for the example's batch: the program is run and exported at the size given (a
+        # CLIP text tower exported with 2 sentences, converted for 1), and verified there
+        given = _given_shape(input_shapes, node.name, len(ep.graph_signature.user_inputs))
+        if dims and isinstance(dims[0], int) and given is not None and len(given) == len(dims) and given[0] != dims[0]:
+            dims = ("batch", *dims[1:])
         specs.append(InputSpec(node.name, dims, dtype))
     specs = apply_overrides(specs, input_shapes, str(path))
     require_static(specs, str(path))
@@ -100,6 +105,16 @@ def load_exported(path: Path, *, input_shapes=None) -> LoadedModel:
     specs, names, task = probe_leading_axis(module, specs, stated, str(path))
     return LoadedModel(name=path.stem, kind="pt2", inputs=specs, output_names=names, task=task, module=module,
                        source_bytes_sha256=file_sha256(path), meta={"exported_program": ep})
+
+
+def _given_shape(input_shapes, name: str, n_inputs: int):
+    """The --input-shape given for input `name` (a bare one for a single-input program), else None."""
+    if not input_shapes:
+        return None
+    given = input_shapes.get(name)
+    if given is None and n_inputs == 1:
+        given = input_shapes.get("")
+    return given
 
 
 _TRAINING_ARG = {"batch_norm": 5, "_native_batch_norm_legit": 5, "native_batch_norm": 5, "dropout": 2,
