@@ -9,15 +9,13 @@ import numpy as np
 
 
 def _tensor_types(path) -> dict[str, int]:
-    import tflite
+    from ai_edge_litert import schema_py_generated as fb  # (`import tflite` finds tests/tflite in a full run)
 
-    m = tflite.Model.GetRootAsModel(path.read_bytes(), 0)
-    sg = m.Subgraphs(0)
-    names = {v: k for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
+    model = fb.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+    names = {v: k for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
     out: dict[str, int] = {}
-    for i in range(sg.TensorsLength()):
-        t = names[sg.Tensors(i).Type()]
-        out[t] = out.get(t, 0) + 1
+    for t in model.subgraphs[0].tensors:
+        out[names[t.type]] = out.get(names[t.type], 0) + 1
     return out
 
 

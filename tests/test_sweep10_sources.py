@@ -101,7 +101,8 @@ def test_an_onnx_file_with_model_local_functions_converts_to_every_target(tmp_pa
     src = _module_functions_onnx(tmp_path / "blocks.onnx")
     before = src.read_bytes()
     cal = _npz(tmp_path / "x.npz", {"x": ((3, 8, 8), "float32")})
-    _passed(api.convert(str(src), TARGETS, tmp_path / "out", precision=precision, calibration=cal))
+    # generic: a random net's near-tied scores would make top-1 agreement on 6 held-out samples a coin toss
+    _passed(api.convert(str(src), TARGETS, tmp_path / "out", precision=precision, calibration=cal, task="generic"))
     assert src.read_bytes() == before
 
 
