@@ -11,6 +11,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,9 +128,9 @@ def stop_sshd(s: Sshd) -> None:
         s.proc.kill()
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory):
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+@contextmanager
+def serving(server: Sshd) -> Iterator[Sshd]:
+    """edgekit's ssh uses `server`'s client config (EDGEKIT_SSH_CONFIG) inside the block; the server stops after."""
     old = os.environ.get("EDGEKIT_SSH_CONFIG")
     os.environ["EDGEKIT_SSH_CONFIG"] = str(server.client_config)
     try:
@@ -139,3 +141,9 @@ def sshd(tmp_path_factory: pytest.TempPathFactory):
         else:
             os.environ["EDGEKIT_SSH_CONFIG"] = old
         stop_sshd(server)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory):
+    with serving(start_sshd(tmp_path_factory.mktemp("sshd"))) as server:
+        yield server

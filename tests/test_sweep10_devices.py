@@ -157,22 +157,13 @@ def _env_of(pid: int) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def device(tmp_path_factory: pytest.TempPathFactory):
     """A real sshd on loopback whose sessions have TMPDIR set (Termux, or a board whose /tmp is a small tmpfs)."""
-    from sshd import start_sshd, stop_sshd
+    from sshd import serving, start_sshd
 
     root = tmp_path_factory.mktemp("sweep10_device")
     tmpdir = root / "device tmp"
     tmpdir.mkdir()
-    server = start_sshd(root, extra=(f'SetEnv TMPDIR="{tmpdir}"',))
-    old = os.environ.get("EDGEKIT_SSH_CONFIG")
-    os.environ["EDGEKIT_SSH_CONFIG"] = str(server.client_config)
-    try:
+    with serving(start_sshd(root, extra=(f'SetEnv TMPDIR="{tmpdir}"',))) as server:
         yield server, tmpdir
-    finally:
-        if old is None:
-            os.environ.pop("EDGEKIT_SSH_CONFIG", None)
-        else:
-            os.environ["EDGEKIT_SSH_CONFIG"] = old
-        stop_sshd(server)
 
 
 PY = {"remote_python": sys.executable}  # the "device" is this machine: its Python has the runtimes

@@ -319,24 +319,30 @@ def test_saving_a_pruned_program_leaves_another_runs_temp_file_alone(tmp_path: P
     assert (tmp_path / "small.pt2").stat().st_mode & 0o777 == 0o644
 
 
-def test_the_next_run_removes_the_temp_folder_of_a_killed_run_and_not_a_live_ones(tmp_path: Path) -> None:
-    """SIGKILL (the OOM killer during a large model's calibration, a torn-down CI runner) skips all cleanup: the
-    run's .edgekit-tmp-* folder, with the hub graph and unverified artifacts, stayed in the output folder for
-    good, one more per killed run. Runs lock their folder; the next run removes the ones nobody holds."""
-    import fcntl
+def _kill_once_exporting(proc: subprocess.Popen) -> None:
+    """SIGKILL the edgekit run `proc` (stderr piped, text) once it reports its ONNX export, as an OOM kill would."""
     import signal
 
-    out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(FIXTURES)]), "CI": "true"}
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "convert", "sweep10_hygiene_models:se_net",
-                             "--input-shape", "image=1x3x16x16", "-t", "onnxruntime", "-o", str(out)],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if "exporting to ONNX" in line:
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     proc.stderr.close()
+
+
+def test_the_next_run_removes_the_temp_folder_of_a_killed_run_and_not_a_live_ones(tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer during a large model's calibration, a torn-down CI runner) skips all cleanup: the
+    run's .edgekit-tmp-* folder, with the hub graph and unverified artifacts, stayed in the output folder for
+    good, one more per killed run. Runs lock their folder; the next run removes the ones nobody holds."""
+    import fcntl
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(FIXTURES)]), "CI": "true"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "convert", "sweep10_hygiene_models:se_net",
+                             "--input-shape", "image=1x3x16x16", "-t", "onnxruntime", "-o", str(out)],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _kill_once_exporting(proc)
     (killed,) = [p.name for p in out.iterdir() if p.name.startswith(".edgekit-tmp-")]
 
     live = out / ".edgekit-tmp-live"  # a parallel run still working: its lock is held
@@ -357,7 +363,6 @@ def test_a_killed_build_leaves_no_staging_folder_in_the_cache_after_the_next_bui
     """A killed `edgekit build` left its staging folder (the conversion's hub graph, unverified artifacts) in the
     cache's tmp/ until an `edgekit cache clean` an hour later; and that clean removed any staging folder older
     than an hour, a live build's too (a long distillation). Build staging folders are locked like convert's."""
-    import signal
 
     (tmp_path / "edgekit.toml").write_text('[[models]]\nname = "s"\nsource = "sweep10_hygiene_models:se_net"\n'
                                            'targets = ["onnxruntime"]\ninput_shapes = { image = "1x3x16x16" }\n')
@@ -365,12 +370,7 @@ def test_a_killed_build_leaves_no_staging_folder_in_the_cache_after_the_next_bui
            "EDGEKIT_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "edgekit", "build"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if "exporting to ONNX" in line:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    proc.stderr.close()
+    _kill_once_exporting(proc)
     tmp = tmp_path / "cache" / "tmp"
     assert any(tmp.iterdir())  # what the killed build left
     (tmp_path / "edgekit.toml").write_text('[[models]]\nname = "m"\nsource = "m.onnx"\ntargets = ["onnxruntime"]\n')
